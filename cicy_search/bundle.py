@@ -1,0 +1,72 @@
+"""A trained model on disk: the model file, the resolved config and the target ranges.
+
+The same folder layout is logged as a run's ``model`` artifact and written by ``export``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .errors import CicyError
+from .models import SvmModel, Target
+
+KERAS_FILE = "model.keras"
+SVM_FILE = "model.joblib"
+
+
+def save(folder: str | Path, model, config: dict, targets: list[Target]) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, SvmModel):
+        import joblib
+
+        joblib.dump(model, folder / SVM_FILE)
+    else:
+        model.save(folder / KERAS_FILE)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (folder / "targets.json").write_text(json.dumps([t.to_dict() for t in targets]))
+    return folder
+
+
+@dataclass
+class Loaded:
+    model: Any
+    config: dict
+    targets: list[Target]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        from .data import PADDING
+
+        return PADDING[self.config["data"]["dataset"]]
+
+    def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Integer Hodge numbers for padded matrices (N, rows, cols)."""
+        from .training import predict
+
+        return predict(self.model, x, self.targets, self.config["model"]["head"])
+
+
+def load(folder: str | Path) -> Loaded:
+    folder = Path(folder)
+    if not (folder / "config.yaml").is_file():
+        raise CicyError(f"{folder}: not a model folder (no config.yaml)")
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    targets = [Target(**t) for t in json.loads((folder / "targets.json").read_text())]
+    if (folder / SVM_FILE).is_file():
+        import joblib
+
+        model = joblib.load(folder / SVM_FILE)
+    else:
+        import keras
+
+        from . import training  # noqa: F401  (registers the custom accuracy metric)
+
+        model = keras.models.load_model(folder / KERAS_FILE)
+    return Loaded(model, config, targets)

@@ -1,0 +1,349 @@
+"""The run config: one plain mapping, validated once, that every model builder and trainer reads.
+
+A YAML run file, a study's fixed settings plus an Optuna trial's sample and a keras-tuner ``hp``
+all become this mapping::
+
+    {"name": ..., "seed": 0,
+     "data":  {"dataset": "original", "targets": ["h11"], "train": 0.8, ...},
+     "model": {"family": "dense", "head": "classification", "depth": 3, ...},
+     "train": {"epochs": 20, "batch_size": 32, "learning_rate": 0.001, ...}}
+
+``resolve`` fills in defaults and rejects unknown keys and wrong types with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .errors import CicyError
+
+# --- value checkers: each returns the normalised value or raises ValueError with a short reason ---
+
+
+def _int(v):
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"expected an integer, got {v!r}")
+    return v
+
+
+def _pos_int(v):
+    if _int(v) < 1:
+        raise ValueError(f"expected a positive integer, got {v!r}")
+    return v
+
+
+def _nonneg_int(v):
+    if _int(v) < 0:
+        raise ValueError(f"expected a non-negative integer, got {v!r}")
+    return v
+
+
+def _float(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"expected a number, got {v!r}")
+    return float(v)
+
+
+def _nonneg(v):
+    if _float(v) < 0:
+        raise ValueError(f"expected a non-negative number, got {v!r}")
+    return float(v)
+
+
+def _positive(v):
+    if _float(v) <= 0:
+        raise ValueError(f"expected a positive number, got {v!r}")
+    return float(v)
+
+
+def _rate(v):
+    if not 0 <= _float(v) < 1:
+        raise ValueError(f"expected a rate in [0, 1), got {v!r}")
+    return float(v)
+
+
+def _fraction(v):
+    if not 0 <= _float(v) <= 1:
+        raise ValueError(f"expected a fraction in [0, 1], got {v!r}")
+    return float(v)
+
+
+def _bool(v):
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {v!r}")
+    return v
+
+
+def _optional(check):
+    return lambda v: None if v is None else check(v)
+
+
+def _choice(*options):
+    def check(v):
+        if v not in options:
+            raise ValueError(f"expected one of {', '.join(map(str, options))}, got {v!r}")
+        return v
+
+    return check
+
+
+def _int_or_list(v):
+    """An int (the same for every layer) or one positive int per layer."""
+    if isinstance(v, list):
+        if not v:
+            raise ValueError("expected a non-empty list")
+        return [_pos_int(x) for x in v]
+    return _pos_int(v)
+
+
+def _pair(v):
+    if isinstance(v, str):
+        m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", v)
+        if not m:
+            raise ValueError(f"expected a shape like '12x1', got {v!r}")
+        v = [int(m.group(1)), int(m.group(2))]
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = [v, v]
+    if not (isinstance(v, (list, tuple)) and len(v) == 2):
+        raise ValueError(f"expected a shape [height, width], got {v!r}")
+    return [_pos_int(x) for x in v]
+
+
+def kernel_set(v) -> list[list[int]]:
+    """One module's kernel shapes: ``"12x1,1x15"`` or ``[[12, 1], [1, 15]]``."""
+    if isinstance(v, str):
+        v = [s for s in v.split(",") if s.strip()]
+    if not isinstance(v, (list, tuple)) or not v:
+        raise ValueError(f"expected kernel shapes like '12x1,1x15' or [[12, 1], [1, 15]], got {v!r}")
+    return [_pair(k) for k in v]
+
+
+def _kernels(v):
+    """Kernel shapes: one set for every module, or a list of sets, one per module.
+
+    A string is always one set (``"12x1,1x15"``), so a list of strings is one set per module; a list of
+    pairs (``[[12, 1], [1, 15]]``) is one set and a list of lists of pairs is one set per module.
+    """
+    if isinstance(v, list) and v and all(
+        isinstance(s, str) or (isinstance(s, list) and s and isinstance(s[0], list)) for s in v
+    ):
+        return [kernel_set(s) for s in v]
+    return kernel_set(v)
+
+
+def _targets(v):
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not v or len(set(v)) != len(v):
+        raise ValueError(f"expected h11, h21 or [h11, h21], got {v!r}")
+    for t in v:
+        if t not in ("h11", "h21"):
+            raise ValueError(f"unknown target {t!r}: choose from h11, h21")
+    return v
+
+
+def _gamma(v):
+    if v in ("scale", "auto"):
+        return v
+    return _positive(v)
+
+
+# --- the schema ---
+
+Spec = dict[str, tuple[Callable[[Any], Any], Any]]
+
+DATA: Spec = {
+    "dataset": (_choice("original", "favourable"), "original"),
+    "targets": (_targets, ["h11"]),
+    "train": (_fraction, 0.8),
+    "val": (_fraction, 0.1),
+    "test": (_fraction, 0.1),
+    "seed": (_int, 0),
+    "stratify": (_bool, True),
+    "keep_products": (_bool, False),
+    "limit": (_optional(_pos_int), None),
+}
+
+TRAIN: Spec = {
+    "epochs": (_pos_int, 20),
+    "batch_size": (_pos_int, 32),
+    "optimizer": (_choice("adam", "sgd", "rmsprop", "adamw"), "adam"),
+    "learning_rate": (_positive, 1e-3),
+    "early_stopping": (_nonneg_int, 0),
+    "lr_schedule": (_choice("none", "reduce_on_plateau", "cosine"), "none"),
+    "lr_factor": (_positive, 0.3),
+    "lr_patience": (_pos_int, 5),
+    "steps_per_execution": (_optional(_pos_int), None),
+}
+
+_COMMON: Spec = {
+    "head": (_choice("classification", "regression"), "classification"),
+    "activation": (_choice("relu", "elu", "gelu", "selu", "tanh", "swish"), "relu"),
+    "l1": (_nonneg, 0.0),
+    "l2": (_nonneg, 0.0),
+    "dropout": (_rate, 0.0),
+    "batch_norm": (_bool, False),
+}
+
+MODELS: dict[str, Spec] = {
+    "dense": {**_COMMON, "depth": (_pos_int, 3), "width": (_int_or_list, 128)},
+    "cnn": {
+        **_COMMON,
+        "depth": (_pos_int, 2),
+        "filters": (_int_or_list, 32),
+        "kernel_size": (_pair, [3, 3]),
+        "strides": (_pair, [1, 1]),
+        "padding": (_choice("same", "valid"), "same"),
+        "pool": (_choice("max", "avg", "none"), "max"),
+        "pool_size": (_pair, [2, 2]),
+        "dense_depth": (_nonneg_int, 1),
+        "dense_width": (_pos_int, 128),
+    },
+    "inception": {
+        **_COMMON,
+        "head": (_choice("classification", "regression"), "regression"),
+        "l1": (_nonneg, 1e-4),
+        "l2": (_nonneg, 1e-4),
+        "dropout": (_rate, 0.2),
+        "batch_norm": (_bool, True),
+        "modules": (_pos_int, 3),
+        "filters": (_int_or_list, [32, 64, 32]),
+        "kernels": (_kernels, [[12, 1], [1, 15]]),
+    },
+    "svm": {
+        "head": (_choice("classification", "regression"), "regression"),
+        "kernel": (_choice("rbf", "linear", "poly", "sigmoid"), "rbf"),
+        "C": (_positive, 10.0),
+        "gamma": (_gamma, "scale"),
+        "epsilon": (_nonneg, 0.1),
+    },
+}
+
+TOP = {"name", "seed", "data", "model", "train"}
+
+
+def _resolve_section(section: str, given: Any, spec: Spec) -> dict:
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise CicyError(f"{section}: expected a mapping of settings, got {type(given).__name__}")
+    unknown = sorted(set(given) - set(spec))
+    if unknown:
+        raise CicyError(f"unknown key {section}.{unknown[0]} (allowed: {', '.join(sorted(spec))})")
+    out = {}
+    for key, (check, default) in spec.items():
+        value = given.get(key, copy.deepcopy(default))
+        try:
+            out[key] = check(value)
+        except ValueError as e:
+            raise CicyError(f"{section}.{key}: {e}") from None
+    return out
+
+
+def resolve(config: dict | None) -> dict:
+    """Validate a run config and fill in every default; the result is complete and self-describing."""
+    config = copy.deepcopy(config or {})
+    if not isinstance(config, dict):
+        raise CicyError(f"a run config must be a mapping, got {type(config).__name__}")
+    unknown = sorted(set(config) - TOP)
+    if unknown:
+        raise CicyError(f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(TOP))})")
+    model = config.get("model") or {}
+    if not isinstance(model, dict):
+        raise CicyError("model: expected a mapping of settings")
+    family = model.get("family", "dense")
+    if family not in MODELS:
+        raise CicyError(f"unknown model family {family!r}: choose one of {', '.join(MODELS)}")
+    try:
+        seed = _int(config.get("seed", 0))
+    except ValueError as e:
+        raise CicyError(f"seed: {e}") from None
+    name = config.get("name")
+    if name is not None and not isinstance(name, str):
+        raise CicyError(f"name: expected a string, got {name!r}")
+    resolved = {
+        "name": name or family,
+        "seed": seed,
+        "data": _resolve_section("data", config.get("data"), DATA),
+        "model": {"family": family, **_resolve_section("model", {k: v for k, v in model.items() if k != "family"}, MODELS[family])},
+        "train": _resolve_section("train", config.get("train"), TRAIN),
+    }
+    _check_consistency(resolved)
+    return resolved
+
+
+def _check_consistency(c: dict) -> None:
+    m, d = c["model"], c["data"]
+    if d["train"] + d["val"] + d["test"] > 1 + 1e-9:
+        raise CicyError(f"data: split fractions train + val + test = {d['train'] + d['val'] + d['test']:g} > 1")
+    if d["val"] == 0:
+        raise CicyError("data.val: a validation split is needed for per-epoch validation curves and selection")
+    for key, count in (("width", "depth"), ("filters", "depth" if m["family"] == "cnn" else "modules")):
+        if isinstance(m.get(key), list) and len(m[key]) != m[count]:
+            raise CicyError(f"model.{key}: {len(m[key])} values given for {count} = {m[count]}")
+    kernels = m.get("kernels")
+    if kernels and isinstance(kernels[0][0], list) and len(kernels) != m["modules"]:
+        raise CicyError(f"model.kernels: {len(kernels)} kernel sets given for modules = {m['modules']}")
+
+
+def load_file(path: str | Path) -> dict:
+    """Read a YAML mapping; one-line errors for a missing file or bad YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise CicyError(f"{path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise CicyError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise CicyError(f"{path}: expected a YAML mapping at the top level")
+    return data
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The example run configs shipped with the package, by name."""
+    from importlib import resources
+
+    folder = resources.files("cicy_search") / "configs"
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def load_config(path_or_name: str | Path | None) -> dict:
+    """A run config from a YAML file or the name of a shipped example (``dense``, ``inception``, ...)."""
+    if path_or_name is None:
+        return resolve({})
+    shipped = shipped_configs()
+    if not Path(path_or_name).exists() and str(path_or_name) in shipped:
+        path_or_name = shipped[str(path_or_name)]
+    try:
+        return resolve(load_file(path_or_name))
+    except CicyError as e:
+        raise CicyError(f"{path_or_name}: {e}") from None
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"depth": 3}}`` -> ``{"model.depth": 3}`` (MLflow params, Optuna names)."""
+    out = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def set_path(config: dict, dotted: str, value: Any) -> None:
+    """Set ``config["model"]["depth"]`` from ``"model.depth"``."""
+    *parents, leaf = dotted.split(".")
+    node = config
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value

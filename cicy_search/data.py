@@ -1,0 +1,221 @@
+"""The CICY 3-fold lists: loading, validation, arrays and deterministic splits.
+
+The lists ship inside the package (``cicy_search/data/*.json.gz``); nothing is read from the network.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import CicyError
+
+DATASETS = {"original": "cicy3o.json.gz", "favourable": "cicy3f.json.gz"}
+PADDING = {"original": (12, 15), "favourable": (15, 18)}
+TARGETS = ("h11", "h21")
+
+
+def _data_file(dataset: str):
+    if dataset not in DATASETS:
+        raise CicyError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+    return resources.files("cicy_search") / "data" / DATASETS[dataset]
+
+
+@functools.lru_cache(maxsize=None)
+def dataset_hash(dataset: str = "original") -> str:
+    """sha256 of the shipped file: the content hash logged with every run."""
+    return hashlib.sha256(_data_file(dataset).read_bytes()).hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _raw(dataset: str) -> dict:
+    return json.loads(gzip.decompress(_data_file(dataset).read_bytes()))
+
+
+def check_matrix(matrix, shape: tuple[int, int] | None = (12, 15)) -> str | None:
+    """Why ``matrix`` is not the configuration matrix of a CICY 3-fold, or None if it is.
+
+    ``matrix`` is q without the column of projective dimensions: rows are ambient P^n factors,
+    columns are equations. Checks: a non-empty rectangular list of non-negative integers, at most
+    ``shape`` (the padding size), every row sum = n_i + 1 with n_i >= 1 (the Calabi-Yau condition)
+    and sum n_i - columns = 3 (dimension three).
+    """
+    if not isinstance(matrix, (list, tuple, np.ndarray)) or len(matrix) == 0:
+        return "empty or not a list of rows"
+    rows = [list(r) if isinstance(r, (list, tuple, np.ndarray)) else None for r in matrix]
+    if any(r is None for r in rows):
+        return "rows must be lists of integers"
+    if any(len(r) == 0 for r in rows):
+        return "empty row"
+    width = len(rows[0])
+    for i, r in enumerate(rows):
+        if len(r) != width:
+            return f"ragged rows: row {i} has {len(r)} entries, row 0 has {width}"
+    for i, r in enumerate(rows):
+        for j, v in enumerate(r):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                return f"entry ({i},{j}) = {v!r} is not an integer"
+            if float(v) != int(v):
+                return f"entry ({i},{j}) = {v!r} is not an integer"
+            if v < 0:
+                return f"entry ({i},{j}) = {v} is negative"
+    if shape is not None and (len(rows) > shape[0] or width > shape[1]):
+        return f"size {len(rows)}x{width} exceeds the padding size {shape[0]}x{shape[1]}"
+    dims = [int(sum(r)) - 1 for r in rows]
+    for i, n in enumerate(dims):
+        if n < 1:
+            return f"Calabi-Yau condition fails in row {i}: degrees sum to {n + 1}, so n_{i} = {n} < 1"
+    if sum(dims) - width != 3:
+        return f"dimension is sum(n_i) - columns = {sum(dims)} - {width} = {sum(dims) - width}, not 3"
+    return None
+
+
+def pad(matrices: Iterable, shape: tuple[int, int]) -> np.ndarray:
+    """Zero-pad matrices (lists of rows) to ``shape``; returns float32 of shape (N, *shape)."""
+    matrices = list(matrices)
+    out = np.zeros((len(matrices), *shape), dtype=np.float32)
+    for k, m in enumerate(matrices):
+        a = np.asarray(m, dtype=np.float32)
+        out[k, : a.shape[0], : a.shape[1]] = a
+    return out
+
+
+@dataclass(frozen=True)
+class CicyData:
+    """One list of CICY 3-folds as arrays: ``x`` (N, rows, cols) float32, ``frame`` one row a manifold."""
+
+    name: str
+    frame: pd.DataFrame
+    x: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.x.shape[1], self.x.shape[2]
+
+    def y(self, target: str) -> np.ndarray:
+        if target not in TARGETS:
+            raise CicyError(f"unknown target {target!r}: choose from {', '.join(TARGETS)}")
+        return self.frame[target].to_numpy(dtype=np.int64)
+
+    @property
+    def hash(self) -> str:
+        return dataset_hash(self.name)
+
+    def subset(self, index: np.ndarray) -> "CicyData":
+        return CicyData(self.name, self.frame.iloc[index].reset_index(drop=True), self.x[index])
+
+
+@functools.lru_cache(maxsize=None)
+def _load_all(dataset: str) -> CicyData:
+    raw = _raw(dataset)
+    shape = PADDING[dataset]
+    records, matrices = [], []
+    for key in sorted(raw, key=int):
+        entry = raw[key]
+        reason = check_matrix(entry["matrix"], shape)
+        if reason:
+            raise CicyError(f"{dataset} list, manifold {key}: {reason}")
+        records.append(
+            {
+                "id": int(key),
+                "rows": entry["size"][0],
+                "cols": entry["size"][1],
+                "h11": entry["h11"],
+                "h21": entry["h21"],
+                "euler": entry["euler"] if "euler" in entry else 2 * (entry["h11"] - entry["h21"]),
+                "product": entry.get("isprod", entry["h11"] == 0),
+                "favour": entry.get("favour"),
+            }
+        )
+        matrices.append(entry["matrix"])
+    frame = pd.DataFrame.from_records(records)
+    x = pad(matrices, shape)
+    x.setflags(write=False)
+    return CicyData(dataset, frame, x)
+
+
+def load(dataset: str = "original", *, keep_products: bool = False) -> CicyData:
+    """Load a shipped list, validated entry by entry.
+
+    Args:
+        dataset: ``"original"`` (12x15 padding) or ``"favourable"`` (15x18).
+        keep_products: keep the 22 product manifolds (h11 = 0 in the original list); the literature drops them.
+    """
+    data = _load_all(dataset)
+    if keep_products:
+        return data
+    is_product = (data.frame["h11"] == 0) | data.frame["product"].astype(bool)
+    return data.subset(np.flatnonzero(~is_product.to_numpy()))
+
+
+@dataclass(frozen=True)
+class Split:
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def split(
+    n: int,
+    *,
+    train: float = 0.8,
+    val: float = 0.1,
+    test: float = 0.1,
+    seed: int = 0,
+    stratify: Sequence | None = None,
+) -> Split:
+    """Deterministic disjoint index split of ``range(n)``.
+
+    The fractions must be positive (val and test may be 0) and add up to at most 1 (a rest is
+    left out, as in the 30/10/60 learning-curve splits). With ``stratify`` (one label per item)
+    every label is split in the same proportions; a label with too few members to share goes to
+    training first.
+    """
+    for name, f in (("train", train), ("val", val), ("test", test)):
+        if not 0 <= f <= 1:
+            raise CicyError(f"split fraction {name} = {f} is not within [0, 1]")
+    if train <= 0:
+        raise CicyError("split fraction train must be positive")
+    if train + val + test > 1 + 1e-9:
+        raise CicyError(f"split fractions add up to {train + val + test:g} > 1")
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(n)] if stratify is None else [
+        np.flatnonzero(np.asarray(stratify) == label) for label in np.unique(stratify)
+    ]
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for members in groups:
+        members = rng.permutation(members)
+        m = len(members)
+        n_train = max(1, int(round(train * m))) if m else 0
+        n_val = min(int(round(val * m)), m - n_train)
+        n_test = min(int(round(test * m)), m - n_train - n_val)
+        bounds = np.cumsum([n_train, n_val, n_test])
+        parts[0].append(members[: bounds[0]])
+        parts[1].append(members[bounds[0] : bounds[1]])
+        parts[2].append(members[bounds[1] : bounds[2]])
+    train_idx, val_idx, test_idx = (rng.permutation(np.concatenate(p)) for p in parts)
+    return Split(train_idx, val_idx, test_idx)
+
+
+def summary(data: CicyData) -> dict:
+    """Counts and ranges for ``cicy-search data info``."""
+    f = data.frame
+    return {
+        "dataset": data.name,
+        "manifolds": len(f),
+        "products": int(f["product"].astype(bool).sum()),
+        "h11": (int(f["h11"].min()), int(f["h11"].max())),
+        "h21": (int(f["h21"].min()), int(f["h21"].max())),
+        "rows": (int(f["rows"].min()), int(f["rows"].max())),
+        "cols": (int(f["cols"].min()), int(f["cols"].max())),
+        "padding": data.shape,
+        "sha256": data.hash,
+    }

@@ -1,0 +1,128 @@
+"""One tracked training run: train a resolved config and record everything about it in MLflow.
+
+Used by ``cicy-search train`` and by every study trial. The run is created only after the config
+has been validated, and it always ends with a status: FINISHED, KILLED (pruned) or FAILED with
+the reason in the ``failure_reason`` tag.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import time
+from contextlib import redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import bundle, tracking
+from .config import flatten
+from .training import EpochCallback, Prepared, TrainResult, fit, prepare
+
+METRIC_FLUSH_SECONDS = 5.0
+
+
+@dataclass
+class TrackedResult:
+    result: TrainResult
+    run_id: str
+
+
+def model_summary(model) -> str:
+    if not hasattr(model, "summary"):
+        return repr(model)
+    buffer = io.StringIO()
+    with redirect_stdout(buffer):
+        model.summary(line_length=110)
+    return buffer.getvalue()
+
+
+def run_status(exc: BaseException) -> tuple[str, str]:
+    """MLflow status and state tag for a run that ended with ``exc``."""
+    import optuna
+
+    if isinstance(exc, optuna.TrialPruned):
+        return "KILLED", "pruned"
+    if isinstance(exc, KeyboardInterrupt):
+        return "FAILED", "interrupted"
+    return "FAILED", "failed"
+
+
+def run_tracked(
+    config: dict,
+    *,
+    mlflow_client,
+    experiment: str,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    tags: dict | None = None,
+    params: dict | None = None,
+    prepared: Prepared | None = None,
+    callbacks: Sequence = (),
+    log_model: bool | Callable[[TrainResult], bool] = True,
+    progress: bool = False,
+    on_start: Callable[[str], None] | None = None,
+) -> TrackedResult:
+    """Train ``config`` inside one MLflow run.
+
+    Args:
+        config: a resolved run config; all its values become params (``model.depth``, ...).
+        mlflow_client: from ``tracking.client``.
+        experiment: MLflow experiment name (created if missing).
+        parent_run_id: nest this run under another (a study's run).
+        tags, params: extra tags and params (trial number, sampler, sampled values).
+        callbacks: extra Keras callbacks (pruning).
+        log_model: log the trained model, or a predicate deciding it from the result (best trial so far).
+        on_start: called with the run id once the run exists (so a trial can link to it before training).
+    """
+    prepared = prepared or prepare(config)
+    d = config["data"]
+    run = tracking.Run.start(
+        mlflow_client,
+        experiment,
+        run_name=run_name or config["name"],
+        tags={**tracking.context_tags(d["dataset"], prepared.dataset.hash), **(tags or {})},
+        parent_run_id=parent_run_id,
+    )
+    try:
+        if on_start:
+            on_start(run.run_id)
+        run.log_params({**flatten(config), **(params or {})})
+        run.log_params({"data.n_train": len(prepared.x["train"]), "data.n_val": len(prepared.x["val"]), "data.n_test": len(prepared.x["test"])})
+        epoch_logger = EpochCallback(
+            lambda epoch, logs: run.log_metrics(
+                {f"epoch_{k}": v for k, v in logs.items()}, step=epoch, flush_after=METRIC_FLUSH_SECONDS
+            )
+        )
+        result = fit(config, prepared, callbacks=[epoch_logger, *callbacks], progress=progress)
+        run.log_metrics(
+            {**result.metrics, "n_params": result.n_params, "train_seconds": result.seconds, "epochs_run": result.epochs_run}
+        )
+        _log_artifacts(run, result, log_model(result) if callable(log_model) else log_model)
+        run.set_tags({"state": "complete"})
+        run.end("FINISHED")
+        return TrackedResult(result, run.run_id)
+    except BaseException as exc:
+        status, state = run_status(exc)
+        reason = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+        try:
+            run.set_tags({"state": state, "failure_reason": reason} if state != "pruned" else {"state": state})
+            run.end(status)
+        except Exception:  # the tracking store itself is gone; the original error matters more
+            pass
+        raise
+
+
+def _log_artifacts(run: tracking.Run, result: TrainResult, with_model: bool) -> None:
+    from .reporting.curves import learning_curves
+
+    files = {"config.yaml": tracking.config_yaml(result.config), "model_summary.txt": model_summary(result.model)}
+    if result.history:
+        fig = learning_curves({result.config["name"]: result.history})
+        files["learning_curves.html"] = fig.to_html(include_plotlyjs="cdn", full_html=True)
+    run.log_artifacts(files)
+    if with_model:
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle.save(Path(tmp) / "model", result.model, result.config, result.targets)
+            run.log_folder(Path(tmp) / "model", "model")
+        run.set_tags({"model_logged": "true"})

@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+
+from cicy_search import data
+from cicy_search.errors import CicyError
+
+
+def test_original_list_loads_with_known_counts_and_hash():
+    everything = data.load(keep_products=True)
+    assert len(everything.frame) == 7890
+    assert (everything.frame["h11"] == 0).sum() == 22
+    d = data.load()
+    assert len(d.frame) == 7868
+    assert d.x.shape == (7868, 12, 15) and d.x.dtype == np.float32
+    assert d.frame["h11"].min() == 1 and d.frame["h11"].max() == 19
+    assert d.frame["h21"].max() == 101
+    # The hash logged with every run is the one the data README publishes.
+    assert d.hash == "5e57f570ef81cd3c0432406c02ee445ad0821d38684373c4d5d482bb76988729"
+    assert (d.frame["euler"] == 2 * (d.frame["h11"] - d.frame["h21"])).all()
+
+
+def test_favourable_list_is_padded_to_15x18_and_agrees_on_hodge_numbers():
+    f = data.load("favourable", keep_products=True)
+    o = data.load("original", keep_products=True)
+    assert f.x.shape == (7890, 15, 18)
+    assert (f.frame[["id", "h11", "h21"]].to_numpy() == o.frame[["id", "h11", "h21"]].to_numpy()).all()
+
+
+def test_quintic_is_entry_7890_padded_in_the_corner():
+    d = data.load()
+    row = d.frame.index[d.frame["id"] == 7890][0]
+    assert d.frame.loc[row, ["h11", "h21"]].tolist() == [1, 101]
+    assert d.x[row, 0, 0] == 5 and d.x[row].sum() == 5
+
+
+@pytest.mark.parametrize(
+    "matrix, reason",
+    [
+        ([[5]], None),
+        ([[3], [3]], None),  # the bicubic in P2 x P2
+        ([[1, 1, 0, 0, 0, 0], [0, 0, 1, 0, 0, 1], [0, 0, 0, 0, 1, 1], [1, 0, 0, 1, 0, 0],
+          [1, 0, 0, 0, 0, 1], [0, 0, 1, 2, 0, 0], [0, 1, 0, 0, 2, 0]], None),
+        ([], "empty"),
+        ([[5, 1], [2]], "ragged rows"),
+        ([[-1, 7]], "negative"),
+        ([[4.5]], "not an integer"),
+        ([["5"]], "not an integer"),
+        ([[4]], "dimension"),
+        ([[1, 0], [0, 5]], "n_0 = 0 < 1"),
+        ([[2, 0], [3, 1]], "dimension"),
+        ([[1] * 16], "exceeds the padding size"),
+    ],
+)
+def test_check_matrix_names_the_problem(matrix, reason):
+    got = data.check_matrix(matrix)
+    if reason is None:
+        assert got is None
+    else:
+        assert reason in got
+
+
+def test_check_matrix_reasons_name_the_position():
+    assert "row 1" in data.check_matrix([[5, 1], [2]])
+    assert "entry (0,0)" in data.check_matrix([[-1, 7]])
+    assert "not 3" in data.check_matrix([[4]])
+    assert "12x15" in data.check_matrix([[1] * 16])
+    assert "padding" not in data.check_matrix([[1] * 16], shape=(15, 18))  # fits 15x18; fails the CY checks
+
+
+def test_every_shipped_matrix_passes_validation():
+    d = data.load(keep_products=True)
+    assert len(d.frame) == 7890  # load raises CicyError naming the manifold otherwise
+
+
+@pytest.mark.parametrize("fractions", [(0.8, 0.1, 0.1), (0.3, 0.1, 0.6), (0.5, 0.2, 0.0)])
+def test_split_is_deterministic_disjoint_and_sized(fractions):
+    train, val, test = fractions
+    a = data.split(7868, train=train, val=val, test=test, seed=3)
+    b = data.split(7868, train=train, val=val, test=test, seed=3)
+    c = data.split(7868, train=train, val=val, test=test, seed=4)
+    for x, y in zip((a.train, a.val, a.test), (b.train, b.val, b.test)):
+        assert np.array_equal(x, y)
+    assert not np.array_equal(a.train, c.train)
+    parts = [set(a.train), set(a.val), set(a.test)]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert abs(len(a.train) - train * 7868) <= 1 and abs(len(a.test) - test * 7868) <= 1
+
+
+def test_stratified_split_keeps_label_proportions_and_rare_labels_in_training():
+    d = data.load()
+    y = d.y("h11")
+    s = data.split(len(y), seed=0, stratify=y)
+    assert len(set(s.train) | set(s.val) | set(s.test)) == len(s.train) + len(s.val) + len(s.test)
+    for label in (6, 7, 8):
+        share = np.mean(y[s.val] == label) / np.mean(y == label)
+        assert 0.9 < share < 1.1
+    assert 16 in set(y[s.train])  # the single h11 = 16 manifold is trained on, never only tested
+
+
+def test_bad_split_fractions_are_one_line_errors():
+    with pytest.raises(CicyError, match="add up to 1.2"):
+        data.split(10, train=0.8, val=0.2, test=0.2)
+    with pytest.raises(CicyError, match="unknown dataset"):
+        data.load("quartic")
