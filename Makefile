@@ -13,7 +13,7 @@ $(BIN)/cicy-search: pyproject.toml
 setup: $(BIN)/cicy-search
 
 quickstart: setup
-	$(BIN)/cicy-search train
+	$(BIN)/cicy-search study run studies/quickstart.yaml
 
 test: setup
 	$(BIN)/python -m pytest

@@ -71,16 +71,205 @@ def train(
     )
 
 
+study_app = typer.Typer(help="Optuna studies defined by study files (studies/*.yaml).", no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+STORAGE_HELP = "Optuna storage URL (default: SQLite in mlruns/); journal:PATH for a journal file"
+
+
+def _study_name(study: str) -> str:
+    """A study name, or the name inside a study file."""
+    if study.endswith((".yaml", ".yml")):
+        from .studyfile import load
+
+        return load(study).name
+    return study
+
+
+@study_app.command("run")
+def study_run(
+    study_file: str = typer.Argument(..., help="study file (studies/NAME.yaml)"),
+    n_trials: Optional[int] = typer.Option(None, help="total finished trials wanted (default: the file's budget)"),
+    timeout: Optional[float] = typer.Option(None, help="stop starting trials after this many seconds"),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or mlruns/)"),
+):
+    """Create or resume a study and run it to its budget; every trial is one MLflow run."""
+    from . import study as studies
+    from .studyfile import load
+
+    spec = load(study_file)
+    console.print(f"study [bold]{spec.name}[/]: {spec.family}, {len(spec.params)} searched settings, budget {n_trials or spec.n_trials}")
+    summary = studies.run(spec, storage=storage, tracking_uri=tracking_uri, n_trials=n_trials, timeout=timeout, console=console)
+    console.print(f"{summary.new_trials} new trials in {summary.seconds:.0f} s; {summary.finished}/{summary.budget} finished")
+    _print_best(summary.study)
+
+
+def _print_best(study) -> None:
+    from . import study as studies
+
+    try:
+        best = studies.best_trials(study)
+    except CicyError:
+        console.print("no complete trial yet")
+        return
+    names = study.user_attrs.get("objectives", ["value"])
+    for t in best:
+        values = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, t.values))
+        console.print(f"best trial {t.number}: {values}  run {t.user_attrs.get('mlflow_run_id')}")
+        console.print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()))
+
+
+@study_app.command("status")
+def study_status(
+    study: str = typer.Argument(..., help="study name or study file"),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+):
+    """A table of the study's trials: number, state, value, params, duration, MLflow run id."""
+    from . import study as studies
+
+    s = studies.load(_study_name(study), storage=storage)
+    table = Table(title=f"study {s.study_name}")
+    for col in ("#", "state", "value", "params", "seconds", "mlflow run"):
+        table.add_column(col)
+    for row in studies.trials_table(s):
+        value = " ".join(f"{v:.4g}" for v in row["values"]) if row["values"] else (row["fail_reason"] or "")
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["params"].items())
+        seconds = f"{row['seconds']:.1f}" if row["seconds"] is not None else ""
+        table.add_row(str(row["number"]), row["state"], value, params, seconds, row["mlflow_run_id"] or "")
+    console.print(table)
+
+
+@study_app.command("best")
+def study_best(
+    study: str = typer.Argument(..., help="study name or study file"),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+):
+    """The best trial (or the Pareto front) with its params and MLflow run."""
+    from . import study as studies
+
+    s = studies.load(_study_name(study), storage=storage)
+    studies.best_trials(s)  # raises a clear error when there is none
+    _print_best(s)
+
+
+report_app = typer.Typer(help="Reports from tracked runs and studies: one offline HTML page each, also logged to MLflow.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or mlruns/)"
+PNG_HELP = "also export every figure as PNG (needs kaleido and a headless Chromium)"
+
+
+def _report_written(path, png_note) -> None:
+    console.print(f"report written to {path}")
+    if png_note:
+        console.print(png_note)
+
+
+@app.command()
+def biasvar(
+    config: str = typer.Argument(..., help="run config YAML, or a shipped example (dense, cnn, ...)"),
+    vary: str = typer.Option(..., help="the complexity setting and its levels: PARAM=v1,v2,... (e.g. model.width=8,32,128)"),
+    replicas: int = typer.Option(5, help="models per level, each on its own resample of the training split"),
+    resample: str = typer.Option("bootstrap", help="bootstrap or disjoint (subsets of the training split)"),
+    seed: Optional[int] = typer.Option(None, help="first replica seed (default: the config's seed)"),
+    out: Optional[Path] = typer.Option(None, help="HTML report (default: reports/biasvar-PARAM.html)"),
+    png: bool = typer.Option(True, help=PNG_HELP),
+    tracking_uri: Optional[str] = typer.Option(None, help=TRACKING_HELP),
+    experiment: str = typer.Option("cicy-search-biasvar", help="MLflow experiment"),
+):
+    """Bias-variance decomposition of the validation error as one setting (width, depth, epochs, ...) grows."""
+    from . import tracking
+    from .config import load_config
+    from .reporting import biasvar as bv
+
+    cfg = load_config(config)
+    param, values = bv.parse_vary(vary)
+    result = bv.run(
+        cfg, param, values, mlflow_client=tracking.client(tracking_uri), replicas=replicas, resample=resample,
+        seed=seed, experiment=experiment, out=out, png=png,
+    )
+    console.print(result.table[[param, "target", "error", "noise", "bias", "variance", "net_variance"]].to_string(index=False))
+    console.print(f"MLflow run {result.run_id} (experiment {experiment})")
+    _report_written(result.html, result.png_note)
+
+
+@report_app.command("compare")
+def report_compare(
+    refs: list[str] = typer.Argument(..., help="run ids, parent run ids, experiment names, run names or study names"),
+    out: Optional[Path] = typer.Option(None, help="HTML report (default: reports/compare.html)"),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL for study names"),
+    png: bool = typer.Option(True, help=PNG_HELP),
+    tracking_uri: Optional[str] = typer.Option(None, help=TRACKING_HELP),
+):
+    """Train vs validation loss and accuracy of runs side by side, with the train-validation gap table."""
+    from . import tracking
+    from .reporting.compare import report_compare as build
+
+    result = build(tracking.client(tracking_uri), refs, out=out, storage=storage, png=png)
+    console.print(result.table.drop(columns=["run_id"]).to_string(index=False))
+    _report_written(result.html, result.png_note)
+
+
+@report_app.command("recipe")
+def report_recipe(
+    recipe: Path = typer.Argument(..., help="recipe file (recipes/overfitting.yaml)"),
+    epochs: Optional[int] = typer.Option(None, help="override train.epochs of every run"),
+    limit: Optional[int] = typer.Option(None, help="train on a slice of this many matrices (a quick look)"),
+    out: Optional[Path] = typer.Option(None, help="HTML report (default: reports/RECIPE.html)"),
+    png: bool = typer.Option(True, help=PNG_HELP),
+    tracking_uri: Optional[str] = typer.Option(None, help=TRACKING_HELP),
+):
+    """Train every run of a recipe under one parent run, then write their comparison report."""
+    from . import tracking
+    from .reporting.compare import run_recipe
+
+    result = run_recipe(recipe, tracking.client(tracking_uri), epochs=epochs, limit=limit, out=out, png=png)
+    console.print(result.table.drop(columns=["run_id"]).to_string(index=False))
+    console.print(f"MLflow parent run {result.run_id}")
+    _report_written(result.html, result.png_note)
+
+
+@report_app.command("study")
+def report_study(
+    study: str = typer.Argument(..., help="study name"),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: SQLite in mlruns/)"),
+    out: Optional[Path] = typer.Option(None, help="HTML report (default: reports/study-NAME.html)"),
+    top: int = typer.Option(10, help="rows in the top-trials table"),
+    png: bool = typer.Option(True, help=PNG_HELP),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: the study's own)"),
+):
+    """Optimization history, importances, parallel/slice/contour plots, Pareto front and top trials of a study."""
+    from . import tracking
+    from .reporting.study import load_study
+    from .reporting.study import report_study as build
+
+    s = load_study(study, storage)
+    client = tracking.client(tracking_uri or s.user_attrs.get("tracking_uri"))
+    result = build(s, mlflow_client=client, out=out, top=top, png=png)
+    for title, reason in result.skipped.items():
+        console.print(f"{title}: not drawn ({reason})")
+    _report_written(result.html, result.png_note)
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point; ``args`` defaults to ``sys.argv[1:]``. Always ends with ``sys.exit``."""
+    import warnings
+
+    import optuna
+
+    # Optuna flags group mode as experimental (users chose it) and logs each trial (the CLI prints its own line).
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        app(args=args, standalone_mode=False)
-        sys.exit(0)
+        code = app(args=args, standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C into this return value outside standalone mode
+            raise KeyboardInterrupt
+        sys.exit(code if isinstance(code, int) else 0)
     except CicyError as e:
         err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err.print("interrupted")
+        err.print("interrupted: a running trial is marked failed in Optuna and MLflow; run the same command to resume")
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)

@@ -1,0 +1,107 @@
+"""The objective: one Optuna trial = sample the space, train the config, track it in MLflow.
+
+Each side links to the other: the trial keeps ``mlflow_run_id`` (and its full ``config`` and
+``seed``) in its user attributes; the run carries the study name and trial number as tags.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import optuna
+
+from . import space
+from .runner import run_tracked
+from .studyfile import StudySpec
+from .training import Prepared, TrainResult, prepare
+
+
+def trial_seed(study_seed: int, trial_number: int) -> int:
+    """A per-trial training seed derived from the study seed and the trial number (logged with the run)."""
+    return (study_seed * 1_000_003 + trial_number * 7919 + 1) % (2**31 - 1)
+
+
+def objective_values(spec: StudySpec, result: TrainResult) -> list[float]:
+    metrics = {**result.metrics, "n_params": float(result.n_params), "train_seconds": result.seconds}
+    if "val_loss" in result.history:
+        losses = result.history["val_loss"]
+        metrics["val_loss"] = min(losses) if result.config["train"]["early_stopping"] else losses[-1]
+    return [float(metrics[o.metric]) for o in spec.objectives]
+
+
+def _dominates(a: list[float], b: list[float], directions: list[str]) -> bool:
+    sign = [1 if d == "minimize" else -1 for d in directions]
+    pairs = [(s * x, s * y) for s, x, y in zip(sign, a, b)]
+    return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
+
+
+def is_best_so_far(study: optuna.Study, values: list[float], directions: list[str]) -> bool:
+    """True when no finished trial beats ``values`` (single objective) or dominates them (several)."""
+    done = [t.values for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    return not any(_dominates(v, values, directions) or (len(values) == 1 and v == values) for v in done)
+
+
+class Objective:
+    """Callable for ``study.optimize``; data arrays are prepared once and reused across trials."""
+
+    def __init__(self, spec: StudySpec, *, mlflow_client, parent_run_id: str | None):
+        self.spec = spec
+        self.client = mlflow_client
+        self.parent_run_id = parent_run_id
+        self._prepared: dict[str, Prepared] = {}
+
+    def prepared(self, config: dict) -> Prepared:
+        key = json.dumps(config["data"], sort_keys=True)
+        if key not in self._prepared:
+            self._prepared[key] = prepare(config)
+        return self._prepared[key]
+
+    def __call__(self, trial: optuna.Trial) -> Any:
+        import keras
+
+        spec = self.spec
+        seed = trial_seed(spec.seed, trial.number)
+        values = space.sample(spec.params, trial, spec.base)
+        config = spec.config_for(values, seed=seed, name=f"{spec.name}-{trial.number}")
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("config", config)
+        callbacks = []
+        monitor = spec.monitor()
+        if monitor and spec.pruner["name"] != "none":
+            from optuna_integration import KerasPruningCallback
+
+            callbacks.append(KerasPruningCallback(trial, monitor))
+        tags = {
+            "study": spec.name,
+            "trial": str(trial.number),
+            "sampler": spec.sampler["name"],
+            "pruner": spec.pruner["name"],
+        }
+        try:
+            tracked = run_tracked(
+                config,
+                mlflow_client=self.client,
+                experiment=spec.name,
+                run_name=f"trial-{trial.number}",
+                parent_run_id=self.parent_run_id,
+                tags=tags,
+                params={"trial.number": trial.number},
+                prepared=self.prepared(config),
+                callbacks=callbacks,
+                log_model=lambda r: is_best_so_far(trial.study, objective_values(spec, r), spec.directions),
+                on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
+            )
+        except optuna.TrialPruned:
+            raise
+        except BaseException as exc:
+            reason = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+            trial.set_user_attr("fail_reason", reason)
+            raise
+        finally:
+            keras.backend.clear_session()
+        result = objective_values(spec, tracked.result)
+        if not all(math.isfinite(v) for v in result):
+            trial.set_user_attr("fail_reason", f"objective is not finite: {result}")
+        return result[0] if len(result) == 1 else result

@@ -1,0 +1,183 @@
+"""Studies end to end: real Optuna SQLite storage, real MLflow SQLite store, real Keras on data slices."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import yaml
+
+from cicy_search import study as studies
+from cicy_search import studyfile
+from cicy_search.errors import CicyError
+
+from .conftest import run_cli
+
+TINY = {
+    "base": "dense",
+    "data": {"limit": 400},
+    "train": {"epochs": 2},
+    "space": {
+        "model.depth": {"type": "int", "low": 1, "high": 3},
+        "model.width": {"type": "int", "low": 8, "high": 32, "log": True, "per": "model.depth"},
+        "train.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    },
+    "sampler": {"name": "random", "seed": 1},
+    "budget": {"n_trials": 3},
+}
+
+
+def spec_for(name, **changes):
+    return studyfile.parse({"study": name, **TINY, **changes})
+
+
+def child_runs(client, study):
+    exp = client.get_experiment_by_name(study.user_attrs["mlflow_experiment"])
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
+
+
+def test_trials_and_mlflow_runs_match_one_to_one_and_resume_adds(tmp_path, tracking_uri, mlflow_client):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    spec = spec_for("match")
+    summary = studies.run(spec, storage=storage, tracking_uri=tracking_uri)
+    study = summary.study
+    assert summary.finished == 3 and len(study.trials) == 3
+    runs = {r.info.run_id: r for r in child_runs(mlflow_client, study)}
+    assert len(runs) == 3
+    for t in study.trials:
+        run = runs[t.user_attrs["mlflow_run_id"]]
+        assert run.info.status == "FINISHED" and run.data.tags["trial"] == str(t.number)
+        assert run.data.metrics["val_accuracy"] == pytest.approx(t.value)
+        assert run.data.params["model.depth"] == str(t.params["model.depth"])
+        widths = [t.params[f"model.width.{i}"] for i in range(t.params["model.depth"])]
+        assert run.data.params["model.width"] == str(widths)
+        assert float(run.data.params["train.learning_rate"]) == pytest.approx(t.params["train.learning_rate"])
+        assert run.data.params["seed"] == str(t.user_attrs["seed"])
+        history = mlflow_client.get_metric_history(run.info.run_id, "epoch_val_accuracy")
+        assert sorted(h.step for h in history) == [0, 1]
+        assert {"study", "trial", "sampler", "host", "process", "device", "dataset_hash", "git_commit"} <= set(run.data.tags)
+    # Only trials that were the best so far carry a model; the study's best always does.
+    assert runs[study.best_trial.user_attrs["mlflow_run_id"]].data.tags.get("model_logged") == "true"
+    assert sum(r.data.tags.get("model_logged") == "true" for r in runs.values()) <= 3
+
+    # Resume: same name, same storage, a larger budget adds trials and duplicates nothing.
+    again = studies.run(spec, storage=storage, tracking_uri=tracking_uri, n_trials=5).study
+    assert [t.number for t in again.trials] == [0, 1, 2, 3, 4]
+    assert len(child_runs(mlflow_client, again)) == 5
+    assert again.user_attrs["mlflow_parent_run_id"] == study.user_attrs["mlflow_parent_run_id"]
+    seen = [tuple(sorted(t.params.items())) for t in again.trials]
+    assert len(set(seen)) == 5  # a resumed sampler does not replay its first draws
+
+
+def test_pruned_trials_are_pruned_in_optuna_and_mlflow(tmp_path, tracking_uri, mlflow_client):
+    spec = spec_for("pruned", pruner={"name": "threshold", "lower": 1.01}, budget={"n_trials": 2})
+    study = studies.run(spec, storage=f"sqlite:///{tmp_path / 'o.db'}", tracking_uri=tracking_uri).study
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
+    for run in child_runs(mlflow_client, study):
+        assert run.info.status == "KILLED" and run.data.tags["state"] == "pruned"
+        assert len(mlflow_client.get_metric_history(run.info.run_id, "epoch_val_accuracy")) == 1
+
+
+def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(tmp_path, tracking_uri, mlflow_client):
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    spec = spec_for(
+        "diverge",
+        model={"head": "regression"},
+        train={"epochs": 2, "optimizer": "sgd"},
+        space={"train.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
+        budget={"n_trials": 2},
+    )
+    studies.create(spec, storage=storage, tracking_uri=tracking_uri).enqueue_trial({"train.learning_rate": 1e30})
+    study = studies.run(spec, storage=storage, tracking_uri=tracking_uri, n_trials=2).study
+    first = study.trials[0]
+    assert first.state == optuna.trial.TrialState.FAIL
+    assert "loss became" in first.user_attrs["fail_reason"]
+    assert studies.count_finished(study) == 2  # failed trials do not use up the budget
+    failed = [r for r in child_runs(mlflow_client, study) if r.info.status == "FAILED"]
+    assert len(failed) == 1 and "loss became" in failed[0].data.tags["failure_reason"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"bogus": 1}, "unknown key 'bogus'"),
+        ({"space": {"model.depth": {"type": "int", "low": 5, "high": 1}}}, "bad range, low = 5 > high = 1"),
+        ({"space": {"model.kernels": {"type": "categorical", "choices": ["3x3"]}}}, "unknown key model.kernels"),
+        ({"space": {"model.dropout": {"type": "float", "low": 0.0, "high": 1.5}}}, "model.dropout: expected a rate"),
+        ({"space": {"model.l1": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}}, "log range needs low > 0"),
+        ({"space": {"model.depth": {"type": "integer", "low": 1, "high": 3}}}, "space.model.depth.type"),
+        ({"sampler": {"name": "bayes"}}, "unknown sampler 'bayes'"),
+        ({"sampler": {"name": "tpe", "n_startup": 3}}, "sampler.n_startup: not a setting of the tpe sampler"),
+        ({"pruner": {"name": "median", "warmup": 2}}, "pruner.warmup: not a setting"),
+        ({"objective": "test_accuracy"}, "never used for selection"),
+        ({"objectives": ["val_accuracy", "n_params"], "pruner": "median"}, "cannot prune multi-objective"),
+        ({"model": {"family": "svm"}, "space": {"model.C": {"type": "float", "low": 1, "high": 10}}, "objective": "val_loss"}, "SVM has no training loss"),
+    ],
+)
+def test_bad_study_files_fail_on_load_with_one_line(change, message):
+    with pytest.raises(CicyError) as e:
+        studyfile.parse({"study": "bad", **TINY, **change})
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_study_file_creates_nothing(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"study": "bad", **TINY, "space": {"model.widht": {"type": "int", "low": 1, "high": 2}}}))
+    storage = tmp_path / "o.db"
+    assert run_cli("study", "run", str(path), "--storage", f"sqlite:///{storage}") == 2
+    err = capsys.readouterr().err
+    assert "model.widht" in err and len(err.strip().splitlines()) == 1
+    assert not storage.exists() and not (tmp_path / "home").exists()
+
+
+def test_shipped_study_files_all_load():
+    files = sorted(p for p in os.listdir("studies") if p.endswith(".yaml"))
+    assert {"quickstart.yaml", "dense_h11.yaml", "cnn_h11.yaml", "inception_h11.yaml", "inception_h21.yaml", "svm_h11.yaml"} <= set(files)
+    specs = [studyfile.load(f"studies/{f}") for f in files]
+    assert any(len(s.objectives) > 1 for s in specs)
+    inception = next(s for s in specs if s.name == "inception_h11")
+    assert any(p.name == "model.kernels" for p in inception.params)
+
+
+def test_status_and_best_commands(tmp_path, tracking_uri, capsys):
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    assert run_cli("study", "best", "nothing", "--storage", storage) == 2
+    assert "no study 'nothing'" in capsys.readouterr().err
+    studies.run(spec_for("cli", budget={"n_trials": 2}), storage=storage, tracking_uri=tracking_uri)
+    assert run_cli("study", "status", "cli", "--storage", storage) == 0
+    out = capsys.readouterr().out
+    assert out.count("COMPLETE") == 2
+    assert run_cli("study", "best", "cli", "--storage", storage) == 0
+    assert "best trial" in capsys.readouterr().out
+
+
+def test_ctrl_c_marks_the_running_trial_failed_in_optuna_and_mlflow(tmp_path, tracking_uri, mlflow_client):
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump({"study": "interrupt", **TINY, "data": {"limit": 3000}, "train": {"epochs": 200}, "budget": {"n_trials": 1}}))
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    cmd = [sys.executable, "-m", "cicy_search.cli", "study", "run", str(path), "--storage", storage, "--tracking-uri", tracking_uri]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    study = None
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        try:
+            study = optuna.load_study(study_name="interrupt", storage=storage)
+        except KeyError:
+            continue
+        trials = study.get_trials(deepcopy=False)
+        if trials and "mlflow_run_id" in trials[0].user_attrs:
+            break
+    time.sleep(3)  # inside model.fit
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out.decode()[-2000:]
+    trial = optuna.load_study(study_name="interrupt", storage=storage).trials[0]
+    assert trial.state == optuna.trial.TrialState.FAIL
+    run = mlflow_client.get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["state"] == "interrupted"
