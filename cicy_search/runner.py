@@ -87,42 +87,41 @@ def run_tracked(
     try:
         if on_start:
             on_start(run.run_id)
-        run.log_params({**flatten(config), **(params or {})})
-        run.log_params({"data.n_train": len(prepared.x["train"]), "data.n_val": len(prepared.x["val"]), "data.n_test": len(prepared.x["test"])})
+        sizes = {f"data.n_{split}": len(prepared.x[split]) for split in ("train", "val", "test")}
+        run.log_params({**flatten(config), **sizes, **(params or {})})
         epoch_logger = EpochCallback(
             lambda epoch, logs: run.log_metrics(
                 {f"epoch_{k}": v for k, v in logs.items()}, step=epoch, flush_after=METRIC_FLUSH_SECONDS
             )
         )
         result = fit(config, prepared, callbacks=[epoch_logger, *callbacks], progress=progress)
-        run.log_metrics(
-            {**result.metrics, "n_params": result.n_params, "train_seconds": result.seconds, "epochs_run": result.epochs_run}
-        )
-        _log_artifacts(run, result, log_model(result) if callable(log_model) else log_model)
-        run.set_tags({"state": "complete"})
-        run.end("FINISHED")
+        final = {**result.metrics, "n_params": result.n_params, "train_seconds": result.seconds, "epochs_run": result.epochs_run}
+        run.log_metrics(final, step=result.epochs_run, flush_after=float("inf"))
+        with_model = log_model(result) if callable(log_model) else log_model
+        _log_artifacts(run, result, with_model)
+        run.end("FINISHED", tags={"state": "complete", **({"model_logged": "true"} if with_model else {})})
         return TrackedResult(result, run.run_id)
     except BaseException as exc:
         status, state = run_status(exc)
         reason = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
         try:
-            run.set_tags({"state": state, "failure_reason": reason} if state != "pruned" else {"state": state})
-            run.end(status)
+            run.end(status, tags={"state": state, "failure_reason": reason} if state != "pruned" else {"state": state})
         except Exception:  # the tracking store itself is gone; the original error matters more
             pass
         raise
 
 
 def _log_artifacts(run: tracking.Run, result: TrainResult, with_model: bool) -> None:
+    """Config, model summary, learning curves and (when asked) the model folder, in one upload."""
     from .reporting.curves import learning_curves
 
-    files = {"config.yaml": tracking.config_yaml(result.config), "model_summary.txt": model_summary(result.model)}
-    if result.history:
-        fig = learning_curves({result.config["name"]: result.history})
-        files["learning_curves.html"] = fig.to_html(include_plotlyjs="cdn", full_html=True)
-    run.log_artifacts(files)
-    if with_model:
-        with tempfile.TemporaryDirectory() as tmp:
-            bundle.save(Path(tmp) / "model", result.model, result.config, result.targets)
-            run.log_folder(Path(tmp) / "model", "model")
-        run.set_tags({"model_logged": "true"})
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "config.yaml").write_text(tracking.config_yaml(result.config))
+        (folder / "model_summary.txt").write_text(model_summary(result.model))
+        if result.history:
+            fig = learning_curves({result.config["name"]: result.history})
+            (folder / "learning_curves.html").write_text(fig.to_html(include_plotlyjs="cdn", full_html=True))
+        if with_model:
+            bundle.save(folder / "model", result.model, result.config, result.targets)
+        run.log_folder(folder)

@@ -186,8 +186,17 @@ class Run:
     def log_folder(self, folder: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(folder), artifact_path)
 
-    def end(self, status: str = "FINISHED") -> None:
-        self.flush()
+    def end(self, status: str = "FINISHED", tags: dict[str, Any] | None = None) -> None:
+        """Write queued metrics and the final tags in one batch, then close the run with ``status``."""
+        from mlflow.entities import RunTag
+
+        run_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        if len(self._pending) <= 1000:
+            self.client.log_batch(self.run_id, metrics=self._pending, tags=run_tags)
+        else:
+            self.flush()
+            self.client.log_batch(self.run_id, tags=run_tags)
+        self._pending = []
         self.client.set_terminated(self.run_id, status=status)
 
 
