@@ -86,6 +86,27 @@ def _study_name(study: str) -> str:
     return study
 
 
+@study_app.command("create")
+def study_create(
+    study_file: str = typer.Argument(..., help="study file (studies/NAME.yaml)"),
+    storage: Optional[str] = typer.Option(None, envvar="CICY_STORAGE", help=STORAGE_HELP),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI for the study's runs (default: $MLFLOW_TRACKING_URI or mlruns/)"),
+    n_trials: Optional[int] = typer.Option(None, help="total finished trials, shared by all workers (default: the file's budget)"),
+):
+    """Create a study for workers to join (idempotent; again with --n-trials changes its budget)."""
+    from . import study as studies
+    from .storage import default_url, redact
+    from .studyfile import load
+
+    s = studies.create(load(study_file), storage=storage, tracking_uri=tracking_uri, n_trials=n_trials)
+    a = s.user_attrs
+    console.print(
+        f"study {s.study_name} in {redact(storage or default_url())}: budget {a['budget']}, {studies.count_finished(s)} finished; "
+        f"MLflow {redact(a['tracking_uri'])} parent run {a['mlflow_parent_run_id']}",
+        highlight=False,
+    )
+
+
 @study_app.command("run")
 def study_run(
     study_file: str = typer.Argument(..., help="study file (studies/NAME.yaml)"),
@@ -120,6 +141,22 @@ def _print_best(study) -> None:
         console.print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()))
 
 
+@study_app.command("tune")
+def study_tune(
+    study_file: str = typer.Argument(..., help="study file (studies/NAME.yaml)"),
+    max_trials: Optional[int] = typer.Option(None, help="keras-tuner trials (default: the file's budget)"),
+    algorithm: str = typer.Option("random", help="random or bayesian"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or mlruns/)"),
+):
+    """Search the same space with keras-tuner, for comparison with Optuna (MLflow experiment STUDY-keras-tuner)."""
+    from .studyfile import load
+    from .tuner import tune
+
+    spec = load(study_file)
+    summary = tune(spec, max_trials=max_trials, algorithm=algorithm, tracking_uri=tracking_uri)
+    console.print(f"keras-tuner ({algorithm}): {summary.n_trials} trials, best val_accuracy {summary.best_val_accuracy:.4f}, run {summary.parent_run_id}")
+
+
 @study_app.command("status")
 def study_status(
     study: str = typer.Argument(..., help="study name or study file"),
@@ -151,6 +188,33 @@ def study_best(
     s = studies.load(_study_name(study), storage=storage)
     studies.best_trials(s)  # raises a clear error when there is none
     _print_best(s)
+
+
+@app.command()
+def worker(
+    study_file: str = typer.Argument(..., help="the study file the study was created from"),
+    storage: Optional[str] = typer.Option(None, envvar="CICY_STORAGE", help=STORAGE_HELP),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the study's)"),
+    gpu: Optional[str] = typer.Option(None, envvar="CICY_GPU", help="the one GPU this worker sees (CUDA index); workers may share one"),
+    gpu_memory: Optional[int] = typer.Option(None, envvar="CICY_GPU_MEMORY", help="cap this worker's GPU memory (MB) to pack several on one GPU; default: grow"),
+    threads: Optional[int] = typer.Option(None, envvar="CICY_THREADS", help="CPU threads for TensorFlow (default: all cores)"),
+    n_trials: Optional[int] = typer.Option(None, help="run at most this many trials here; the study's budget caps the total"),
+    timeout: Optional[float] = typer.Option(None, help="start no trial after this many seconds"),
+    heartbeat: Optional[int] = typer.Option(None, envvar="CICY_HEARTBEAT_INTERVAL", help="seconds between a trial's heartbeats (default 30)"),
+    grace_period: Optional[int] = typer.Option(None, envvar="CICY_GRACE_PERIOD", help="seconds without one before a trial is lost and retried (default 90)"),
+):
+    """Join a study made by `study create` and run its trials until the study's budget is met."""
+    from . import worker as workers
+    from .storage import default_url, redact
+    from .studyfile import load
+
+    spec = load(study_file)
+    console.print(f"worker {workers.worker_id()}: study [bold]{spec.name}[/] in {redact(storage or default_url())}", highlight=False)
+    summary = workers.join(
+        spec, storage=storage, tracking_uri=tracking_uri, n_trials=n_trials, timeout=timeout, gpu=gpu, threads=threads,
+        gpu_memory_mb=gpu_memory, heartbeat_interval=heartbeat, grace_period=grace_period, console=console,
+    )
+    console.print(f"{summary.ran} trials here; the study has {summary.finished}/{summary.budget} finished", highlight=False)
 
 
 report_app = typer.Typer(help="Reports from tracked runs and studies: one offline HTML page each, also logged to MLflow.", no_args_is_help=True)
@@ -188,7 +252,7 @@ def biasvar(
         cfg, param, values, mlflow_client=tracking.client(tracking_uri), replicas=replicas, resample=resample,
         seed=seed, experiment=experiment, out=out, png=png,
     )
-    console.print(result.table[[param, "target", "error", "noise", "bias", "variance", "net_variance"]].to_string(index=False))
+    console.print(result.table[[param, "target", "error", "noise", "bias", "variance", "net_variance"]].to_string(index=False, float_format=lambda v: f"{v:.4g}"), soft_wrap=True)
     console.print(f"MLflow run {result.run_id} (experiment {experiment})")
     _report_written(result.html, result.png_note)
 
@@ -206,7 +270,7 @@ def report_compare(
     from .reporting.compare import report_compare as build
 
     result = build(tracking.client(tracking_uri), refs, out=out, storage=storage, png=png)
-    console.print(result.table.drop(columns=["run_id"]).to_string(index=False))
+    console.print(result.table.drop(columns=["run_id"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"), soft_wrap=True)
     _report_written(result.html, result.png_note)
 
 
@@ -224,7 +288,7 @@ def report_recipe(
     from .reporting.compare import run_recipe
 
     result = run_recipe(recipe, tracking.client(tracking_uri), epochs=epochs, limit=limit, out=out, png=png)
-    console.print(result.table.drop(columns=["run_id"]).to_string(index=False))
+    console.print(result.table.drop(columns=["run_id"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"), soft_wrap=True)
     console.print(f"MLflow parent run {result.run_id}")
     _report_written(result.html, result.png_note)
 
@@ -249,6 +313,55 @@ def report_study(
     for title, reason in result.skipped.items():
         console.print(f"{title}: not drawn ({reason})")
     _report_written(result.html, result.png_note)
+
+
+@app.command("export")
+def export_model(
+    study: str = typer.Argument(..., help="study name or study file"),
+    out: Path = typer.Option(..., help="folder to write: bundle, metrics.json, source.json, mlflow_model/ (must be new or empty)"),
+    storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    trial: Optional[int] = typer.Option(None, help="a trial of the Pareto front (default: the best trial)"),
+    retrain: bool = typer.Option(False, help="retrain from the trial's config and seed instead of fetching its logged model"),
+    register: Optional[str] = typer.Option(None, help="registered model name: create a new version of it"),
+    alias: str = typer.Option("champion", help="registry alias pointed at the new version"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: the study's own)"),
+):
+    """Export a study's best model, evaluated on its test split, as a bundle and an MLflow pyfunc; optionally register it."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from .export import export
+
+    r = export(_study_name(study), out, storage=storage, trial=trial, retrain=retrain, register=register, alias=alias, tracking_uri=tracking_uri)
+    console.print(f"trial {r.trial}, run {r.run_id}{' (retrained)' if r.retrained else ''} -> {r.out}", highlight=False)
+    scores = "  ".join(f"{k}={v:.4f}" for k, v in r.metrics.items() if k.startswith("test_") and k.endswith("accuracy"))
+    console.print(f"test split: {scores}", highlight=False)
+    for note in r.notes:
+        err.print(f"warning: {note}", markup=False, highlight=False, soft_wrap=True)
+    if r.registered:
+        console.print(f"registered {r.registered['name']} version {r.registered['version']} as {r.registered['uri']}", highlight=False)
+
+
+@app.command("predict")
+def predict_matrices(
+    model: str = typer.Argument(..., help="an export folder, an MLflow model folder, or models:/NAME@ALIAS"),
+    input: str = typer.Argument(..., help="JSON or CSV file of configuration matrices, or - for standard input"),
+    out: Optional[Path] = typer.Option(None, help="write the predictions to this .csv or .json file instead of printing them"),
+    format: Optional[str] = typer.Option(None, "--format", help="csv or json (default: csv, or the extension of --out)"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI for models:/ (default: $MLFLOW_TRACKING_URI or mlruns/)"),
+):
+    """Predict Hodge numbers; each invalid matrix gets one error line (exit code 1) and the valid ones are still predicted."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from .predict import predict_file, write
+
+    predictions = predict_file(model, input, tracking_uri=tracking_uri)
+    text = write(predictions, out, fmt=format)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        console.print(f"{len(predictions.records)} predictions written to {out}", highlight=False)
+    for line in predictions.errors:
+        err.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
+    if predictions.errors:
+        raise typer.Exit(1)
 
 
 def main(args: list[str] | None = None) -> None:
