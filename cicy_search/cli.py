@@ -331,9 +331,9 @@ def export_model(
     from .export import export
 
     r = export(_study_name(study), out, storage=storage, trial=trial, retrain=retrain, register=register, alias=alias, tracking_uri=tracking_uri)
-    console.print(f"trial {r.trial}, run {r.run_id}{' (retrained)' if r.retrained else ''} -> {r.out}", highlight=False)
+    console.print(f"trial {r.trial}, run {r.run_id}{' (retrained)' if r.retrained else ''} -> {r.out}", highlight=False, soft_wrap=True)
     scores = "  ".join(f"{k}={v:.4f}" for k, v in r.metrics.items() if k.startswith("test_") and k.endswith("accuracy"))
-    console.print(f"test split: {scores}", highlight=False)
+    console.print(f"test split: {scores}", highlight=False, soft_wrap=True)
     for note in r.notes:
         err.print(f"warning: {note}", markup=False, highlight=False, soft_wrap=True)
     if r.registered:

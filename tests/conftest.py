@@ -48,3 +48,16 @@ def run_cli(*args):
     with pytest.raises(SystemExit) as exit_info:
         main(list(args))
     return exit_info.value.code
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Headless Chromium for render checks: skipped (visibly) without it, a failure when CI=true."""
+    from cicy_search.reporting import browser
+
+    path = browser.find()
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but no Chromium: .ci/run must apt-get install chromium")
+        pytest.skip("no headless Chromium (apt-get install chromium): report render checks skipped")
+    return path

@@ -32,3 +32,49 @@ def learning_curves(histories: dict[str, dict[str, list[float]]], title: str = "
     fig.update_xaxes(title_text="epoch")
     fig.update_layout(title=title, template="plotly_white")
     return fig
+
+
+def learning_curves_grid(histories: dict[str, dict[str, list[float]]], title: str = "Learning curves", columns: int = 5) -> go.Figure:
+    """One column per run (wrapping after ``columns``), loss above accuracy: runs side by side on their own scales.
+
+    Each run contributes one trace per metric: train and validation loss, train and validation accuracy.
+    """
+    labels = list(histories)
+    cols = max(1, min(columns, len(labels)))
+    blocks = -(-len(labels) // cols)
+    titles = []
+    for b in range(blocks):
+        chunk = labels[b * cols : (b + 1) * cols]
+        titles += [f"{label}: loss" for label in chunk] + [""] * (cols - len(chunk))
+        titles += [f"{label}: accuracy" for label in chunk] + [""] * (cols - len(chunk))
+    fig = make_subplots(rows=2 * blocks, cols=cols, subplot_titles=titles, vertical_spacing=0.25 / blocks, horizontal_spacing=0.04)
+    for i, label in enumerate(labels):
+        history = histories[label]
+        row, col = 2 * (i // cols) + 1, i % cols + 1
+        for offset, metric in ((0, "loss"), (1, "accuracy")):
+            for prefix, color, dash, split in (("", "#1f77b4", "solid", "train"), ("val_", "#d62728", "dash", "validation")):
+                values = history.get(prefix + metric)
+                if not values:
+                    continue
+                fig.add_trace(
+                    go.Scatter(
+                        x=list(range(len(values))),
+                        y=values,
+                        mode="lines+markers" if len(values) < 3 else "lines",
+                        name=f"{label} {split} {metric}",
+                        legendgroup=split,
+                        showlegend=False,
+                        line={"color": color, "dash": dash},
+                        hovertemplate=f"{label}<br>{split} {metric}<br>epoch %{{x}}: %{{y:.4g}}<extra></extra>",
+                    ),
+                    row=row + offset,
+                    col=col,
+                )
+            if metric == "accuracy":
+                fig.update_yaxes(range=[0, 1.02], row=row + offset, col=col)
+    longest = max((len(v) for h in histories.values() for v in h.values()), default=1)
+    fig.update_xaxes(title_text="epoch", dtick=max(1, round(longest / 8)))
+    fig.update_layout(
+        title=f"{title} (train solid, validation dashed)", template="plotly_white", height=520 * blocks, width=max(700, 300 * cols)
+    )
+    return fig

@@ -1,0 +1,108 @@
+"""Headless Chromium: where it is (for kaleido's PNG export) and whether a report renders in it.
+
+``check_render`` loads a copy of a report with a small recorder script injected first in ``<head>``; the
+recorder collects JavaScript errors (thrown, rejected, ``console.error``, failed loads) and, after the page
+has loaded, the state of every plotly figure, and leaves both as attributes of ``<html>`` for ``--dump-dom``.
+Network access is mapped to nowhere, so a report that needs the internet fails the check.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+]
+
+RECORDER = """<script>(function () {
+  var root = document.documentElement, errors = [];
+  function record(message) { errors.push(String(message)); root.setAttribute("data-js-errors", JSON.stringify(errors)); }
+  root.setAttribute("data-js-errors", "[]");
+  window.addEventListener("error", function (e) {
+    record(e.message || ("failed to load " + ((e.target && (e.target.src || e.target.href)) || "a resource")));
+  }, true);
+  window.addEventListener("unhandledrejection", function (e) { record("unhandled rejection: " + ((e.reason && e.reason.message) || e.reason)); });
+  var consoleError = console.error;
+  console.error = function () { record(Array.prototype.join.call(arguments, " ")); consoleError.apply(console, arguments); };
+  window.addEventListener("load", function () { setTimeout(function () {
+    var figures = Array.prototype.map.call(document.querySelectorAll(".plotly-graph-div"), function (d) {
+      var box = d.getBoundingClientRect();
+      return {id: d.id, rendered: d.classList.contains("js-plotly-plot") && !!d.querySelector("svg.main-svg"),
+              traces: (d.data || []).length, width: box.width, height: box.height};
+    });
+    root.setAttribute("data-figures", JSON.stringify(figures));
+  }, 500); });
+})();</script>"""
+
+
+def find() -> str | None:
+    """The Chromium executable: ``$BROWSER_PATH`` (kaleido's own setting), else the first on the PATH."""
+    override = os.environ.get("BROWSER_PATH")
+    if override and Path(override).is_file():
+        return override
+    for name in NAMES:
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+@dataclass
+class RenderCheck:
+    figures: list[dict]
+    errors: list[str]
+    screenshot: Path | None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and bool(self.figures) and all(f["rendered"] for f in self.figures)
+
+
+def _attribute(dom: str, name: str):
+    m = re.search(rf'<html[^>]*\s{name}="([^"]*)"', dom)
+    return json.loads(html.unescape(m.group(1))) if m else None
+
+
+def check_render(
+    report: str | Path, *, screenshot: str | Path | None = None, size=(1400, 2000), timeout: float = 120
+) -> RenderCheck:
+    """Open ``report`` in headless Chromium; the figures it drew and the JavaScript errors it raised."""
+    exe = find()
+    if exe is None:
+        raise FileNotFoundError("no Chromium found (apt-get install chromium)")
+    source = Path(report).read_text()
+    head = re.search(r"<head[^>]*>", source, re.IGNORECASE)
+    if head is None:
+        raise ValueError(f"{report}: no <head> to inject the recorder into")
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(tmp) / "page.html"
+        page.write_text(source[: head.end()] + RECORDER + source[head.end() :])
+        shot = Path(screenshot).resolve() if screenshot is not None else None
+        command = [
+            exe, *FLAGS, f"--user-data-dir={tmp}/profile", f"--window-size={size[0]},{size[1]}",
+            "--virtual-time-budget=15000", "--dump-dom", *([f"--screenshot={shot}"] if shot else []), page.as_uri(),
+        ]
+        dom = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=True).stdout
+    errors = _attribute(dom, "data-js-errors")
+    figures = _attribute(dom, "data-figures")
+    if errors is None or figures is None:
+        errors = (errors or []) + ["the recorder did not run (page did not load)"]
+    return RenderCheck(figures or [], errors, shot)

@@ -1,0 +1,173 @@
+"""One self-contained HTML report per command, and the same figures and tables as MLflow artifacts.
+
+plotly.js is embedded once in the page, so a report opens offline (and inside MLflow's artifact viewer).
+Figures are also kept as plotly JSON (``plotly.io.read_json`` reloads them) and, where a headless Chromium
+is available to kaleido, as PNG; tables as CSV.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from . import browser
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+p.note { color: #555; max-width: 70em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } th { background: #f4f4f4; }
+td.text { text-align: left; }
+"""
+
+
+@dataclass(frozen=True)
+class Link:
+    """A table cell shown as a hyperlink (and written to CSV as its address)."""
+
+    url: str
+    text: str = ""
+
+    def __str__(self) -> str:
+        return self.text or self.url
+
+
+@dataclass
+class Section:
+    title: str
+    text: str = ""
+    figure: go.Figure | None = None
+    table: pd.DataFrame | None = None
+    name: str = ""
+
+    def __post_init__(self):
+        self.name = self.name or re.sub(r"[^a-z0-9]+", "_", self.title.lower()).strip("_") or "section"
+
+
+def _cell(value) -> str:
+    if isinstance(value, Link):
+        return f'<td class="text"><a href="{html.escape(value.url)}">{html.escape(str(value))}</a></td>'
+    if isinstance(value, float):
+        return f"<td>{'' if math.isnan(value) else f'{value:.4g}'}</td>"
+    if isinstance(value, (int, bool)) or value is None:
+        return f"<td>{'' if value is None else value}</td>"
+    return f'<td class="text">{html.escape(str(value))}</td>'
+
+
+def table_html(df: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    rows = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in df.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+@dataclass
+class Report:
+    """Sections of text, figures and tables, written as one HTML page and logged to MLflow."""
+
+    title: str
+    intro: str = ""
+    sections: list[Section] = field(default_factory=list)
+
+    def add(self, title: str, **parts) -> Section:
+        section = Section(title, **parts)
+        names = {s.name for s in self.sections}
+        base, i = section.name, 2
+        while section.name in names:
+            section.name, i = f"{base}_{i}", i + 1
+        self.sections.append(section)
+        return section
+
+    @property
+    def figures(self) -> dict[str, go.Figure]:
+        return {s.name: s.figure for s in self.sections if s.figure is not None}
+
+    @property
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {s.name: s.table for s in self.sections if s.table is not None}
+
+    def html(self) -> str:
+        from plotly.offline import get_plotlyjs
+
+        body = [f"<h1>{html.escape(self.title)}</h1>"]
+        if self.intro:
+            body.append(f'<p class="note">{html.escape(self.intro)}</p>')
+        for s in self.sections:
+            body.append(f'<h2 id="{s.name}">{html.escape(s.title)}</h2>')
+            if s.text:
+                body.append(f'<p class="note">{html.escape(s.text)}</p>')
+            if s.figure is not None:
+                body.append(s.figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"figure-{s.name}"))
+            if s.table is not None:
+                body.append(table_html(s.table))
+        return (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(self.title)}</title><style>{STYLE}</style>"
+            f'<script type="text/javascript">{get_plotlyjs()}</script></head>\n<body>\n'
+            + "\n".join(body)
+            + "\n</body></html>\n"
+        )
+
+    def save(self, path: str | Path, *, png: bool = True) -> "Saved":
+        """Write the page to ``path`` and, in the folder beside it named after it, every figure as plotly
+        JSON (and PNG when possible) and every table as CSV."""
+        path = Path(path)
+        folder = path.with_suffix("")
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.html())
+        for name, fig in self.figures.items():
+            (folder / f"{name}.json").write_text(fig.to_json())
+        for name, df in self.tables.items():
+            links = [c for c in df.columns if df[c].map(lambda v: isinstance(v, Link)).any()]
+            df.assign(**{c: df[c].map(lambda v: v.url if isinstance(v, Link) else v) for c in links}).to_csv(
+                folder / f"{name}.csv", index=False
+            )
+        note = export_png(self.figures, folder) if png else None
+        return Saved(path, folder, note)
+
+
+@dataclass
+class Saved:
+    html: Path
+    folder: Path
+    png_note: str | None
+
+    def log(self, mlflow_client, run_id: str, artifact_path: str = "report") -> None:
+        """Log the page and its folder (figures, tables) to an MLflow run."""
+        mlflow_client.log_artifact(run_id, str(self.html), artifact_path)
+        mlflow_client.log_artifacts(run_id, str(self.folder), f"{artifact_path}/{self.folder.name}")
+
+
+def export_png(figures: dict[str, go.Figure], folder: str | Path) -> str | None:
+    """Write ``NAME.png`` per figure with kaleido; returns a one-line reason when that cannot be done."""
+    if not figures:
+        return None
+    exe = browser.find()
+    if exe is None:
+        return "PNG export skipped: no headless Chromium found (apt-get install chromium); the HTML report is complete"
+    import importlib.util
+
+    if importlib.util.find_spec("kaleido") is None:
+        return "PNG export skipped: kaleido is not installed (pip install kaleido); the HTML report is complete"
+    try:
+        import plotly.io as pio
+
+        os.environ.setdefault("BROWSER_PATH", exe)
+        figs = list(figures.values())
+        pio.write_images(
+            figs,
+            [Path(folder) / f"{n}.png" for n in figures],
+            width=[f.layout.width or 1200 for f in figs],
+            height=[f.layout.height or 600 for f in figs],
+        )
+    except Exception as e:  # kaleido could not drive the browser: PNGs are a convenience, the report stands
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return f"PNG export skipped: {reason[:200]}"
+    return None

@@ -1,0 +1,70 @@
+"""The report page: offline, escaped, PNG export or a one-line reason, and a render check that can fail."""
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from cicy_search.reporting import browser, html
+from cicy_search.reporting.curves import learning_curves
+
+
+def _report():
+    report = html.Report("A <report>", intro="x < y & z")
+    report.add("Curves", figure=learning_curves({"run": {"loss": [2.0, 1.0], "val_loss": [2.1, 1.5]}}))
+    report.add("Bars", figure=go.Figure(go.Bar(x=["a", "b"], y=[3, 1])))
+    report.add("Table", table=pd.DataFrame({"run": ["<b>"], "acc": [0.5], "link": [html.Link("http://h/#/r?a=1&b=2", "r1")]}))
+    return report
+
+
+def test_page_embeds_plotly_once_and_escapes_text(tmp_path):
+    page = _report().save(tmp_path / "r.html", png=False).html.read_text()
+    assert page.count("<script src=") == 0 and page.count("plotly.js v") >= 1  # no CDN: opens offline
+    assert "<title>A &lt;report&gt;</title>" in page and "x &lt; y &amp; z" in page
+    assert '<td class="text">&lt;b&gt;</td>' in page and '<a href="http://h/#/r?a=1&amp;b=2">r1</a>' in page
+    assert page.count('class="plotly-graph-div"') == 2
+
+
+def test_saved_folder_has_figures_as_json_and_tables_as_csv(tmp_path):
+    import plotly.io as pio
+
+    saved = _report().save(tmp_path / "r.html", png=False)
+    assert sorted(p.name for p in saved.folder.iterdir()) == ["bars.json", "curves.json", "table.csv"]
+    assert list(pio.read_json(saved.folder / "bars.json").data[0].y) == [3, 1]
+    assert pd.read_csv(saved.folder / "table.csv")["link"].tolist() == ["http://h/#/r?a=1&b=2"]
+
+
+def test_without_a_browser_png_export_says_so_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(browser, "find", lambda: None)
+    saved = _report().save(tmp_path / "r.html")
+    assert saved.html.is_file() and len(saved.png_note.splitlines()) == 1 and "no headless Chromium" in saved.png_note
+    assert not list(saved.folder.glob("*.png"))
+
+
+def test_png_export_with_chromium(tmp_path, chromium):
+    from PIL import Image
+
+    saved = _report().save(tmp_path / "r.html")
+    if saved.png_note and "kaleido is not installed" in saved.png_note:
+        pytest.skip(saved.png_note)
+    assert saved.png_note is None
+    for name in ("curves", "bars"):
+        image = Image.open(saved.folder / f"{name}.png")
+        assert image.size == (1200, 600) and np.asarray(image.convert("L")).std() > 5
+
+
+def test_render_check_passes_a_good_page_and_catches_broken_ones(tmp_path, chromium):
+    good = _report().save(tmp_path / "good.html", png=False).html
+    check = browser.check_render(good)
+    assert check.ok and [f["traces"] for f in check.figures] == [2, 1]
+    # A script error, and a page that needs the network (plotly.js from a CDN), must both be caught.
+    text = good.read_text()
+    broken = tmp_path / "broken.html"
+    broken.write_text(text.replace("Plotly.newPlot(", "Plotly.noSuchFunction(", 1))
+    check = browser.check_render(broken)
+    assert not check.ok and any("noSuchFunction" in e for e in check.errors)
+    assert [f["rendered"] for f in check.figures] == [False, True]
+    online = tmp_path / "online.html"
+    online.write_text(go.Figure(go.Bar(y=[1])).to_html(include_plotlyjs="cdn"))
+    check = browser.check_render(online)
+    assert not check.ok and check.errors
