@@ -109,7 +109,7 @@ def test_cli_report_study_and_its_errors(single, storage, tracking_uri, tmp_path
     assert out.is_file() and "report written to" in capsys.readouterr().out
     assert run_cli("report", "study", "nope", "--storage", storage) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: unknown study 'nope'") and "single" in err and len(err.splitlines()) == 1
+    assert err.startswith("error: no study 'nope'") and "single" in err and len(err.splitlines()) == 1
     with pytest.raises(CicyError, match="no Optuna storage"):
         load_study("single", f"sqlite:///{tmp_path}/missing.db")
     assert not (tmp_path / "missing.db").exists()

@@ -19,32 +19,14 @@ import plotly.graph_objects as go
 from optuna.trial import TrialState
 
 from ..errors import CicyError
+from ..study import load as _load
 from .html import Link, Report
 
 STATE_COLORS = {"COMPLETE": "#2ca02c", "PRUNED": "#ff7f0e", "FAIL": "#d62728", "RUNNING": "#1f77b4", "WAITING": "#7f7f7f"}
 
 
-def default_storage() -> str:
-    try:
-        from ..storage import default_url
-
-        return default_url()
-    except ImportError:
-        from ..tracking import local_home
-
-        return f"sqlite:///{local_home() / 'optuna.db'}"
-
-
 def load_study(name: str, storage: str | None = None) -> optuna.Study:
-    """An existing study; a missing storage or study is a ``CicyError`` (nothing is created)."""
-    url = storage or default_storage()
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
-        raise CicyError(f"no Optuna storage at {url}")
-    try:
-        return optuna.load_study(study_name=name, storage=url)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(url)] if url else []
-        raise CicyError(f"unknown study {name!r} in {url} (studies: {', '.join(names) or 'none'})") from None
+    return _load(name, storage=storage)
 
 
 def objective_names(study: optuna.Study) -> list[str]:
