@@ -70,3 +70,18 @@ def load(folder: str | Path) -> Loaded:
 
         model = keras.models.load_model(folder / KERAS_FILE)
     return Loaded(model, config, targets)
+
+
+def locate(folder: str | Path) -> Path:
+    """The bundle inside ``folder``: the folder itself, or the ``bundle`` artifact of an MLflow model folder in it.
+
+    Accepts an export folder (which is a bundle), its ``mlflow_model/`` subfolder, or an MLflow pyfunc model
+    downloaded from the registry.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CicyError(f"{folder}: no such model folder")
+    for candidate in (folder, folder / "artifacts" / "bundle", folder / "mlflow_model" / "artifacts" / "bundle"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise CicyError(f"{folder}: not a model folder (no config.yaml, nor an MLflow model with a bundle artifact)")
