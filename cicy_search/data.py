@@ -9,6 +9,7 @@ import functools
 import gzip
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources
 from typing import Iterable, Sequence
@@ -63,7 +64,7 @@ def check_matrix(matrix, shape: tuple[int, int] | None = (12, 15)) -> str | None
         for j, v in enumerate(r):
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
                 return f"entry ({i},{j}) = {v!r} is not an integer"
-            if float(v) != int(v):
+            if not math.isfinite(v) or float(v) != int(v):
                 return f"entry ({i},{j}) = {v!r} is not an integer"
             if v < 0:
                 return f"entry ({i},{j}) = {v} is negative"

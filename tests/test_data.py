@@ -44,6 +44,8 @@ def test_quintic_is_entry_7890_padded_in_the_corner():
         ([[5, 1], [2]], "ragged rows"),
         ([[-1, 7]], "negative"),
         ([[4.5]], "not an integer"),
+        ([[float("nan")]], "not an integer"),
+        ([[float("inf")]], "not an integer"),
         ([["5"]], "not an integer"),
         ([[4]], "dimension"),
         ([[1, 0], [0, 5]], "n_0 = 0 < 1"),
