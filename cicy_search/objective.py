@@ -46,10 +46,11 @@ def is_best_so_far(study: optuna.Study, values: list[float], directions: list[st
 class Objective:
     """Callable for ``study.optimize``; data arrays are prepared once and reused across trials."""
 
-    def __init__(self, spec: StudySpec, *, mlflow_client, parent_run_id: str | None):
+    def __init__(self, spec: StudySpec, *, mlflow_client, parent_run_id: str | None, tags: dict | None = None):
         self.spec = spec
         self.client = mlflow_client
         self.parent_run_id = parent_run_id
+        self.tags = dict(tags or {})  # e.g. a worker's gpu and threads
         self._prepared: dict[str, Prepared] = {}
 
     def prepared(self, config: dict) -> Prepared:
@@ -78,7 +79,10 @@ class Objective:
             "trial": str(trial.number),
             "sampler": spec.sampler["name"],
             "pruner": spec.pruner["name"],
+            **self.tags,
         }
+        if "retry_of" in trial.user_attrs:  # re-run of a trial whose worker was lost
+            tags["retry_of"] = str(trial.user_attrs["retry_of"])
         try:
             tracked = run_tracked(
                 config,

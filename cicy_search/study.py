@@ -2,28 +2,41 @@
 
 The study's MLflow side: one experiment named after the study, one parent run (its id in the study's
 user attributes, so any worker can nest under it) and one child run per trial.
+
+The budget belongs to the study, not to a process: ``optimize_to_budget`` starts a trial only while
+finished + running + queued trials stay under it (counted under a ``BudgetLock``), so any number of
+workers sharing one storage stop together at exactly ``budget`` finished trials.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 
 from . import tracking
 from .errors import CicyError
-from .objective import Objective
-from .storage import default_url, open_storage, redact
+from .storage import LOST, BudgetLock, default_url, is_journal, open_storage, redact
 from .studyfile import StudySpec
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+POLL_SECONDS = 2.0
 
 
-def create(spec: StudySpec, *, storage: str | None = None, tracking_uri: str | None = None) -> optuna.Study:
-    """Create the study and its MLflow parent run, or load them if they exist (idempotent)."""
+def create(
+    spec: StudySpec, *, storage: str | None = None, tracking_uri: str | None = None, n_trials: int | None = None
+) -> optuna.Study:
+    """Create the study and its MLflow parent run, or load them if they exist (idempotent).
+
+    ``n_trials`` (default: the file's budget) is stored as the study's ``budget`` user attribute,
+    the total that workers read; creating again with another value changes it.
+    """
     client = tracking.client(tracking_uri)
-    optuna_storage = open_storage(storage)
+    check_tracking(client)
+    optuna_storage = open_storage(storage, tracking_uri=tracking_uri)
     study = optuna.create_study(
         study_name=spec.name,
         storage=optuna_storage,
@@ -56,12 +69,38 @@ def create(spec: StudySpec, *, storage: str | None = None, tracking_uri: str | N
         study.set_user_attr("tracking_uri", client.tracking_uri)
         study.set_user_attr("objectives", [o.metric for o in spec.objectives])
         study.set_user_attr("spec", spec.raw)
+    budget = n_trials or spec.n_trials
+    if study.user_attrs.get("budget") != budget:
+        study.set_user_attr("budget", budget)
     return study
 
 
-def load(name: str, *, storage: str | None = None) -> optuna.Study:
-    """An existing study by name; a clear error names the studies that do exist."""
-    optuna_storage = open_storage(storage)
+def check_tracking(client) -> None:
+    """A tracking server must accept our requests, not just answer ``/health``: MLflow 3 refuses Host
+    headers outside its ``--allowed-hosts`` (HTTP 403) while ``/health`` still says OK."""
+    if not client.tracking_uri.startswith(("http://", "https://")):
+        return
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.search_experiments(max_results=1)
+    except MlflowException as e:
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)[:300]
+        hint = ""
+        if "403" in str(e) or "Host header" in str(e):
+            hint = "; start the server with --allowed-hosts naming the host:port clients use"
+        raise CicyError(f"MLflow tracking server {client.tracking_uri} refused a request: {first}{hint}") from None
+
+
+def load(name: str, *, storage: str | None = None, **storage_options) -> optuna.Study:
+    """An existing study by name; a clear error names the studies that do exist.
+
+    ``storage_options`` go to ``open_storage`` (heartbeat settings, the tracking URI for lost runs).
+    """
+    url = storage or default_url()
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
+        raise CicyError(f"no study {name!r}: no Optuna storage at {url}")  # opening it would create an empty database
+    optuna_storage = open_storage(url, **storage_options)
     names = [s.study_name for s in optuna.get_all_study_summaries(optuna_storage, include_best_trial=False)]
     if name not in names:
         known = ", ".join(names) if names else "none"
@@ -74,6 +113,118 @@ def count_finished(study: optuna.Study) -> int:
 
 
 @dataclass
+class Counts:
+    finished: int
+    running: int
+    waiting: int
+
+
+def counts(study: optuna.Study) -> Counts:
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    return Counts(
+        sum(s in FINISHED for s in states),
+        states.count(optuna.trial.TrialState.RUNNING),
+        states.count(optuna.trial.TrialState.WAITING),
+    )
+
+
+def optimize_to_budget(
+    study: optuna.Study,
+    objective,
+    *,
+    budget: int,
+    lock: BudgetLock | None = None,
+    heartbeat: bool = True,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    max_failures: int | None = None,
+    callbacks=(),
+    poll: float = POLL_SECONDS,
+    on_wait=None,
+    worker_id: str | None = None,
+) -> int:
+    """Run trials one at a time until the study holds ``budget`` finished trials; returns how many ran.
+
+    A trial starts only when a queued (WAITING) trial exists or finished + running trials are under
+    the budget, checked under ``lock`` which the trial releases as soon as it exists. With a
+    heartbeat, running trials hold their place: a worker that dies keeps it until the heartbeat
+    fails its trial and queues the retry, so the others wait for that (``on_wait`` is told once)
+    instead of starting extra trials. Without one (journal files) running trials are not counted,
+    and concurrent workers may overshoot the budget by up to one trial each.
+
+    Args:
+        n_trials: at most this many trials from this call (a worker's share); None: until the budget.
+        timeout: start no trial after this many seconds.
+        max_failures: stop once more trials than this failed in this call.
+        worker_id: stored as the trial's ``worker`` user attribute.
+    """
+    start = time.monotonic()
+    ran = failed = 0
+    waiting = False
+    while n_trials is None or ran < n_trials:
+        if timeout is not None and time.monotonic() - start >= timeout:
+            break
+        if max_failures is not None and failed > max_failures:
+            break
+        states: list = []
+        if lock is not None:
+            lock.acquire()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            c = counts(study)
+            if c.finished >= budget:
+                break
+            go = c.waiting > 0 or c.finished + (c.running if heartbeat else 0) < budget
+            if go:
+
+                def one_trial(trial: optuna.Trial):
+                    if lock is not None:
+                        lock.release()
+                    if worker_id:
+                        trial.set_user_attr("worker", worker_id)
+                    return objective(trial)
+
+                try:
+                    study.optimize(
+                        one_trial,
+                        n_trials=1,
+                        catch=(Exception,),
+                        callbacks=[*callbacks, lambda s, t: states.append(t.state)],
+                        gc_after_trial=True,
+                    )
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    # Another worker took this one for lost (a heartbeat stalled past the grace period)
+                    # and queued its retry; this result is dropped.
+                    states.append(optuna.trial.TrialState.FAIL)
+        finally:
+            if lock is not None:
+                lock.release()
+        if not go:
+            if on_wait is not None and not waiting:
+                on_wait(c)
+            waiting = True
+            time.sleep(poll)
+            continue
+        waiting = False
+        ran += 1
+        failed += states[:1] == [optuna.trial.TrialState.FAIL]
+    return ran
+
+
+def reseed(study: optuna.Study, spec: StudySpec, worker: int = 0) -> None:
+    """Give the study the file's sampler, its seed shifted by the trials already there and the worker.
+
+    A resumed study must not replay the sampler's first draws, nor may two workers draw the same ones.
+    """
+    sampler = dict(spec.sampler)
+    if sampler.get("seed") is not None:
+        sampler["seed"] = (sampler["seed"] + len(study.trials) + worker * 100_003) % 2**32
+    study.sampler = StudySpec.sampler_object(spec, sampler)
+
+
+@dataclass
 class RunSummary:
     study: optuna.Study
     new_trials: int
@@ -82,7 +233,7 @@ class RunSummary:
     seconds: float
 
 
-def _reporter(console, spec: StudySpec, budget: int):
+def reporter(console, spec: StudySpec, budget: int):
     def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if console is None:
             return
@@ -116,44 +267,50 @@ def run(
     """
     budget = n_trials or spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
-    study = create(spec, storage=storage, tracking_uri=tracking_uri)
+    study = create(spec, storage=storage, tracking_uri=tracking_uri, n_trials=budget)
     client = tracking.client(tracking_uri or study.user_attrs.get("tracking_uri"))
-    # A resumed study must not replay the sampler's first draws: shift its seed by the trials already there.
-    sampler = dict(spec.sampler)
-    if sampler.get("seed") is not None:
-        sampler["seed"] = sampler["seed"] + len(study.trials) + worker * 100_003
-    study.sampler = StudySpec.sampler_object(spec, sampler)
+    from .objective import Objective  # imports TensorFlow: only once storage and tracking answered
+
+    reseed(study, spec, worker)
     objective = Objective(spec, mlflow_client=client, parent_run_id=study.user_attrs["mlflow_parent_run_id"])
     start = time.monotonic()
     before = len(study.trials)
-    failures = 0
-    while (remaining := budget - count_finished(study)) > 0 and failures <= budget:
-        left = None if timeout is None else timeout - (time.monotonic() - start)
-        if left is not None and left <= 0:
-            break
-        n_before = len(study.trials)
-        study.optimize(
+    lock = BudgetLock(storage, spec.name)
+    try:
+        optimize_to_budget(
+            study,
             objective,
-            n_trials=remaining,
-            timeout=left,
-            catch=(Exception,),
-            callbacks=[
-                optuna.study.MaxTrialsCallback(budget, states=FINISHED),
-                _reporter(console, spec, budget),
-            ],
-            gc_after_trial=True,
+            budget=budget,
+            lock=lock,
+            heartbeat=not is_journal(storage),
+            timeout=timeout,
+            max_failures=budget,
+            callbacks=[reporter(console, spec, budget)],
+            on_wait=waiter(console, budget),
         )
-        new = study.get_trials(deepcopy=False)[n_before:]
-        failures += sum(t.state == optuna.trial.TrialState.FAIL for t in new)
-        if not new:
-            break
+    finally:
+        lock.close()
     return RunSummary(study, len(study.trials) - before, count_finished(study), budget, time.monotonic() - start)
+
+
+def waiter(console, budget: int):
+    def wait(c: Counts) -> None:
+        if console is not None:
+            console.print(
+                f"budget taken: {c.finished} finished + {c.running} running of {budget}; "
+                "waiting for the running trials (a lost worker's trial is retried after the heartbeat grace period)",
+                highlight=False,
+            )
+
+    return wait
 
 
 def trials_table(study: optuna.Study) -> list[dict]:
     """One row a trial: number, state, value(s), params, duration, MLflow run id."""
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    lost = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    for t in trials:
         rows.append(
             {
                 "number": t.number,
@@ -162,7 +319,8 @@ def trials_table(study: optuna.Study) -> list[dict]:
                 "params": t.params,
                 "seconds": t.duration.total_seconds() if t.duration else None,
                 "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
-                "fail_reason": t.user_attrs.get("fail_reason"),
+                "fail_reason": t.user_attrs.get("fail_reason") or (LOST if t.number in lost else None),
+                "worker": t.user_attrs.get("worker"),
             }
         )
     return rows

@@ -1,0 +1,186 @@
+"""Storages: heartbeat settings, the lost-trial callback, the budget lock, the budget loop.
+
+SQLite and journal files always; PostgreSQL when CICY_TEST_POSTGRES_URL names one (see .ci/run).
+The budget loop is tested with a plain function as objective: no model, seconds per test.
+"""
+
+import threading
+import time
+import warnings
+
+import optuna
+import pytest
+
+from cicy_search import storage as storages
+from cicy_search import study as studies
+from cicy_search import tracking
+from cicy_search.errors import CicyError
+
+from .services import Databases, postgres_or_skip
+
+FAIL, COMPLETE, WAITING = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    dbs = Databases(postgres_or_skip())
+    yield dbs
+    dbs.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def rdb_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'optuna.db'}"
+    return request.getfixturevalue("postgres").new("cicy_storage")
+
+
+def test_heartbeat_settings_come_from_arguments_then_environment(monkeypatch):
+    assert storages.heartbeat_settings() == (30, 90)
+    monkeypatch.setenv("CICY_HEARTBEAT_INTERVAL", "2")
+    monkeypatch.setenv("CICY_GRACE_PERIOD", "7")
+    assert storages.heartbeat_settings() == (2, 7)
+    assert storages.heartbeat_settings(5, 20) == (5, 20)
+    with pytest.raises(CicyError, match="must be longer than the interval"):
+        storages.heartbeat_settings(10, 10)
+    monkeypatch.setenv("CICY_GRACE_PERIOD", "soon")
+    with pytest.raises(CicyError, match="CICY_GRACE_PERIOD='soon': expected whole seconds"):
+        storages.heartbeat_settings()
+
+
+def test_storage_kinds_and_clear_errors(tmp_path):
+    rdb = storages.open_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=3, grace_period=9)
+    assert (rdb.heartbeat_interval, rdb.grace_period) == (3, 9)
+    assert isinstance(rdb.heartbeat_stale_trial_callback, storages.RetryStaleTrial)
+    journal = storages.open_storage(f"journal:{tmp_path / 'o.log'}")
+    assert isinstance(journal, optuna.storages.JournalStorage)
+    assert storages.is_journal(f"{tmp_path}/x.log") and not storages.is_journal("sqlite:///x.db")
+    with pytest.raises(CicyError, match="expected a database URL"):
+        storages.open_storage("optuna.db")
+    assert storages.with_driver("postgresql://u:p@h/db").startswith("postgresql+psycopg2://")
+    assert storages.redact("postgresql://cicy:s3cret@db:5432/optuna") == "postgresql://cicy:***@db:5432/optuna"
+
+
+def test_unreachable_postgresql_is_one_line_within_seconds():
+    start = time.monotonic()
+    with pytest.raises(CicyError) as e:
+        storages.open_storage("postgresql://cicy:s3cret@127.0.0.1:9/optuna")
+    message = str(e.value)
+    assert message.startswith("Optuna storage postgresql://cicy:***@127.0.0.1:9/optuna is unreachable")
+    assert "s3cret" not in message and "\n" not in message
+    assert time.monotonic() - start < 15
+
+
+def _dead_trial(study, run_id: str | None = None) -> optuna.trial.FrozenTrial:
+    """A RUNNING trial that beat once and then stopped: what a worker killed mid-trial leaves."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trial = study.ask()
+    trial.suggest_float("x", 0, 10)
+    if run_id:
+        trial.set_user_attr("mlflow_run_id", run_id)
+    study._storage.record_heartbeat(trial._trial_id)
+    return study._storage.get_trial(trial._trial_id)
+
+
+def test_a_lost_trial_is_failed_retried_with_its_params_and_its_run_closed(rdb_url, tracking_uri, mlflow_client):
+    storage = storages.open_storage(rdb_url, heartbeat_interval=1, grace_period=2, tracking_uri=tracking_uri)
+    study = optuna.create_study(study_name="lost", storage=storage)
+    run = tracking.Run.start(mlflow_client, "lost-trials", run_name="trial-0")
+    dead = _dead_trial(study, run.run_id)
+    time.sleep(3.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [FAIL, WAITING]
+    retry = trials[1]
+    assert retry.params == dead.params and retry.user_attrs == {"retry_of": 0}
+    assert retry.system_attrs["failed_trial"] == 0
+    closed = mlflow_client.get_run(run.run_id)
+    assert closed.info.status == "FAILED" and closed.data.tags["failure_reason"] == storages.LOST
+    assert studies.trials_table(study)[0]["fail_reason"] == storages.LOST
+    # Noticing it again changes nothing: the trial is failed once and retried once.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    assert len(study.get_trials(deepcopy=False)) == 2
+
+
+@pytest.mark.timeout(60)  # a lock that is never freed would block forever
+def test_the_budget_lock_excludes_a_second_holder_and_dies_with_its_holder(rdb_url):
+    first, second = storages.BudgetLock(rdb_url, "s"), storages.BudgetLock(rdb_url, "s")
+    assert first.kind in ("sqlite", "postgresql")
+    got = threading.Event()
+
+    def take():
+        second.acquire()
+        got.set()
+
+    first.acquire()
+    waiter = threading.Thread(target=take)
+    waiter.start()
+    assert not got.wait(1.0)  # blocked while the first holds it
+    first.release()
+    first.release()  # idempotent
+    assert got.wait(10)
+    waiter.join()
+    # A holder that disappears without unlocking (connection or file closed) frees the lock.
+    if second.kind == "postgresql":
+        second._held.invalidate()
+        second._held = None
+    else:
+        second.release()
+    first.acquire()
+    first.close()
+    second.close()
+
+
+def test_the_budget_loop_waits_for_a_lost_trial_and_runs_its_retry(tmp_path):
+    storage = storages.open_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="loop", storage=storage)
+    dead = _dead_trial(study)
+    seen, waits = [], []
+
+    def objective(trial):
+        seen.append((trial.number, trial.user_attrs.get("retry_of")))
+        return trial.suggest_float("x", 0, 10)
+
+    lock = storages.BudgetLock(f"sqlite:///{tmp_path / 'o.db'}", "loop")
+    ran = studies.optimize_to_budget(
+        study, objective, budget=2, lock=lock, poll=0.2, on_wait=waits.append, worker_id="here:1"
+    )
+    lock.close()
+    trials = study.get_trials(deepcopy=False)
+    # Trial 1 takes the free place; then the lost trial holds the other until the heartbeat fails
+    # it, and its retry (trial 2, same x) takes that place: exactly the budget, nothing extra.
+    assert ran == 2 and [t.state for t in trials] == [FAIL, COMPLETE, COMPLETE]
+    assert seen == [(1, None), (2, 0)]
+    assert trials[2].params == dead.params and trials[2].user_attrs["worker"] == "here:1"
+    assert len(waits) == 1 and (waits[0].finished, waits[0].running) == (1, 1)
+
+
+def test_the_budget_loop_stops_at_the_budget_and_at_its_own_share(tmp_path):
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="share", storage=storages.open_storage(url))
+    lock = storages.BudgetLock(url, "share")
+    assert studies.optimize_to_budget(study, lambda t: t.suggest_float("x", 0, 1), budget=5, lock=lock, n_trials=2) == 2
+    assert studies.optimize_to_budget(study, lambda t: t.suggest_float("x", 0, 1), budget=5, lock=lock) == 3
+    assert studies.optimize_to_budget(study, lambda t: t.suggest_float("x", 0, 1), budget=5, lock=lock) == 0
+
+    def broken(trial):
+        raise ValueError("no")
+
+    assert studies.optimize_to_budget(study, broken, budget=6, lock=lock, max_failures=2) == 3
+    lock.close()
+    assert studies.count_finished(study) == 5
+
+
+def test_journal_storage_has_no_heartbeat_so_running_trials_do_not_hold_the_budget(tmp_path):
+    url = f"journal:{tmp_path / 'o.log'}"
+    study = optuna.create_study(study_name="journal", storage=storages.open_storage(url))
+    study.ask()  # a trial left RUNNING by a dead worker: nothing will ever fail it
+    ran = studies.optimize_to_budget(
+        study, lambda t: t.suggest_float("x", 0, 1), budget=2, lock=storages.BudgetLock(url, "journal"), heartbeat=False
+    )
+    assert ran == 2 and studies.count_finished(study) == 2
