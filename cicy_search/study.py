@@ -192,7 +192,7 @@ def optimize_to_budget(
                         n_trials=1,
                         catch=(Exception,),
                         callbacks=[*callbacks, lambda s, t: states.append(t.state)],
-                        gc_after_trial=True,
+                        # No gc_after_trial: the objective's keras.backend.clear_session() already collects.
                     )
                 except optuna.exceptions.UpdateFinishedTrialError:
                     # Another worker took this one for lost (a heartbeat stalled past the grace period)
