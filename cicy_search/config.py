@@ -179,6 +179,11 @@ TRAIN: Spec = {
     "lr_factor": (_positive, 0.3),
     "lr_patience": (_pos_int, 5),
     "steps_per_execution": (_optional(_pos_int), None),
+    # How an epoch runs, not what it computes (see training.fast_fit and README "Throughput"):
+    # "fast" = one compiled call per epoch over in-memory tensors, "keras" = model.fit.
+    "loop": (_choice("fast", "keras"), "fast"),
+    "jit_compile": (_choice("auto", True, False), "auto"),  # XLA; auto = on GPU, and on CPU without convolutions
+    "mixed_precision": (_bool, False),  # float16 compute with float32 weights: for GPUs
 }
 
 _COMMON: Spec = {

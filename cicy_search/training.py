@@ -1,7 +1,8 @@
 """Train and evaluate one model from a resolved run config.
 
-``prepare`` turns the data section into arrays and a split; ``fit`` trains (Keras or SVM) and
-``evaluate`` scores every split with the literature's measure: exact match of the rounded prediction.
+``prepare`` turns the data section into arrays and a split; ``fit`` trains (Keras, by default with
+``fast_fit``'s compiled whole-epoch loop, or SVM) and ``evaluate`` scores every split with the
+literature's measure: exact match of the rounded prediction.
 The test split is evaluated for the record only; nothing here selects on it.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -105,6 +107,31 @@ def rounded_accuracy(y_true, y_pred):
     return ops.cast(ops.equal(ops.round(y_pred), ops.cast(y_true, y_pred.dtype)), "float32")
 
 
+# On a CPU, XLA takes 1-2.5 s longer to compile the dense network's epoch than TensorFlow's graph optimiser,
+# then saves about 0.55 ms per step (0.19 -> 0.08 s per 197-step epoch; bench/throughput.py): it pays
+# from 2,000-4,000 steps on. The default run (20 epochs of 197 steps) is about even; longer ones gain.
+XLA_MIN_STEPS = 3000
+
+
+def use_xla(config: dict, model, steps_per_epoch: int) -> bool:
+    """Whether training compiles with XLA: ``train.jit_compile``, where ``"auto"`` means where it helps.
+
+    On a GPU it always helps. On a CPU it fuses a dense network's many small ops (2-2.5x faster per
+    epoch) once the run is long enough to repay its compile time, but its convolutions are far slower
+    than TensorFlow's oneDNN kernels (6x for the CNN, about 50x for inception), so never with those.
+    """
+    choice = config["train"]["jit_compile"]
+    if choice != "auto":
+        return bool(choice)
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return True
+    if any(isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)) for layer in model.layers):
+        return False
+    return config["train"]["epochs"] * steps_per_epoch >= XLA_MIN_STEPS
+
+
 def compile_model(model, config: dict, targets: list[Target], steps_per_epoch: int) -> None:
     t, m = config["train"], config["model"]
     optimizer = {
@@ -123,7 +150,11 @@ def compile_model(model, config: dict, targets: list[Target], steps_per_epoch: i
         loss=loss if len(names) == 1 else {n: loss for n in names},
         metrics=[_accuracy_metric(m["head"])] if len(names) == 1 else {n: [_accuracy_metric(m["head"])] for n in names},
         # Several steps per call into the compiled graph: the per-step Python overhead dominates small models.
+        # (The fast loop runs a whole epoch per call and compiles its own functions; this is for model.fit.)
         steps_per_execution=t["steps_per_execution"] or max(1, min(32, steps_per_epoch)),
+        # XLA for model.fit's steps (loop: keras). The fast loop compiles its own; predict() after it stays
+        # without XLA, which would recompile for every new batch shape.
+        jit_compile=use_xla(config, model, steps_per_epoch) if t["loop"] == "keras" else False,
     )
 
 
@@ -182,30 +213,31 @@ def fit(
     """
     prepared = prepared or prepare(config)
     keras.utils.set_random_seed(config["seed"])
-    head = config["model"]["head"]
-    model = build(config, prepared.shape, prepared.targets)
+    t, head = config["train"], config["model"]["head"]
+    with dtype_policy("mixed_float16" if t["mixed_precision"] else None):
+        model = build(config, prepared.shape, prepared.targets)
     start = time.perf_counter()
     history: dict[str, list[float]] = {}
+    extra: dict = {}
     if isinstance(model, SvmModel):
         model.fit(prepared.x["train"], prepared.y["train"])
         epochs_run = 0
     else:
-        batch = config["train"]["batch_size"]
+        batch = t["batch_size"]
         steps = max(1, math.ceil(len(prepared.x["train"]) / batch))
         compile_model(model, config, prepared.targets, steps)
         cbs = [*_callbacks(config, steps), *callbacks]
         if progress:
-            cbs.append(ProgressBar(config["train"]["epochs"]))
-        h = model.fit(
-            prepared.x["train"],
-            encode(prepared.y["train"], prepared.targets, head),
-            validation_data=(prepared.x["val"], encode(prepared.y["val"], prepared.targets, head)),
-            epochs=config["train"]["epochs"],
-            batch_size=batch,
-            shuffle=True,
-            callbacks=cbs,
-            verbose=0,
-        )
+            cbs.append(ProgressBar(t["epochs"]))
+        train = (prepared.x["train"], encode(prepared.y["train"], prepared.targets, head))
+        val = (prepared.x["val"], encode(prepared.y["val"], prepared.targets, head))
+        if t["loop"] == "fast":
+            xla = use_xla(config, model, steps)
+            h = fast_fit(model, train, val, epochs=t["epochs"], batch_size=batch, callbacks=cbs, seed=config["seed"], jit_compile=xla)
+        else:
+            xla = bool(model.jit_compile)
+            h = model.fit(*train, validation_data=val, epochs=t["epochs"], batch_size=batch, shuffle=True, callbacks=cbs, verbose=0)
+        extra["xla"] = xla
         history = {k: [float(v) for v in vs] for k, vs in h.history.items()}
         epochs_run = len(history.get("loss", []))
         losses = history.get("loss", [])
@@ -214,7 +246,104 @@ def fit(
             raise TrainingDiverged(f"training loss became {losses[bad]} at epoch {bad}")
     seconds = time.perf_counter() - start
     metrics = evaluate(model, prepared, head)
-    return TrainResult(config, model, prepared.targets, history, metrics, model.count_params(), seconds, epochs_run)
+    return TrainResult(config, model, prepared.targets, history, metrics, model.count_params(), seconds, epochs_run, extra)
+
+
+@contextmanager
+def dtype_policy(name: str | None):
+    """Build models under a Keras dtype policy (``mixed_float16``), restoring the global one after."""
+    before = keras.config.dtype_policy()
+    if name:
+        keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
+EVAL_BATCH = 1024  # validation batches: no effect on the scores, fewer steps
+
+
+def fast_fit(model, train, val, *, epochs: int, batch_size: int, callbacks: Sequence = (), seed: int = 0, jit_compile: bool = False):
+    """``model.fit(x, y, shuffle=True, validation_data=val)`` for data that fits in memory, one compiled call per epoch.
+
+    The arrays become tensors once. An epoch is one call of a ``tf.function`` that gathers shuffled
+    batches from them and runs ``model.train_step`` in a ``tf.while_loop`` (the full batches, then the
+    remainder), so nothing runs in Python or tf.data between steps; validation is one more call. Steps,
+    batch size, loss, metrics, history and callbacks are those of ``model.fit`` with ``steps_per_execution``
+    = one epoch. Only the order differs: epoch e uses the e-th ``permutation(n)`` of
+    ``np.random.default_rng(seed)``, a new order every epoch (seeded ``model.fit`` in Keras 3.15 / TF 2.21
+    repeats its first order in every epoch). Returns the ``History``.
+    """
+    import tensorflow as tf
+
+    x, y = tf.nest.map_structure(tf.convert_to_tensor, train)
+    vx, vy = tf.nest.map_structure(tf.convert_to_tensor, val)
+    n = int(x.shape[0])
+    _build_state(model, x[:1], tf.nest.map_structure(lambda a: a[:1], y))
+    train_epoch = tf.function(lambda order: _each_batch(model.train_step, x, y, order, batch_size), jit_compile=jit_compile)
+    # One batch or a few: XLA would add compile time and save nothing.
+    val_pass = tf.function(lambda: _each_batch(model.test_step, vx, vy, tf.range(vx.shape[0]), EVAL_BATCH), jit_compile=False)
+    rng = np.random.default_rng(seed)
+    steps = max(1, math.ceil(n / batch_size))
+    cbs = keras.callbacks.CallbackList(list(callbacks), add_history=True, model=model, epochs=epochs, steps=steps, verbose=0)
+    model.stop_training = False
+    cbs.on_train_begin()
+    logs: dict = {}
+    for epoch in range(epochs):
+        model.reset_metrics()
+        cbs.on_epoch_begin(epoch)
+        cbs.on_train_batch_begin(0)
+        train_epoch(tf.constant(rng.permutation(n), dtype=tf.int32))
+        logs = _metric_values(model)
+        cbs.on_train_batch_end(steps - 1, logs)  # one execution per epoch, as model.fit calls it
+        model.reset_metrics()
+        val_pass()
+        logs.update({f"val_{k}": v for k, v in _metric_values(model).items()})
+        cbs.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    model.optimizer.finalize_variable_values(model.trainable_weights)
+    cbs.on_train_end(logs)
+    return model.history
+
+
+def _build_state(model, x, y) -> None:
+    """Create the optimizer's, loss's and metrics' variables now: a compiled loop may not create them."""
+    pred = model(x)
+    model.compute_loss(x, y, pred)
+    model.compute_metrics(x, y, pred)
+    model.optimizer.build(model.trainable_variables)
+    model.reset_metrics()
+
+
+def _each_batch(step, x, y, order, batch: int) -> None:
+    """``step((x[i], y[i]))`` for consecutive batches of the indices ``order``, inside the graph.
+
+    The full batches run in a ``tf.while_loop``, the remainder after it: each has a static shape, so XLA
+    compiles both.
+    """
+    import tensorflow as tf
+
+    def take(i):
+        return tf.nest.map_structure(lambda a: tf.gather(a, i), (x, y))
+
+    full, rest = divmod(int(order.shape[0]), batch)
+    if full:
+        rows = tf.reshape(order[: full * batch], (full, batch))
+
+        def body(i):
+            step(take(rows[i]))
+            return i + 1
+
+        # Each step needs the previous one's weights: one iteration at a time.
+        tf.while_loop(lambda i: i < full, body, [tf.constant(0)], parallel_iterations=1)
+    if rest:
+        step(take(order[full * batch :]))
+
+
+def _metric_values(model) -> dict[str, float]:
+    return {k: float(v) for k, v in model.get_metrics_result().items()}
 
 
 def predict(model, x: np.ndarray, targets: list[Target], head: str) -> dict[str, np.ndarray]:
