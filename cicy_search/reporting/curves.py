@@ -6,6 +6,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 
+def _curve(values: list[float], name: str, color: str, dash: str, **options) -> go.Scatter:
+    """One metric's per-epoch values as a line: the trace every learning-curve figure is made of."""
+    return go.Scatter(x=list(range(len(values))), y=values, name=name, line={"color": color, "dash": dash}, **options)
+
+
 def learning_curves(histories: dict[str, dict[str, list[float]]], title: str = "Learning curves") -> go.Figure:
     """``{run label: Keras-style history}`` -> a two-panel figure (loss, accuracy), train solid, validation dashed."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
@@ -17,18 +22,8 @@ def learning_curves(histories: dict[str, dict[str, list[float]]], title: str = "
                 values = history.get(prefix + metric)
                 if not values:
                     continue
-                fig.add_trace(
-                    go.Scatter(
-                        x=list(range(len(values))),
-                        y=values,
-                        mode="lines",
-                        name=f"{label} {'validation' if prefix else 'train'} {metric}",
-                        line={"color": color, "dash": dash},
-                        legendgroup=label,
-                    ),
-                    row=1,
-                    col=col,
-                )
+                name = f"{label} {'validation' if prefix else 'train'} {metric}"
+                fig.add_trace(_curve(values, name, color, dash, legendgroup=label, mode="lines"), row=1, col=col)
     fig.update_xaxes(title_text="epoch")
     fig.update_layout(title=title, template="plotly_white")
     return fig
@@ -56,20 +51,12 @@ def learning_curves_grid(histories: dict[str, dict[str, list[float]]], title: st
                 values = history.get(prefix + metric)
                 if not values:
                     continue
-                fig.add_trace(
-                    go.Scatter(
-                        x=list(range(len(values))),
-                        y=values,
-                        mode="lines+markers" if len(values) < 3 else "lines",
-                        name=f"{label} {split} {metric}",
-                        legendgroup=split,
-                        showlegend=False,
-                        line={"color": color, "dash": dash},
-                        hovertemplate=f"{label}<br>{split} {metric}<br>epoch %{{x}}: %{{y:.4g}}<extra></extra>",
-                    ),
-                    row=row + offset,
-                    col=col,
+                trace = _curve(
+                    values, f"{label} {split} {metric}", color, dash, legendgroup=split, showlegend=False,
+                    mode="lines+markers" if len(values) < 3 else "lines",
+                    hovertemplate=f"{label}<br>{split} {metric}<br>epoch %{{x}}: %{{y:.4g}}<extra></extra>",
                 )
+                fig.add_trace(trace, row=row + offset, col=col)
             if metric == "accuracy":
                 fig.update_yaxes(range=[0, 1.02], row=row + offset, col=col)
     longest = max((len(v) for h in histories.values() for v in h.values()), default=1)
