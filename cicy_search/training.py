@@ -346,9 +346,22 @@ def _metric_values(model) -> dict[str, float]:
     return {k: float(v) for k, v in model.get_metrics_result().items()}
 
 
+PREDICT_BATCH = 2048
+
+
 def predict(model, x: np.ndarray, targets: list[Target], head: str) -> dict[str, np.ndarray]:
     """Integer Hodge numbers for padded matrices ``x`` (N, rows, cols)."""
-    outputs = model.predict(x) if isinstance(model, SvmModel) else model.predict(x, batch_size=1024, verbose=0)
+    if isinstance(model, SvmModel):
+        return decode(model.predict(x), targets, head)
+    # Eager calls in large batches: model.predict traces a new function per call and input size, which cost
+    # more than the whole forward pass for these small models (0.22 s against 0.06 s per evaluation, dense).
+    chunks = [model(x[i : i + PREDICT_BATCH], training=False) for i in range(0, len(x), PREDICT_BATCH)] or [
+        model(x[:0], training=False)
+    ]
+    if isinstance(chunks[0], dict):
+        outputs = {k: np.concatenate([keras.ops.convert_to_numpy(c[k]) for c in chunks]) for k in chunks[0]}
+    else:
+        outputs = np.concatenate([keras.ops.convert_to_numpy(c) for c in chunks])
     return decode(outputs, targets, head)
 
 
