@@ -85,10 +85,10 @@ def run_tracked(
         parent_run_id=parent_run_id,
     )
     try:
-        if on_start:
-            on_start(run.run_id)
         sizes = {f"data.n_{split}": len(prepared.x[split]) for split in ("train", "val", "test")}
         run.log_params({**flatten(config), **sizes, **(params or {})})
+        if on_start:  # after the params: a run a trial links to always says what it trains
+            on_start(run.run_id)
         epoch_logger = EpochCallback(
             lambda epoch, logs: run.log_metrics(
                 {f"epoch_{k}": v for k, v in logs.items()}, step=epoch, flush_after=METRIC_FLUSH_SECONDS
