@@ -271,26 +271,48 @@ def run(
     client = tracking.client(tracking_uri or study.user_attrs.get("tracking_uri"))
     from .objective import Objective  # imports TensorFlow: only once storage and tracking answered
 
-    reseed(study, spec, worker)
-    objective = Objective(spec, mlflow_client=client, parent_run_id=study.user_attrs["mlflow_parent_run_id"])
     start = time.monotonic()
     before = len(study.trials)
+    objective = Objective(spec, mlflow_client=client, parent_run_id=study.user_attrs["mlflow_parent_run_id"])
+    drive(study, spec, objective, storage=storage, budget=budget, worker=worker, timeout=timeout, console=console)
+    return RunSummary(study, len(study.trials) - before, count_finished(study), budget, time.monotonic() - start)
+
+
+def drive(
+    study: optuna.Study,
+    spec: StudySpec,
+    objective,
+    *,
+    storage: str | None,
+    budget: int,
+    worker: int = 0,
+    timeout: float | None = None,
+    n_trials: int | None = None,
+    worker_id: str | None = None,
+    console=None,
+) -> int:
+    """Run ``objective`` on ``study`` under the shared budget lock until the budget is met; returns trials run.
+
+    What ``study run`` and every cluster worker share: a reseeded sampler, the lock, the budget loop.
+    """
+    reseed(study, spec, worker)
     lock = BudgetLock(storage, spec.name)
     try:
-        optimize_to_budget(
+        return optimize_to_budget(
             study,
             objective,
             budget=budget,
             lock=lock,
             heartbeat=not is_journal(storage),
+            n_trials=n_trials,
             timeout=timeout,
             max_failures=budget,
             callbacks=[reporter(console, spec, budget)],
             on_wait=waiter(console, budget),
+            worker_id=worker_id,
         )
     finally:
         lock.close()
-    return RunSummary(study, len(study.trials) - before, count_finished(study), budget, time.monotonic() - start)
 
 
 def waiter(console, budget: int):

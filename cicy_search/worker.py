@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from . import study as studies
 from . import tracking
 from .errors import CicyError
-from .storage import BudgetLock, default_url, is_journal, redact
+from .storage import default_url, redact
 from .studyfile import StudySpec
 
 # Keys of a study file that may differ between the creator's copy and a worker's.
@@ -155,24 +155,18 @@ def join(
 
     from .objective import Objective  # TensorFlow is configured now
 
-    studies.reseed(study, spec, worker_index())
     study.pruner = spec.pruner_object()
     objective = Objective(spec, mlflow_client=client, parent_run_id=study.user_attrs["mlflow_parent_run_id"], tags=tags)
-    lock = BudgetLock(storage, spec.name)
-    try:
-        ran = studies.optimize_to_budget(
-            study,
-            objective,
-            budget=budget,
-            lock=lock,
-            heartbeat=not is_journal(storage),
-            n_trials=n_trials,
-            timeout=timeout if timeout is not None else spec.timeout,
-            max_failures=budget,
-            callbacks=[studies.reporter(console, spec, budget)],
-            on_wait=studies.waiter(console, budget),
-            worker_id=tags["worker"],
-        )
-    finally:
-        lock.close()
+    ran = studies.drive(
+        study,
+        spec,
+        objective,
+        storage=storage,
+        budget=budget,
+        worker=worker_index(),
+        n_trials=n_trials,
+        timeout=timeout if timeout is not None else spec.timeout,
+        worker_id=tags["worker"],
+        console=console,
+    )
     return WorkerSummary(study, ran, studies.count_finished(study), budget, tags)
