@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import tempfile
-import time
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path

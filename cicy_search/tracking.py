@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -198,17 +198,6 @@ class Run:
             self.client.log_batch(self.run_id, tags=run_tags)
         self._pending = []
         self.client.set_terminated(self.run_id, status=status)
-
-
-def epochs_to_metrics(history: dict[str, list[float]]) -> Iterable[tuple[int, dict[str, float]]]:
-    """Keras history -> (epoch, {"epoch_loss": ..., "epoch_val_accuracy": ...}) pairs.
-
-    Per-epoch curves carry TensorBoard's ``epoch_`` prefix so that the final scores can keep the plain
-    names users sort on (``val_accuracy``, ``test_accuracy``).
-    """
-    n = len(next(iter(history.values()), []))
-    for epoch in range(n):
-        yield epoch, {f"epoch_{k}": vs[epoch] for k, vs in history.items() if epoch < len(vs)}
 
 
 def config_yaml(config: dict) -> str:

@@ -1,7 +1,5 @@
-import numpy as np
 import pytest
 
-from cicy_search import data
 from cicy_search.config import resolve
 from cicy_search.models import Target, build
 from cicy_search.training import fit, prepare

@@ -18,7 +18,6 @@ import pandas as pd
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
-from ..errors import CicyError
 from ..study import load as _load
 from .html import Link, Report
 
