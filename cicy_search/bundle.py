@@ -48,9 +48,9 @@ class Loaded:
 
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Integer Hodge numbers for padded matrices (N, rows, cols)."""
-        from .training import predict
+        from .training import predict_matrices
 
-        return predict(self.model, x, self.targets, self.config["model"]["head"])
+        return predict_matrices(self.model, x, self.targets, self.config)
 
 
 def load(folder: str | Path) -> Loaded:

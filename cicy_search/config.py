@@ -147,6 +147,16 @@ def _targets(v):
     return v
 
 
+def _features(v):
+    from .data import FEATURES
+
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or len(set(v)) != len(v) or any(f not in FEATURES for f in v):
+        raise ValueError(f"expected a list of exact invariants from {', '.join(FEATURES)}, got {v!r}")
+    return v
+
+
 def _gamma(v):
     if v in ("scale", "auto"):
         return v
@@ -167,6 +177,11 @@ DATA: Spec = {
     "stratify": (_bool, True),
     "keep_products": (_bool, False),
     "limit": (_optional(_pos_int), None),
+    # Symmetry and exact invariants (data.model_inputs): a canonical row/column order, invariants as
+    # input channels, and physics-informed targets (h21 = h11 - euler/2 with the exact Euler number).
+    "canonical": (_bool, False),
+    "features": (_features, []),
+    "physics": (_bool, False),
 }
 
 TRAIN: Spec = {
@@ -184,6 +199,8 @@ TRAIN: Spec = {
     "loop": (_choice("fast", "keras"), "fast"),
     "jit_compile": (_choice("auto", True, False), "auto"),  # XLA; auto = on GPU, and on CPU without convolutions
     "mixed_precision": (_bool, False),  # float16 compute with float32 weights: for GPUs
+    # Random row and column permutations of every training batch (never validation or test); fast loop only.
+    "augment": (_choice("none", "permute"), "none"),
 }
 
 _COMMON: Spec = {
@@ -219,6 +236,17 @@ MODELS: dict[str, Spec] = {
         "modules": (_pos_int, 3),
         "filters": (_int_or_list, [32, 64, 32]),
         "kernels": (_kernels, [[12, 1], [1, 15]]),
+    },
+    # Permutation-equivariant network (exchangeable matrix layers, Hartford et al. 2018): see models.py.
+    "equivariant": {
+        **_COMMON,
+        "depth": (_pos_int, 4),
+        "width": (_pos_int, 64),
+        "pooling": (_choice("mean", "sum", "max"), "mean"),
+        "embedding": (_choice("onehot", "linear"), "onehot"),
+        "norm": (_choice("layer", "none"), "layer"),
+        "residual": (_bool, True),
+        "head_width": (_pos_int, 128),
     },
     "svm": {
         "head": (_choice("classification", "regression"), "regression"),
@@ -291,6 +319,12 @@ def _check_consistency(c: dict) -> None:
     for key, count in (("width", "depth"), ("filters", "depth" if m["family"] == "cnn" else "modules")):
         if isinstance(m.get(key), list) and len(m[key]) != m[count]:
             raise CicyError(f"model.{key}: {len(m[key])} values given for {count} = {m[count]}")
+    if c["train"]["augment"] != "none" and c["train"]["loop"] != "fast":
+        raise CicyError("train.augment: permutation augmentation runs in the fast loop (train.loop: fast)")
+    if c["train"]["augment"] != "none" and d["canonical"]:
+        raise CicyError("train.augment: permuting training matrices undoes data.canonical; choose one")
+    if d["physics"] and "h21" not in d["targets"]:
+        raise CicyError("data.physics: derives h21 from h11 and the exact Euler number, so data.targets must include h21")
     kernels = m.get("kernels")
     if kernels and isinstance(kernels[0][0], list) and len(kernels) != m["modules"]:
         raise CicyError(f"model.kernels: {len(kernels)} kernel sets given for modules = {m['modules']}")

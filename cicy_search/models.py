@@ -59,6 +59,11 @@ def _block_end(x, m: dict):
     return x
 
 
+def _as_image(inputs, shape):
+    """(rows, cols) matrices become one-channel images; inputs with feature channels already are images."""
+    return keras.layers.Reshape((*shape, 1))(inputs) if len(shape) == 2 else inputs
+
+
 def build_dense(m: dict, shape: tuple[int, int], targets: list[Target]):
     """Flatten -> depth x Dense(width) [-> BatchNorm] [-> Dropout] -> head(s)."""
     inputs = keras.Input(shape=shape, name="matrix")
@@ -74,7 +79,7 @@ def build_dense(m: dict, shape: tuple[int, int], targets: list[Target]):
 def build_cnn(m: dict, shape: tuple[int, int], targets: list[Target]):
     """depth x [Conv2D [-> BatchNorm] [-> pooling]] -> Flatten -> dense_depth x Dense -> head(s)."""
     inputs = keras.Input(shape=shape, name="matrix")
-    x = keras.layers.Reshape((*shape, 1))(inputs)
+    x = _as_image(inputs, shape)
     pool = {"max": keras.layers.MaxPooling2D, "avg": keras.layers.AveragePooling2D}.get(m["pool"])
     for filters in _layers_values(m["filters"], m["depth"]):
         x = keras.layers.Conv2D(
@@ -109,7 +114,7 @@ def build_inception(m: dict, shape: tuple[int, int], targets: list[Target]):
     then dropout, flatten and the head. Default: filters 32, 64, 32 with (12,1) and (1,15) kernels.
     """
     inputs = keras.Input(shape=shape, name="matrix")
-    x = keras.layers.Reshape((*shape, 1))(inputs)
+    x = _as_image(inputs, shape)
     for filters, kernels in zip(_layers_values(m["filters"], m["modules"]), module_kernels(m)):
         branches = [
             keras.layers.Conv2D(
@@ -123,6 +128,122 @@ def build_inception(m: dict, shape: tuple[int, int], targets: list[Target]):
         x = keras.layers.Dropout(m["dropout"])(x)
     x = keras.layers.Flatten()(x)
     return keras.Model(inputs, _heads(x, m, targets), name="inception")
+
+
+@keras.saving.register_keras_serializable(package="cicy_search")
+class Exchangeable(keras.layers.Layer):
+    """One exchangeable matrix layer (Hartford et al., ICML 2018) on the present entries of a padded matrix.
+
+    out[i, j] = W0 x[i, j] + W1 pool_j x[i, :] + W2 pool_i x[:, j] + W3 pool_ij x + b, where the pools run
+    over the present rows and columns only (``mask``). Permuting rows or columns of the input permutes the
+    output the same way, and padding stays zero, so where the padding sits does not matter.
+    """
+
+    def __init__(self, units: int, pooling: str = "mean", **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.pooling = units, pooling
+        self.parts = [keras.layers.Dense(units, use_bias=(k == 0), name=f"w{k}") for k in range(4)]
+
+    def build(self, input_shape):
+        x_shape = input_shape[0]
+        for layer in self.parts:
+            layer.build(x_shape)
+
+    def call(self, inputs):
+        x, mask = inputs
+        row = masked_pool(x, mask, axis=2, pooling=self.pooling)  # (B, R, 1, F)
+        col = masked_pool(x, mask, axis=1, pooling=self.pooling)  # (B, 1, C, F)
+        both = masked_pool(x, mask, axis=(1, 2), pooling=self.pooling)  # (B, 1, 1, F)
+        out = self.parts[0](x) + self.parts[1](row) + self.parts[2](col) + self.parts[3](both)
+        return out * mask
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "pooling": self.pooling}
+
+
+def masked_pool(x, mask, axis, pooling: str):
+    """Mean, sum or max of ``x`` over ``axis`` counting only entries where ``mask`` is 1 (keeps dims)."""
+    from keras import ops
+
+    if pooling == "max":
+        return ops.max(x * mask - (1.0 - mask) * 1e9, axis=axis, keepdims=True) * ops.minimum(
+            ops.max(mask, axis=axis, keepdims=True), 1.0
+        )
+    total = ops.sum(x * mask, axis=axis, keepdims=True)
+    if pooling == "sum":
+        return total
+    return total / ops.maximum(ops.sum(mask, axis=axis, keepdims=True), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="cicy_search")
+class EntryPool(keras.layers.Layer):
+    """Pools every present entry of (B, R, C, F) into (B, F): the invariant read-out."""
+
+    def __init__(self, pooling: str = "mean", **kwargs):
+        super().__init__(**kwargs)
+        self.pooling = pooling
+
+    def call(self, inputs):
+        x, mask = inputs
+        return masked_pool(x, mask, axis=(1, 2), pooling=self.pooling)[:, 0, 0]
+
+    def get_config(self):
+        return {**super().get_config(), "pooling": self.pooling}
+
+
+@keras.saving.register_keras_serializable(package="cicy_search")
+class MatrixEncoding(keras.layers.Layer):
+    """Entries (first channel) one-hot over 0..max_entry or as a value, plus any feature channels; and the
+    mask of present entries (rows and columns that are not padding)."""
+
+    def __init__(self, embedding: str = "onehot", max_entry: int = 7, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding, self.max_entry = embedding, max_entry
+
+    def call(self, x):
+        from keras import ops
+
+        if len(x.shape) == 3:
+            x = ops.expand_dims(x, -1)
+        entries = x[..., 0]
+        rows = ops.cast(ops.sum(entries, axis=2, keepdims=True) > 0, x.dtype)
+        cols = ops.cast(ops.sum(entries, axis=1, keepdims=True) > 0, x.dtype)
+        mask = ops.expand_dims(rows * cols, -1)
+        if self.embedding == "onehot":
+            code = ops.one_hot(ops.cast(ops.minimum(entries, self.max_entry), "int32"), self.max_entry + 1)
+            code = ops.cast(code, x.dtype)
+        else:
+            code = entries[..., None]
+        return ops.concatenate([code, x[..., 1:]], axis=-1) * mask, mask
+
+    def get_config(self):
+        return {**super().get_config(), "embedding": self.embedding, "max_entry": self.max_entry}
+
+
+def build_equivariant(m: dict, shape: tuple, targets: list[Target]):
+    """A permutation-invariant network: entries -> depth x exchangeable blocks -> pooled head.
+
+    Each block: [LayerNorm] -> Exchangeable(width) -> activation [-> Dropout], added to its input when
+    ``residual``. The head pools every present entry (``pooling``) into one vector, then
+    Dense(head_width) and the output(s). Predictions are unchanged (to float rounding) by any row or column
+    permutation of the input, padding included (tests/test_models.py).
+    """
+    inputs = keras.Input(shape=shape, name="matrix")
+    x, mask = MatrixEncoding(m["embedding"], name="encoding")(inputs)
+    x = keras.layers.Dense(m["width"], kernel_regularizer=_regularizer(m), name="embed")(x)
+    x = keras.layers.Multiply()([x, mask])
+    for k in range(m["depth"]):
+        h = keras.layers.LayerNormalization(name=f"norm{k}")(x) if m["norm"] == "layer" else x
+        h = Exchangeable(m["width"], m["pooling"], name=f"exchangeable{k}")([h, mask])
+        h = keras.layers.Activation(m["activation"])(h)
+        if m["dropout"]:
+            h = keras.layers.Dropout(m["dropout"])(h)
+        x = keras.layers.Add()([x, h]) if m["residual"] else h
+        x = keras.layers.Multiply()([x, mask])
+    pooled = EntryPool(m["pooling"], name="pool")([x, mask])
+    h = keras.layers.Dense(m["head_width"], activation=m["activation"], kernel_regularizer=_regularizer(m))(pooled)
+    h = _block_end(h, m)
+    return keras.Model(inputs, _heads(h, m, targets), name="equivariant")
 
 
 class SvmModel:
@@ -154,7 +275,7 @@ class SvmModel:
         return int(sum(e.support_vectors_.size + e.dual_coef_.size for e in self.estimators.values()))
 
 
-BUILDERS = {"dense": build_dense, "cnn": build_cnn, "inception": build_inception}
+BUILDERS = {"dense": build_dense, "cnn": build_cnn, "inception": build_inception, "equivariant": build_equivariant}
 
 
 def build(config: dict, shape: tuple[int, int], targets: list[Target]):

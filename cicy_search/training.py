@@ -27,24 +27,45 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class Prepared:
-    """Arrays for one config: inputs and integer targets per split, plus the target ranges."""
+    """Arrays for one config: model inputs and integer targets per split, plus the target ranges.
+
+    ``x`` is what the network reads (``data.model_inputs``: canonical order, invariant channels),
+    ``matrices`` the padded configuration matrices themselves. ``targets`` are what the network learns;
+    ``report`` the Hodge numbers scored, which with ``data.physics`` include ones derived exactly.
+    """
 
     dataset: cicy_data.CicyData
     targets: list[Target]
     x: dict[str, np.ndarray]
     y: dict[str, dict[str, np.ndarray]]
     index: dict[str, np.ndarray]
+    matrices: dict[str, np.ndarray] = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return self.dataset.shape
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one model input: (rows, cols), or (rows, cols, channels) with feature channels."""
+        return tuple(self.x["train"].shape[1:])
+
+    @property
+    def report(self) -> list[str]:
+        return list(self.data.get("targets") or [t.name for t in self.targets])
+
+
+def network_targets(d: dict) -> list[str]:
+    """What the network learns: the requested targets, or with ``physics`` the independent ones (h11)."""
+    return ["h11"] if d.get("physics") else list(d["targets"])
+
+
+def inputs_for(matrices: np.ndarray, d: dict) -> np.ndarray:
+    return cicy_data.model_inputs(matrices, canonical_form=d.get("canonical", False), features=d.get("features", ()))
 
 
 def prepare(config: dict) -> Prepared:
     d = config["data"]
     full = cicy_data.load(d["dataset"], keep_products=d["keep_products"])
     # Class ranges come from the whole list: they describe the data set, not the sample drawn.
-    targets = [Target.from_values(t, full.y(t)) for t in d["targets"]]
+    targets = [Target.from_values(t, full.y(t)) for t in network_targets(d)]
     dataset = full
     if d["limit"] is not None and d["limit"] < len(full.frame):
         pick = np.sort(np.random.default_rng(d["seed"]).permutation(len(full.frame))[: d["limit"]])
@@ -54,9 +75,12 @@ def prepare(config: dict) -> Prepared:
         len(dataset.frame), train=d["train"], val=d["val"], test=d["test"], seed=d["seed"], stratify=labels
     )
     index = {"train": s.train, "val": s.val, "test": s.test}
-    x = {k: dataset.x[i] for k, i in index.items()}
-    y = {k: {t.name: dataset.y(t.name)[i] for t in targets} for k, i in index.items()}
-    return Prepared(dataset, targets, x, y, index)
+    matrices = {k: dataset.x[i] for k, i in index.items()}
+    inputs = inputs_for(dataset.x, d)
+    x = {k: inputs[i] for k, i in index.items()}
+    names = dict.fromkeys([*network_targets(d), *d["targets"]])
+    y = {k: {name: dataset.y(name)[i] for name in names} for k, i in index.items()}
+    return Prepared(dataset, targets, x, y, index, matrices, dict(d))
 
 
 def encode(y: dict[str, np.ndarray], targets: list[Target], head: str):
@@ -233,7 +257,10 @@ def fit(
         val = (prepared.x["val"], encode(prepared.y["val"], prepared.targets, head))
         if t["loop"] == "fast":
             xla = use_xla(config, model, steps)
-            h = fast_fit(model, train, val, epochs=t["epochs"], batch_size=batch, callbacks=cbs, seed=config["seed"], jit_compile=xla)
+            h = fast_fit(
+                model, train, val, epochs=t["epochs"], batch_size=batch, callbacks=cbs, seed=config["seed"],
+                jit_compile=xla, augment=t["augment"] == "permute",
+            )
         else:
             xla = bool(model.jit_compile)
             h = model.fit(*train, validation_data=val, epochs=t["epochs"], batch_size=batch, shuffle=True, callbacks=cbs, verbose=0)
@@ -264,7 +291,10 @@ def dtype_policy(name: str | None):
 EVAL_BATCH = 1024  # validation batches: no effect on the scores, fewer steps
 
 
-def fast_fit(model, train, val, *, epochs: int, batch_size: int, callbacks: Sequence = (), seed: int = 0, jit_compile: bool = False):
+def fast_fit(
+    model, train, val, *, epochs: int, batch_size: int, callbacks: Sequence = (), seed: int = 0,
+    jit_compile: bool = False, augment: bool = False,
+):
     """``model.fit(x, y, shuffle=True, validation_data=val)`` for data that fits in memory, one compiled call per epoch.
 
     The arrays become tensors once. An epoch is one call of a ``tf.function`` that gathers shuffled
@@ -273,7 +303,9 @@ def fast_fit(model, train, val, *, epochs: int, batch_size: int, callbacks: Sequ
     batch size, loss, metrics, history and callbacks are those of ``model.fit`` with ``steps_per_execution``
     = one epoch. Only the order differs: epoch e uses the e-th ``permutation(n)`` of
     ``np.random.default_rng(seed)``, a new order every epoch (seeded ``model.fit`` in Keras 3.15 / TF 2.21
-    repeats its first order in every epoch). Returns the ``History``.
+    repeats its first order in every epoch). With ``augment`` every training batch has the rows and the
+    columns of each matrix randomly permuted (stateless random numbers from the seed, epoch and step).
+    Returns the ``History``.
     """
     import tensorflow as tf
 
@@ -281,7 +313,10 @@ def fast_fit(model, train, val, *, epochs: int, batch_size: int, callbacks: Sequ
     vx, vy = tf.nest.map_structure(tf.convert_to_tensor, val)
     n = int(x.shape[0])
     _build_state(model, x[:1], tf.nest.map_structure(lambda a: a[:1], y))
-    train_epoch = tf.function(lambda order: _each_batch(model.train_step, x, y, order, batch_size), jit_compile=jit_compile)
+    transform = permute_batch if augment else None
+    train_epoch = tf.function(
+        lambda order, key: _each_batch(model.train_step, x, y, order, batch_size, transform, key), jit_compile=jit_compile
+    )
     # One batch or a few: XLA would add compile time and save nothing.
     val_pass = tf.function(lambda: _each_batch(model.test_step, vx, vy, tf.range(vx.shape[0]), EVAL_BATCH), jit_compile=False)
     rng = np.random.default_rng(seed)
@@ -294,7 +329,7 @@ def fast_fit(model, train, val, *, epochs: int, batch_size: int, callbacks: Sequ
         model.reset_metrics()
         cbs.on_epoch_begin(epoch)
         cbs.on_train_batch_begin(0)
-        train_epoch(tf.constant(rng.permutation(n), dtype=tf.int32))
+        train_epoch(tf.constant(rng.permutation(n), dtype=tf.int32), tf.constant([seed, epoch], dtype=tf.int32))
         logs = _metric_values(model)
         cbs.on_train_batch_end(steps - 1, logs)  # one execution per epoch, as model.fit calls it
         model.reset_metrics()
@@ -317,7 +352,17 @@ def _build_state(model, x, y) -> None:
     model.reset_metrics()
 
 
-def _each_batch(step, x, y, order, batch: int) -> None:
+def permute_batch(xb, key):
+    """A random row and column permutation of each matrix in the batch (padding included), from ``key``."""
+    import tensorflow as tf
+
+    b = tf.shape(xb)[0]
+    rows = tf.argsort(tf.random.stateless_uniform((b, xb.shape[1]), seed=key), axis=1)
+    cols = tf.argsort(tf.random.stateless_uniform((b, xb.shape[2]), seed=tf.random.experimental.stateless_fold_in(key, 1)), axis=1)
+    return tf.gather(tf.gather(xb, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+
+
+def _each_batch(step, x, y, order, batch: int, transform=None, key=None) -> None:
     """``step((x[i], y[i]))`` for consecutive batches of the indices ``order``, inside the graph.
 
     The full batches run in a ``tf.while_loop``, the remainder after it: each has a static shape, so XLA
@@ -325,21 +370,24 @@ def _each_batch(step, x, y, order, batch: int) -> None:
     """
     import tensorflow as tf
 
-    def take(i):
-        return tf.nest.map_structure(lambda a: tf.gather(a, i), (x, y))
+    def take(i, k=0):
+        xb, yb = tf.nest.map_structure(lambda a: tf.gather(a, i), (x, y))
+        if transform is not None:
+            xb = transform(xb, tf.random.experimental.stateless_fold_in(key, k))
+        return xb, yb
 
     full, rest = divmod(int(order.shape[0]), batch)
     if full:
         rows = tf.reshape(order[: full * batch], (full, batch))
 
         def body(i):
-            step(take(rows[i]))
+            step(take(rows[i], i))
             return i + 1
 
         # Each step needs the previous one's weights: one iteration at a time.
         tf.while_loop(lambda i: i < full, body, [tf.constant(0)], parallel_iterations=1)
     if rest:
-        step(take(order[full * batch :]))
+        step(take(order[full * batch :], full))
 
 
 def _metric_values(model) -> dict[str, float]:
@@ -365,11 +413,37 @@ def predict(model, x: np.ndarray, targets: list[Target], head: str) -> dict[str,
     return decode(outputs, targets, head)
 
 
+def derive(pred: dict[str, np.ndarray], matrices: np.ndarray, d: dict) -> dict[str, np.ndarray]:
+    """The reported Hodge numbers from the network's: with ``physics``, h21 = h11 - euler/2 exactly."""
+    if d.get("physics"):
+        euler, _ = cicy_data.exact_invariants(matrices)
+        pred = {**pred, "h21": pred["h11"] - euler // 2}
+    return {name: pred[name] for name in d.get("targets") or pred}
+
+
+def predict_matrices(model, matrices: np.ndarray, targets: list[Target], config: dict) -> dict[str, np.ndarray]:
+    """Integer Hodge numbers for padded configuration matrices, as the config's data section says to read them."""
+    d = config["data"]
+    return derive(predict(model, inputs_for(matrices, d), targets, config["model"]["head"]), matrices, d)
+
+
+PERMUTED_SEED = 12345  # the fixed random permutations behind test_permuted_* metrics
+
+
 def evaluate(model, prepared: Prepared, head: str) -> dict[str, float]:
+    """Scores on every split, plus ``test_permuted``: the test matrices with rows and columns randomly permuted."""
     metrics: dict[str, float] = {}
+    d = prepared.data
     for split in SPLITS:
         if len(prepared.x[split]):
-            metrics.update(scores(predict(model, prepared.x[split], prepared.targets, head), prepared.y[split], split))
+            pred = predict(model, prepared.x[split], prepared.targets, head)
+            if prepared.matrices:
+                pred = derive(pred, prepared.matrices[split], d)
+            metrics.update(scores(pred, prepared.y[split], split))
+    if prepared.matrices and len(prepared.matrices["test"]):
+        permuted = cicy_data.permute(prepared.matrices["test"], PERMUTED_SEED)
+        pred = derive(predict(model, inputs_for(permuted, d), prepared.targets, head), permuted, d)
+        metrics.update(scores(pred, prepared.y["test"], "test_permuted"))
     return metrics
 
 
