@@ -14,6 +14,7 @@ all become this mapping::
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -25,10 +26,38 @@ from .errors import CicyError
 # --- value checkers: each returns the normalised value or raises ValueError with a short reason ---
 
 
+def _short(v) -> str:
+    """``repr(v)`` cut to one short line: values from hostile files can be huge."""
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _int(v):
     if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"expected an integer, got {v!r}")
+        raise ValueError(f"expected an integer, got {_short(v)}")
     return v
+
+
+def _int_in(low: int, high: int):
+    """An integer within [low, high]; the bounds are said in the error."""
+
+    def check(v):
+        if not low <= _int(v) <= high:
+            raise ValueError(f"expected an integer from {low:,} to {high:,}, got {_short(v)}")
+        return v
+
+    return check
+
+
+# Upper bounds: far above anything useful on 12x15 matrices, low enough that a typo cannot ask for a
+# network that exhausts memory or a run that never ends.
+MAX_DEPTH = 64
+MAX_WIDTH = 16_384
+MAX_EPOCHS = 100_000
+MAX_BATCH = 65_536
+MAX_KERNEL = 64
+MAX_SEED = 2**32 - 1  # NumPy's and Keras's seeds are 32-bit
+_seed = _int_in(0, MAX_SEED)
 
 
 def _pos_int(v):
@@ -45,8 +74,14 @@ def _nonneg_int(v):
 
 def _float(v):
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"expected a number, got {v!r}")
-    return float(v)
+        raise ValueError(f"expected a number, got {_short(v)}")
+    try:
+        f = float(v)
+    except OverflowError:
+        f = math.inf
+    if not math.isfinite(f):
+        raise ValueError(f"expected a finite number, got {_short(v)}")
+    return f
 
 
 def _nonneg(v):
@@ -83,22 +118,32 @@ def _optional(check):
     return lambda v: None if v is None else check(v)
 
 
+def _factor(v):
+    if not 0 < _float(v) < 1:
+        raise ValueError(f"expected a factor in (0, 1), got {_short(v)}")
+    return float(v)
+
+
 def _choice(*options):
     def check(v):
-        if v not in options:
-            raise ValueError(f"expected one of {', '.join(map(str, options))}, got {v!r}")
+        # ``1 == True``: compare types too, so ``jit_compile: 1`` is not taken for ``true``.
+        if not any(v == o and type(v) is type(o) for o in options):
+            raise ValueError(f"expected one of {', '.join(map(str, options))}, got {_short(v)}")
         return v
 
     return check
 
 
 def _int_or_list(v):
-    """An int (the same for every layer) or one positive int per layer."""
+    """An int (the same for every layer) or one positive int per layer, at most ``MAX_WIDTH``."""
+    width = _int_in(1, MAX_WIDTH)
     if isinstance(v, list):
         if not v:
             raise ValueError("expected a non-empty list")
-        return [_pos_int(x) for x in v]
-    return _pos_int(v)
+        if len(v) > MAX_DEPTH:
+            raise ValueError(f"expected at most {MAX_DEPTH} values, got {len(v):,}")
+        return [width(x) for x in v]
+    return width(v)
 
 
 def _pair(v):
@@ -110,8 +155,8 @@ def _pair(v):
     if isinstance(v, int) and not isinstance(v, bool):
         v = [v, v]
     if not (isinstance(v, (list, tuple)) and len(v) == 2):
-        raise ValueError(f"expected a shape [height, width], got {v!r}")
-    return [_pos_int(x) for x in v]
+        raise ValueError(f"expected a shape [height, width], got {_short(v)}")
+    return [_int_in(1, MAX_KERNEL)(x) for x in v]
 
 
 def kernel_set(v) -> list[list[int]]:
@@ -119,7 +164,9 @@ def kernel_set(v) -> list[list[int]]:
     if isinstance(v, str):
         v = [s for s in v.split(",") if s.strip()]
     if not isinstance(v, (list, tuple)) or not v:
-        raise ValueError(f"expected kernel shapes like '12x1,1x15' or [[12, 1], [1, 15]], got {v!r}")
+        raise ValueError(f"expected kernel shapes like '12x1,1x15' or [[12, 1], [1, 15]], got {_short(v)}")
+    if len(v) > MAX_DEPTH:
+        raise ValueError(f"expected at most {MAX_DEPTH} kernel shapes, got {len(v):,}")
     return [_pair(k) for k in v]
 
 
@@ -132,6 +179,8 @@ def _kernels(v):
     if isinstance(v, list) and v and all(
         isinstance(s, str) or (isinstance(s, list) and s and isinstance(s[0], list)) for s in v
     ):
+        if len(v) > MAX_DEPTH:
+            raise ValueError(f"expected at most {MAX_DEPTH} kernel sets, got {len(v):,}")
         return [kernel_set(s) for s in v]
     return kernel_set(v)
 
@@ -139,11 +188,11 @@ def _kernels(v):
 def _targets(v):
     if isinstance(v, str):
         v = [v]
-    if not isinstance(v, list) or not v or len(set(v)) != len(v):
-        raise ValueError(f"expected h11, h21 or [h11, h21], got {v!r}")
+    if not isinstance(v, list) or not v or not all(isinstance(t, str) for t in v) or len(set(v)) != len(v):
+        raise ValueError(f"expected h11, h21 or [h11, h21], got {_short(v)}")
     for t in v:
         if t not in ("h11", "h21"):
-            raise ValueError(f"unknown target {t!r}: choose from h11, h21")
+            raise ValueError(f"unknown target {_short(t)}: choose from h11, h21")
     return v
 
 
@@ -173,7 +222,7 @@ DATA: Spec = {
     "train": (_fraction, 0.8),
     "val": (_fraction, 0.1),
     "test": (_fraction, 0.1),
-    "seed": (_int, 0),
+    "seed": (_seed, 0),
     "stratify": (_bool, True),
     "keep_products": (_bool, False),
     "limit": (_optional(_pos_int), None),
@@ -185,15 +234,15 @@ DATA: Spec = {
 }
 
 TRAIN: Spec = {
-    "epochs": (_pos_int, 20),
-    "batch_size": (_pos_int, 32),
+    "epochs": (_int_in(1, MAX_EPOCHS), 20),
+    "batch_size": (_int_in(1, MAX_BATCH), 32),
     "optimizer": (_choice("adam", "sgd", "rmsprop", "adamw"), "adam"),
     "learning_rate": (_positive, 1e-3),
-    "early_stopping": (_nonneg_int, 0),
+    "early_stopping": (_int_in(0, MAX_EPOCHS), 0),
     "lr_schedule": (_choice("none", "reduce_on_plateau", "cosine"), "none"),
-    "lr_factor": (_positive, 0.3),
-    "lr_patience": (_pos_int, 5),
-    "steps_per_execution": (_optional(_pos_int), None),
+    "lr_factor": (_factor, 0.3),
+    "lr_patience": (_int_in(1, MAX_EPOCHS), 5),
+    "steps_per_execution": (_optional(_int_in(1, MAX_EPOCHS)), None),
     # How an epoch runs, not what it computes (see training.fast_fit and README "Throughput"):
     # "fast" = one compiled call per epoch over in-memory tensors, "keras" = model.fit.
     "loop": (_choice("fast", "keras"), "fast"),
@@ -213,18 +262,18 @@ _COMMON: Spec = {
 }
 
 MODELS: dict[str, Spec] = {
-    "dense": {**_COMMON, "depth": (_pos_int, 3), "width": (_int_or_list, 128)},
+    "dense": {**_COMMON, "depth": (_int_in(1, MAX_DEPTH), 3), "width": (_int_or_list, 128)},
     "cnn": {
         **_COMMON,
-        "depth": (_pos_int, 2),
+        "depth": (_int_in(1, MAX_DEPTH), 2),
         "filters": (_int_or_list, 32),
         "kernel_size": (_pair, [3, 3]),
         "strides": (_pair, [1, 1]),
         "padding": (_choice("same", "valid"), "same"),
         "pool": (_choice("max", "avg", "none"), "max"),
         "pool_size": (_pair, [2, 2]),
-        "dense_depth": (_nonneg_int, 1),
-        "dense_width": (_pos_int, 128),
+        "dense_depth": (_int_in(0, MAX_DEPTH), 1),
+        "dense_width": (_int_in(1, MAX_WIDTH), 128),
     },
     "inception": {
         **_COMMON,
@@ -233,7 +282,7 @@ MODELS: dict[str, Spec] = {
         "l2": (_nonneg, 1e-4),
         "dropout": (_rate, 0.2),
         "batch_norm": (_bool, True),
-        "modules": (_pos_int, 3),
+        "modules": (_int_in(1, MAX_DEPTH), 3),
         "filters": (_int_or_list, [32, 64, 32]),
         "kernels": (_kernels, [[12, 1], [1, 15]]),
     },
@@ -265,9 +314,9 @@ def _resolve_section(section: str, given: Any, spec: Spec) -> dict:
         given = {}
     if not isinstance(given, dict):
         raise CicyError(f"{section}: expected a mapping of settings, got {type(given).__name__}")
-    unknown = sorted(set(given) - set(spec))
+    unknown = sorted(set(given) - set(spec), key=str)
     if unknown:
-        raise CicyError(f"unknown key {section}.{unknown[0]} (allowed: {', '.join(sorted(spec))})")
+        raise CicyError(f"unknown key {section}.{str(unknown[0])[:60]} (allowed: {', '.join(sorted(spec))})")
     out = {}
     for key, (check, default) in spec.items():
         value = given.get(key, copy.deepcopy(default))
@@ -283,9 +332,9 @@ def resolve(config: dict | None) -> dict:
     config = copy.deepcopy(config or {})
     if not isinstance(config, dict):
         raise CicyError(f"a run config must be a mapping, got {type(config).__name__}")
-    unknown = sorted(set(config) - TOP)
+    unknown = sorted(set(config) - TOP, key=str)
     if unknown:
-        raise CicyError(f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(TOP))})")
+        raise CicyError(f"unknown key {_short(unknown[0])} (allowed: {', '.join(sorted(TOP))})")
     model = config.get("model") or {}
     if not isinstance(model, dict):
         raise CicyError("model: expected a mapping of settings")
@@ -293,12 +342,12 @@ def resolve(config: dict | None) -> dict:
     if family not in MODELS:
         raise CicyError(f"unknown model family {family!r}: choose one of {', '.join(MODELS)}")
     try:
-        seed = _int(config.get("seed", 0))
+        seed = _seed(config.get("seed", 0))
     except ValueError as e:
         raise CicyError(f"seed: {e}") from None
     name = config.get("name")
     if name is not None and not isinstance(name, str):
-        raise CicyError(f"name: expected a string, got {name!r}")
+        raise CicyError(f"name: expected a string, got {_short(name)}")
     resolved = {
         "name": name or family,
         "seed": seed,
@@ -330,17 +379,121 @@ def _check_consistency(c: dict) -> None:
         raise CicyError(f"model.kernels: {len(kernels)} kernel sets given for modules = {m['modules']}")
 
 
-def load_file(path: str | Path) -> dict:
-    """Read a YAML mapping; one-line errors for a missing file or bad YAML."""
-    path = Path(path)
-    if not path.is_file():
-        raise CicyError(f"{path}: no such file")
+# --- reading YAML files ---
+
+#: How many values (scalars, lists, mappings) a file may expand to through aliases (``*name``): a few
+#: aliases nested in each other ("billion laughs") turn a 1 kB file into gigabytes once copied or stored.
+MAX_YAML_VALUES = 10_000
+
+# YAML 1.1 reads ``1e-3`` as a string (its floats need a dot); every other reader, and every user, takes a number.
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+class Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys, reads ``1e-3`` as a float and counts aliases."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # ``<<: *base`` then overriding a merged key is what merges are for
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:
+                    continue  # unhashable: the base class reports it
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {str(key)[:60]!r}", key_node.start_mark
+                    )
+        return super().construct_mapping(node, deep)
+
+
+Loader.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:float"] for k, v in Loader.yaml_implicit_resolvers.items()}
+Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def _count_values(data, limit: int) -> int:
+    """Values in ``data`` as expanded (shared aliases counted each time), stopping past ``limit``."""
+    count, stack = 0, [data]
+    while stack and count <= limit:
+        v = stack.pop()
+        count += 1
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return count
+
+
+def parse_yaml(text: str):
+    """YAML text -> Python data with ``Loader``; ``yaml.YAMLError`` or ``ValueError`` say what is wrong."""
+    loader = Loader(text)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = loader.get_single_data()
+    finally:
+        loader.dispose()
+    if loader.aliases and _count_values(data, MAX_YAML_VALUES) > MAX_YAML_VALUES:
+        raise ValueError(f"its aliases expand to more than {MAX_YAML_VALUES:,} values")
+    return data
+
+
+def read_text(path: str | Path) -> str:
+    """A file's text: UTF-8, with or without a byte order mark; one-line errors naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise CicyError(f"{path}: is a folder, expected a file")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CicyError(f"{path}: no such file") from None
+    except OSError as e:
+        raise CicyError(f"{path}: cannot be read: {e.strerror or e}") from None
+    return decode(raw, str(path))
+
+
+def decode(raw: bytes, name: str) -> str:
+    """UTF-8 bytes (a leading byte order mark is dropped) -> text; other bytes are a one-line error."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CicyError(f"{name}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+
+
+def load_file(path: str | Path) -> dict:
+    """Read a YAML mapping; one-line errors that name the file (missing, a folder, not UTF-8, bad YAML)."""
+    path = Path(path)
+    text = read_text(path)
+    try:
+        data = parse_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise CicyError(f"{path}: not valid YAML{where}") from None
+        raise CicyError(f"{path}: not valid YAML{where}" + (f": {problem}" if problem else "")) from None
+    except (ValueError, RecursionError) as e:
+        reason = str(e) if isinstance(e, ValueError) else "nested too deep"
+        raise CicyError(f"{path}: {reason}") from None
     if not isinstance(data, dict):
         raise CicyError(f"{path}: expected a YAML mapping at the top level")
     return data
@@ -361,8 +514,9 @@ def load_config(path_or_name: str | Path | None) -> dict:
     shipped = shipped_configs()
     if not Path(path_or_name).exists() and str(path_or_name) in shipped:
         path_or_name = shipped[str(path_or_name)]
+    raw = load_file(path_or_name)  # its errors name the file already
     try:
-        return resolve(load_file(path_or_name))
+        return resolve(raw)
     except CicyError as e:
         raise CicyError(f"{path_or_name}: {e}") from None
 

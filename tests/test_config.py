@@ -1,6 +1,6 @@
 import pytest
 
-from cicy_search.config import flatten, load_config, resolve, shipped_configs
+from cicy_search.config import flatten, load_config, load_file, resolve, shipped_configs
 from cicy_search.errors import CicyError
 
 
@@ -20,7 +20,7 @@ def test_empty_config_is_the_seed_talks_dense_network():
         ({"model": {"family": "dense", "filters": 3}}, "unknown key model.filters"),
         ({"model": {"depth": "three"}}, "model.depth: expected an integer"),
         ({"model": {"dropout": 1.5}}, "model.dropout: expected a rate"),
-        ({"train": {"epochs": 0}}, "train.epochs: expected a positive integer"),
+        ({"train": {"epochs": 0}}, "train.epochs: expected an integer from 1 to 100,000, got 0"),
         ({"trian": {}}, "unknown key 'trian'"),
         ({"data": {"targets": ["h12"]}}, "unknown target 'h12'"),
         ({"data": {"train": 0.9, "val": 0.2}}, "split fractions"),
@@ -54,3 +54,88 @@ def test_shipped_examples_all_resolve():
 def test_flatten_gives_dotted_param_names():
     flat = flatten(resolve({}))
     assert flat["model.depth"] == 3 and flat["train.learning_rate"] == 0.001 and flat["data.targets"] == ["h11"]
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"model": {"depth": 10**8}}, "model.depth: expected an integer from 1 to 64, got 100000000"),
+        ({"train": {"epochs": 10**21}}, "train.epochs: expected an integer from 1 to 100,000, got 1000000000000000000000"),
+        ({"model": {"width": 10**11}}, "model.width: expected an integer from 1 to 16,384"),
+        ({"model": {"depth": 2, "width": [64, 10**11]}}, "model.width: expected an integer from 1 to 16,384"),
+        ({"model": {"family": "cnn", "filters": 10**9}}, "model.filters: expected an integer from 1 to 16,384"),
+        ({"model": {"family": "cnn", "kernel_size": "1000x3"}}, "model.kernel_size: expected an integer from 1 to 64"),
+        ({"model": {"family": "inception", "modules": 10**6}}, "model.modules: expected an integer from 1 to 64"),
+        ({"train": {"batch_size": 10**9}}, "train.batch_size: expected an integer from 1 to 65,536"),
+        ({"train": {"lr_factor": 1.5}}, "train.lr_factor: expected a factor in (0, 1)"),
+        ({"train": {"learning_rate": float("inf")}}, "train.learning_rate: expected a finite number"),
+        ({"train": {"learning_rate": float("nan")}}, "train.learning_rate: expected a finite number"),
+        ({"model": {"l2": 10**400}}, "model.l2: expected a finite number"),
+        ({"seed": -1}, "seed: expected an integer from 0 to 4,294,967,295"),
+        ({"data": {"seed": 2**40}}, "data.seed: expected an integer from 0 to 4,294,967,295"),
+        ({"train": {"jit_compile": 1}}, "train.jit_compile: expected one of auto, True, False, got 1"),
+        ({"data": {1: 2}}, "unknown key data.1"),
+        ({"name": ["x" * 10**6]}, "name: expected a string"),  # and far too long to print
+    ],
+)
+def test_out_of_bounds_values_fail_with_the_bounds_in_one_short_line(config, message):
+    with pytest.raises(CicyError) as e:
+        resolve(config)
+    assert message in str(e.value) and "\n" not in str(e.value) and len(str(e.value)) < 300
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("train: {learning_rate: 1e-3}", 1e-3),
+        ("train: {learning_rate: 1.0e-4}", 1e-4),
+        ("train: {learning_rate: 5E-2}", 5e-2),
+        ("train: {learning_rate: .5e-1}", 0.05),
+        ("train: {learning_rate: 0.01}", 0.01),
+    ],
+)
+def test_exponents_without_a_dot_are_numbers(tmp_path, text, expected):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    assert load_config(path)["train"]["learning_rate"] == pytest.approx(expected)
+
+
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{k}: &{k} [{', '.join(['*' + p] * 10)}]\n" for p, k in zip("abcdefg", "bcdefgh")
+)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"model: {depth: 2}\nmodel: {depth: 3}\n", "not valid YAML at line 2: duplicate key 'model'"),
+        (b"model: {depth: 2, depth: 3}\n", "not valid YAML at line 1: duplicate key 'depth'"),
+        (b"train:\n  epochs: 3\n  epochs: 4\n", "not valid YAML at line 3: duplicate key 'epochs'"),
+        (LAUGHS.encode(), "aliases expand to more than 10,000 values"),
+        (b"model: {depth: [\n", "not valid YAML at line 2"),
+        (b"- 1\n- 2\n", "expected a YAML mapping at the top level"),
+        (b"name: caf\xe9\n", "not UTF-8 text (byte 0xe9 at offset 9)"),
+        (b"\xff\xfen\x00a\x00", "not UTF-8 text (byte 0xff at offset 0)"),
+        (b"a: " + b"[" * 5000 + b"]" * 5000, "nested too deep"),
+    ],
+)
+def test_bad_yaml_files_fail_with_one_line_naming_the_file_once(tmp_path, content, message):
+    path = tmp_path / "run.yaml"
+    path.write_bytes(content)
+    with pytest.raises(CicyError) as e:
+        load_config(path)
+    text = str(e.value)
+    assert text.startswith(f"{path}: ") and text.count(str(path)) == 1 and message in text and "\n" not in text
+
+
+def test_yaml_merges_may_override_and_a_byte_order_mark_is_fine(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_bytes("\ufeffdefaults: &d {depth: 2, width: 16}\n".encode() + b"x: {<<: *d, width: 8}\n")
+    assert load_file(path) == {"defaults": {"depth": 2, "width": 16}, "x": {"depth": 2, "width": 8}}
+
+
+def test_missing_files_and_folders_are_told_apart(tmp_path):
+    with pytest.raises(CicyError, match="missing.yaml: no such file"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(CicyError, match=": is a folder, expected a file"):
+        load_config(tmp_path)
