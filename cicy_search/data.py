@@ -206,6 +206,36 @@ def split(
     return Split(train_idx, val_idx, test_idx)
 
 
+def select(d: dict) -> tuple[CicyData, Split]:
+    """The manifolds and the split a resolved ``data`` section describes (``limit``, ``seed``, fractions).
+
+    Every split given a positive fraction must receive matrices: a ``limit`` too small for the
+    fractions, or a stratified split whose classes are too small to share, is a ``CicyError``
+    naming the settings, raised before anything is trained or tracked.
+    """
+    dataset = load(d["dataset"], keep_products=d["keep_products"])
+    if d["limit"] is not None and d["limit"] < len(dataset.frame):
+        pick = np.sort(np.random.default_rng(d["seed"]).permutation(len(dataset.frame))[: d["limit"]])
+        dataset = dataset.subset(pick)
+    labels = dataset.y(d["targets"][0]) if d["stratify"] else None
+    s = split(len(dataset.frame), train=d["train"], val=d["val"], test=d["test"], seed=d["seed"], stratify=labels)
+    for key, name, index in (("train", "training", s.train), ("val", "validation", s.val), ("test", "test", s.test)):
+        if len(index) == 0 and d[key] > 0:
+            n = len(dataset.frame)
+            how = f"data.limit = {d['limit']}: " if d["limit"] is not None else ""
+            hint = "raise data.limit" if d["limit"] is not None else "raise the fractions"
+            if labels is not None:
+                classes = len(np.unique(labels))
+                how += f"{n} matrices in {classes} {d['targets'][0]} classes, each split on its own"
+                hint += " or set data.stratify: false"
+            else:
+                how += f"{n} matrices"
+            raise CicyError(
+                f"data: the {name} split is empty ({how}, fractions {d['train']:g}/{d['val']:g}/{d['test']:g}); {hint}"
+            )
+    return dataset, s
+
+
 def summary(data: CicyData) -> dict:
     """Counts and ranges for ``cicy-search data info``."""
     f = data.frame

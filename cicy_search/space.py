@@ -14,13 +14,38 @@ depth-dependent spaces want TPE's group mode.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from .errors import CicyError
 
 TYPES = ("int", "float", "categorical")
 _KEYS = {"type", "low", "high", "step", "log", "choices", "per"}
+MAX_INT = 2**53  # Optuna stores every parameter as a float: integers beyond this are not kept exactly
+
+
+def _short(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number(where: str, v: Any, kind: str, what: str = "a number") -> float | int:
+    """A finite number (an integer for int entries); one-line errors naming the key."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise CicyError(f"{where}: expected {what}, got {_short(v)}")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise CicyError(f"{where}: expected a finite number, got {_short(v)}")
+    if kind == "int":
+        if isinstance(v, float) and not v.is_integer():
+            raise CicyError(f"{where}: expected an integer, got {_short(v)}")
+        if abs(v) > MAX_INT:
+            raise CicyError(f"{where}: expected an integer within +-2**53 (Optuna keeps parameters as floats), got {_short(v)}")
+        return int(v)
+    if abs(v) > 1e300:
+        raise CicyError(f"{where}: expected a finite number, got {_short(v)}")
+    return v
 
 
 @dataclass(frozen=True)
@@ -51,45 +76,56 @@ def parse_param(name: str, entry: Any) -> Param:
     where = f"space.{name}"
     if not isinstance(entry, dict):
         raise CicyError(f"{where}: expected a mapping like {{type: int, low: 1, high: 5}}")
-    unknown = sorted(set(entry) - _KEYS)
+    unknown = sorted(set(entry) - _KEYS, key=str)
     if unknown:
-        raise CicyError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(_KEYS))})")
+        raise CicyError(f"{where}: unknown key {_short(unknown[0])} (allowed: {', '.join(sorted(_KEYS))})")
     kind = entry.get("type")
-    if kind not in TYPES:
-        raise CicyError(f"{where}.type: expected one of {', '.join(TYPES)}, got {kind!r}")
+    if not isinstance(kind, str) or kind not in TYPES:
+        raise CicyError(f"{where}.type: expected one of {', '.join(TYPES)}, got {_short(kind)}")
     per = entry.get("per")
     if per is not None and not isinstance(per, str):
-        raise CicyError(f"{where}.per: expected the dotted name of an integer setting, got {per!r}")
+        raise CicyError(f"{where}.per: expected the dotted name of an integer setting, got {_short(per)}")
     if kind == "categorical":
         choices = entry.get("choices")
         if not isinstance(choices, list) or not choices:
             raise CicyError(f"{where}.choices: expected a non-empty list")
         for c in choices:
             if not (c is None or isinstance(c, (bool, int, float, str))):
-                raise CicyError(f"{where}.choices: {c!r} is not a number, string, bool or null (write kernel sets as '12x1,1x15')")
+                raise CicyError(f"{where}.choices: {_short(c)} is not a number, string, bool or null (write kernel sets as '12x1,1x15')")
+            if isinstance(c, float) and not math.isfinite(c):
+                raise CicyError(f"{where}.choices: {c!r} is not a finite number")
+        if len({(type(c), c) for c in choices}) != len(choices):
+            raise CicyError(f"{where}.choices: a choice is given twice")
         extra = sorted(set(entry) & {"low", "high", "step", "log"})
         if extra:
             raise CicyError(f"{where}.{extra[0]}: not used by a categorical entry")
         return Param(name, kind, choices=tuple(choices), per=per)
     if "choices" in entry:
         raise CicyError(f"{where}.choices: only for type: categorical")
-    low, high, step, log = entry.get("low"), entry.get("high"), entry.get("step"), entry.get("log", False)
-    for key, v in (("low", low), ("high", high)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise CicyError(f"{where}.{key}: expected a number, got {v!r}")
-        if kind == "int" and float(v) != int(v):
-            raise CicyError(f"{where}.{key}: expected an integer, got {v!r}")
+    what = "an integer" if kind == "int" else "a number"
+    low = _number(f"{where}.low", entry.get("low"), kind, what)
+    high = _number(f"{where}.high", entry.get("high"), kind, what)
+    step, log = entry.get("step"), entry.get("log", False)
     if low > high:
         raise CicyError(f"{where}: bad range, low = {low} > high = {high}")
     if not isinstance(log, bool):
-        raise CicyError(f"{where}.log: expected true or false")
+        raise CicyError(f"{where}.log: expected true or false, got {_short(log)}")
     if log and low <= 0:
         raise CicyError(f"{where}: a log range needs low > 0, got {low}")
     if step is not None:
-        if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
-            raise CicyError(f"{where}.step: expected a positive number, got {step!r}")
+        step = _number(f"{where}.step", step, kind, "a positive integer" if kind == "int" else "a positive number")
+        if step <= 0:
+            raise CicyError(f"{where}.step: expected a positive {'integer' if kind == 'int' else 'number'}, got {step}")
         if log:
             raise CicyError(f"{where}: step and log cannot be combined")
+        # Optuna would silently lower ``high`` to the last multiple of the step; say so instead.
+        span = Decimal(str(high)) - Decimal(str(low))
+        if span % Decimal(str(step)) != 0:
+            last = Decimal(str(low)) + (span // Decimal(str(step))) * Decimal(str(step))
+            raise CicyError(
+                f"{where}.step: {step} does not divide the range {low}..{high} (the last value would be {last}); "
+                "change high or step"
+            )
     return Param(name, kind, low, high, step, log, per=per)
 
 
@@ -99,7 +135,10 @@ def parse(space: Any) -> list[Param]:
         return []
     if not isinstance(space, dict):
         raise CicyError("space: expected a mapping of dotted config keys to entries")
-    params = [parse_param(str(k), v) for k, v in space.items()]
+    for k in space:
+        if not isinstance(k, str) or len(k) > 200:
+            raise CicyError(f"space: {_short(k)} is not a dotted config key like model.depth")
+    params = [parse_param(k, v) for k, v in space.items()]
     names = {p.name for p in params}
     for p in params:
         if p.per and p.per in names and next(q for q in params if q.name == p.per).type != "int":

@@ -66,14 +66,7 @@ def prepare(config: dict) -> Prepared:
     full = cicy_data.load(d["dataset"], keep_products=d["keep_products"])
     # Class ranges come from the whole list: they describe the data set, not the sample drawn.
     targets = [Target.from_values(t, full.y(t)) for t in network_targets(d)]
-    dataset = full
-    if d["limit"] is not None and d["limit"] < len(full.frame):
-        pick = np.sort(np.random.default_rng(d["seed"]).permutation(len(full.frame))[: d["limit"]])
-        dataset = full.subset(pick)
-    labels = dataset.y(d["targets"][0]) if d["stratify"] else None
-    s = cicy_data.split(
-        len(dataset.frame), train=d["train"], val=d["val"], test=d["test"], seed=d["seed"], stratify=labels
-    )
+    dataset, s = cicy_data.select(d)  # a split left empty is an error here, before any run exists
     index = {"train": s.train, "val": s.val, "test": s.test}
     matrices = {k: dataset.x[i] for k, i in index.items()}
     inputs = inputs_for(dataset.x, d)

@@ -104,3 +104,34 @@ def test_bad_split_fractions_are_one_line_errors():
         data.split(10, train=0.8, val=0.2, test=0.2)
     with pytest.raises(CicyError, match="unknown dataset"):
         data.load("quartic")
+
+
+def _section(**changes):
+    from cicy_search.config import resolve
+
+    return resolve({"data": changes})["data"]
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"limit": 5}, "data: the validation split is empty (data.limit = 5: 5 matrices in 4 h11 classes, each split on its own"),
+        ({"limit": 1, "stratify": False}, "data: the validation split is empty (data.limit = 1: 1 matrices, fractions 0.8/0.1/0.1); raise data.limit"),
+        ({"limit": 30, "targets": ["h21"]}, "data: the validation split is empty (data.limit = 30: 30 matrices in"),
+        ({"limit": 20, "stratify": False, "test": 0.02}, "data: the test split is empty"),
+        ({"train": 0.0}, "split fraction train must be positive"),
+    ],
+)
+def test_select_refuses_splits_left_empty(changes, message):
+    with pytest.raises(CicyError) as e:
+        data.select(_section(**changes))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_select_draws_the_limit_then_splits_it():
+    dataset, s = data.select(_section(limit=400))
+    assert len(dataset.frame) == 400 and min(len(s.train), len(s.val), len(s.test)) > 0
+    again, s2 = data.select(_section(limit=400))
+    assert (again.frame["id"] == dataset.frame["id"]).all() and (s.val == s2.val).all()
+    _, no_test = data.select(_section(limit=400, test=0.0))
+    assert len(no_test.test) == 0  # a zero fraction may stay empty
