@@ -19,7 +19,7 @@ from .errors import CicyError
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 app = typer.Typer(help="Hyperparameter search and experiment tracking for CICY Hodge numbers.", no_args_is_help=True)
-data_app = typer.Typer(help="The embedded CICY 3-fold lists.", no_args_is_help=True)
+data_app = typer.Typer(help="The embedded CICY 3-fold lists and the imported 4-fold list.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console()
 err = Console(stderr=True)
@@ -38,6 +38,23 @@ def data_info(
     for k, v in s.items():
         table.add_row(k, " .. ".join(map(str, v)) if isinstance(v, tuple) and k != "padding" else str(v))
     console.print(table)
+
+
+@data_app.command("import-cicy4")
+def data_import_cicy4(
+    file: Path = typer.Argument(..., help="the published list, cicy4list.txt (see README: CICY 4-folds)"),
+    out: Optional[Path] = typer.Option(None, help="the .npz to write (default: FILE with the suffix .npz)"),
+):
+    """Validate the CICY 4-fold list once and write the columnar .npz that data.dataset can point at."""
+    from . import cicy4
+
+    r = cicy4.import_list(file, out, progress=True)
+    table = Table(title=f"CICY 4-folds: {r.out}", show_header=False)
+    for k, v in cicy4.summary(cicy4.read(r.out), name=str(r.out)).items():
+        table.add_row(k, " .. ".join(map(str, v)) if isinstance(v, tuple) and k != "padding" else str(v))
+    console.print(table)
+    console.print(f"{r.records:,} records ({r.products:,} products, kept apart) in {r.seconds['total']:.1f} s "
+                  f"(parse {r.seconds['parse']:.1f}, Euler numbers {r.seconds['euler']:.1f}, write {r.seconds['write']:.1f})", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -154,11 +154,10 @@ def _euler4_group(q: np.ndarray, dims: tuple[int, ...], layers) -> np.ndarray:
 
 def _euler4(x: np.ndarray, m: np.ndarray, k: np.ndarray) -> np.ndarray:
     """Euler numbers of 4-fold configurations (N, R, C), each in its top-left m x K block, zeros elsewhere."""
-    x = np.asarray(x, dtype=np.int64)
-    dims = x.sum(axis=2) - 1
+    x = np.asarray(x)  # kept in its own (compact) dtype; each chunk becomes int64 on its own
+    dims = x.sum(axis=2, dtype=np.int64) - 1
     dims[np.arange(x.shape[1])[None, :] >= m[:, None]] = 0
     rank = np.argsort(-dims, axis=1, kind="stable")  # rows by n_i, largest first: fewer, larger groups
-    x = np.take_along_axis(x, rank[:, :, None], axis=1)
     dims = np.take_along_axis(dims, rank, axis=1)
     keys, inverse = np.unique(np.column_stack([dims, k]), axis=0, return_inverse=True)
     out = np.zeros(len(x), dtype=np.int64)
@@ -170,7 +169,8 @@ def _euler4(x: np.ndarray, m: np.ndarray, k: np.ndarray) -> np.ndarray:
         step = max(1, CHUNK_CELLS // max(int(sizes.max()), int(sizes[kk]) * kk))  # a layer, or the last one times K
         for start in range(0, len(members), step):
             chunk = members[start : start + step]
-            out[chunk] = _euler4_group(x[chunk, : len(group_dims), :kk], group_dims, layers)
+            q = np.take_along_axis(x[chunk], rank[chunk, :, None], axis=1)[:, : len(group_dims), :kk]
+            out[chunk] = _euler4_group(q.astype(np.int64), group_dims, layers)
     return out
 
 
