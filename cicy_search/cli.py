@@ -367,10 +367,11 @@ def predict_matrices(
 ):
     """Predict Hodge numbers; each invalid matrix gets one error line (exit code 1) and the valid ones are still predicted."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from .predict import predict_file, write
+    from .predict import output_format, predict_file, write
 
+    fmt = output_format(out, format)  # before any work: predictions are never lost to a bad --out
     predictions = predict_file(model, input, tracking_uri=tracking_uri)
-    text = write(predictions, out, fmt=format)
+    text = write(predictions, out, fmt=fmt)
     if out is None:
         sys.stdout.write(text)
     else:
@@ -381,35 +382,138 @@ def predict_matrices(
         raise typer.Exit(1)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (docker stop, a Kubernetes eviction, Slurm preemption, ``timeout``), raised like Ctrl-C:
+    Optuna fails the running trial and the runner closes its MLflow run as FAILED with this reason."""
+
+
+_terminated: list[int] = []
+
+
+def _on_sigterm(signum, frame) -> None:
+    if not _terminated:  # once: a second signal must not break the cleanup the first one started
+        _terminated.append(signum)
+        raise Terminated("terminated by SIGTERM")
+
+
+class _NoInterruptTracebacks:
+    """Optuna logs a failed trial with its traceback; an interrupted one is not a failure to debug,
+    and a ``CicyError`` already says everything in its one line."""
+
+    def filter(self, record) -> bool:
+        kind = record.exc_info[0] if record.exc_info else None
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            return False
+        if kind is not None and issubclass(kind, CicyError):
+            record.exc_info = None
+        return True
+
+
+class _QuietLoader:
+    """Wraps TensorFlow's loader: its C++ start-up lines (oneDNN, absl) go to file descriptor 2 before any
+    setting can silence them, so that descriptor points at /dev/null while the package is imported."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        try:
+            self.loader.exec_module(module)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+class _QuietTensorFlowImport:
+    """A ``sys.meta_path`` finder that hands the first ``import tensorflow`` a ``_QuietLoader``."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def _usage_error(e) -> str:
+    """A click/typer usage error as one line: the problem and where to get help."""
+    message = " ".join(str(e.format_message()).split())
+    ctx = getattr(e, "ctx", None)
+    if ctx is not None:
+        message += f" (see {ctx.command_path} --help)"
+    return message
+
+
 def main(args: list[str] | None = None) -> None:
-    """Entry point; ``args`` defaults to ``sys.argv[1:]``. Always ends with ``sys.exit``."""
+    """Entry point; ``args`` defaults to ``sys.argv[1:]``. Always ends with ``sys.exit``.
+
+    Exit codes: 0 done; 1 some ``predict`` entries were invalid; 2 a mistake (one ``error:`` line, nothing
+    created); 130 Ctrl-C; 143 SIGTERM (both fail the running trial in Optuna and MLflow).
+    """
+    import logging
+    import signal
     import warnings
 
-    import optuna
+    from rich.markup import escape
+    from typer._click import exceptions as typer_click
 
-    # Optuna flags group mode as experimental (users chose it) and logs each trial (the CLI prints its own line).
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+    _terminated.clear()
     try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (an embedding application): leave its handlers alone
+        pass
+    try:
+        import optuna
+
+        # Optuna flags group mode as experimental (users chose it) and logs each trial (the CLI prints its own line).
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        trial_log = logging.getLogger("optuna.study._optimize")
+        if not any(isinstance(f, _NoInterruptTracebacks) for f in trial_log.filters):
+            trial_log.addFilter(_NoInterruptTracebacks())
         code = app(args=args, standalone_mode=False)
-        if code == 130:  # typer turns Ctrl-C into this return value outside standalone mode
+        if code == 130:  # typer turns Ctrl-C (and SIGTERM, a KeyboardInterrupt here) into this return value
             raise KeyboardInterrupt
         sys.exit(code if isinstance(code, int) else 0)
     except CicyError as e:
-        err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err.print("interrupted: a running trial is marked failed in Optuna and MLflow; run the same command to resume")
+        if _terminated:
+            err.print("terminated (SIGTERM): a running trial is marked failed in Optuna and MLflow; run the same command to resume", highlight=False, soft_wrap=True)
+            sys.exit(128 + signal.SIGTERM)
+        err.print("interrupted: a running trial is marked failed in Optuna and MLflow; run the same command to resume", highlight=False, soft_wrap=True)
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except Exception as e:  # click usage errors arrive here in non-standalone mode
+    except Exception as e:
+        # Usage errors: typer 0.29 raises its bundled click's exceptions, which click's own classes miss.
         import click
 
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
+        if isinstance(e, typer_click.NoArgsIsHelpError):
+            e.show()  # the help text, asked for by giving no command
             sys.exit(2)
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, (typer_click.ClickException, click.exceptions.ClickException)):
+            err.print(f"[red]error:[/] {escape(_usage_error(e))}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+        if isinstance(e, (typer.Abort, click.exceptions.Abort)):
             sys.exit(130)
         raise
 

@@ -132,25 +132,26 @@ def test_cli_predict_reports_each_bad_entry_and_still_predicts_the_rest(tiny_bun
     assert run_cli("predict", str(tiny_bundle), str(source)) == 1
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
-    assert lines[0] == "index,h11,h21,error" and len(lines) == len(entries) + 1
+    assert lines[0] == "index,h11,h21,euler,error" and len(lines) == len(entries) + 1
     errors = captured.err.strip().splitlines()
     assert len(errors) == len(entries) - 2
     assert all(e.startswith("error: entry ") for e in errors)
     assert errors[0].startswith("error: entry 1: ragged rows")
     first, last = lines[1].split(","), lines[-1].split(",")
-    assert first[0] == "0" and first[1].isdigit() and first[2].isdigit() and first[3] == ""
-    assert last[0] == str(len(entries) - 1) and last[1].isdigit()
+    assert first[0] == "0" and first[1].isdigit() and first[2].isdigit() and first[3:] == ["-200", ""]
+    assert last[0] == str(len(entries) - 1) and last[1].isdigit() and last[3] == "-162"
 
 
 def test_cli_predict_json_output_from_standard_input(tiny_bundle, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("[[5]]"))
     assert run_cli("predict", str(tiny_bundle), "-", "--format", "json") == 0
     (record,) = json.loads(capsys.readouterr().out)
-    assert set(record) == {"index", "h11", "h21", "error"} and record["error"] is None
+    assert set(record) == {"index", "h11", "h21", "euler", "error"} and record["error"] is None
+    assert record["euler"] == -200
     out = tmp_path / "p.csv"
     (tmp_path / "in.csv").write_text('id,matrix\nquintic,"[[5]]"\n')
     assert run_cli("predict", str(tiny_bundle), str(tmp_path / "in.csv"), "--out", str(out)) == 0
-    assert out.read_text().startswith("index,id,h11,h21,error\n0,quintic,")
+    assert out.read_text().startswith("index,id,h11,h21,euler,error\n0,quintic,")
 
 
 def test_cli_predict_whole_input_errors_are_one_line_exit_2(tiny_bundle, tmp_path, capsys):
@@ -167,3 +168,127 @@ def test_cli_predict_whole_input_errors_are_one_line_exit_2(tiny_bundle, tmp_pat
     (tmp_path / "ok.json").write_text("[[5]]")
     assert run_cli("predict", str(tmp_path / "nowhere"), str(tmp_path / "ok.json")) == 2
     assert "no such model folder" in capsys.readouterr().err
+
+
+def test_every_valid_entry_gets_its_exact_euler_number(tiny_bundle, tmp_path):
+    full = data.load()
+    rows = full.frame.sample(25, random_state=0)
+    matrices = [data._raw("original")[str(i)]["matrix"] for i in rows["id"]]
+    source = tmp_path / "sample.json"
+    source.write_text(json.dumps([*matrices, [[4]]]))
+    records = predict_file(tiny_bundle, source).records
+    assert [r["euler"] for r in records[:-1]] == [int(e) for e in rows["euler"]]
+    assert records[-1]["euler"] is None and records[-1]["error"]
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+# (JSON text with the quintic first and the bicubic last around one hostile entry, that entry's reason)
+HOSTILE = [
+    ("[[" + "1" * 401 + "]]", "entry (0,0) is a number of 401 digits, not a degree"),
+    ("[[" + "9" * 5000 + "]]", "entry (0,0) is a number of 5000 digits, not a degree"),
+    ("[[100000000000000000000]]", "is far too large to be a degree"),
+    ("[[1e400]]", "entry (0,0) = inf is not an integer"),
+    (DEEP, "nested deeper than 20 levels"),
+    ("[" * 22 + "5" + "]" * 22, "nested deeper than 20 levels"),
+    ('{"id": "deep", "matrix": ' + DEEP + "}", "nested deeper than 20 levels"),
+    (json.dumps(DEEP), "nested deeper than 20 levels"),  # a matrix given as JSON text
+    (json.dumps("[[" + "7" * 5000 + "]]"), "entry (0,0) is a number of 5000 digits"),
+    ('[["' + "x" * 10_000 + '"]]', "is not an integer"),
+    ("[[[5]]]", "is not an integer"),
+]
+
+
+@pytest.mark.parametrize("entry, reason", HOSTILE, ids=[f"hostile{i}" for i in range(len(HOSTILE))])
+def test_hostile_entries_get_one_line_and_the_valid_ones_are_still_predicted(tiny_bundle, tmp_path, capsys, entry, reason):
+    source = tmp_path / "in.json"
+    source.write_text(f"[[[5]], {entry}, [[3], [3]]]")
+    assert run_cli("predict", str(tiny_bundle), str(source), "--format", "json") == 1
+    captured = capsys.readouterr()
+    records = json.loads(captured.out)
+    assert [r["euler"] for r in records] == [-200, None, -162]
+    assert records[1]["error"] and reason in records[1]["error"]
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("error: entry 1: ") and reason in line and len(line) < 200
+
+
+def test_a_single_matrix_nested_too_deep_is_one_bad_entry(tiny_bundle, tmp_path, capsys):
+    source = tmp_path / "deep.json"
+    source.write_text(DEEP)
+    assert run_cli("predict", str(tiny_bundle), str(source)) == 1
+    assert capsys.readouterr().err.strip() == "error: entry 0: nested deeper than 20 levels"
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("bom.json", "\ufeff[[[5]], [[3], [3]]]".encode()),
+        ("bom.csv", '\ufeffid,matrix\nq,"[[5]]"\nb,"[[3],[3]]"\n'.encode()),
+        ("plain.csv", b'id,matrix\nq,"[[5]]"\nb,"[[3],[3]]"\n'),
+        ("crlf.json", b"[[[5]],\r\n [[3], [3]]]\r\n"),
+    ],
+)
+def test_a_byte_order_mark_is_accepted(tiny_bundle, tmp_path, name, content):
+    source = tmp_path / name
+    source.write_bytes(content)
+    records = predict_file(tiny_bundle, source).records
+    assert [r["euler"] for r in records] == [-200, -162] and all(r["error"] is None for r in records)
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        ('id,matrix\ncaf\u00e9,"[[5]]"\n'.encode("latin-1"), "in.csv: not UTF-8 text (byte 0xe9 at offset 13)"),
+        ("[[[5]]]".encode("utf-16"), "in.csv: not UTF-8 text (byte 0xff at offset 0)"),
+        (b"[[[5]]]\x80", "in.csv: not UTF-8 text (byte 0x80 at offset 7)"),
+        (b"\x00\x00", "in.csv: "),
+    ],
+)
+def test_other_bytes_than_utf8_are_one_line_naming_the_file(tiny_bundle, tmp_path, capsys, content, reason):
+    source = tmp_path / "in.csv"
+    source.write_bytes(content)
+    assert run_cli("predict", str(tiny_bundle), str(source)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and reason in err and len(err.splitlines()) == 1
+
+
+def test_standard_input_is_read_as_utf8_bytes(tiny_bundle, monkeypatch, capsys):
+    class Stdin:
+        def __init__(self, raw):
+            self.buffer = io.BytesIO(raw)
+
+    monkeypatch.setattr("sys.stdin", Stdin("\ufeff[[5]]".encode()))
+    assert run_cli("predict", str(tiny_bundle), "-") == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith(",-200,")
+    monkeypatch.setattr("sys.stdin", Stdin(b"[[5]]\xfe"))
+    assert run_cli("predict", str(tiny_bundle), "-") == 2
+    assert capsys.readouterr().err.strip() == "error: standard input: not UTF-8 text (byte 0xfe at offset 5)"
+
+
+@pytest.mark.parametrize(
+    "out, extra, reason",
+    [
+        ("missing/p.csv", [], "--out {tmp}/missing/p.csv: folder {tmp}/missing does not exist"),
+        ("folder", [], "--out {tmp}/folder: is a folder"),
+        ("p.txt", [], "output format 'txt': choose csv or json"),
+        ("p.csv", ["--format", "xml"], "output format 'xml': choose csv or json"),
+    ],
+)
+def test_a_bad_out_is_refused_before_any_prediction_and_nothing_is_written(tiny_bundle, tmp_path, capsys, out, extra, reason):
+    (tmp_path / "folder").mkdir()
+    source = tmp_path / "in.json"
+    source.write_text("[[5]]")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert run_cli("predict", str(tmp_path / "nowhere"), str(source), "--out", str(tmp_path / out), *extra) == 2
+    err = capsys.readouterr().err.strip()
+    # The model folder does not exist either: --out was checked first, before anything was loaded.
+    assert err.startswith("error: " + reason.format(tmp=tmp_path)) and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_out_is_written_whole_with_no_temporary_file_left(tiny_bundle, tmp_path):
+    source = tmp_path / "in.json"
+    source.write_text("[[[5]], [[4]]]")
+    assert run_cli("predict", str(tiny_bundle), str(source), "--out", str(tmp_path / "p.json")) == 1
+    assert [r["euler"] for r in json.loads((tmp_path / "p.json").read_text())] == [-200, None]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.json", "p.json"]
