@@ -74,12 +74,17 @@ def train(
     if seed is not None:
         cfg["seed"] = seed
     cfg = resolve(cfg)
-    from . import tracking
+    from rich.markup import escape
 
+    from . import tracking
+    from .data import select
+
+    tracking.check_experiment_name(experiment)
+    select(cfg["data"])  # a split left empty is an error before the tracking store is opened (and created)
     client = tracking.client(tracking_uri)
     from .runner import run_tracked
 
-    console.print(f"training [bold]{cfg['name']}[/] ({cfg['model']['family']}) -> {client.tracking_uri}")
+    console.print(f"training [bold]{escape(cfg['name'])}[/] ({cfg['model']['family']}) -> {client.tracking_uri}")
     tracked = run_tracked(cfg, mlflow_client=client, experiment=experiment, progress=True)
     m = tracked.result.metrics
     console.print(
@@ -92,6 +97,7 @@ study_app = typer.Typer(help="Optuna studies defined by study files (studies/*.y
 app.add_typer(study_app, name="study")
 
 STORAGE_HELP = "Optuna storage URL (default: SQLite in mlruns/); journal:PATH for a journal file"
+SYSTEM_METRICS_HELP = "log CPU, memory, disk, network and GPU use of every trial (MLflow system metrics; needs psutil, nvidia-ml-py for GPUs)"
 
 
 def _study_name(study: str) -> str:
@@ -131,16 +137,44 @@ def study_run(
     timeout: Optional[float] = typer.Option(None, help="stop starting trials after this many seconds"),
     storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or mlruns/)"),
+    system_metrics: bool = typer.Option(False, "--system-metrics", help=SYSTEM_METRICS_HELP),
 ):
     """Create or resume a study and run it to its budget; every trial is one MLflow run."""
     from . import study as studies
     from .studyfile import load
 
+    from rich.markup import escape
+
+    from .studyfile import check_budget
+
     spec = load(study_file)
-    console.print(f"study [bold]{spec.name}[/]: {spec.family}, {len(spec.params)} searched settings, budget {n_trials or spec.n_trials}")
-    summary = studies.run(spec, storage=storage, tracking_uri=tracking_uri, n_trials=n_trials, timeout=timeout, console=console)
+    check_budget(n_trials, timeout)
+    console.print(f"study [bold]{escape(spec.name)}[/]: {spec.family}, {len(spec.params)} searched settings, budget {n_trials or spec.n_trials}")
+    summary = studies.run(
+        spec, storage=storage, tracking_uri=tracking_uri, n_trials=n_trials, timeout=timeout, console=console,
+        system_metrics=system_metrics,
+    )
     console.print(f"{summary.new_trials} new trials in {summary.seconds:.0f} s; {summary.finished}/{summary.budget} finished")
     _print_best(summary.study)
+    _print_links(summary.study, tracking_uri)
+
+
+def _print_links(study, tracking_uri: str | None = None) -> None:
+    """The study's runs table, parent run and best run(s) in the MLflow UI; a note when MLflow cannot be asked."""
+    from . import tracking
+    from .summary import links
+
+    try:
+        found = links(study, tracking.client(tracking_uri or study.user_attrs.get("tracking_uri")))
+    except Exception as e:  # the trials are in Optuna; MLflow being away must not hide them
+        console.print(f"MLflow UI: not available ({tracking.one_line(e)})", markup=False, highlight=False, soft_wrap=True)
+        return
+    if found.serve:
+        console.print(f"MLflow UI (start it with: {found.serve}):", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"study runs: {found.experiment}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"study run:  {found.parent}", markup=False, highlight=False, soft_wrap=True)
+    for number, url in found.runs.items():
+        console.print(f"trial {number}:   {url}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_best(study) -> None:
@@ -178,6 +212,7 @@ def study_tune(
 def study_status(
     study: str = typer.Argument(..., help="study name or study file"),
     storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI for the UI addresses (default: the study's own)"),
 ):
     """A table of the study's trials: number, state, value, params, duration, MLflow run id."""
     from . import study as studies
@@ -192,12 +227,14 @@ def study_status(
         seconds = f"{row['seconds']:.1f}" if row["seconds"] is not None else ""
         table.add_row(str(row["number"]), row["state"], value, params, seconds, row["mlflow_run_id"] or "")
     console.print(table)
+    _print_links(s, tracking_uri)
 
 
 @study_app.command("best")
 def study_best(
     study: str = typer.Argument(..., help="study name or study file"),
     storage: Optional[str] = typer.Option(None, help=STORAGE_HELP),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI for the UI addresses (default: the study's own)"),
 ):
     """The best trial (or the Pareto front) with its params and MLflow run."""
     from . import study as studies
@@ -205,6 +242,7 @@ def study_best(
     s = studies.load(_study_name(study), storage=storage)
     studies.best_trials(s)  # raises a clear error when there is none
     _print_best(s)
+    _print_links(s, tracking_uri)
 
 
 @app.command()
@@ -219,17 +257,24 @@ def worker(
     timeout: Optional[float] = typer.Option(None, help="start no trial after this many seconds"),
     heartbeat: Optional[int] = typer.Option(None, envvar="CICY_HEARTBEAT_INTERVAL", help="seconds between a trial's heartbeats (default 30)"),
     grace_period: Optional[int] = typer.Option(None, envvar="CICY_GRACE_PERIOD", help="seconds without one before a trial is lost and retried (default 90)"),
+    system_metrics: bool = typer.Option(False, "--system-metrics", help=SYSTEM_METRICS_HELP),
 ):
     """Join a study made by `study create` and run its trials until the study's budget is met."""
     from . import worker as workers
     from .storage import default_url, redact
     from .studyfile import load
 
+    from rich.markup import escape
+
+    from .studyfile import check_budget
+
     spec = load(study_file)
-    console.print(f"worker {workers.worker_id()}: study [bold]{spec.name}[/] in {redact(storage or default_url())}", highlight=False)
+    check_budget(n_trials, timeout)
+    console.print(f"worker {workers.worker_id()}: study [bold]{escape(spec.name)}[/] in {redact(storage or default_url())}", highlight=False)
     summary = workers.join(
         spec, storage=storage, tracking_uri=tracking_uri, n_trials=n_trials, timeout=timeout, gpu=gpu, threads=threads,
-        gpu_memory_mb=gpu_memory, heartbeat_interval=heartbeat, grace_period=grace_period, console=console,
+        gpu_memory_mb=gpu_memory, heartbeat_interval=heartbeat, grace_period=grace_period, system_metrics=system_metrics,
+        console=console,
     )
     console.print(f"{summary.ran} trials here; the study has {summary.finished}/{summary.budget} finished", highlight=False)
 
@@ -332,6 +377,28 @@ def report_study(
     _report_written(result.html, result.png_note)
 
 
+@app.command("results")
+def results_table(
+    table: Path = typer.Argument(..., help="a results table file, e.g. recipes/results.yaml"),
+    rows: Optional[str] = typer.Option(None, help="only these rows (comma-separated names)"),
+    train_missing: bool = typer.Option(True, "--train/--no-train", help="train the missing cells (else only summarise)"),
+    out: Path = typer.Option(Path("bench/results/results_table"), help="where the table goes (.json and .md)"),
+    tracking_uri: Optional[str] = typer.Option(None, help=TRACKING_HELP),
+):
+    """Train every cell of a results table (rows x train fractions x seeds; resumes), then write the table."""
+    from . import tracking
+    from .results import load_table, run_table, summarise, write
+
+    spec = load_table(table)
+    client = tracking.client(tracking_uri)
+    if train_missing:
+        run_table(spec, client, rows=[r.strip() for r in rows.split(",")] if rows else None, progress=console.print)
+    records = summarise(spec, client)
+    json_path, md_path = write(records, out)
+    console.print(md_path.read_text(), soft_wrap=True)
+    console.print(f"wrote {json_path} and {md_path}")
+
+
 @app.command("export")
 def export_model(
     study: str = typer.Argument(..., help="study name or study file"),
@@ -396,17 +463,12 @@ def _on_sigterm(signum, frame) -> None:
         raise Terminated("terminated by SIGTERM")
 
 
-class _NoInterruptTracebacks:
-    """Optuna logs a failed trial with its traceback; an interrupted one is not a failure to debug,
-    and a ``CicyError`` already says everything in its one line."""
+class _NoTrialTracebacks:
+    """Optuna logs each failed trial with its traceback. The CLI prints its own line per trial with the
+    reason (``fail_reason``), and an interrupted trial is no failure to debug: ``CICY_DEBUG=1`` keeps them."""
 
     def filter(self, record) -> bool:
-        kind = record.exc_info[0] if record.exc_info else None
-        if kind is not None and issubclass(kind, KeyboardInterrupt):
-            return False
-        if kind is not None and issubclass(kind, CicyError):
-            record.exc_info = None
-        return True
+        return not record.exc_info
 
 
 class _QuietLoader:
@@ -486,9 +548,9 @@ def main(args: list[str] | None = None) -> None:
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         trial_log = logging.getLogger("optuna.study._optimize")
-        if not any(isinstance(f, _NoInterruptTracebacks) for f in trial_log.filters):
-            trial_log.addFilter(_NoInterruptTracebacks())
-        code = app(args=args, standalone_mode=False)
+        if not os.environ.get("CICY_DEBUG") and not any(isinstance(f, _NoTrialTracebacks) for f in trial_log.filters):
+            trial_log.addFilter(_NoTrialTracebacks())
+        code = app(args=args, standalone_mode=False, prog_name="cicy-search")
         if code == 130:  # typer turns Ctrl-C (and SIGTERM, a KeyboardInterrupt here) into this return value
             raise KeyboardInterrupt
         sys.exit(code if isinstance(code, int) else 0)

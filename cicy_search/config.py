@@ -289,6 +289,7 @@ MODELS: dict[str, Spec] = {
     # Permutation-equivariant network (exchangeable matrix layers, Hartford et al. 2018): see models.py.
     "equivariant": {
         **_COMMON,
+        "layer": (_choice("exchangeable", "bipartite"), "exchangeable"),
         "depth": (_pos_int, 4),
         "width": (_pos_int, 64),
         "pooling": (_choice("mean", "sum", "max"), "mean"),

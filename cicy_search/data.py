@@ -288,49 +288,88 @@ def exact_invariants(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return euler, c2
 
 
-def _refined_colours(m: np.ndarray, rounds: int = 3) -> tuple[list, list]:
-    """Permutation-invariant colours of the rows and columns of one matrix (Weisfeiler-Lehman refinement).
+def _rank(keys: list) -> list[int]:
+    """Colours as ranks of their keys, largest key first: depends only on the keys, never on positions."""
+    order = {k: i for i, k in enumerate(sorted(set(keys), reverse=True))}
+    return [order[k] for k in keys]
 
-    A row's colour starts as its sorted entries and is refined by the colours of the columns it meets,
-    with the entries it meets them with, and likewise for columns. Colours are rank numbers that sort
-    present rows and columns (larger degrees first) before padding.
+
+def _refine(m: list, rows: list[int], cols: list[int], row_nz: list, col_nz: list) -> tuple[list[int], list[int]]:
+    """Colour refinement (1-dimensional Weisfeiler-Lehman) on the bipartite graph of rows and columns.
+
+    A row's new colour is its colour and the multiset of (entry, column colour) over its non-zero entries;
+    likewise for columns. Repeats until no colour class splits. Colours are ranks (0 = first), negated
+    inside keys so that refinement only splits classes and never reorders them.
     """
-
-    def ranks(keys):
-        order = {k: i for i, k in enumerate(sorted(set(keys), reverse=True))}
-        return [order[k] for k in keys]
-
-    rows = ranks([(int(r.sum()), tuple(sorted(r.tolist(), reverse=True))) for r in m])
-    cols = ranks([(int(c.sum()), tuple(sorted(c.tolist(), reverse=True))) for c in m.T])
-    for _ in range(rounds):
-        rows, cols = (
-            ranks([(rows[i], tuple(sorted(((-int(v), cols[j]) for j, v in enumerate(m[i]) if v), reverse=True))) for i in range(len(rows))]),
-            ranks([(cols[j], tuple(sorted(((-int(v), rows[i]) for i, v in enumerate(m[:, j]) if v), reverse=True))) for j in range(len(cols))]),
-        )
-    return rows, cols
+    while True:
+        n_rows, n_cols = len(set(rows)), len(set(cols))
+        rows = _rank([(-rows[i], tuple(sorted((m[i][j], -cols[j]) for j in row_nz[i]))) for i in range(len(rows))])
+        cols = _rank([(-cols[j], tuple(sorted((m[i][j], -rows[i]) for i in col_nz[j]))) for j in range(len(cols))])
+        if len(set(rows)) == n_rows and len(set(cols)) == n_cols:
+            return rows, cols
 
 
-def canonical(x: np.ndarray, max_rounds: int = 50) -> np.ndarray:
-    """A deterministic row and column order for each padded matrix: a fundamental-domain projection.
+CANONICAL_MAX_LEAVES = 256
+_canonical_memo: dict[bytes, np.ndarray] = {}
 
-    Rows and columns are ordered by permutation-invariant colours (``_refined_colours``: present rows and
-    columns first), and rows or columns of equal colour by their entries, lexicographically, in turn until
-    the order no longer changes. Matrices that differ by a permutation map to the same array unless two
-    rows (or columns) of equal colour tie differently; tests measure how often that happens.
+
+def canonical_matrix(matrix: np.ndarray) -> np.ndarray:
+    """The canonical form of one padded matrix under row and column permutations.
+
+    Individualisation-refinement, as graph canonisers (nauty) do it: refine colours; while a class of
+    present rows (else columns) has several members, try each member as the first of its class and
+    refine again; every branch ends in a full order, and the canonical form is the lexicographically
+    largest matrix over all branches (present rows and columns first, padding last). The result depends
+    only on the manifold's matrix up to permutation. Matrices with very many symmetric branches stop after
+    ``CANONICAL_MAX_LEAVES`` (1 of the 7868 in the original list) and may then keep a tie.
     """
-    out = np.array(x, copy=True)
-    for k, m in enumerate(out):
-        rows, cols = _refined_colours(m)
-        m, rows, cols = m[np.argsort(rows, kind="stable")], np.sort(rows), np.array(cols)
-        m, cols = m[:, np.argsort(cols, kind="stable")], np.sort(cols)
-        for _ in range(max_rounds):
-            before = m
-            m = m[:, np.lexsort((*(-m[::-1]), cols))]
-            m = m[np.lexsort((*(-m.T[::-1]), rows))]
-            if np.array_equal(m, before):
-                break
-        out[k] = m
+    key = np.ascontiguousarray(matrix, dtype=np.int8).tobytes()
+    if key in _canonical_memo:
+        return _canonical_memo[key]
+    n_rows, n_cols = matrix.shape
+    m = np.asarray(matrix).astype(int).tolist()
+    row_nz = [[j for j in range(n_cols) if m[i][j]] for i in range(n_rows)]
+    col_nz = [[i for i in range(n_rows) if m[i][j]] for j in range(n_cols)]
+    best: list = [None, 0]  # best matrix so far, leaves visited
+
+    def cell(colours: list[int], nz: list) -> list[int] | None:
+        classes: dict[int, list[int]] = {}
+        for i, c in enumerate(colours):
+            if nz[i]:  # padding rows and columns are alike and need no order
+                classes.setdefault(c, []).append(i)
+        split = [v for v in classes.values() if len(v) > 1]
+        return min(split, key=lambda v: (len(v), colours[v[0]])) if split else None
+
+    def search(rows: list[int], cols: list[int]) -> None:
+        if best[1] >= CANONICAL_MAX_LEAVES:
+            return
+        rows, cols = _refine(m, rows, cols, row_nz, col_nz)
+        if (members := cell(rows, row_nz)) is not None:
+            for v in members:
+                search(_rank([(-c, i == v) for i, c in enumerate(rows)]), cols)
+        elif (members := cell(cols, col_nz)) is not None:
+            for v in members:
+                search(rows, _rank([(-c, j == v) for j, c in enumerate(cols)]))
+        else:
+            best[1] += 1
+            row_order = sorted(range(n_rows), key=rows.__getitem__)
+            col_order = sorted(range(n_cols), key=cols.__getitem__)
+            candidate = tuple(tuple(m[i][j] for j in col_order) for i in row_order)
+            if best[0] is None or candidate > best[0]:
+                best[0] = candidate
+
+    search(
+        _rank([(sum(r), tuple(sorted(r, reverse=True))) for r in m]),
+        _rank([(sum(c), tuple(sorted(c, reverse=True))) for c in zip(*m)]),
+    )
+    out = np.array(best[0], dtype=np.asarray(matrix).dtype)
+    _canonical_memo[key] = out
     return out
+
+
+def canonical(x: np.ndarray) -> np.ndarray:
+    """``canonical_matrix`` of each padded matrix (N, rows, cols): one representative per manifold."""
+    return np.stack([canonical_matrix(m) for m in x]) if len(x) else np.array(x, copy=True)
 
 
 def permute(x: np.ndarray, seed: int) -> np.ndarray:

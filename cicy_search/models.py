@@ -220,6 +220,120 @@ class MatrixEncoding(keras.layers.Layer):
         return {**super().get_config(), "embedding": self.embedding, "max_entry": self.max_entry}
 
 
+@keras.saving.register_keras_serializable(package="cicy_search")
+class Bipartite(keras.layers.Layer):
+    """Message passing on the bipartite graph of rows (ambient factors) and columns (equations).
+
+    An entry q_ij = v is an edge of type v between row i and column j (0 included: a present row and
+    column that do not meet). Each row gathers its columns' states per edge type, pooled over the present
+    columns, and updates its own state with one Dense layer; then each column does the same with the new
+    row states. The whole matrix's state costs (rows + columns) x width instead of rows x columns x width.
+    """
+
+    def __init__(self, units: int, pooling: str = "mean", activation: str = "relu", **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.pooling, self.activation = units, pooling, activation
+        self.row_update = keras.layers.Dense(units, activation=activation, name="row")
+        self.col_update = keras.layers.Dense(units, activation=activation, name="col")
+
+    def build(self, input_shape):
+        (b, r, f), (_, c, _), (_, _, _, v) = input_shape[0], input_shape[1], input_shape[2]
+        self.row_update.build((b, r, f + v * f + f))
+        self.col_update.build((b, c, f + v * f + f))
+
+    def _gather(self, edges, states, count):
+        from keras import ops
+
+        # edges (B, R, C, V), states (B, C, F) -> (B, R, V * F): per edge type, the pooled neighbour states
+        msg = ops.einsum("brcv,bcf->brvf", edges, states)
+        if self.pooling == "mean":
+            msg = msg / ops.maximum(count, 1.0)[..., None]
+        return ops.reshape(msg, (-1, msg.shape[1], msg.shape[2] * msg.shape[3]))
+
+    def call(self, inputs):
+        from keras import ops
+
+        rows, cols, edges, row_mask, col_mask = inputs
+        n_cols = ops.sum(col_mask, axis=1, keepdims=True)  # (B, 1, 1)
+        n_rows = ops.sum(row_mask, axis=1, keepdims=True)
+        glob = masked_pool(cols, col_mask, axis=1, pooling=self.pooling) + masked_pool(rows, row_mask, axis=1, pooling=self.pooling)
+        rows_in = ops.concatenate([rows, self._gather(edges, cols, n_cols), ops.broadcast_to(glob, ops.shape(rows))], axis=-1)
+        rows = (rows + self.row_update(rows_in)) * row_mask
+        edges_t = ops.transpose(edges, (0, 2, 1, 3))
+        cols_in = ops.concatenate([cols, self._gather(edges_t, rows, n_rows), ops.broadcast_to(glob, ops.shape(cols))], axis=-1)
+        cols = (cols + self.col_update(cols_in)) * col_mask
+        return rows, cols
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "pooling": self.pooling, "activation": self.activation}
+
+
+@keras.saving.register_keras_serializable(package="cicy_search")
+class BipartiteEncoding(keras.layers.Layer):
+    """Edge types (one-hot entries on present rows x columns), masks, and initial row and column states
+    (their sums of entries and any feature channels, pooled along the row or column)."""
+
+    def __init__(self, max_entry: int = 7, **kwargs):
+        super().__init__(**kwargs)
+        self.max_entry = max_entry
+
+    def call(self, x):
+        from keras import ops
+
+        if len(x.shape) == 3:
+            x = ops.expand_dims(x, -1)
+        entries = x[..., 0]
+        row_mask = ops.cast(ops.sum(entries, axis=2, keepdims=True) > 0, x.dtype)  # (B, R, 1)
+        col_mask = ops.cast(ops.sum(entries, axis=1)[..., None] > 0, x.dtype)  # (B, C, 1)
+        present = row_mask * ops.transpose(col_mask, (0, 2, 1))  # (B, R, C)
+        edges = ops.cast(ops.one_hot(ops.cast(ops.minimum(entries, self.max_entry), "int32"), self.max_entry + 1), x.dtype)
+        edges = edges * present[..., None]
+        pm = present[..., None]
+        rows = ops.concatenate([ops.sum(x * pm, axis=2) / ops.maximum(ops.sum(pm, axis=2), 1.0), ops.sum(edges, axis=2)], axis=-1)
+        cols = ops.concatenate([ops.sum(x * pm, axis=1) / ops.maximum(ops.sum(pm, axis=1), 1.0), ops.sum(edges, axis=1)], axis=-1)
+        return rows * row_mask, cols * col_mask, edges, row_mask, col_mask
+
+    def get_config(self):
+        return {**super().get_config(), "max_entry": self.max_entry}
+
+
+def _build_bipartite(m: dict, inputs, targets: list[Target]):
+    rows, cols, edges, row_mask, col_mask = BipartiteEncoding(name="encoding")(inputs)
+    embed_rows = keras.layers.Dense(m["width"], activation=m["activation"], name="embed_rows")
+    embed_cols = keras.layers.Dense(m["width"], activation=m["activation"], name="embed_cols")
+    rows = keras.layers.Multiply()([embed_rows(rows), row_mask])
+    cols = keras.layers.Multiply()([embed_cols(cols), col_mask])
+    for k in range(m["depth"]):
+        if m["norm"] == "layer":
+            rows = keras.layers.LayerNormalization(name=f"norm_rows{k}")(rows)
+            cols = keras.layers.LayerNormalization(name=f"norm_cols{k}")(cols)
+        rows, cols = Bipartite(m["width"], m["pooling"], m["activation"], name=f"bipartite{k}")([rows, cols, edges, row_mask, col_mask])
+        if m["dropout"]:
+            rows, cols = keras.layers.Dropout(m["dropout"])(rows), keras.layers.Dropout(m["dropout"])(cols)
+    pooled = keras.layers.Concatenate()(
+        [SetPool(m["pooling"], name="pool_rows")([rows, row_mask]), SetPool(m["pooling"], name="pool_cols")([cols, col_mask])]
+    )
+    h = keras.layers.Dense(m["head_width"], activation=m["activation"], kernel_regularizer=_regularizer(m))(pooled)
+    h = _block_end(h, m)
+    return keras.Model(inputs, _heads(h, m, targets), name="equivariant")
+
+
+@keras.saving.register_keras_serializable(package="cicy_search")
+class SetPool(keras.layers.Layer):
+    """Pools the present members of (B, N, F) into (B, F)."""
+
+    def __init__(self, pooling: str = "mean", **kwargs):
+        super().__init__(**kwargs)
+        self.pooling = pooling
+
+    def call(self, inputs):
+        x, mask = inputs
+        return masked_pool(x, mask, axis=1, pooling=self.pooling)[:, 0]
+
+    def get_config(self):
+        return {**super().get_config(), "pooling": self.pooling}
+
+
 def build_equivariant(m: dict, shape: tuple, targets: list[Target]):
     """A permutation-invariant network: entries -> depth x exchangeable blocks -> pooled head.
 
@@ -229,6 +343,8 @@ def build_equivariant(m: dict, shape: tuple, targets: list[Target]):
     permutation of the input, padding included (tests/test_models.py).
     """
     inputs = keras.Input(shape=shape, name="matrix")
+    if m["layer"] == "bipartite":
+        return _build_bipartite(m, inputs, targets)
     x, mask = MatrixEncoding(m["embedding"], name="encoding")(inputs)
     x = keras.layers.Dense(m["width"], kernel_regularizer=_regularizer(m), name="embed")(x)
     x = keras.layers.Multiply()([x, mask])

@@ -424,19 +424,25 @@ PERMUTED_SEED = 12345  # the fixed random permutations behind test_permuted_* me
 
 
 def evaluate(model, prepared: Prepared, head: str) -> dict[str, float]:
-    """Scores on every split, plus ``test_permuted``: the test matrices with rows and columns randomly permuted."""
-    metrics: dict[str, float] = {}
+    """Scores on every split, plus ``test_permuted``: the test matrices with rows and columns randomly permuted.
+
+    A model that predicts h11 without ``data.physics`` also gets ``<split>_h21_physics_accuracy``: how often
+    h11 - euler/2 (exact Euler number) is the true h21, i.e. what the physics-informed head would score.
+    """
     d = prepared.data
-    for split in SPLITS:
-        if len(prepared.x[split]):
-            pred = predict(model, prepared.x[split], prepared.targets, head)
-            if prepared.matrices:
-                pred = derive(pred, prepared.matrices[split], d)
-            metrics.update(scores(pred, prepared.y[split], split))
+    splits = [(s, prepared.x[s], prepared.matrices.get(s)) for s in SPLITS if len(prepared.x[s])]
     if prepared.matrices and len(prepared.matrices["test"]):
         permuted = cicy_data.permute(prepared.matrices["test"], PERMUTED_SEED)
-        pred = derive(predict(model, inputs_for(permuted, d), prepared.targets, head), permuted, d)
-        metrics.update(scores(pred, prepared.y["test"], "test_permuted"))
+        splits.append(("test_permuted", inputs_for(permuted, d), permuted))
+    metrics: dict[str, float] = {}
+    for name, x, matrices in splits:
+        split = "test" if name == "test_permuted" else name
+        raw = predict(model, x, prepared.targets, head)
+        pred = derive(raw, matrices, d) if matrices is not None else raw
+        metrics.update(scores(pred, prepared.y[split], name))
+        if matrices is not None and "h11" in raw and not d.get("physics"):
+            true = prepared.dataset.y("h21")[prepared.index[split]]
+            metrics[f"{name}_h21_physics_accuracy"] = float(np.mean(derive(raw, matrices, {"physics": True, "targets": ["h21"]})["h21"] == true))
     return metrics
 
 
