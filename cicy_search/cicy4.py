@@ -394,7 +394,7 @@ def _parse(path: Path, columns: _Columns, progress) -> str:
         raise CicyError(f"{where}: the file is empty")
     rest = buffer.strip()
     if rest != "}":
-        if "{" in rest:  # a record whose last field is not a flag: the reader says what is wrong with it
+        if rest.startswith(",") and "{" in rest:  # a record whose last field is not a flag: the reader says why
             reader.batch(_strip_separator(rest, columns.n, where))
         raise CicyError(f"{where}: after record {columns.n}: expected the closing '}}' of the list, found {rest[:40]!r}")
     return done[0]
