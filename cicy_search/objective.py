@@ -12,7 +12,7 @@ from typing import Any
 
 import optuna
 
-from . import space
+from . import space, tracking
 from .runner import run_tracked
 from .studyfile import StudySpec
 from .training import Prepared, TrainResult, prepare
@@ -40,26 +40,41 @@ def _dominates(a: list[float], b: list[float], directions: list[str]) -> bool:
     return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
 
 
-def is_best_so_far(study: optuna.Study, values: list[float], directions: list[str]) -> bool:
-    """True when no finished trial beats ``values`` (single objective) or dominates them (several)."""
-    done = [t.values for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
-    return not any(_dominates(v, values, directions) or (len(values) == 1 and v == values) for v in done)
+def is_best_so_far(study: optuna.Study, values: list[float], directions: list[str], number: int | None = None) -> bool:
+    """True when no other complete trial beats ``values`` (single objective) or dominates them (several).
+
+    ``number`` is the trial's own: it may already be complete (the check runs in the uploader's thread),
+    and of equal values only the earliest trial counts as best (as ``study.best_trial`` does).
+    """
+    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.number != number]
+    return not any(
+        _dominates(t.values, values, directions)
+        or (len(values) == 1 and t.values == values and (number is None or t.number < number))
+        for t in done
+    )
 
 
 class Objective:
     """Callable for ``study.optimize``; data arrays are prepared once and reused across trials."""
 
-    def __init__(self, spec: StudySpec, *, mlflow_client, parent_run_id: str | None, tags: dict | None = None):
+    def __init__(
+        self, spec: StudySpec, *, mlflow_client, parent_run_id: str | None, tags: dict | None = None, uploader=None
+    ):
         self.spec = spec
         self.client = mlflow_client
         self.parent_run_id = parent_run_id
         self.tags = dict(tags or {})  # e.g. a worker's gpu and threads
+        self.uploader = uploader  # tracking.Uploader: MLflow writes off the training thread
         self._prepared: dict[str, Prepared] = {}
 
     def prepared(self, config: dict) -> Prepared:
         key = json.dumps(config["data"], sort_keys=True)
         if key not in self._prepared:
-            self._prepared[key] = prepare(config)
+            self._prepared[key] = prepared = prepare(config)
+            if self.parent_run_id:  # the study's run lists every split its trials trained on
+                d = config["data"]
+                parent = tracking.Run(self.client, self.parent_run_id, uploader=self.uploader)
+                parent.log_inputs(tracking.dataset_inputs(d, prepared.dataset.hash, prepared.index))
         return self._prepared[key]
 
     def __call__(self, trial: optuna.Trial) -> Any:
@@ -97,8 +112,10 @@ class Objective:
                 params={"trial.number": trial.number},
                 prepared=self.prepared(config),
                 callbacks=callbacks,
-                log_model=lambda r: is_best_so_far(trial.study, objective_values(spec, r), spec.directions),
+                log_model=lambda r: is_best_so_far(trial.study, objective_values(spec, r), spec.directions, trial.number),
+                log_test=False,  # the test split is scored once, by export, for the chosen model
                 on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
+                uploader=self.uploader,
             )
         except optuna.TrialPruned:
             raise

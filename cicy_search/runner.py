@@ -2,14 +2,15 @@
 
 Used by ``cicy-search train`` and by every study trial. The run is created only after the config
 has been validated, and it always ends with a status: FINISHED, KILLED (pruned) or FAILED with
-the reason in the ``failure_reason`` tag.
+the reason in the ``failure_reason`` tag. Study trials hand their writes to a background uploader,
+so creating the run, its metric batches, artifacts and end cost the training thread nothing.
 """
 
 from __future__ import annotations
 
 import io
 import tempfile
-from contextlib import redirect_stdout
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -31,8 +32,8 @@ def model_summary(model) -> str:
     if not hasattr(model, "summary"):
         return repr(model)
     buffer = io.StringIO()
-    with redirect_stdout(buffer):
-        model.summary(line_length=110)
+    # print_fn, not redirect_stdout: this may run in the uploader's thread while the main thread prints.
+    model.summary(line_length=110, print_fn=lambda text, **_: buffer.write(text))
     return buffer.getvalue()
 
 
@@ -59,8 +60,10 @@ def run_tracked(
     prepared: Prepared | None = None,
     callbacks: Sequence = (),
     log_model: bool | Callable[[TrainResult], bool] = True,
+    log_test: bool = True,
     progress: bool = False,
     on_start: Callable[[str], None] | None = None,
+    uploader: tracking.Uploader | None = None,
 ) -> TrackedResult:
     """Train ``config`` inside one MLflow run.
 
@@ -72,7 +75,12 @@ def run_tracked(
         tags, params: extra tags and params (trial number, sampler, sampled values).
         callbacks: extra Keras callbacks (pruning).
         log_model: log the trained model, or a predicate deciding it from the result (best trial so far).
-        on_start: called with the run id once the run exists (so a trial can link to it before training).
+        log_test: log the test split's scores (``test_*``); study trials do not, so nothing can select on them.
+        on_start: called with the run id once the run exists and holds its params (a trial links to it).
+        uploader: make every MLflow write in its background thread (study trials): the run is created,
+            filled and closed there while training goes on; this returns once ``on_start`` has run, and
+            the artifacts and the run's end are written after that (``Uploader.flush`` waits for them).
+            Without one, everything is written before this returns.
     """
     prepared = prepared or prepare(config)
     d = config["data"]
@@ -82,25 +90,37 @@ def run_tracked(
         run_name=run_name or config["name"],
         tags={**tracking.context_tags(d["dataset"], prepared.dataset.hash), **(tags or {})},
         parent_run_id=parent_run_id,
+        uploader=uploader,
     )
+    monitor = None
     try:
         sizes = {f"data.n_{split}": len(prepared.x[split]) for split in ("train", "val", "test")}
         run.log_params({**flatten(config), **sizes, **(params or {})})
-        if on_start:  # after the params: a run a trial links to always says what it trains
-            on_start(run.run_id)
+        run.log_inputs(tracking.dataset_inputs(d, prepared.dataset.hash, prepared.index))
+        # After the params: a run a trial links to always says what it trains.
+        linked = run.later(lambda: on_start(run.run_id), "link") if on_start else None
+        if tracking.system_metrics_enabled():
+            monitor = tracking.SystemMetrics(run)
         epoch_logger = EpochCallback(
             lambda epoch, logs: run.log_metrics(
                 {f"epoch_{k}": v for k, v in logs.items()}, step=epoch, flush_after=METRIC_FLUSH_SECONDS
             )
         )
         result = fit(config, prepared, callbacks=[epoch_logger, *callbacks], progress=progress)
-        final = {**result.metrics, "n_params": result.n_params, "train_seconds": result.seconds, "epochs_run": result.epochs_run}
+        if isinstance(linked, Future):
+            linked.result()  # the run could not be made or linked: the trial must not look tracked
+        if monitor is not None:
+            monitor.stop()
+            monitor = None
+        scores = result.metrics if log_test else {k: v for k, v in result.metrics.items() if not k.startswith("test_")}
+        final = {**scores, "n_params": result.n_params, "train_seconds": result.seconds, "epochs_run": result.epochs_run}
         run.log_metrics(final, step=result.epochs_run, flush_after=float("inf"))
-        with_model = log_model(result) if callable(log_model) else log_model
-        _log_artifacts(run, result, with_model)
-        run.end("FINISHED", tags={"state": "complete", **({"model_logged": "true"} if with_model else {})})
+        run.later(lambda: _log_artifacts(run, result, log_model), "artifacts")
+        run.end("FINISHED", tags={"state": "complete"})
         return TrackedResult(result, run.run_id)
     except BaseException as exc:
+        if monitor is not None:
+            monitor.stop()
         status, state = run_status(exc)
         reason = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
         try:
@@ -110,17 +130,19 @@ def run_tracked(
         raise
 
 
-def _log_artifacts(run: tracking.Run, result: TrainResult, with_model: bool) -> None:
-    """Config, model summary, learning curves and (when asked) the model folder, in one upload."""
-    from .reporting.curves import learning_curves
+def _log_artifacts(run: tracking.Run, result: TrainResult, log_model: bool | Callable[[TrainResult], bool]) -> None:
+    """Config, model summary and (when asked) the model folder, in one upload.
 
+    No learning-curve figure: MLflow charts the ``epoch_*`` metrics itself, and ``report compare`` draws
+    them side by side offline. With an uploader this runs in its thread, after training.
+    """
+    with_model = log_model(result) if callable(log_model) else log_model
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "config.yaml").write_text(tracking.config_yaml(result.config))
         (folder / "model_summary.txt").write_text(model_summary(result.model))
-        if result.history:
-            fig = learning_curves({result.config["name"]: result.history})
-            (folder / "learning_curves.html").write_text(fig.to_html(include_plotlyjs="cdn", full_html=True))
         if with_model:
             bundle.save(folder / "model", result.model, result.config, result.targets)
-        run.log_folder(folder)
+        run.client.log_artifacts(run.run_id, str(folder))
+    if with_model:
+        run.end_tags["model_logged"] = "true"

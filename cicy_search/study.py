@@ -63,7 +63,8 @@ def create(
             }
         )
         parent.log_artifacts({"study.yaml": tracking.config_yaml(spec.raw)})
-        parent.end("FINISHED")
+        # SCHEDULED until a process works on it; then summary.StudySummary keeps it current and ends it.
+        client.update_run(parent.run_id, status="SCHEDULED")
         study.set_user_attr("mlflow_parent_run_id", parent.run_id)
         study.set_user_attr("mlflow_experiment", spec.name)
         study.set_user_attr("tracking_uri", client.tracking_uri)
@@ -258,13 +259,19 @@ def run(
     timeout: float | None = None,
     worker: int = 0,
     console=None,
+    report: bool = True,
+    system_metrics: bool = False,
 ) -> RunSummary:
     """Optimize until the study holds ``n_trials`` finished (complete or pruned) trials, or time runs out.
 
     Earlier trials in the same storage count toward the budget, so a rerun resumes. A trial that
     raises is recorded as failed (with ``fail_reason``) and the study goes on; failures do not count
-    toward the budget, but more failures than the budget in one call stop it.
+    toward the budget, but more failures than the budget in one call stop it. The study's MLflow parent
+    run is kept current as trials finish and gets the study report at the end (``report``; see ``summary``).
+    ``system_metrics``: sample CPU, memory and GPU use into every trial run (see ``worker.join``).
     """
+    if system_metrics:
+        tracking.enable_system_metrics()
     budget = n_trials or spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
     study = create(spec, storage=storage, tracking_uri=tracking_uri, n_trials=budget)
@@ -273,8 +280,10 @@ def run(
 
     start = time.monotonic()
     before = len(study.trials)
-    objective = Objective(spec, mlflow_client=client, parent_run_id=study.user_attrs["mlflow_parent_run_id"])
-    drive(study, spec, objective, storage=storage, budget=budget, worker=worker, timeout=timeout, console=console)
+    objective = Objective(
+        spec, mlflow_client=client, parent_run_id=study.user_attrs["mlflow_parent_run_id"], uploader=tracking.uploader()
+    )
+    drive(study, spec, objective, storage=storage, budget=budget, worker=worker, timeout=timeout, console=console, report=report)
     return RunSummary(study, len(study.trials) - before, count_finished(study), budget, time.monotonic() - start)
 
 
@@ -290,13 +299,24 @@ def drive(
     n_trials: int | None = None,
     worker_id: str | None = None,
     console=None,
+    report: bool = True,
 ) -> int:
     """Run ``objective`` on ``study`` under the shared budget lock until the budget is met; returns trials run.
 
-    What ``study run`` and every cluster worker share: a reseeded sampler, the lock, the budget loop.
+    What ``study run`` and every cluster worker share: a reseeded sampler, the lock, the budget loop, and
+    the study's MLflow parent run kept as its summary (``summary.StudySummary``: updated after each
+    trial; at the end the queued MLflow writes flushed, the study report logged unless ``report`` is
+    False or the run was interrupted, and the run ended as the budget says).
     """
+    from .summary import StudySummary
+
     reseed(study, spec, worker)
     lock = BudgetLock(storage, spec.name)
+    summary = None
+    if study.user_attrs.get("mlflow_parent_run_id") and getattr(objective, "client", None) is not None:
+        summary = StudySummary(study, objective.client, budget=budget, uploader=getattr(objective, "uploader", None))
+        summary.start()
+    interrupted = False
     try:
         return optimize_to_budget(
             study,
@@ -307,12 +327,17 @@ def drive(
             n_trials=n_trials,
             timeout=timeout,
             max_failures=budget,
-            callbacks=[reporter(console, spec, budget)],
+            callbacks=[reporter(console, spec, budget), *([summary.after_trial] if summary else [])],
             on_wait=waiter(console, budget),
             worker_id=worker_id,
         )
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
         lock.close()
+        if summary is not None:
+            summary.finish(report=report and not interrupted, console=console)
 
 
 def waiter(console, budget: int):

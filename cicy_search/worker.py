@@ -123,6 +123,7 @@ def join(
     gpu_memory_mb: int | None = None,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
+    system_metrics: bool = False,
     console=None,
 ) -> WorkerSummary:
     """Join the study ``spec`` names in ``storage`` and run its trials until the study's budget is met.
@@ -134,7 +135,11 @@ def join(
         gpu, threads, gpu_memory_mb: see ``configure_environment``.
         heartbeat_interval, grace_period: see ``storage.heartbeat_settings``; all workers of a study
             should use the same.
+        system_metrics: sample CPU, memory, disk, network and GPU use into every trial run's ``system/*``
+            metrics (``mlflow.enable_system_metrics_logging``; needs psutil, and nvidia-ml-py for GPUs).
     """
+    if system_metrics:
+        tracking.enable_system_metrics()
     configure_environment(gpu=gpu, threads=threads, gpu_memory_mb=gpu_memory_mb)
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     try:
@@ -156,7 +161,9 @@ def join(
     from .objective import Objective  # TensorFlow is configured now
 
     study.pruner = spec.pruner_object()
-    objective = Objective(spec, mlflow_client=client, parent_run_id=study.user_attrs["mlflow_parent_run_id"], tags=tags)
+    objective = Objective(
+        spec, mlflow_client=client, parent_run_id=study.user_attrs["mlflow_parent_run_id"], tags=tags, uploader=tracking.uploader()
+    )
     ran = studies.drive(
         study,
         spec,

@@ -46,7 +46,20 @@ def test_train_logs_exactly_one_complete_run(tmp_path, mlflow_client, tracking_u
     metrics = evaluate(loaded.model, prepare(loaded.config), "classification")
     assert np.isclose(metrics["test_accuracy"], m["test_accuracy"])
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "model_summary.txt", "learning_curves.html", "model"} <= artifacts
+    assert {"config.yaml", "model_summary.txt", "model"} <= artifacts
+    assert not any(a.endswith(".html") for a in artifacts)  # MLflow charts the epoch_* curves itself; nothing online
+    summary = mlflow_client.download_artifacts(run.info.run_id, "model_summary.txt", str(tmp_path))
+    assert "58,643" in open(summary).read()
+
+    # The data set is an MLflow input: the list, one digest per split, its context and sizes in the profile.
+    inputs = {i.tags[0].value: i.dataset for i in mlflow_client.get_run(run.info.run_id).inputs.dataset_inputs}
+    assert set(inputs) == {"training", "validation", "test"}
+    assert {d.name for d in inputs.values()} == {"original"} and len({d.digest for d in inputs.values()}) == 3
+    import json
+
+    profile = json.loads(inputs["training"].profile)
+    assert profile["sha256"] == data.dataset_hash("original") and profile["num_rows"] == int(p["data.n_train"])
+    assert profile["seed"] == 0 and profile["limit"] == 500 and json.loads(inputs["test"].source)["sha256"] == profile["sha256"]
 
 
 def test_bad_config_is_one_line_exit_2_and_leaves_no_run(tmp_path, mlflow_client, tracking_uri, capsys):

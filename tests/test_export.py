@@ -55,7 +55,7 @@ def made(tmp_path_factory, tracking_uri):
     return {"root": root, "storage": storage, "study": study, "result": result, "out": root / "out"}
 
 
-def test_export_writes_the_bundle_and_recomputes_the_logged_test_accuracy(made, mlflow_client):
+def test_export_writes_the_bundle_recomputes_the_logged_scores_and_reads_the_test_split(made, mlflow_client):
     out, study, result = made["out"], made["study"], made["result"]
     best = study.best_trial
     assert result.trial == best.number and result.run_id == best.user_attrs["mlflow_run_id"] and not result.retrained
@@ -71,8 +71,12 @@ def test_export_writes_the_bundle_and_recomputes_the_logged_test_accuracy(made, 
     assert loaded.config == best.user_attrs["config"]
     prepared = training.prepare(loaded.config)
     recomputed = training.evaluate(loaded.model, prepared, loaded.config["model"]["head"])
-    for key in ("test_accuracy", "test_h11_accuracy", "test_h21_accuracy", "test_h11_mae", "val_accuracy"):
+    for key in ("val_accuracy", "val_h11_accuracy", "val_h21_accuracy", "val_h11_mae", "train_accuracy"):
         assert recomputed[key] == logged[key] == written["metrics"][key], key
+    # A study trial logs no test scores (nothing may select on them): the export is where they are read, once.
+    assert not any(k.startswith("test_") for k in logged) and not any(k.startswith("test_") for k in written["logged_metrics"])
+    for key in ("test_accuracy", "test_h11_accuracy", "test_h21_accuracy", "test_h11_mae"):
+        assert recomputed[key] == written["metrics"][key], key
     assert result.mismatched == [] and result.notes == []
     assert written["split"]["seed"] == loaded.config["data"]["seed"] and written["split"]["limit"] == 400
     assert written["split"]["n_test"] == len(prepared.index["test"]) == int(run.data.params["data.n_test"])

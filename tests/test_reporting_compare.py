@@ -36,8 +36,9 @@ def built(runs, mlflow_client, tmp_path_factory):
 
 
 def test_one_trace_per_run_and_metric_read_back_from_mlflow(runs, built):
-    traces = {t.name: t for t in built.figure.data}
-    assert len(built.figure.data) == 4 * len(runs) == len(traces)
+    assert [f.layout.title.text for f in built.figures] == list(runs)  # one panel per run
+    traces = {t.name: t for f in built.figures for t in f.data}
+    assert sum(len(f.data) for f in built.figures) == 4 * len(runs) == len(traces)
     for label, tracked in runs.items():
         h = tracked.result.history
         for key, name in (("loss", "train loss"), ("val_loss", "validation loss"), ("accuracy", "train accuracy"), ("val_accuracy", "validation accuracy")):
@@ -67,7 +68,7 @@ def test_report_and_csv_are_logged_to_mlflow(built, mlflow_client, tmp_path):
     assert (folder / "compare.html").stat().st_size > 3_000_000  # plotly.js is embedded: opens offline
     csv = pd.read_csv(folder / "compare" / "accuracy_and_train_validation_gap.csv")
     assert list(csv["run_id"]) == list(built.table["run_id"])
-    assert (folder / "compare" / "learning_curves.json").is_file()
+    assert {p.name for p in (folder / "compare").glob("learning_curves_*.json")} == {f"learning_curves_{i}.json" for i in (1, 2, 3)}
 
 
 def test_references_resolve_to_runs_and_unknown_ones_fail(runs, mlflow_client, capsys, tracking_uri, tmp_path):
@@ -112,14 +113,17 @@ def test_shipped_recipe_is_the_five_runs_of_the_comparison():
     assert {c["data"]["seed"] for c in configs} == {0}
 
 
-def test_compare_page_renders_every_figure_in_chromium(built, chromium, tmp_path):
+@pytest.mark.parametrize("size", [(1280, 2000), (390, 844)], ids=["1280px", "phone"])
+def test_compare_page_renders_every_figure_in_chromium_and_fits_the_window(built, chromium, tmp_path, size):
     from PIL import Image
 
     from cicy_search.reporting.browser import check_render
 
-    check = check_render(built.html, screenshot=tmp_path / "compare.png")
-    assert check.errors == []
-    assert [f["id"] for f in check.figures] == ["figure-learning_curves"]
-    assert all(f["rendered"] and f["traces"] == 12 and f["width"] > 300 for f in check.figures)
+    check = check_render(built.html, screenshot=tmp_path / "compare.png", size=size)
+    assert check.errors == [] and check.ok and check.page_width <= size[0]
+    assert [f["id"] for f in check.figures] == [f"figure-learning_curves_{i}" for i in (1, 2, 3)]
+    assert all(f["rendered"] and f["traces"] == 4 and 300 < f["width"] <= size[0] for f in check.figures)
+    rows = len({round(f["top"]) for f in check.figures})
+    assert rows == (1 if size[0] >= 1280 else 3)  # the three runs side by side, or one under the other
     pixels = np.asarray(Image.open(check.screenshot).convert("L"))
     assert pixels.std() > 10 and (pixels < 128).mean() > 0.005  # not a blank page

@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import pytest
 
 from cicy_search.reporting import browser, html
-from cicy_search.reporting.curves import learning_curves
+from cicy_search.reporting.curves import learning_curves, run_curves
 
 
 def _report():
@@ -14,6 +14,17 @@ def _report():
     report.add("Curves", figure=learning_curves({"run": {"loss": [2.0, 1.0], "val_loss": [2.1, 1.5]}}))
     report.add("Bars", figure=go.Figure(go.Bar(x=["a", "b"], y=[3, 1])))
     report.add("Table", table=pd.DataFrame({"run": ["<b>"], "acc": [0.5], "link": [html.Link("http://h/#/r?a=1&b=2", "r1")]}))
+    return report
+
+
+def _wide_report():
+    """What used to overflow: a figure 1500 px wide, three panels side by side, a table of many columns."""
+    report = html.Report("Wide")
+    report.add("Wide figure", figure=go.Figure(go.Scatter(y=[1, 3, 2])).update_layout(width=1500, height=400))
+    report.add("Runs", figures=[run_curves(f"run {i}", {"loss": [2.0, 1.0, 0.5], "val_loss": [2.1, 1.5, 1.4],
+                                                        "accuracy": [0.2, 0.5, 0.7], "val_accuracy": [0.2, 0.4, 0.5]})
+                                for i in range(3)])
+    report.add("Many columns", table=pd.DataFrame({f"params.setting_number_{i}": [0.123456] for i in range(30)}))
     return report
 
 
@@ -68,3 +79,27 @@ def test_render_check_passes_a_good_page_and_catches_broken_ones(tmp_path, chrom
     online.write_text(go.Figure(go.Bar(y=[1])).to_html(include_plotlyjs="cdn"))
     check = browser.check_render(online)
     assert not check.ok and check.errors
+
+
+@pytest.mark.parametrize("size", [(1280, 1600), browser.PHONE], ids=["1280px", "phone"])
+def test_pages_fit_the_window_and_panels_wrap_into_rows(tmp_path, chromium, size):
+    saved = _wide_report().save(tmp_path / "wide.html", png=False)
+    assert sorted(p.name for p in saved.folder.glob("*.json")) == ["runs_1.json", "runs_2.json", "runs_3.json", "wide_figure.json"]
+    check = browser.check_render(saved.html, size=size)
+    assert check.errors == [] and check.viewport == size[0]
+    assert check.page_width <= check.viewport, "the page scrolls sideways"
+    assert all(f["rendered"] and 0 < f["width"] <= check.viewport for f in check.figures) and check.ok
+    wide, *panels = check.figures
+    assert wide["width"] > 0.8 * min(check.viewport, 1300) - 40  # the fixed 1500 px became the page's width
+    tops = {round(f["top"]) for f in panels}
+    if size[0] >= 1280:
+        assert len(tops) == 1 and len({round(f["left"]) for f in panels}) == 3  # side by side
+    else:
+        assert len(tops) == 3  # one under the other
+    assert pio_width(saved.folder / "wide_figure.json") == 1500  # the PNG/JSON keep the figure as made
+
+
+def pio_width(path):
+    import plotly.io as pio
+
+    return pio.read_json(path).layout.width

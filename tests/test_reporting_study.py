@@ -115,14 +115,16 @@ def test_cli_report_study_and_its_errors(single, storage, tracking_uri, tmp_path
     assert not (tmp_path / "missing.db").exists()
 
 
-def test_study_page_renders_every_figure_in_chromium(single, chromium, tmp_path):
+@pytest.mark.parametrize("size", [(1280, 2000), (390, 844)], ids=["1280px", "phone"])
+def test_study_page_renders_every_figure_in_chromium_and_fits_the_window(single, chromium, tmp_path, size):
     from PIL import Image
 
     from cicy_search.reporting.browser import check_render
 
     _, result = single
-    check = check_render(result.html, screenshot=tmp_path / "study.png")
-    assert check.errors == []
+    check = check_render(result.html, screenshot=tmp_path / "study.png", size=size)
+    assert check.errors == [] and check.page_width <= size[0]
+    assert all(0 < f["width"] <= size[0] for f in check.figures)
     expected = [f"figure-{s.name}" for s in result.report.sections if s.figure is not None]
     assert [f["id"] for f in check.figures] == expected
     assert all(f["rendered"] and f["traces"] > 0 and f["height"] > 100 for f in check.figures)

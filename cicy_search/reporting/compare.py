@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..errors import CicyError
-from .curves import learning_curves_grid
+from .curves import run_curves
 from .html import Report
 
 CURVES = {"loss": "epoch_loss", "val_loss": "epoch_val_loss", "accuracy": "epoch_accuracy", "val_accuracy": "epoch_val_accuracy"}
@@ -129,7 +129,7 @@ def summary(runs, histories: dict[str, dict]) -> pd.DataFrame:
 @dataclass
 class CompareResult:
     table: pd.DataFrame
-    figure: go.Figure
+    figures: list[go.Figure]  # one per run, in the table's order
     html: Path
     run_id: str | None
     png_note: str | None
@@ -155,14 +155,15 @@ def report_compare(
     runs = resolve_runs(client, refs, storage=storage)
     histories = {label: history(client, r.info.run_id) for label, r in zip(labels(runs), runs)}
     table = summary(runs, histories)
-    fig = learning_curves_grid(histories, title=title)
+    figures = [run_curves(label, h) for label, h in histories.items()]
     report = Report(
         title,
-        intro="Train (solid) and validation (dashed) loss and accuracy per epoch, read from MLflow. Losses of "
-        "classification (cross-entropy) and regression (MSE) heads are on different scales. The best epoch is "
-        "the one of lowest validation loss; the gap is train minus validation accuracy there.",
+        intro="Train (solid) and validation (dashed) loss and accuracy per epoch, read from MLflow, one panel per "
+        "run, each on its own scale. Losses of classification (cross-entropy) and regression (MSE) heads are on "
+        "different scales. The best epoch is the one of lowest validation loss; the gap is train minus validation "
+        "accuracy there. Study trials log no test scores (the test split is not used for selection).",
     )
-    report.add("Learning curves", figure=fig)
+    report.add("Learning curves", figures=figures)
     report.add("Accuracy and train-validation gap", table=table)
     saved = report.save(out or Path("reports") / "compare.html", png=png)
     from .. import tracking
@@ -175,7 +176,7 @@ def report_compare(
         run.end("FINISHED")
     else:
         saved.log(client, log_to, "compare")
-    return CompareResult(table, fig, saved.html, log_to, saved.png_note)
+    return CompareResult(table, figures, saved.html, log_to, saved.png_note)
 
 
 def load_recipe(path: str | Path) -> dict:

@@ -29,39 +29,27 @@ def learning_curves(histories: dict[str, dict[str, list[float]]], title: str = "
     return fig
 
 
-def learning_curves_grid(histories: dict[str, dict[str, list[float]]], title: str = "Learning curves", columns: int = 5) -> go.Figure:
-    """One column per run (wrapping after ``columns``), loss above accuracy: runs side by side on their own scales.
+def run_curves(label: str, history: dict[str, list[float]]) -> go.Figure:
+    """One run's curves, loss above accuracy, train solid and validation dashed: the panel a comparison
+    shows once per run (on the page the panels wrap into as many columns as the window holds).
 
-    Each run contributes one trace per metric: train and validation loss, train and validation accuracy.
+    Four traces at most: train and validation loss, train and validation accuracy.
     """
-    labels = list(histories)
-    cols = max(1, min(columns, len(labels)))
-    blocks = -(-len(labels) // cols)
-    titles = []
-    for b in range(blocks):
-        chunk = labels[b * cols : (b + 1) * cols]
-        titles += [f"{label}: loss" for label in chunk] + [""] * (cols - len(chunk))
-        titles += [f"{label}: accuracy" for label in chunk] + [""] * (cols - len(chunk))
-    fig = make_subplots(rows=2 * blocks, cols=cols, subplot_titles=titles, vertical_spacing=0.25 / blocks, horizontal_spacing=0.04)
-    for i, label in enumerate(labels):
-        history = histories[label]
-        row, col = 2 * (i // cols) + 1, i % cols + 1
-        for offset, metric in ((0, "loss"), (1, "accuracy")):
-            for prefix, color, dash, split in (("", "#1f77b4", "solid", "train"), ("val_", "#d62728", "dash", "validation")):
-                values = history.get(prefix + metric)
-                if not values:
-                    continue
-                trace = _curve(
-                    values, f"{label} {split} {metric}", color, dash, legendgroup=split, showlegend=False,
-                    mode="lines+markers" if len(values) < 3 else "lines",
-                    hovertemplate=f"{label}<br>{split} {metric}<br>epoch %{{x}}: %{{y:.4g}}<extra></extra>",
-                )
-                fig.add_trace(trace, row=row + offset, col=col)
-            if metric == "accuracy":
-                fig.update_yaxes(range=[0, 1.02], row=row + offset, col=col)
-    longest = max((len(v) for h in histories.values() for v in h.values()), default=1)
-    fig.update_xaxes(title_text="epoch", dtick=max(1, round(longest / 8)))
-    fig.update_layout(
-        title=f"{title} (train solid, validation dashed)", template="plotly_white", height=520 * blocks, width=max(700, 300 * cols)
-    )
+    fig = make_subplots(rows=2, cols=1, subplot_titles=("loss", "accuracy"), vertical_spacing=0.16, shared_xaxes=True)
+    for row, metric in ((1, "loss"), (2, "accuracy")):
+        for prefix, color, dash, split in (("", "#1f77b4", "solid", "train"), ("val_", "#d62728", "dash", "validation")):
+            values = history.get(prefix + metric)
+            if not values:
+                continue
+            trace = _curve(
+                values, f"{label} {split} {metric}", color, dash, legendgroup=split, showlegend=False,
+                mode="lines+markers" if len(values) < 3 else "lines",
+                hovertemplate=f"{label}<br>{split} {metric}<br>epoch %{{x}}: %{{y:.4g}}<extra></extra>",
+            )
+            fig.add_trace(trace, row=row, col=1)
+    fig.update_yaxes(range=[0, 1.02], row=2, col=1)
+    longest = max((len(v) for v in history.values()), default=1)
+    fig.update_xaxes(dtick=max(1, round(longest / 8)))
+    fig.update_xaxes(title_text="epoch", row=2, col=1)
+    fig.update_layout(title=label, template="plotly_white", height=480, margin={"l": 50, "r": 20, "t": 60, "b": 40})
     return fig

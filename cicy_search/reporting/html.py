@@ -1,6 +1,8 @@
 """One self-contained HTML report per command, and the same figures and tables as MLflow artifacts.
 
 plotly.js is embedded once in the page, so a report opens offline (and inside MLflow's artifact viewer).
+Figures take the page's width (a fixed ``layout.width`` applies to the PNG only), a section's several
+figures wrap into rows, and wide tables scroll inside their box, so a page fits a window of any width.
 Figures are also kept as plotly JSON (``plotly.io.read_json`` reloads them) and, where a headless Chromium
 is available to kaleido, as PNG; tables as CSV.
 """
@@ -20,12 +22,15 @@ import plotly.graph_objects as go
 from . import browser
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1em; max-width: 1300px; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
-p.note { color: #555; max-width: 70em; }
+p.note { color: #555; max-width: 70em; overflow-wrap: anywhere; }
+div.table { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } th { background: #f4f4f4; }
 td.text { text-align: left; }
+div.figure { width: 100%; min-width: 0; }
+div.figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 380px), 1fr)); gap: 0.5em; }
 """
 
 
@@ -42,14 +47,33 @@ class Link:
 
 @dataclass
 class Section:
+    """A heading with text, a figure (or several, ``figures``, shown side by side and wrapped into rows) and a table."""
+
     title: str
     text: str = ""
     figure: go.Figure | None = None
     table: pd.DataFrame | None = None
     name: str = ""
+    figures: list[go.Figure] = field(default_factory=list)
 
     def __post_init__(self):
         self.name = self.name or re.sub(r"[^a-z0-9]+", "_", self.title.lower()).strip("_") or "section"
+
+    def named_figures(self) -> dict[str, go.Figure]:
+        """``{name: figure}``: the section's name for one figure, ``NAME_1``, ``NAME_2``, ... for several."""
+        out = {self.name: self.figure} if self.figure is not None else {}
+        out.update({f"{self.name}_{i}": f for i, f in enumerate(self.figures, start=1)})
+        return out
+
+
+def figure_html(fig: go.Figure, div_id: str) -> str:
+    """A figure as a ``<div>`` that takes its container's width and follows it when the window is resized."""
+    if fig.layout.width is not None:  # a fixed width is for the PNG; on the page it would overflow narrow windows
+        fig = go.Figure(fig).update_layout(width=None, autosize=True)
+    inner = fig.to_html(
+        full_html=False, include_plotlyjs=False, div_id=div_id, default_width="100%", config={"responsive": True}
+    )
+    return f'<div class="figure">{inner}</div>'
 
 
 def _cell(value) -> str:
@@ -65,7 +89,8 @@ def _cell(value) -> str:
 def table_html(df: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
     rows = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in df.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return f'<div class="table"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
+
 
 
 @dataclass
@@ -87,7 +112,7 @@ class Report:
 
     @property
     def figures(self) -> dict[str, go.Figure]:
-        return {s.name: s.figure for s in self.sections if s.figure is not None}
+        return {name: f for s in self.sections for name, f in s.named_figures().items()}
 
     @property
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -104,11 +129,15 @@ class Report:
             if s.text:
                 body.append(f'<p class="note">{html.escape(s.text)}</p>')
             if s.figure is not None:
-                body.append(s.figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"figure-{s.name}"))
+                body.append(figure_html(s.figure, f"figure-{s.name}"))
+            if s.figures:
+                cells = "".join(figure_html(f, f"figure-{name}") for name, f in s.named_figures().items() if f is not s.figure)
+                body.append(f'<div class="figures">{cells}</div>')
             if s.table is not None:
                 body.append(table_html(s.table))
         return (
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{html.escape(self.title)}</title><style>{STYLE}</style>"
             f'<script type="text/javascript">{get_plotlyjs()}</script></head>\n<body>\n'
             + "\n".join(body)

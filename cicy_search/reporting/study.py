@@ -51,8 +51,10 @@ def _mlflow_link(client, run_id: str | None, ui_url: str) -> Link | str:
 
 def ui_url_for(client) -> str:
     """The MLflow UI serving ``client``'s store: the server itself, or ``mlflow ui``'s default address."""
-    uri = getattr(client, "tracking_uri", "") or ""
-    return uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    from .. import tracking
+    from ..summary import LOCAL_UI
+
+    return tracking.ui_url(getattr(client, "tracking_uri", "") or "") or LOCAL_UI
 
 
 def top_trials(study: optuna.Study, n: int = 10, *, mlflow_client=None, ui_url: str | None = None) -> pd.DataFrame:

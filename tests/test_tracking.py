@@ -1,0 +1,97 @@
+"""tracking: the background uploader, runs written through it, dataset inputs, system metrics, UI addresses."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from cicy_search import data, tracking
+
+EXPERIMENT = "test-tracking"
+
+
+def test_the_uploader_writes_in_order_and_flush_reports_what_failed():
+    uploader = tracking.Uploader()
+    done = []
+    uploader.submit(done.append, 1)
+    failed = uploader.submit(lambda: 1 / 0, what="divide")
+    uploader.submit(lambda: (time.sleep(0.2), done.append(2)))
+    assert uploader.flush(timeout=30) == ["divide: division by zero"]
+    assert done == [1, 2] and isinstance(failed.exception(), ZeroDivisionError)
+    assert uploader.flush(timeout=30) == []  # reported once
+
+
+def test_a_background_run_is_written_after_the_call_returns_and_names_its_failures(mlflow_client, tmp_path):
+    uploader = tracking.Uploader()
+    run = tracking.Run.start(mlflow_client, EXPERIMENT, run_name="background", tags={"role": "test"}, uploader=uploader)
+    run.log_params({"model.depth": 3})
+    for epoch in range(3):
+        run.log_metrics({"epoch_loss": 1.0 / (epoch + 1)}, step=epoch, flush_after=0)
+    run.later(lambda: open(tmp_path / "missing" / "model.keras"), "artifacts")  # fails in the uploader's thread, not here
+    run.later(lambda: run.end_tags.update(model_logged="false"), "decide")
+    run.end("FINISHED", tags={"state": "complete"})
+    errors = uploader.flush(timeout=60)
+    assert len(errors) == 1 and errors[0].startswith("MLflow run background: artifacts:")
+    got = mlflow_client.get_run(run.run_id)
+    assert got.info.status == "FINISHED" and got.data.params["model.depth"] == "3" and got.data.tags["role"] == "test"
+    assert [m.value for m in sorted(mlflow_client.get_metric_history(run.run_id, "epoch_loss"), key=lambda m: m.step)] == [1.0, 0.5, 1 / 3]
+    assert got.data.tags["state"] == "complete" and got.data.tags["model_logged"] == "false"
+    assert got.data.tags["tracking_errors"].startswith("artifacts:")
+
+
+class Refusing(MlflowClient):
+    """A real store that refuses new runs (a server answering 403, a full disk)."""
+
+    def create_run(self, *args, **kwargs):
+        raise MlflowException("refused: Invalid Host header")
+
+
+def test_a_run_that_cannot_be_created_is_reported_once_and_its_writes_raise(tracking_uri):
+    broken = Refusing(tracking_uri=tracking_uri)
+    uploader = tracking.Uploader()
+    run = tracking.Run.start(broken, EXPERIMENT, run_name="nowhere", uploader=uploader)
+    run.log_params({"a": 1})
+    linked = run.later(lambda: run.run_id, "link")
+    run.end("FAILED")
+    errors = uploader.flush(timeout=60)
+    assert errors == ["MLflow run nowhere in test-tracking: create: refused: Invalid Host header"]
+    with pytest.raises(Exception):
+        linked.result()
+
+
+def test_dataset_inputs_have_one_digest_per_split_that_follows_the_rows():
+    d = {"dataset": "original", "train": 0.8, "val": 0.1, "test": 0.1, "seed": 0, "stratify": True, "limit": None,
+         "keep_products": False, "targets": ["h11"]}
+    index = {"train": np.arange(0, 80), "val": np.arange(80, 90), "test": np.arange(90, 100)}
+    inputs = tracking.dataset_inputs(d, data.dataset_hash("original"), index)
+    assert [i.tags[0].value for i in inputs] == ["training", "validation", "test"]
+    assert {i.dataset.name for i in inputs} == {"original"} and all(len(i.dataset.digest) == 16 for i in inputs)
+    assert len({i.dataset.digest for i in inputs}) == 3
+    profile = json.loads(inputs[0].dataset.profile)
+    assert profile["num_rows"] == 80 and profile["sha256"] == data.dataset_hash("original") and profile["seed"] == 0
+    again = tracking.dataset_inputs(d, data.dataset_hash("original"), {**index, "train": np.arange(80)})
+    other = tracking.dataset_inputs(d, data.dataset_hash("original"), {**index, "train": np.arange(1, 81)})
+    assert again[0].dataset.digest == inputs[0].dataset.digest != other[0].dataset.digest
+
+
+def test_system_metrics_are_sampled_into_the_run(mlflow_client):
+    pytest.importorskip("psutil")
+    run = tracking.Run.start(mlflow_client, EXPERIMENT, run_name="system")
+    monitor = tracking.SystemMetrics(run, interval=0.2)
+    time.sleep(0.7)
+    monitor.stop()  # plus one last sample: a trial shorter than the interval still gets one
+    run.end()
+    metrics = mlflow_client.get_run(run.run_id).data.metrics
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(metrics)
+    steps = [m.step for m in mlflow_client.get_metric_history(run.run_id, "system/system_memory_usage_megabytes")]
+    assert len(steps) >= 2 and steps == sorted(steps)
+
+
+def test_ui_addresses_come_from_a_server_uri_without_its_credentials():
+    assert tracking.ui_url("http://cicy:secret@mlflow-host:5000/") == "http://mlflow-host:5000"
+    assert tracking.ui_url("sqlite:///mlruns/mlflow.db") is None
+    assert tracking.experiment_url("http://h:5000", "3") == "http://h:5000/#/experiments/3/runs"
+    assert tracking.run_url("http://h:5000/", "3", "abc") == "http://h:5000/#/experiments/3/runs/abc"
