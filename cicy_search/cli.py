@@ -468,7 +468,8 @@ class _NoTrialTracebacks:
     reason (``fail_reason``), and an interrupted trial is no failure to debug: ``CICY_DEBUG=1`` keeps them."""
 
     def filter(self, record) -> bool:
-        return not record.exc_info
+        message = record.getMessage()
+        return not (record.exc_info or (message.startswith("Trial ") and " failed" in message))
 
 
 class _QuietLoader:
@@ -536,6 +537,9 @@ def main(args: list[str] | None = None) -> None:
 
     if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietTensorFlowImport())
+    if not os.environ.get("CICY_DEBUG"):  # MLflow says INFO when it creates a store's tables: not the user's business
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
     _terminated.clear()
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)

@@ -82,8 +82,12 @@ class Objective:
 
         spec = self.spec
         seed = trial_seed(spec.seed, trial.number)
-        values = space.sample(spec.params, trial, spec.base)
-        config = spec.config_for(values, seed=seed, name=f"{spec.name}-{trial.number}")
+        try:
+            values = space.sample(spec.params, trial, spec.base)
+            config = spec.config_for(values, seed=seed, name=f"{spec.name}-{trial.number}")
+        except Exception as exc:  # recorded like a training failure, so a study failing every trial says why
+            trial.set_user_attr("fail_reason", str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__)
+            raise
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("config", config)
         callbacks = []

@@ -56,6 +56,28 @@ def is_journal(url: str | None) -> bool:
     return bool(url) and (url.startswith("journal:") or url.endswith(".log"))
 
 
+def check_url(url: str | None) -> None:
+    """A storage URL that can work, checked without creating anything (so a typo leaves no file behind).
+
+    ``open_storage`` repeats these checks; commands call this first, before MLflow or Optuna write.
+    """
+    from .locks import sqlite_path
+
+    url = url or default_url()
+    if is_journal(url):
+        folder = Path(url.removeprefix("journal:")).parent
+        if not folder.is_dir():
+            raise CicyError(f"Optuna journal storage {url}: folder {folder} does not exist")
+        return
+    if "://" not in url:
+        raise CicyError(f"storage {url[:100]!r}: expected a database URL (sqlite:///..., postgresql://...) or journal:PATH")
+    path = sqlite_path(url)
+    if path is not None and not path.parent.is_dir():
+        raise CicyError(f"Optuna storage {redact(url)}: folder {path.parent} does not exist")
+    if path is not None and path.is_dir():
+        raise CicyError(f"Optuna storage {redact(url)}: {path} is a folder")
+
+
 def _seconds(value: int | None, env: str, default: int) -> int:
     if value is not None:
         return int(value)
@@ -153,8 +175,7 @@ def open_storage(
             return optuna.storages.JournalStorage(JournalFileBackend(path))
         except OSError as e:
             raise CicyError(f"Optuna journal storage {path}: {e.strerror or e}") from None
-    if "://" not in url:
-        raise CicyError(f"storage {url!r}: expected a database URL (sqlite:///..., postgresql://...) or journal:PATH")
+    check_url(url)
     interval, grace = heartbeat_settings(heartbeat_interval, grace_period)
     given, url = url, with_driver(url)
     engine_kwargs = None
@@ -164,9 +185,12 @@ def open_storage(
         engine_kwargs = {"pool_pre_ping": True}
     import sqlalchemy.exc
 
+    from .locks import creating
+
     for attempt in range(3):
         try:
-            with warnings.catch_warnings():  # heartbeat and retries are flagged experimental; they are what we want
+            # creating: processes opening one new SQLite file at once would race to create its tables
+            with warnings.catch_warnings(), creating(url):  # heartbeat and retries are flagged experimental; wanted
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
                     url,

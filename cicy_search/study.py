@@ -19,11 +19,12 @@ import optuna
 
 from . import tracking
 from .errors import CicyError
-from .storage import LOST, BudgetLock, default_url, is_journal, open_storage, redact
-from .studyfile import StudySpec
+from .storage import LOST, BudgetLock, check_url, default_url, is_journal, open_storage, redact
+from .studyfile import StudySpec, check_budget
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 POLL_SECONDS = 2.0
+GIVE_UP_AFTER = 3  # failures in a row, all with one reason and none finished: the study cannot run
 
 
 def create(
@@ -32,11 +33,25 @@ def create(
     """Create the study and its MLflow parent run, or load them if they exist (idempotent).
 
     ``n_trials`` (default: the file's budget) is stored as the study's ``budget`` user attribute,
-    the total that workers read; creating again with another value changes it.
+    the total that workers read; creating again with another value changes it. Processes creating
+    one study at once take turns under its budget lock: the first creates the study and its parent
+    run, the others find them. A wrong storage URL or an unreachable tracking server fails first.
     """
-    client = tracking.client(tracking_uri)
-    check_tracking(client)
+    check_budget(n_trials)
+    check_url(storage)  # before the tracking store is opened (a SQLite one is created by opening it)
+    check_tracking(tracking.client(tracking_uri))
     optuna_storage = open_storage(storage, tracking_uri=tracking_uri)
+    lock = BudgetLock(storage, spec.name)
+    lock.acquire()
+    try:
+        return _create(spec, optuna_storage, storage=storage, tracking_uri=tracking_uri, n_trials=n_trials)
+    finally:
+        lock.close()
+
+
+def _create(spec: StudySpec, optuna_storage, *, storage: str | None, tracking_uri: str | None, n_trials: int | None) -> optuna.Study:
+    """``create`` once it holds the study's lock."""
+    client = tracking.client(tracking_uri)
     study = optuna.create_study(
         study_name=spec.name,
         storage=optuna_storage,
@@ -139,6 +154,7 @@ def optimize_to_budget(
     n_trials: int | None = None,
     timeout: float | None = None,
     max_failures: int | None = None,
+    give_up_after: int | None = None,
     callbacks=(),
     poll: float = POLL_SECONDS,
     on_wait=None,
@@ -157,17 +173,22 @@ def optimize_to_budget(
         n_trials: at most this many trials from this call (a worker's share); None: until the budget.
         timeout: start no trial after this many seconds.
         max_failures: stop once more trials than this failed in this call.
+        give_up_after: raise ``CicyError`` once this many trials in a row failed with one
+            ``fail_reason`` while none finished in this call: a study whose every trial fails the same
+            way (a setting that cannot run) stops with that reason instead of failing on.
         worker_id: stored as the trial's ``worker`` user attribute.
     """
     start = time.monotonic()
     ran = failed = 0
     waiting = False
+    same: list | None = []  # reasons of this call's failures while no trial finished
     while n_trials is None or ran < n_trials:
         if timeout is not None and time.monotonic() - start >= timeout:
             break
         if max_failures is not None and failed > max_failures:
             break
         states: list = []
+        reasons: list = []
         if lock is not None:
             lock.acquire()
         try:
@@ -192,7 +213,7 @@ def optimize_to_budget(
                         one_trial,
                         n_trials=1,
                         catch=(Exception,),
-                        callbacks=[*callbacks, lambda s, t: states.append(t.state)],
+                        callbacks=[*callbacks, lambda s, t: (states.append(t.state), reasons.append(t.user_attrs.get("fail_reason")))],
                         # No gc_after_trial: the objective's keras.backend.clear_session() already collects.
                     )
                 except optuna.exceptions.UpdateFinishedTrialError:
@@ -211,6 +232,16 @@ def optimize_to_budget(
         waiting = False
         ran += 1
         failed += states[:1] == [optuna.trial.TrialState.FAIL]
+        if give_up_after is not None and same is not None:
+            if states[:1] != [optuna.trial.TrialState.FAIL]:
+                same = None  # a trial finished: later failures are not "every trial"
+            else:
+                same.append(reasons[0] if reasons and reasons[0] else "no reason recorded")
+                if len(same) >= give_up_after and len(set(same[-give_up_after:])) == 1:
+                    raise CicyError(
+                        f"study {study.study_name!r}: the last {give_up_after} trials all failed with the same error "
+                        f"and none finished, so the study stops: {same[-1]}"
+                    )
     return ran
 
 
@@ -272,6 +303,7 @@ def run(
     """
     if system_metrics:
         tracking.enable_system_metrics()
+    check_budget(n_trials, timeout)  # before anything is created: 0 and -1 are mistakes, not "the file's budget"
     budget = n_trials or spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
     study = create(spec, storage=storage, tracking_uri=tracking_uri, n_trials=budget)
@@ -279,12 +311,11 @@ def run(
     from .objective import Objective  # imports TensorFlow: only once storage and tracking answered
 
     start = time.monotonic()
-    before = len(study.trials)
     objective = Objective(
         spec, mlflow_client=client, parent_run_id=study.user_attrs["mlflow_parent_run_id"], uploader=tracking.uploader()
     )
-    drive(study, spec, objective, storage=storage, budget=budget, worker=worker, timeout=timeout, console=console, report=report)
-    return RunSummary(study, len(study.trials) - before, count_finished(study), budget, time.monotonic() - start)
+    ran = drive(study, spec, objective, storage=storage, budget=budget, worker=worker, timeout=timeout, console=console, report=report)
+    return RunSummary(study, ran, count_finished(study), budget, time.monotonic() - start)
 
 
 def drive(
@@ -327,6 +358,7 @@ def drive(
             n_trials=n_trials,
             timeout=timeout,
             max_failures=budget,
+            give_up_after=min(GIVE_UP_AFTER, budget),
             callbacks=[reporter(console, spec, budget), *([summary.after_trial] if summary else [])],
             on_wait=waiter(console, budget),
             worker_id=worker_id,

@@ -67,27 +67,46 @@ def client(uri: str | None = None):
     """An ``MlflowClient`` for the resolved URI, checked to be reachable first."""
     from mlflow import MlflowClient
 
+    from .locks import creating
+
     uri = resolve_uri(uri)
     _check_reachable(uri)
-    return MlflowClient(tracking_uri=uri)
+    with creating(uri):  # processes opening a new SQLite store at once race in its schema migrations
+        return MlflowClient(tracking_uri=uri)
+
+
+def check_experiment_name(name: str) -> None:
+    """A name MLflow takes for an experiment (1 to 500 characters), printable so errors stay one line."""
+    if not isinstance(name, str) or not name.strip() or len(name) > 500 or not name.isprintable():
+        shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
+        raise CicyError(f"MLflow experiment name {shown}: expected 1 to 500 printable characters")
 
 
 def experiment_id(mlflow_client, name: str) -> str:
-    """The id of experiment ``name``, created if missing (artifacts inside ``mlruns/`` for a local store)."""
+    """The id of experiment ``name``, created if missing (artifacts next to a SQLite store's file)."""
     from mlflow.exceptions import MlflowException
+
+    check_experiment_name(name)
 
     exp = mlflow_client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             mlflow_client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
+    from .locks import sqlite_path
+
     location = None
-    if mlflow_client.tracking_uri.startswith("sqlite:"):
-        location = (local_home() / "artifacts").as_uri()
+    database = sqlite_path(mlflow_client.tracking_uri)
+    if database is not None:  # beside the store it belongs to, not in whatever folder the command ran from
+        location = (database.resolve().parent / "artifacts").as_uri()
     try:
         return mlflow_client.create_experiment(name, artifact_location=location)
-    except MlflowException:  # another worker created it first
-        return mlflow_client.get_experiment_by_name(name).experiment_id
+    except MlflowException as e:
+        exp = mlflow_client.get_experiment_by_name(name)
+        if exp is not None:  # another worker created it first
+            return exp.experiment_id
+        first = (str(e.message if hasattr(e, "message") else e).strip().splitlines() or ["refused"])[0][:200]
+        raise CicyError(f"MLflow experiment {name[:60]!r}: {first}") from None
 
 
 @functools.lru_cache(maxsize=None)

@@ -94,6 +94,9 @@ def tune(spec: StudySpec, *, max_trials: int | None = None, algorithm: str = "ra
         raise CicyError("the keras-tuner engine compares single-objective val_accuracy studies of Keras models")
     if any(p.name.startswith("data.") for p in spec.params):
         raise CicyError("the keras-tuner engine trains every trial on one data split: data.* cannot be searched")
+    from .studyfile import check_budget
+
+    check_budget(max_trials, n_trials_name="--max-trials")
     client = tracking.client(tracking_uri)
     prepared = prepare(spec.config_for(space.sample(spec.params, space.Example(), spec.base), seed=spec.seed))
     hypermodel = CicyHyperModel(spec, prepared)

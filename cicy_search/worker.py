@@ -20,7 +20,7 @@ from . import study as studies
 from . import tracking
 from .errors import CicyError
 from .storage import default_url, redact
-from .studyfile import StudySpec
+from .studyfile import StudySpec, check_budget
 
 # Keys of a study file that may differ between the creator's copy and a worker's.
 FREE_KEYS = {"description", "budget"}
@@ -140,6 +140,7 @@ def join(
     """
     if system_metrics:
         tracking.enable_system_metrics()
+    check_budget(n_trials, timeout)
     configure_environment(gpu=gpu, threads=threads, gpu_memory_mb=gpu_memory_mb)
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     try:

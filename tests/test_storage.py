@@ -136,21 +136,38 @@ def test_the_budget_lock_excludes_a_second_holder_and_dies_with_its_holder(rdb_u
     second.close()
 
 
+@pytest.mark.timeout(120)
 def test_the_budget_loop_waits_for_a_lost_trial_and_runs_its_retry(tmp_path):
     storage = storages.open_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=1, grace_period=2)
     study = optuna.create_study(study_name="loop", storage=storage)
     dead = _dead_trial(study)
     seen, waits = [], []
+    # The "dead" trial's worker keeps beating until the loop is waiting on it, then dies: however slow this
+    # machine, the loop first runs trial 1 while the dead one still holds its place, then has to wait.
+    died = threading.Event()
+
+    def beat():
+        while not died.wait(0.2):
+            storage.record_heartbeat(dead._trial_id)
+
+    beating = threading.Thread(target=beat)
+    beating.start()
+
+    def on_wait(c):
+        waits.append(c)
+        died.set()
 
     def objective(trial):
         seen.append((trial.number, trial.user_attrs.get("retry_of")))
         return trial.suggest_float("x", 0, 10)
 
     lock = storages.BudgetLock(f"sqlite:///{tmp_path / 'o.db'}", "loop")
-    ran = studies.optimize_to_budget(
-        study, objective, budget=2, lock=lock, poll=0.2, on_wait=waits.append, worker_id="here:1"
-    )
-    lock.close()
+    try:
+        ran = studies.optimize_to_budget(study, objective, budget=2, lock=lock, poll=0.2, on_wait=on_wait, worker_id="here:1")
+    finally:
+        died.set()
+        beating.join()
+        lock.close()
     trials = study.get_trials(deepcopy=False)
     # Trial 1 takes the free place; then the lost trial holds the other until the heartbeat fails
     # it, and its retry (trial 2, same x) takes that place: exactly the budget, nothing extra.
@@ -184,3 +201,64 @@ def test_journal_storage_has_no_heartbeat_so_running_trials_do_not_hold_the_budg
         study, lambda t: t.suggest_float("x", 0, 1), budget=2, lock=storages.BudgetLock(url, "journal"), heartbeat=False
     )
     assert ran == 2 and studies.count_finished(study) == 2
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("foo", "storage 'foo': expected a database URL"),
+        ("optuna.db", "expected a database URL"),
+        ("sqlite:///{tmp}/missing/o.db", "folder {tmp}/missing does not exist"),
+        ("sqlite:///{tmp}", "is a folder"),
+        ("journal:{tmp}/missing/o.log", "folder {tmp}/missing does not exist"),
+        ("{tmp}/missing/o.log", "folder {tmp}/missing does not exist"),
+    ],
+)
+def test_urls_that_cannot_work_are_refused_before_anything_is_created(tmp_path, url, message):
+    with pytest.raises(CicyError) as e:
+        storages.check_url(url.replace("{tmp}", str(tmp_path)))
+    assert message.replace("{tmp}", str(tmp_path)) in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(CicyError):
+        storages.open_storage(url.replace("{tmp}", str(tmp_path)))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "reasons, gives_up, ran",
+    [
+        (["out of memory"] * 6, True, 3),  # the same error three times in a row, nothing finished: give up
+        (["a", "b", "b", "b", "b"], True, 4),
+        ([None, None, None, None], True, 3),  # no reason recorded is one reason too
+        (["a", "b", "a", "b", "a", "b", "a"], False, 5),  # never three alike: max_failures (4) stops it
+        (["ok", "boom", "boom", "boom", "boom", "boom"], False, 5),  # a trial finished: not every trial fails
+    ],
+)
+def test_the_budget_loop_gives_up_when_every_trial_fails_the_same_way(tmp_path, reasons, gives_up, ran):
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="fails", storage=storages.open_storage(url))
+    calls = []
+
+    def objective(trial):
+        reason = reasons[len(calls)]
+        calls.append(reason)
+        x = trial.suggest_float("x", 0, 1)
+        if reason == "ok":
+            return x
+        if reason is not None:
+            trial.set_user_attr("fail_reason", reason)
+        raise RuntimeError(reason or "?")
+
+    lock = storages.BudgetLock(url, "fails")
+    try:
+        if gives_up:
+            with pytest.raises(CicyError) as e:
+                studies.optimize_to_budget(study, objective, budget=10, lock=lock, max_failures=4, give_up_after=3)
+            reason = reasons[ran - 1] or "no reason recorded"
+            assert str(e.value) == (
+                f"study 'fails': the last 3 trials all failed with the same error and none finished, so the study stops: {reason}"
+            )
+        else:
+            assert studies.optimize_to_budget(study, objective, budget=10, lock=lock, max_failures=4, give_up_after=3, n_trials=ran) == ran
+        assert len(calls) == ran
+    finally:
+        lock.close()

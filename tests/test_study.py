@@ -156,28 +156,112 @@ def test_status_and_best_commands(tmp_path, tracking_uri, capsys):
     assert "best trial" in capsys.readouterr().out
 
 
-def test_ctrl_c_marks_the_running_trial_failed_in_optuna_and_mlflow(tmp_path, tracking_uri, mlflow_client):
+def _wait_for(condition, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_a_signal_marks_the_running_trial_failed_in_optuna_and_mlflow(tmp_path, tracking_uri, mlflow_client, sig, code, said):
+    """Ctrl-C and SIGTERM (docker stop, eviction, preemption, timeout) end a study the same way: the running
+    trial failed in Optuna, its run FAILED with the reason, one line on stderr. The trial cannot end on its
+    own (100,000 epochs): the signal is sent once an epoch has been logged, whatever this machine's speed."""
+    name = f"signal-{sig.name.lower()}"
     path = tmp_path / "long.yaml"
-    path.write_text(yaml.safe_dump({"study": "interrupt", **TINY, "data": {"limit": 3000}, "train": {"epochs": 200}, "budget": {"n_trials": 1}}))
+    path.write_text(yaml.safe_dump({"study": name, **TINY, "data": {"limit": 3000}, "train": {"epochs": 100_000}, "budget": {"n_trials": 1}}))
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     cmd = [sys.executable, "-m", "cicy_search.cli", "study", "run", str(path), "--storage", storage, "--tracking-uri", tracking_uri]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    study = None
-    while time.monotonic() < deadline:
-        time.sleep(1)
-        try:
-            study = optuna.load_study(study_name="interrupt", storage=storage)
-        except KeyError:
-            continue
-        trials = study.get_trials(deepcopy=False)
-        if trials and "mlflow_run_id" in trials[0].user_attrs:
-            break
-    time.sleep(3)  # inside model.fit
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130, out.decode()[-2000:]
-    trial = optuna.load_study(study_name="interrupt", storage=storage).trials[0]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+
+        def run_id():
+            try:
+                trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+            except KeyError:
+                return None
+            return trials and trials[0].user_attrs.get("mlflow_run_id")
+
+        run = _wait_for(run_id, 240, "the trial's MLflow run")
+        _wait_for(lambda: mlflow_client.get_metric_history(run, "epoch_loss"), 120, "an epoch logged")
+        assert proc.poll() is None  # still training: it cannot have finished on its own
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, (out.decode()[-2000:], err.decode()[-2000:])
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(said), err.decode()[-3000:]  # no Optuna traceback
+    trial = optuna.load_study(study_name=name, storage=storage).trials[0]
     assert trial.state == optuna.trial.TrialState.FAIL
-    run = mlflow_client.get_run(trial.user_attrs["mlflow_run_id"])
-    assert run.info.status == "FAILED" and run.data.tags["state"] == "interrupted"
+    finished = mlflow_client.get_run(trial.user_attrs["mlflow_run_id"])
+    assert finished.info.status == "FAILED" and finished.data.tags["state"] == "interrupted"
+    assert finished.data.tags["failure_reason"] == ("terminated by SIGTERM" if sig == signal.SIGTERM else "KeyboardInterrupt")
+
+
+def test_a_study_whose_every_trial_fails_the_same_way_stops_with_one_line(tmp_path, tracking_uri, monkeypatch, capsys):
+    from cicy_search import objective
+
+    def broken(config, **kwargs):
+        raise RuntimeError("CUDA_ERROR_OUT_OF_MEMORY: out of memory")
+
+    monkeypatch.setattr(objective, "run_tracked", broken)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"study": "always-fails", **TINY, "budget": {"n_trials": 20}}))
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    assert run_cli("study", "run", str(path), "--storage", storage, "--tracking-uri", tracking_uri) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: study 'always-fails': the last 3 trials all failed with the same error and none finished, "
+        "so the study stops: CUDA_ERROR_OUT_OF_MEMORY: out of memory"
+    )
+    study = optuna.load_study(study_name="always-fails", storage=storage)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 3
+
+
+def test_the_new_trials_count_is_this_process_s_own(tmp_path, tracking_uri, monkeypatch, capsys):
+    """Another worker's trials finishing meanwhile count toward the budget, not as this process's new trials."""
+    from cicy_search import objective
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+
+    def fake(self, trial):
+        depth = trial.suggest_int("model.depth", 1, 2)
+        if trial.number == 0:  # meanwhile another worker completes a trial of the same study
+            other = optuna.load_study(study_name="counted", storage=storage)
+            other.add_trial(optuna.trial.create_trial(params={"model.depth": 1}, distributions=trial.distributions, value=0.1))
+        return 0.5 + 0.1 * depth
+
+    monkeypatch.setattr(objective.Objective, "__call__", fake)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"study": "counted", **TINY, "budget": {"n_trials": 3}}))
+    assert run_cli("study", "run", str(path), "--storage", storage, "--tracking-uri", tracking_uri) == 0
+    assert "2 new trials" in capsys.readouterr().out
+    assert len(optuna.load_study(study_name="counted", storage=storage).trials) == 3
+
+
+@pytest.mark.timeout(300)
+def test_processes_creating_one_study_on_fresh_stores_at_once_all_join_it(tmp_path):
+    """The first process creates the stores, the study and its parent run; the others wait and join."""
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"study": "together", **TINY}))
+    storage, tracking = f"sqlite:///{tmp_path / 'o.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = [sys.executable, "-m", "cicy_search.cli", "study", "create", str(path), "--storage", storage, "--tracking-uri", tracking]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    results = [p.communicate(timeout=240) for p in procs]
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0, err.decode()[-3000:]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "together"]
+    runs = client.search_runs([experiment.experiment_id])
+    study = optuna.load_study(study_name="together", storage=storage)
+    assert len(runs) == 1 and runs[0].info.run_id == study.user_attrs["mlflow_parent_run_id"]
+    assert experiment.artifact_location == (tmp_path / "artifacts").as_uri()  # beside the store, not in the cwd

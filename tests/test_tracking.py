@@ -95,3 +95,49 @@ def test_ui_addresses_come_from_a_server_uri_without_its_credentials():
     assert tracking.ui_url("sqlite:///mlruns/mlflow.db") is None
     assert tracking.experiment_url("http://h:5000", "3") == "http://h:5000/#/experiments/3/runs"
     assert tracking.run_url("http://h:5000/", "3", "abc") == "http://h:5000/#/experiments/3/runs/abc"
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("", "MLflow experiment name '': expected 1 to 500 printable characters"),
+        ("   ", "MLflow experiment name '   ': expected 1 to 500 printable characters"),
+        ("x" * 600, "expected 1 to 500 printable characters"),
+        ("a\nb", "expected 1 to 500 printable characters"),
+        (None, "MLflow experiment name None"),
+    ],
+)
+def test_names_mlflow_refuses_are_one_line_not_another_workers_experiment(mlflow_client, name, message):
+    from cicy_search.errors import CicyError
+
+    with pytest.raises(CicyError) as e:
+        tracking.experiment_id(mlflow_client, name)
+    assert message in str(e.value) and "\n" not in str(e.value) and len(str(e.value)) < 200
+
+
+def test_an_experiment_another_worker_created_first_is_joined(mlflow_client, monkeypatch):
+    first = tracking.experiment_id(mlflow_client, "created-by-another")
+    real, calls = mlflow_client.get_experiment_by_name, []
+
+    def racing(name):  # the first look finds nothing: another worker creates it just after, so create fails
+        calls.append(name)
+        return None if len(calls) == 1 else real(name)
+
+    monkeypatch.setattr(mlflow_client, "get_experiment_by_name", racing)
+    assert tracking.experiment_id(mlflow_client, "created-by-another") == first
+    assert len(calls) == 2
+
+
+def test_sqlite_artifacts_go_beside_the_store_whatever_the_working_folder(tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    store.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    client = tracking.client(f"sqlite:///{store / 'mlflow.db'}")
+    exp = client.get_experiment(tracking.experiment_id(client, "beside"))
+    assert exp.artifact_location == (store / "artifacts").as_uri()
+    run = tracking.Run.start(client, "beside", run_name="r")
+    run.log_artifacts({"note.txt": "x"})
+    run.end()
+    assert (store / "artifacts").is_dir() and list(elsewhere.iterdir()) == []
