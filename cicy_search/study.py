@@ -369,7 +369,7 @@ def drive(
     finally:
         lock.close()
         if summary is not None:
-            summary.finish(report=report and not interrupted, console=console)
+            summary.finish(report=report, interrupted=interrupted, console=console)
 
 
 def waiter(console, budget: int):

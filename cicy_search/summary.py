@@ -172,18 +172,20 @@ class StudySummary:
             tags["best_run_id"] = top[0].user_attrs.get("mlflow_run_id", "")
         return tags
 
-    def finish(self, *, report: bool = True, console=None) -> list[str]:
+    def finish(self, *, report: bool = True, interrupted: bool = False, console=None) -> list[str]:
         """Wait for the queued writes, log the study report, and end the parent run as the budget says.
 
-        Never raises: what failed is printed as ``warning:`` lines (or logged) and returned.
+        ``interrupted``: the last trial was stopped (Ctrl-C), which ends it without Optuna's callbacks, so its
+        point is written here; and no report. Never raises: what failed is printed as ``warning:`` lines (or
+        logged) and returned.
         """
         errors = self.uploader.flush() if self.uploader is not None else []
         sync = tracking.Run(self.client, self.run.run_id)
         try:
             trials = self.study.get_trials(deepcopy=False)
-            if trials:  # once more: an interrupted trial ends without Optuna's callbacks
+            if trials and interrupted:
                 self._update(max(t.number for t in trials))
-            if report:
+            if report and not interrupted:
                 errors += self._report(console)
             finished = sum(t.state in FINISHED for t in trials)
             running = sum(t.state == TrialState.RUNNING for t in trials)
