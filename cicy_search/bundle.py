@@ -42,9 +42,9 @@ class Loaded:
 
     @property
     def shape(self) -> tuple[int, int]:
-        from .data import PADDING
+        from .data import padding
 
-        return PADDING[self.config["data"]["dataset"]]
+        return padding(self.config["data"]["dataset"])
 
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Integer Hodge numbers for padded matrices (N, rows, cols)."""

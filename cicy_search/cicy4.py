@@ -494,9 +494,7 @@ def import_list(source: str | os.PathLike, out: str | os.PathLike | None = None,
 
 def read(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The columns of an imported file (see the module docstring), checked for its format."""
-    path = Path(path)
-    if not path.is_file():
-        raise CicyError(f"{path}: no such file (import the list first: cicy-search data import-cicy4 cicy4list.txt --out {path})")
+    path = _existing(path)
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -526,3 +524,56 @@ def summary(arrays: dict[str, np.ndarray], *, keep_products: bool = False, name:
         "padding": PADDING,
         "sha256": str(arrays["sha256"]),
     }
+
+
+def source_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of the text an imported file was made from: the data set's hash in every run."""
+    with np.load(_existing(path), allow_pickle=False) as f:
+        return str(f["sha256"]) if "sha256" in f.files else ""
+
+
+def _existing(path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise CicyError(f"{path}: no such file (import the list first: cicy-search data import-cicy4 cicy4list.txt --out {path})")
+    return path
+
+
+_loaded: dict[tuple, object] = {}
+
+
+def load(path: str | os.PathLike):
+    """An imported list as ``data.CicyData`` (products included; ``data.load`` sets them apart).
+
+    ``x`` stays int8 (N, 16, 20); the frame has id, rows, cols, h11, h21, h31, h22, euler, product, flag.
+    The last file loaded is kept for the process (a study's trials share it), keyed by path, size and mtime.
+    """
+    import pandas as pd
+
+    from .data import CicyData
+
+    stat = _existing(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _loaded:
+        _loaded.clear()
+        a = read(path)
+        frame = pd.DataFrame({k: a[k] for k in COLUMNS})
+        frame["product"] = frame["product"].astype(bool)
+        x = a["x"]
+        x.setflags(write=False)
+        _loaded[key] = CicyData(str(path), frame, x)
+    return _loaded[key]
+
+
+def exact_euler(x: np.ndarray) -> np.ndarray:
+    """Exact Euler numbers of padded 4-fold matrices (N, rows, cols): zero rows and columns anywhere are padding."""
+    x = np.asarray(x)
+    if len(x) == 0:
+        return np.zeros(0, dtype=np.int64)
+    from . import invariants
+
+    rows, cols = x.sum(axis=2) > 0, x.sum(axis=1) > 0  # move the present rows and columns to the top left
+    x = np.take_along_axis(x, np.argsort(~rows, axis=1, kind="stable")[:, :, None], axis=1)
+    x = np.take_along_axis(x, np.argsort(~cols, axis=1, kind="stable")[:, None, :], axis=2)
+    shapes = np.column_stack([rows.sum(axis=1), cols.sum(axis=1)])
+    return invariants.euler_numbers(np.rint(x).astype(np.int8), shapes=shapes)

@@ -191,9 +191,18 @@ def _targets(v):
     if not isinstance(v, list) or not v or not all(isinstance(t, str) for t in v) or len(set(v)) != len(v):
         raise ValueError(f"expected h11, h21 or [h11, h21], got {_short(v)}")
     for t in v:
-        if t not in ("h11", "h21"):
-            raise ValueError(f"unknown target {_short(t)}: choose from h11, h21")
+        if t not in ("h11", "h21", "h31", "h22"):
+            raise ValueError(f"unknown target {_short(t)}: choose from h11, h21 (and h31, h22 for 4-folds)")
     return v
+
+
+def _dataset(v):
+    """A shipped 3-fold list, or the path of an imported 4-fold list (``cicy-search data import-cicy4``)."""
+    if v in ("original", "favourable") and isinstance(v, str):
+        return v
+    if isinstance(v, str) and v.endswith(".npz") and len(v) <= 4096:
+        return v
+    raise ValueError(f"expected original, favourable or an imported 4-fold list (a path ending in .npz), got {_short(v)}")
 
 
 def _features(v):
@@ -217,7 +226,7 @@ def _gamma(v):
 Spec = dict[str, tuple[Callable[[Any], Any], Any]]
 
 DATA: Spec = {
-    "dataset": (_choice("original", "favourable"), "original"),
+    "dataset": (_dataset, "original"),
     "targets": (_targets, ["h11"]),
     "train": (_fraction, 0.8),
     "val": (_fraction, 0.1),
@@ -373,8 +382,15 @@ def _check_consistency(c: dict) -> None:
         raise CicyError("train.augment: permutation augmentation runs in the fast loop (train.loop: fast)")
     if c["train"]["augment"] != "none" and d["canonical"]:
         raise CicyError("train.augment: permuting training matrices undoes data.canonical; choose one")
-    if d["physics"] and "h21" not in d["targets"]:
+    four = d["dataset"].endswith(".npz")
+    if not four and {"h31", "h22"} & set(d["targets"]):
+        raise CicyError("data.targets: h31 and h22 are Hodge numbers of 4-folds: point data.dataset at an imported 4-fold list (.npz)")
+    if d["physics"] and not four and "h21" not in d["targets"]:
         raise CicyError("data.physics: derives h21 from h11 and the exact Euler number, so data.targets must include h21")
+    if d["physics"] and four and not {"h31", "h22"} & set(d["targets"]):
+        raise CicyError("data.physics: on 4-folds derives h31 and h22 from h11, h21 and the exact Euler number, so data.targets must include h31 or h22")
+    if four and d["features"]:
+        raise CicyError("data.features: the invariant channels (c2) are computed for 3-folds only")
     kernels = m.get("kernels")
     if kernels and isinstance(kernels[0][0], list) and len(kernels) != m["modules"]:
         raise CicyError(f"model.kernels: {len(kernels)} kernel sets given for modules = {m['modules']}")

@@ -24,6 +24,20 @@ PADDING = {"original": (12, 15), "favourable": (15, 18)}
 TARGETS = ("h11", "h21")
 
 
+def is_imported(dataset: str) -> bool:
+    """Whether ``dataset`` names an imported 4-fold list (a ``.npz`` path) rather than a shipped 3-fold list."""
+    return str(dataset).endswith(".npz")
+
+
+def padding(dataset: str) -> tuple[int, int]:
+    """The (rows, cols) every matrix of ``dataset`` is padded to."""
+    if is_imported(dataset):
+        from .cicy4 import PADDING as padding4
+
+        return padding4
+    return PADDING[dataset]
+
+
 def _data_file(dataset: str):
     if dataset not in DATASETS:
         raise CicyError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
@@ -32,7 +46,11 @@ def _data_file(dataset: str):
 
 @functools.lru_cache(maxsize=None)
 def dataset_hash(dataset: str = "original") -> str:
-    """sha256 of the shipped file: the content hash logged with every run."""
+    """sha256 of the shipped file (of an imported list: of the text it was imported from): logged with every run."""
+    if is_imported(dataset):
+        from . import cicy4
+
+        return cicy4.source_sha256(dataset)
     return hashlib.sha256(_data_file(dataset).read_bytes()).hexdigest()
 
 
@@ -102,8 +120,9 @@ class CicyData:
         return self.x.shape[1], self.x.shape[2]
 
     def y(self, target: str) -> np.ndarray:
-        if target not in TARGETS:
-            raise CicyError(f"unknown target {target!r}: choose from {', '.join(TARGETS)}")
+        known = (*TARGETS, *(t for t in ("h31", "h22") if t in self.frame))  # h31, h22: 4-fold lists
+        if target not in known:
+            raise CicyError(f"unknown target {target!r} for the {self.name} list: choose from {', '.join(known)}")
         return self.frame[target].to_numpy(dtype=np.int64)
 
     @property
@@ -144,12 +163,18 @@ def _load_all(dataset: str) -> CicyData:
 
 
 def load(dataset: str = "original", *, keep_products: bool = False) -> CicyData:
-    """Load a shipped list, validated entry by entry.
+    """Load a shipped list, validated entry by entry, or an imported 4-fold list (validated when imported).
 
     Args:
-        dataset: ``"original"`` (12x15 padding) or ``"favourable"`` (15x18).
+        dataset: ``"original"`` (12x15 padding), ``"favourable"`` (15x18), or the path of a ``.npz`` file
+            written by ``cicy-search data import-cicy4`` (16x20, int8 matrices, targets up to h22).
         keep_products: keep the 22 product manifolds (h11 = 0 in the original list); the literature drops them.
     """
+    if is_imported(dataset):  # products are flagged by the list (block-diagonal matrices) and kept apart
+        from . import cicy4
+
+        data = cicy4.load(dataset)
+        return data if keep_products else data.subset(np.flatnonzero(~data.frame["product"].to_numpy(dtype=bool)))
     data = _load_all(dataset)
     if keep_products:
         return data
@@ -245,6 +270,7 @@ def summary(data: CicyData) -> dict:
         "products": int(f["product"].astype(bool).sum()),
         "h11": (int(f["h11"].min()), int(f["h11"].max())),
         "h21": (int(f["h21"].min()), int(f["h21"].max())),
+        **{t: (int(f[t].min()), int(f[t].max())) for t in ("h31", "h22") if t in f and len(f)},
         "rows": (int(f["rows"].min()), int(f["rows"].max())),
         "cols": (int(f["cols"].min()), int(f["cols"].max())),
         "padding": data.shape,
@@ -387,6 +413,8 @@ def model_inputs(x: np.ndarray, *, canonical_form: bool = False, features: Seque
     exact invariants as extra channels (N, rows, cols, 1 + len(features)) on the present entries:
     ``euler`` the same on every entry, ``c2`` (c2.J_i) along row i. Both follow any permutation of the matrix.
     """
+    if not canonical_form and not features:
+        return np.asarray(x)  # an imported 4-fold list stays int8 (0.3 GB, not 1.2): batches are cast when made
     x = np.asarray(x, dtype=np.float32)
     if canonical_form:
         x = canonical(x)

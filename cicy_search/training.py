@@ -53,8 +53,10 @@ class Prepared:
 
 
 def network_targets(d: dict) -> list[str]:
-    """What the network learns: the requested targets, or with ``physics`` the independent ones (h11)."""
-    return ["h11"] if d.get("physics") else list(d["targets"])
+    """What the network learns: the requested targets, or with ``physics`` the independent ones (h11; on 4-folds h11, h21)."""
+    if d.get("physics"):
+        return ["h11", "h21"] if cicy_data.is_imported(d["dataset"]) else ["h11"]
+    return list(d["targets"])
 
 
 def inputs_for(matrices: np.ndarray, d: dict) -> np.ndarray:
@@ -68,9 +70,10 @@ def prepare(config: dict) -> Prepared:
     targets = [Target.from_values(t, full.y(t)) for t in network_targets(d)]
     dataset, s = cicy_data.select(d)  # a split left empty is an error here, before any run exists
     index = {"train": s.train, "val": s.val, "test": s.test}
-    matrices = {k: dataset.x[i] for k, i in index.items()}
     inputs = inputs_for(dataset.x, d)
     x = {k: inputs[i] for k, i in index.items()}
+    # Inputs that are the matrices themselves (no canonical order, no channels) are not copied twice.
+    matrices = x if inputs is dataset.x else {k: dataset.x[i] for k, i in index.items()}
     names = dict.fromkeys([*network_targets(d), *d["targets"]])
     y = {k: {name: dataset.y(name)[i] for name in names} for k, i in index.items()}
     return Prepared(dataset, targets, x, y, index, matrices, dict(d))
@@ -248,6 +251,8 @@ def fit(
             cbs.append(ProgressBar(t["epochs"]))
         train = (prepared.x["train"], encode(prepared.y["train"], prepared.targets, head))
         val = (prepared.x["val"], encode(prepared.y["val"], prepared.targets, head))
+        if t["loop"] != "fast":  # model.fit gets floats; the fast loop casts each batch of compact matrices
+            train, val = ((a.astype(np.float32, copy=False), b) for a, b in (train, val))
         if t["loop"] == "fast":
             xla = use_xla(config, model, steps)
             h = fast_fit(
@@ -365,6 +370,8 @@ def _each_batch(step, x, y, order, batch: int, transform=None, key=None) -> None
 
     def take(i, k=0):
         xb, yb = tf.nest.map_structure(lambda a: tf.gather(a, i), (x, y))
+        if xb.dtype.is_integer:  # compact (int8) matrices become floats one batch at a time
+            xb = tf.cast(xb, tf.float32)
         if transform is not None:
             xb = transform(xb, tf.random.experimental.stateless_fold_in(key, k))
         return xb, yb
@@ -396,8 +403,10 @@ def predict(model, x: np.ndarray, targets: list[Target], head: str) -> dict[str,
         return decode(model.predict(x), targets, head)
     # Eager calls in large batches: model.predict traces a new function per call and input size, which cost
     # more than the whole forward pass for these small models (0.22 s against 0.06 s per evaluation, dense).
-    chunks = [model(x[i : i + PREDICT_BATCH], training=False) for i in range(0, len(x), PREDICT_BATCH)] or [
-        model(x[:0], training=False)
+    x = np.asarray(x)
+    floats = (lambda a: a.astype(np.float32)) if x.dtype.kind in "iu" else (lambda a: a)  # int8 4-fold matrices
+    chunks = [model(floats(x[i : i + PREDICT_BATCH]), training=False) for i in range(0, len(x), PREDICT_BATCH)] or [
+        model(floats(x[:0]), training=False)
     ]
     if isinstance(chunks[0], dict):
         outputs = {k: np.concatenate([keras.ops.convert_to_numpy(c[k]) for c in chunks]) for k in chunks[0]}
@@ -406,9 +415,20 @@ def predict(model, x: np.ndarray, targets: list[Target], head: str) -> dict[str,
     return decode(outputs, targets, head)
 
 
-def derive(pred: dict[str, np.ndarray], matrices: np.ndarray, d: dict) -> dict[str, np.ndarray]:
-    """The reported Hodge numbers from the network's: with ``physics``, h21 = h11 - euler/2 exactly."""
-    if d.get("physics"):
+def derive(pred: dict[str, np.ndarray], matrices: np.ndarray, d: dict, euler: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The reported Hodge numbers from the network's: with ``physics``, h21 = h11 - euler/2 exactly.
+
+    On 4-folds h31 = euler/6 - 8 - h11 + h21 and h22 = 44 + 4 h11 - 2 h21 + 4 h31 (``cicy4.derived_hodge``), with
+    the exact Euler number: ``euler`` when given (an imported list's, checked at import), else computed.
+    """
+    if d.get("physics") and cicy_data.is_imported(d.get("dataset", "")):
+        from . import cicy4
+
+        if euler is None:
+            euler = cicy4.exact_euler(matrices)
+        h31, h22 = cicy4.derived_hodge(pred["h11"], pred["h21"], np.asarray(euler, dtype=np.int64))
+        pred = {**pred, "h31": h31, "h22": h22}
+    elif d.get("physics"):
         euler, _ = cicy_data.exact_invariants(matrices)
         pred = {**pred, "h21": pred["h11"] - euler // 2}
     return {name: pred[name] for name in d.get("targets") or pred}
@@ -438,9 +458,11 @@ def evaluate(model, prepared: Prepared, head: str) -> dict[str, float]:
     for name, x, matrices in splits:
         split = "test" if name == "test_permuted" else name
         raw = predict(model, x, prepared.targets, head)
-        pred = derive(raw, matrices, d) if matrices is not None else raw
+        four = cicy_data.is_imported(d.get("dataset", ""))
+        euler = prepared.dataset.frame["euler"].to_numpy()[prepared.index[split]] if four else None  # permutation-invariant
+        pred = derive(raw, matrices, d, euler) if matrices is not None else raw
         metrics.update(scores(pred, prepared.y[split], name))
-        if matrices is not None and "h11" in raw and not d.get("physics"):
+        if matrices is not None and "h11" in raw and not d.get("physics") and not four:
             true = prepared.dataset.y("h21")[prepared.index[split]]
             metrics[f"{name}_h21_physics_accuracy"] = float(np.mean(derive(raw, matrices, {"physics": True, "targets": ["h21"]})["h21"] == true))
     return metrics
