@@ -322,6 +322,10 @@ def test_compose_file_services_healthchecks_ports_and_secrets():
     gpu = services["worker-gpu"]
     assert gpu["build"]["target"] == "gpu" and gpu["environment"]["CICY_GPU"] == "0"
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    for name in ("worker", "worker-gpu"):  # time for a stopped worker to fail its trial in Optuna and MLflow
+        assert services[name]["stop_grace_period"] == "3m"
+    for name, service in services.items():  # no URL (with its password) expanded into a command line
+        assert "CICY_STORAGE" not in json.dumps(service.get("command", [])).replace("os.environ['CICY_STORAGE']", ""), name
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
         out = subprocess.run([docker, "compose", "-f", str(ROOT / "docker" / "compose.yaml"), "config", "-q"], capture_output=True, text=True)
@@ -400,7 +404,7 @@ def test_slurm_array_script_parses_and_starts_its_workers(tmp_path):
     assert "#SBATCH --array=" in text and "#SBATCH --gres=gpu:1" in text and "apptainer exec --nv" in text
     venv = tmp_path / "venv" / "bin"
     venv.mkdir(parents=True)
-    (venv / "cicy-search").write_text('#!/bin/sh\necho "$CICY_WORKER_INDEX $*"\n')
+    (venv / "cicy-search").write_text('#!/bin/sh\necho "$CICY_WORKER_INDEX $* ($CICY_STORAGE)"\n')
     (venv / "cicy-search").chmod(0o755)
     env = {
         "PATH": "/usr/bin:/bin", "CICY_VENV": str(tmp_path / "venv"), "CICY_STORAGE": "postgresql://cicy@db/optuna",
@@ -408,9 +412,40 @@ def test_slurm_array_script_parses_and_starts_its_workers(tmp_path):
     }  # fmt: skip
     out = subprocess.run(["bash", str(script), "studies/x.yaml"], capture_output=True, text=True, env=env, timeout=30)
     assert out.returncode == 0, out.stderr
+    # The storage URL (it may hold a password) travels in the environment, never on a command line.
     assert sorted(out.stdout.strip().splitlines()) == [
-        f"{i} worker studies/x.yaml --storage postgresql://cicy@db/optuna --gpu 3 --threads 4" for i in (2, 3)
+        f"{i} worker studies/x.yaml --gpu 3 --threads 4 (postgresql://cicy@db/optuna)" for i in (2, 3)
     ]
+    assert "#SBATCH --signal=B:TERM@" in text
     no_storage = {k: v for k, v in env.items() if k != "CICY_STORAGE"}
     out = subprocess.run(["bash", str(script), "studies/x.yaml"], capture_output=True, text=True, env=no_storage, timeout=30)
     assert out.returncode != 0 and "export CICY_STORAGE" in out.stderr
+
+
+@pytest.mark.timeout(120)
+def test_slurm_script_passes_sigterm_on_and_waits_for_its_workers(tmp_path):
+    """A time limit or preemption sends SIGTERM; the workers must get it and the time to close their trials."""
+    script = ROOT / "deploy" / "slurm" / "workers.sbatch"
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    # A stand-in worker: on SIGTERM it takes a second to "close its trial", writes that down, exits 143.
+    (venv / "cicy-search").write_text(
+        "#!/bin/bash\n"
+        'trap \'sleep 1; echo closed > "$OUT/closed.$CICY_WORKER_INDEX"; exit 143\' TERM\n'
+        'echo started > "$OUT/started.$CICY_WORKER_INDEX"\n'
+        "while true; do sleep 0.1; done\n"
+    )
+    (venv / "cicy-search").chmod(0o755)
+    env = {
+        "PATH": "/usr/bin:/bin", "CICY_VENV": str(tmp_path / "venv"), "CICY_STORAGE": "sqlite:///x.db", "OUT": str(tmp_path),
+        "SLURM_ARRAY_TASK_ID": "0", "SLURM_CPUS_PER_TASK": "2", "WORKERS_PER_GPU": "2",
+    }  # fmt: skip
+    proc = subprocess.Popen(["bash", str(script), "studies/x.yaml"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(tmp_path.glob("started.*"))) < 2:
+        time.sleep(0.1)
+    assert len(list(tmp_path.glob("started.*"))) == 2
+    proc.send_signal(signal.SIGTERM)  # what --signal=B:TERM@180 sends to the batch shell only
+    proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert sorted(p.name for p in tmp_path.glob("closed.*")) == ["closed.0", "closed.1"]  # waited for both
