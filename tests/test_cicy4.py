@@ -174,3 +174,85 @@ def test_reading_something_else_is_a_clear_error(tmp_path):
         cicy4.read(tmp_path / "other.npz")
     with pytest.raises(CicyError, match="no such file"):
         cicy4.read(tmp_path / "missing.npz")
+
+
+# --- training on an imported list: a synthetic list whose labels satisfy the relations (bench.cicy4) ---
+
+REPO = Path(__file__).parent.parent
+ALL = ["h11", "h21", "h31", "h22"]
+
+
+@pytest.fixture(scope="module")
+def synthetic_npz(tmp_path_factory):
+    from bench.cicy4 import synthetic_records, write_list
+
+    folder = tmp_path_factory.mktemp("cicy4")
+    text = write_list(synthetic_records(240, seed=5), folder / "cicy4list.txt")
+    return cicy4.import_list(text, folder / "data" / "cicy4.npz").out
+
+
+def test_an_imported_list_trains_from_int8_and_the_physics_heads_are_exact(synthetic_npz):
+    from cicy_search import data
+    from cicy_search.config import resolve
+    from cicy_search.training import derive, network_targets, prepare
+
+    config = resolve({"data": {"dataset": str(synthetic_npz), "targets": ALL, "physics": True, "stratify": False}, "model": {"head": "regression"}})
+    d = config["data"]
+    assert network_targets(d) == ["h11", "h21"]
+    prepared = prepare(config)
+    assert prepared.x["train"].dtype == np.int8 and prepared.shape == (16, 20)
+    assert prepared.matrices["train"] is prepared.x["train"]  # not copied twice
+    assert not data.load(str(synthetic_npz)).frame["product"].any()
+    assert data.load(str(synthetic_npz), keep_products=True).frame["product"].sum() == 4
+    x, y = prepared.matrices["test"], prepared.y["test"]
+    true = {t: y[t] for t in ("h11", "h21")}
+    stored = prepared.dataset.frame["euler"].to_numpy()[prepared.index["test"]]
+    for euler in (stored, None):  # None: computed exactly from the matrices
+        derived = derive(true, data.permute(x, 1) if euler is None else x, d, euler)
+        assert all(np.array_equal(derived[t], y[t]) for t in ALL)
+
+
+def test_four_fold_settings_are_checked():
+    from cicy_search.config import resolve
+
+    with pytest.raises(CicyError, match="h31 and h22 are Hodge numbers of 4-folds"):
+        resolve({"data": {"targets": ["h11", "h31"]}})
+    with pytest.raises(CicyError, match="must include h31 or h22"):
+        resolve({"data": {"dataset": "x.npz", "targets": ["h11", "h21"], "physics": True}})
+    with pytest.raises(CicyError, match="data.dataset"):
+        resolve({"data": {"dataset": "cicy4list.txt"}})
+
+
+def test_shipped_cicy4_studies_load_once_the_list_is_imported_and_say_how_otherwise(synthetic_npz, tmp_path, monkeypatch):
+    from cicy_search import studyfile
+
+    files = sorted((REPO / "studies").glob("cicy4_*.yaml"))
+    assert len(files) >= 2
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CicyError, match="data/cicy4.npz: no such file .*cicy-search data import-cicy4"):
+        studyfile.load(files[0])
+    monkeypatch.chdir(synthetic_npz.parent.parent)  # where data/cicy4.npz is
+    specs = [studyfile.load(f) for f in files]
+    assert all(s.base["data"]["dataset"] == "data/cicy4.npz" for s in specs)
+    assert any(s.base["data"].get("physics") for s in specs)
+
+
+def test_a_tiny_study_runs_end_to_end_on_an_imported_list(synthetic_npz, tmp_path, tracking_uri, mlflow_client):
+    from cicy_search import study as studies
+    from cicy_search import studyfile
+
+    spec = studyfile.parse({
+        "study": "cicy4_tiny",
+        "base": "dense",
+        "data": {"dataset": str(synthetic_npz), "targets": ALL, "physics": True, "stratify": False},
+        "model": {"head": "regression"},
+        "train": {"epochs": 2, "batch_size": 32},
+        "space": {"model.width": {"type": "int", "low": 8, "high": 32, "log": True}},
+        "sampler": {"name": "random", "seed": 1},
+        "budget": {"n_trials": 2},
+    })
+    summary = studies.run(spec, storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri=tracking_uri)
+    assert summary.finished == 2
+    run = mlflow_client.get_run(summary.study.best_trial.user_attrs["mlflow_run_id"])
+    assert {f"val_{t}_accuracy" for t in ALL} <= set(run.data.metrics)
+    assert run.data.tags["dataset_hash"] == cicy4.source_sha256(synthetic_npz)

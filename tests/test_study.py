@@ -136,7 +136,8 @@ def test_bad_study_file_creates_nothing(tmp_path, capsys):
 
 
 def test_shipped_study_files_all_load():
-    files = sorted(p for p in os.listdir("studies") if p.endswith(".yaml"))
+    # cicy4_* need the imported 4-fold list: tests/test_cicy4.py loads them on an imported synthetic one.
+    files = sorted(p for p in os.listdir("studies") if p.endswith(".yaml") and not p.startswith("cicy4_"))
     assert {"quickstart.yaml", "dense_h11.yaml", "cnn_h11.yaml", "inception_h11.yaml", "inception_h21.yaml", "svm_h11.yaml"} <= set(files)
     specs = [studyfile.load(f"studies/{f}") for f in files]
     assert any(len(s.objectives) > 1 for s in specs)
