@@ -43,8 +43,10 @@ def parse_vary(spec: str) -> tuple[str, list[Any]]:
     if not sep or not param or not values.strip():
         raise CicyError(f"--vary {spec!r}: expected PARAM=v1,v2,... (for example model.width=16,64,256)")
     try:
-        parsed = [yaml.safe_load(v.strip()) for v in values.split(",") if v.strip()]
-    except yaml.YAMLError:
+        from ..config import parse_yaml  # the study files' reading: 1e-3 is a number
+
+        parsed = [parse_yaml(v.strip()) for v in values.split(",") if v.strip()]
+    except (yaml.YAMLError, ValueError, RecursionError):
         raise CicyError(f"--vary {spec!r}: cannot read the values") from None
     if len(parsed) < 2:
         raise CicyError(f"--vary {spec!r}: give at least two levels")
