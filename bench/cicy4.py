@@ -8,6 +8,7 @@ Every record is still parsed, validated and has its Euler number computed: nothi
 Each measurement runs in a fresh child process, whose peak resident memory (ru_maxrss) is reported.
 
     python -m bench.cicy4 [--records 921497] [--pool 20000] [--epoch] [--workdir DIR]
+    python -m bench.cicy4 --epoch-on DIR/cicy4.npz      # the epoch alone, on a file imported before
 """
 
 from __future__ import annotations
@@ -171,9 +172,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epoch", action="store_true", help="also train one epoch on the imported file (peak memory)")
     parser.add_argument("--workdir", default=None, help="write (and keep) cicy4list.txt and cicy4.npz here instead of a temporary folder")
+    parser.add_argument("--epoch-on", default=None, metavar="NPZ", help="only the epoch, on this imported file; added to --out")
     parser.add_argument("--out", default=str(RESULTS / "cicy4.json"))
     args = parser.parse_args(argv)
     import time
+
+    if args.epoch_on:
+        result = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {"machine": machine(False)}
+        result["epoch"] = _child(CHILD_EPOCH, args.epoch_on)
+        print(json.dumps(result["epoch"], indent=1))
+        Path(args.out).write_text(json.dumps(result, indent=1))
+        return result
 
     with tempfile.TemporaryDirectory() as scratch:
         tmp = args.workdir or scratch

@@ -27,14 +27,14 @@ err = Console(stderr=True)
 
 @data_app.command("info")
 def data_info(
-    dataset: str = typer.Option("original", help="original or favourable"),
+    dataset: str = typer.Option("original", help="original, favourable, or an imported 4-fold list (.npz)"),
     keep_products: bool = typer.Option(False, help="keep the product manifolds (h11 = 0)"),
 ):
     """Counts, Hodge number ranges and matrix sizes of an embedded list."""
     from . import data
 
     s = data.summary(data.load(dataset, keep_products=keep_products))
-    table = Table(title=f"CICY 3-folds: {dataset} list", show_header=False)
+    table = Table(title=f"CICY 4-folds: {dataset}" if data.is_imported(dataset) else f"CICY 3-folds: {dataset} list", show_header=False)
     for k, v in s.items():
         table.add_row(k, " .. ".join(map(str, v)) if isinstance(v, tuple) and k != "padding" else str(v))
     console.print(table)

@@ -256,3 +256,11 @@ def test_a_tiny_study_runs_end_to_end_on_an_imported_list(synthetic_npz, tmp_pat
     run = mlflow_client.get_run(summary.study.best_trial.user_attrs["mlflow_run_id"])
     assert {f"val_{t}_accuracy" for t in ALL} <= set(run.data.metrics)
     assert run.data.tags["dataset_hash"] == cicy4.source_sha256(synthetic_npz)
+
+
+def test_the_import_benchmark_runs_on_a_small_list(tmp_path):
+    from bench import cicy4 as bench
+
+    result = bench.main(["--records", "400", "--pool", "60", "--out", str(tmp_path / "cicy4.json")])
+    assert result["import"]["records"] == 400 and result["pool"] == 60
+    assert result["import"]["peak_rss_mb"] > 0 and result["import"]["seconds"]["euler"] > 0
