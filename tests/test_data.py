@@ -135,3 +135,54 @@ def test_select_draws_the_limit_then_splits_it():
     assert (again.frame["id"] == dataset.frame["id"]).all() and (s.val == s2.val).all()
     _, no_test = data.select(_section(limit=400, test=0.0))
     assert len(no_test.test) == 0  # a zero fraction may stay empty
+
+
+# --- symmetry and invariants as inputs ---
+
+
+def test_canonical_form_is_the_same_for_every_permutation_of_a_matrix():
+    x = data.load().x[::20]  # 394 manifolds across the list
+    reference = data.canonical(x)
+    for seed in (1, 2, 3):
+        assert np.array_equal(data.canonical(data.permute(x, seed)), reference)
+    # It is a permutation of the matrix, present rows and columns first.
+    assert np.array_equal(np.sort(reference.reshape(len(x), -1), axis=1), np.sort(x.reshape(len(x), -1), axis=1))
+    rows_present = reference.sum(axis=2) > 0
+    assert (rows_present[:, :-1] >= rows_present[:, 1:]).all()
+
+
+def test_canonical_form_tells_different_manifolds_apart():
+    x = data.load().x
+    distinct = {data.canonical_matrix(m).tobytes() for m in x}
+    assert len(distinct) == len({m.tobytes() for m in x})  # no two list entries are permutations of each other
+
+
+def test_permute_moves_rows_and_columns_with_their_entries():
+    x = data.load().x[:50]
+    p = data.permute(x, 0)
+    assert not np.array_equal(p, x)
+    for a, b in zip(x, p):
+        assert sorted(map(tuple, np.sort(a, axis=1))) == sorted(map(tuple, np.sort(b, axis=1)))
+        assert sorted(a.sum(axis=0)) == sorted(b.sum(axis=0))
+
+
+def test_invariant_channels_follow_the_matrix_and_are_zero_on_padding():
+    d = data.load()
+    x = d.x[:200]
+    inputs = data.model_inputs(x, features=["euler", "c2"])
+    assert inputs.shape == (200, 12, 15, 3)
+    assert np.array_equal(inputs[..., 0], x)
+    present = (x.sum(axis=2) > 0)[:, :, None] & (x.sum(axis=1) > 0)[:, None, :]
+    assert (inputs[..., 1:][~present] == 0).all()
+    euler = inputs[..., 1].max(axis=(1, 2)) + inputs[..., 1].min(axis=(1, 2))  # one of them is the value
+    assert np.allclose(np.round(euler * data.FEATURE_SCALE["euler"]), d.frame["euler"].to_numpy()[:200])
+    permuted = data.permute(x, 5)
+    moved = data.model_inputs(permuted, features=["euler", "c2"])
+    assert np.allclose(np.sort(moved.reshape(200, -1), axis=1), np.sort(inputs.reshape(200, -1), axis=1))
+
+
+def test_exact_euler_number_of_every_manifold_matches_the_list():
+    d = data.load(keep_products=True)
+    euler, c2 = data.exact_invariants(d.x)
+    assert (euler == d.frame["euler"].to_numpy()).all()
+    assert (c2 >= 0).all() and c2.shape == (len(d.x), 12)

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from cicy_search.config import resolve
@@ -73,3 +74,66 @@ def test_pooling_too_deep_for_the_matrix_is_a_clear_error():
 
     with pytest.raises(CicyError, match="cannot be built"):
         build(resolve({"model": {"family": "cnn", "depth": 6, "padding": "valid", "kernel_size": [5, 5]}}), (12, 15), H11)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"layer": "exchangeable", "depth": 2, "width": 16, "pooling": "mean"},
+        {"layer": "exchangeable", "depth": 1, "width": 8, "pooling": "max", "embedding": "linear", "norm": "none", "residual": False},
+        {"layer": "bipartite", "depth": 2, "width": 16, "pooling": "sum"},
+        {"layer": "bipartite", "depth": 1, "width": 8, "pooling": "max", "dropout": 0.1},
+    ],
+)
+@pytest.mark.parametrize("features", [[], ["euler", "c2"]])
+def test_equivariant_predictions_do_not_change_under_row_and_column_permutations(model, features):
+    from cicy_search import data
+
+    config = resolve({"model": {"family": "equivariant", "head_width": 16, **model}, "data": {"features": features}})
+    x = data.load().x[::60]
+    inputs = data.model_inputs(x, features=features)
+    net = build(config, inputs.shape[1:], H11)
+    before = np.asarray(net(inputs, training=False))
+    for seed in (0, 1):
+        after = np.asarray(net(data.model_inputs(data.permute(x, seed), features=features), training=False))
+        assert np.allclose(before, after, atol=1e-5)
+    # Not a constant function: different manifolds get different outputs.
+    assert np.ptp(before, axis=0).max() > 1e-4
+
+
+def test_equivariant_model_trains_saves_and_reloads(tmp_path):
+    from cicy_search import bundle
+
+    config = tiny("equivariant", limit=400, epochs=3, layer="bipartite", depth=2, width=16, head_width=16)
+    config["data"]["features"] = ["euler"]
+    result = fit(resolve(config))
+    assert result.history["loss"][-1] < result.history["loss"][0]
+    assert result.metrics["test_permuted_accuracy"] == result.metrics["test_accuracy"]  # exactly invariant
+    loaded = bundle.load(bundle.save(tmp_path / "m", result.model, result.config, result.targets))
+    from cicy_search.data import load
+
+    x = load().x[:64]
+    assert (loaded.predict(x)["h11"] == bundle.Loaded(result.model, result.config, result.targets).predict(x)["h11"]).all()
+
+
+def test_physics_head_predicts_h21_exactly_as_well_as_h11():
+    config = resolve({"data": {"targets": ["h11", "h21"], "physics": True, "limit": 600}, "train": {"epochs": 3}})
+    result = fit(config)
+    assert result.model.output_names == ["h11"]  # the network learns h11 only
+    for split in ("train", "val", "test", "test_permuted"):
+        assert result.metrics[f"{split}_h21_accuracy"] == result.metrics[f"{split}_h11_accuracy"]
+    plain = fit(resolve({"data": {"limit": 600}, "train": {"epochs": 3}}))
+    assert plain.metrics["val_h21_physics_accuracy"] == plain.metrics["val_h11_accuracy"]
+
+
+def test_canonical_inputs_make_the_dense_network_permutation_invariant():
+    config = resolve({"data": {"canonical": True, "limit": 600}, "train": {"epochs": 2}})
+    result = fit(config)
+    assert result.metrics["test_permuted_accuracy"] == result.metrics["test_accuracy"]
+
+
+def test_permutation_augmentation_changes_training_but_not_evaluation():
+    plain = fit(tiny(limit=400, epochs=2))
+    augmented = fit(resolve({**tiny(limit=400, epochs=2), "train": {**tiny()["train"], "epochs": 2, "augment": "permute"}}))
+    assert augmented.history["loss"] != plain.history["loss"]
+    assert augmented.history["loss"][1] < augmented.history["loss"][0] * 1.5
