@@ -208,8 +208,8 @@ def _dataset(v):
 def _features(v):
     from .data import FEATURES
 
-    if isinstance(v, str):
-        v = [v]
+    if isinstance(v, str):  # "euler,c2" (how a search space's categorical choice writes a list), "" for none
+        v = [f.strip() for f in v.split(",") if f.strip()]
     if not isinstance(v, list) or len(set(v)) != len(v) or any(f not in FEATURES for f in v):
         raise ValueError(f"expected a list of exact invariants from {', '.join(FEATURES)}, got {v!r}")
     return v
