@@ -275,7 +275,18 @@ def summary(data: CicyData) -> dict:
         "cols": (int(f["cols"].min()), int(f["cols"].max())),
         "padding": data.shape,
         "sha256": data.hash,
+        **_euler_summary(data),
     }
+
+
+def _euler_summary(data: CicyData) -> dict:
+    """The Euler number's range, and how many list entries the exact computation (``invariants``) reproduces."""
+    f = data.frame
+    if "euler" not in f or not len(f) or is_imported(data.name):
+        return {}
+    euler, _ = exact_invariants(data.x)
+    agree = int((euler == f["euler"].to_numpy()).sum())
+    return {"euler": (int(euler.min()), int(euler.max())), "euler computed exactly": f"agrees with the list for {agree} of {len(f)}"}
 
 
 # --- symmetry and exact invariants as model inputs ---
