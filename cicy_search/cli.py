@@ -530,10 +530,6 @@ def main(args: list[str] | None = None) -> None:
     """
     import logging
     import signal
-    import warnings
-
-    from rich.markup import escape
-    from typer._click import exceptions as typer_click
 
     if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietTensorFlowImport())
@@ -541,10 +537,27 @@ def main(args: list[str] | None = None) -> None:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         logging.getLogger("mlflow").setLevel(logging.WARNING)
     _terminated.clear()
+    previous = None
     try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread (an embedding application): leave its handlers alone
         pass
+    try:
+        _run(args)
+    finally:
+        if previous is not None:  # the caller's handler again (main is also called in-process, by tests)
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: list[str] | None) -> None:
+    """``main`` inside its signal handler: run the app and turn every way it ends into an exit code."""
+    import logging
+    import signal
+    import warnings
+
+    from rich.markup import escape
+    from typer._click import exceptions as typer_click
+
     try:
         import optuna
 

@@ -162,3 +162,13 @@ def test_a_folder_given_as_a_file_is_not_called_missing(tmp_path, monkeypatch, c
     _one_error_line(capsys, "configs: is a folder, expected a file")
     assert run_cli("study", "run", "configs") == 2
     _one_error_line(capsys, "configs: is a folder, expected a file")
+
+
+def test_main_leaves_the_callers_sigterm_handler_as_it_was(tmp_path, monkeypatch, capsys):
+    import signal
+
+    monkeypatch.chdir(tmp_path)
+    before = signal.getsignal(signal.SIGTERM)
+    assert run_cli("frobnicate") == 2
+    capsys.readouterr()
+    assert signal.getsignal(signal.SIGTERM) is before
