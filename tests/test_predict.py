@@ -292,3 +292,22 @@ def test_out_is_written_whole_with_no_temporary_file_left(tiny_bundle, tmp_path)
     assert run_cli("predict", str(tiny_bundle), str(source), "--out", str(tmp_path / "p.json")) == 1
     assert [r["euler"] for r in json.loads((tmp_path / "p.json").read_text())] == [-200, None]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.json", "p.json"]
+
+
+def test_a_bad_entry_is_the_only_line_on_stderr_of_a_fresh_process(tiny_bundle, tmp_path):
+    """TensorFlow writes its start-up lines (oneDNN, absl) to the process's stderr before any setting can
+    silence them: the CLI keeps them off, so the error is the one line there."""
+    import os
+    import subprocess
+    import sys
+
+    source = tmp_path / "in.json"
+    source.write_text("[[[5]], [[4]]]")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell has it
+    out = subprocess.run(
+        [sys.executable, "-m", "cicy_search.cli", "predict", str(tiny_bundle), str(source)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == ["error: entry 1: dimension is sum(n_i) - columns = 3 - 1 = 2, not 3"]
+    assert out.stdout.splitlines()[1].endswith(",-200,")
