@@ -129,13 +129,20 @@ def peak_mb():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
+
+
+def cpu_s():  # the machine may be shared: CPU seconds next to wall seconds
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 """
 
 CHILD_IMPORT = PEAK + """
 import json, sys
 from cicy_search import cicy4
 r = cicy4.import_list(sys.argv[1], sys.argv[2])
-print(json.dumps({"records": r.records, "products": r.products, "seconds": r.seconds, "peak_rss_mb": peak_mb()}))
+print(json.dumps({"records": r.records, "products": r.products, "seconds": r.seconds, "cpu_s": cpu_s(), "peak_rss_mb": peak_mb()}))
 """
 
 CHILD_EPOCH = PEAK + """
@@ -153,7 +160,7 @@ result = fit(config, prepared)
 print(json.dumps({"n_train": int(len(prepared.x["train"])), "x_dtype": str(prepared.x["train"].dtype),
                   "prepare_s": prepared_s, "epoch_s": result.seconds, "peak_rss_mb_before_data": before,
                   "peak_rss_mb_after_prepare": after_prepare,
-                  "peak_rss_mb": peak_mb(),
+                  "peak_rss_mb": peak_mb(), "cpu_s": cpu_s(),
                   "val_metrics": {k: v for k, v in result.metrics.items() if k.startswith("val_")}}))
 """
 

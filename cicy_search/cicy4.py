@@ -542,24 +542,26 @@ def _existing(path) -> Path:
 _loaded: dict[tuple, object] = {}
 
 
-def load(path: str | os.PathLike):
-    """An imported list as ``data.CicyData`` (products included; ``data.load`` sets them apart).
+def load(path: str | os.PathLike, *, keep_products: bool = True):
+    """An imported list as ``data.CicyData`` (``keep_products=False``: without the direct products).
 
     ``x`` stays int8 (N, 16, 20); the frame has id, rows, cols, h11, h21, h31, h22, euler, product, flag.
-    The last file loaded is kept for the process (a study's trials share it), keyed by path, size and mtime.
+    The last list loaded is kept for the process (a study's trials share it), keyed by the path as given and
+    resolved, size, mtime and ``keep_products``; only that one copy of the matrices stays in memory.
     """
     import pandas as pd
 
     from .data import CicyData
 
     stat = _existing(path).stat()
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    key = (str(path), str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, keep_products)
     if key not in _loaded:
         _loaded.clear()
         a = read(path)
-        frame = pd.DataFrame({k: a[k] for k in COLUMNS})
+        keep = slice(None) if keep_products else ~a["product"]
+        frame = pd.DataFrame({k: a[k][keep] for k in COLUMNS})
         frame["product"] = frame["product"].astype(bool)
-        x = a["x"]
+        x = a.pop("x")[keep]
         x.setflags(write=False)
         _loaded[key] = CicyData(str(path), frame, x)
     return _loaded[key]

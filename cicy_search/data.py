@@ -44,13 +44,17 @@ def _data_file(dataset: str):
     return resources.files("cicy_search") / "data" / DATASETS[dataset]
 
 
-@functools.lru_cache(maxsize=None)
 def dataset_hash(dataset: str = "original") -> str:
     """sha256 of the shipped file (of an imported list: of the text it was imported from): logged with every run."""
-    if is_imported(dataset):
+    if is_imported(dataset):  # read each time: the file may be imported again, the working directory change
         from . import cicy4
 
         return cicy4.source_sha256(dataset)
+    return _shipped_hash(dataset)
+
+
+@functools.lru_cache(maxsize=None)
+def _shipped_hash(dataset: str) -> str:
     return hashlib.sha256(_data_file(dataset).read_bytes()).hexdigest()
 
 
@@ -173,8 +177,7 @@ def load(dataset: str = "original", *, keep_products: bool = False) -> CicyData:
     if is_imported(dataset):  # products are flagged by the list (block-diagonal matrices) and kept apart
         from . import cicy4
 
-        data = cicy4.load(dataset)
-        return data if keep_products else data.subset(np.flatnonzero(~data.frame["product"].to_numpy(dtype=bool)))
+        return cicy4.load(dataset, keep_products=keep_products)
     data = _load_all(dataset)
     if keep_products:
         return data
