@@ -294,6 +294,9 @@ MODELS: dict[str, Spec] = {
         "modules": (_int_in(1, MAX_DEPTH), 3),
         "filters": (_int_or_list, [32, 64, 32]),
         "kernels": (_kernels, [[12, 1], [1, 15]]),
+        # concat_norm: branches with bias and activation, concatenated, then one batch norm (Erbin & Finotello);
+        # talk: per branch conv without bias -> batch norm without scale -> activation, then concatenated.
+        "block": (_choice("concat_norm", "talk"), "concat_norm"),
     },
     # Permutation-equivariant network (exchangeable matrix layers, Hartford et al. 2018): see models.py.
     "equivariant": {

@@ -110,12 +110,18 @@ def module_kernels(m: dict) -> list[list[list[int]]]:
 def build_inception(m: dict, shape: tuple[int, int], targets: list[Target]):
     """Erbin & Finotello (arXiv 2007.13379): modules of parallel convolutions over rows and columns.
 
-    Each module: Conv2D(filters, k, 'same') for every kernel shape k, concatenated, batch-normalised;
-    then dropout, flatten and the head. Default: filters 32, 64, 32 with (12,1) and (1,15) kernels.
+    Each module (``block: concat_norm``, the default): Conv2D(filters, k, 'same') with bias and activation
+    for every kernel shape k, concatenated, then batch-normalised; then dropout, flatten and the head.
+    Default: filters 32, 64, 32 with (12,1) and (1,15) kernels. ``block: talk`` is the block as the seed
+    talk prints it (``_talk_module``): per branch a convolution without bias, batch norm without scale,
+    then the activation, and the branches concatenated.
     """
     inputs = keras.Input(shape=shape, name="matrix")
     x = _as_image(inputs, shape)
-    for filters, kernels in zip(_layers_values(m["filters"], m["modules"]), module_kernels(m)):
+    for i, (filters, kernels) in enumerate(zip(_layers_values(m["filters"], m["modules"]), module_kernels(m))):
+        if m.get("block") == "talk":
+            x = _talk_module(x, filters, kernels, m, i)
+            continue
         branches = [
             keras.layers.Conv2D(
                 filters, tuple(k), padding="same", activation=m["activation"], kernel_regularizer=_regularizer(m)
@@ -128,6 +134,26 @@ def build_inception(m: dict, shape: tuple[int, int], targets: list[Target]):
         x = keras.layers.Dropout(m["dropout"])(x)
     x = keras.layers.Flatten()(x)
     return keras.Model(inputs, _heads(x, m, targets), name="inception")
+
+
+def _talk_module(x, filters: int, kernels: list[list[int]], m: dict, index: int):
+    """One inception block of the seed talk: per branch Conv2D (no bias) -> BatchNorm (no scale) -> activation.
+
+    The batch norm's shift replaces the bias and the following ReLU makes a scale redundant, so the
+    first block on a one-channel 12x15 image has ``b0_12x1_conv`` 12*32 = 384 and ``b0_1x15_conv``
+    15*32 = 480 weights, and each batch norm 96 numbers (32 shifts, 32 moving means, 32 moving variances).
+    ``batch_norm: false`` leaves the batch norm out.
+    """
+    branches = []
+    for j, (kh, kw) in enumerate(kernels):
+        name = f"b{index}_{kh}x{kw}" + (f"_{j}" if [kh, kw] in kernels[:j] else "")
+        h = keras.layers.Conv2D(
+            filters, (kh, kw), padding="same", use_bias=False, kernel_regularizer=_regularizer(m), name=f"{name}_conv"
+        )(x)
+        if m["batch_norm"]:
+            h = keras.layers.BatchNormalization(scale=False, name=f"{name}_bn")(h)
+        branches.append(keras.layers.Activation(m["activation"], name=f"{name}_{m['activation']}")(h))
+    return keras.layers.Concatenate(name=f"b{index}_concat")(branches) if len(branches) > 1 else branches[0]
 
 
 @keras.saving.register_keras_serializable(package="cicy_search")

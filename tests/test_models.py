@@ -137,3 +137,49 @@ def test_permutation_augmentation_changes_training_but_not_evaluation():
     augmented = fit(resolve({**tiny(limit=400, epochs=2), "train": {**tiny()["train"], "epochs": 2, "augment": "permute"}}))
     assert augmented.history["loss"] != plain.history["loss"]
     assert augmented.history["loss"][1] < augmented.history["loss"][0] * 1.5
+
+
+def test_talk_inception_block_is_the_one_the_talk_prints():
+    """Per branch: conv without bias -> batch norm without scale -> ReLU; branches concatenated (Schneider 2020)."""
+    from cicy_search.config import load_config
+
+    config = load_config("inception_talk")
+    assert config["model"]["block"] == "talk"
+    model = build(config, (12, 15), H11)
+    params = {layer.name: layer.count_params() for layer in model.layers}
+    assert params["b0_12x1_conv"] == 384 and params["b0_1x15_conv"] == 480
+    assert params["b0_12x1_bn"] == 96 and params["b0_1x15_bn"] == 96
+    assert not model.get_layer("b0_12x1_conv").use_bias and not model.get_layer("b0_12x1_bn").scale
+    assert model.get_layer("b0_12x1_bn").center
+    # Order inside a branch, and the concatenation of the activated branches.
+    assert model.get_layer("b0_12x1_relu").input is model.get_layer("b0_12x1_bn").output
+    assert model.get_layer("b0_12x1_bn").input is model.get_layer("b0_12x1_conv").output
+    concat = model.get_layer("b0_concat")
+    assert [t.name for t in concat.input] == [model.get_layer(n).output.name for n in ("b0_12x1_relu", "b0_1x15_relu")]
+    assert model.get_layer("b1_12x1_conv").input is concat.output
+    # The default block is unchanged (234,849 parameters, one batch norm after each concatenation).
+    assert load_config("inception")["model"]["block"] == "concat_norm"
+    # Per module of f filters: no conv biases (-2f) and per-branch batch norms without scale (2 x 3f) in place
+    # of one batch norm with scale over the 2f concatenated channels (4 x 2f): 4f fewer.
+    assert model.count_params() == 234849 - 4 * (32 + 64 + 32)
+    result = fit(tiny("inception", limit=400, epochs=2, block="talk", filters=[4, 4], modules=2, kernels="12x1,1x15,3x3"))
+    assert len(result.history["loss"]) == 2 and np.isfinite(result.history["loss"]).all()
+
+
+def test_cnn_config_is_the_talks_cnn_with_pooling():
+    """3x3 kernels, stride one, zero padding, each convolution followed by 2x2 max pooling."""
+    import keras
+
+    from cicy_search.config import load_config
+
+    config = load_config("cnn")
+    m = config["model"]
+    assert (m["kernel_size"], m["strides"], m["padding"], m["pool"], m["pool_size"]) == ([3, 3], [1, 1], "same", "max", [2, 2])
+    model = build(config, (12, 15), H11)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    pools = [layer for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)]
+    assert len(convs) == len(pools) == 2
+    assert all(c.kernel_size == (3, 3) and c.strides == (1, 1) and c.padding == "same" for c in convs)
+    assert all(p.pool_size == (2, 2) for p in pools)
+    assert tuple(convs[0].output.shape[1:3]) == (12, 15)  # zero padding, stride one: the matrix keeps its size
+    assert tuple(pools[0].output.shape[1:3]) == (6, 8)
