@@ -15,7 +15,7 @@ import optuna
 from . import space, tracking
 from .runner import run_tracked
 from .studyfile import StudySpec
-from .training import Prepared, TrainResult, prepare
+from .training import EpochCallback, Prepared, TrainResult, prepare
 
 
 GC_EVERY = 10
@@ -66,6 +66,7 @@ class Objective:
         self.tags = dict(tags or {})  # e.g. a worker's gpu and threads
         self.uploader = uploader  # tracking.Uploader: MLflow writes off the training thread
         self._prepared: dict[str, Prepared] = {}
+        self._settled = None  # a Future done once everything the previous trial queued is written
 
     def prepared(self, config: dict) -> Prepared:
         key = json.dumps(config["data"], sort_keys=True)
@@ -91,6 +92,12 @@ class Objective:
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("config", config)
         callbacks = []
+        if self._settled is not None:
+            # The previous trial's run is closed in the background while this one starts; by the end of this
+            # trial's first epoch it is (waiting costs nothing then), so a worker killed later leaves no
+            # finished trial with a RUNNING run.
+            settled = self._settled
+            callbacks.append(EpochCallback(lambda epoch, logs: settled.result() if epoch == 0 else None))
         monitor = spec.monitor()
         if monitor and spec.pruner["name"] != "none":
             from optuna_integration import KerasPruningCallback
@@ -131,6 +138,8 @@ class Objective:
             # Keras's global state is reset every trial; the full garbage collection that frees the old
             # graphs costs about 0.4 s on 2 cores, so it runs every GC_EVERY trials.
             keras.backend.clear_session(free_memory=trial.number % GC_EVERY == GC_EVERY - 1)
+            if self.uploader is not None:
+                self._settled = self.uploader.submit(lambda: None)
         result = objective_values(spec, tracked.result)
         if not all(math.isfinite(v) for v in result):
             trial.set_user_attr("fail_reason", f"objective is not finite: {result}")
