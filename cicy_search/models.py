@@ -202,19 +202,21 @@ def masked_pool(x, mask, axis, pooling: str):
 
 
 @keras.saving.register_keras_serializable(package="cicy_search")
-class EntryPool(keras.layers.Layer):
-    """Pools every present entry of (B, R, C, F) into (B, F): the invariant read-out."""
+class MaskedPool(keras.layers.Layer):
+    """Pools the present members of x over ``axes`` (all but batch and features): the invariant read-out."""
 
-    def __init__(self, pooling: str = "mean", **kwargs):
+    def __init__(self, pooling: str = "mean", axes: tuple = (1,), **kwargs):
         super().__init__(**kwargs)
-        self.pooling = pooling
+        self.pooling, self.axes = pooling, tuple(axes)
 
     def call(self, inputs):
+        from keras import ops
+
         x, mask = inputs
-        return masked_pool(x, mask, axis=(1, 2), pooling=self.pooling)[:, 0, 0]
+        return ops.squeeze(masked_pool(x, mask, axis=self.axes, pooling=self.pooling), axis=self.axes)
 
     def get_config(self):
-        return {**super().get_config(), "pooling": self.pooling}
+        return {**super().get_config(), "pooling": self.pooling, "axes": list(self.axes)}
 
 
 @keras.saving.register_keras_serializable(package="cicy_search")
@@ -337,27 +339,14 @@ def _build_bipartite(m: dict, inputs, targets: list[Target]):
         if m["dropout"]:
             rows, cols = keras.layers.Dropout(m["dropout"])(rows), keras.layers.Dropout(m["dropout"])(cols)
     pooled = keras.layers.Concatenate()(
-        [SetPool(m["pooling"], name="pool_rows")([rows, row_mask]), SetPool(m["pooling"], name="pool_cols")([cols, col_mask])]
+        [MaskedPool(m["pooling"], (1,), name="pool_rows")([rows, row_mask]), MaskedPool(m["pooling"], (1,), name="pool_cols")([cols, col_mask])]
     )
+    return _pooled_head(inputs, pooled, m, targets)
+
+
+def _pooled_head(inputs, pooled, m: dict, targets: list[Target]):
     h = keras.layers.Dense(m["head_width"], activation=m["activation"], kernel_regularizer=_regularizer(m))(pooled)
-    h = _block_end(h, m)
-    return keras.Model(inputs, _heads(h, m, targets), name="equivariant")
-
-
-@keras.saving.register_keras_serializable(package="cicy_search")
-class SetPool(keras.layers.Layer):
-    """Pools the present members of (B, N, F) into (B, F)."""
-
-    def __init__(self, pooling: str = "mean", **kwargs):
-        super().__init__(**kwargs)
-        self.pooling = pooling
-
-    def call(self, inputs):
-        x, mask = inputs
-        return masked_pool(x, mask, axis=1, pooling=self.pooling)[:, 0]
-
-    def get_config(self):
-        return {**super().get_config(), "pooling": self.pooling}
+    return keras.Model(inputs, _heads(_block_end(h, m), m, targets), name="equivariant")
 
 
 def build_equivariant(m: dict, shape: tuple, targets: list[Target]):
@@ -382,10 +371,7 @@ def build_equivariant(m: dict, shape: tuple, targets: list[Target]):
             h = keras.layers.Dropout(m["dropout"])(h)
         x = keras.layers.Add()([x, h]) if m["residual"] else h
         x = keras.layers.Multiply()([x, mask])
-    pooled = EntryPool(m["pooling"], name="pool")([x, mask])
-    h = keras.layers.Dense(m["head_width"], activation=m["activation"], kernel_regularizer=_regularizer(m))(pooled)
-    h = _block_end(h, m)
-    return keras.Model(inputs, _heads(h, m, targets), name="equivariant")
+    return _pooled_head(inputs, MaskedPool(m["pooling"], (1, 2), name="pool")([x, mask]), m, targets)
 
 
 class SvmModel:
