@@ -66,7 +66,6 @@ class Objective:
         self.tags = dict(tags or {})  # e.g. a worker's gpu and threads
         self.uploader = uploader  # tracking.Uploader: MLflow writes off the training thread
         self._prepared: dict[str, Prepared] = {}
-        self._settled = None  # a Future done once everything the previous trial queued is written
 
     def prepared(self, config: dict) -> Prepared:
         key = json.dumps(config["data"], sort_keys=True)
@@ -92,11 +91,11 @@ class Objective:
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("config", config)
         callbacks = []
-        if self._settled is not None:
-            # The previous trial's run is closed in the background while this one starts; by the end of this
-            # trial's first epoch it is (waiting costs nothing then), so a worker killed later leaves no
-            # finished trial with a RUNNING run.
-            settled = self._settled
+        if self.uploader is not None:
+            # The previous trial's run is closed (and the study's run updated) in the background while this one
+            # starts; by the end of this trial's first epoch that is done (waiting costs nothing then), so a
+            # worker killed later leaves no finished trial with a RUNNING run or missing from the summary.
+            settled = self.uploader.submit(lambda: None)
             callbacks.append(EpochCallback(lambda epoch, logs: settled.result() if epoch == 0 else None))
         monitor = spec.monitor()
         if monitor and spec.pruner["name"] != "none":
@@ -138,8 +137,6 @@ class Objective:
             # Keras's global state is reset every trial; the full garbage collection that frees the old
             # graphs costs about 0.4 s on 2 cores, so it runs every GC_EVERY trials.
             keras.backend.clear_session(free_memory=trial.number % GC_EVERY == GC_EVERY - 1)
-            if self.uploader is not None:
-                self._settled = self.uploader.submit(lambda: None)
         result = objective_values(spec, tracked.result)
         if not all(math.isfinite(v) for v in result):
             trial.set_user_attr("fail_reason", f"objective is not finite: {result}")
