@@ -64,6 +64,7 @@ def run_tracked(
     progress: bool = False,
     on_start: Callable[[str], None] | None = None,
     uploader: tracking.Uploader | None = None,
+    parent_inputs: bool = False,
 ) -> TrackedResult:
     """Train ``config`` inside one MLflow run.
 
@@ -81,6 +82,7 @@ def run_tracked(
             filled and closed there while training goes on; this returns once ``on_start`` has run, and
             the artifacts and the run's end are written after that (``Uploader.flush`` waits for them).
             Without one, everything is written before this returns.
+        parent_inputs: also list the run's data set among the parent run's inputs (a recipe's runs).
     """
     prepared = prepared or prepare(config)
     d = config["data"]
@@ -96,7 +98,10 @@ def run_tracked(
     try:
         sizes = {f"data.n_{split}": len(prepared.x[split]) for split in ("train", "val", "test")}
         run.log_params({**flatten(config), **sizes, **(params or {})})
-        run.log_inputs(tracking.dataset_inputs(d, prepared.dataset.hash, prepared.index))
+        inputs = tracking.dataset_inputs(d, prepared.dataset.hash, prepared.index)
+        run.log_inputs(inputs)
+        if parent_inputs and parent_run_id:
+            tracking.Run(mlflow_client, parent_run_id, uploader=uploader).log_inputs(inputs)
         # After the params: a run a trial links to always says what it trains.
         linked = run.later(lambda: on_start(run.run_id), "link") if on_start else None
         if tracking.system_metrics_enabled():

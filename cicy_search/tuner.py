@@ -98,7 +98,9 @@ def tune(spec: StudySpec, *, max_trials: int | None = None, algorithm: str = "ra
 
     check_budget(max_trials, n_trials_name="--max-trials")
     client = tracking.client(tracking_uri)
-    prepared = prepare(spec.config_for(space.sample(spec.params, space.Example(), spec.base), seed=spec.seed))
+    example = spec.config_for(space.sample(spec.params, space.Example(), spec.base), seed=spec.seed)
+    prepared = prepare(example)
+    inputs = tracking.dataset_inputs(example["data"], prepared.dataset.hash, prepared.index)  # one split for every trial
     hypermodel = CicyHyperModel(spec, prepared)
     tuner = ALGORITHMS[algorithm](
         hypermodel,
@@ -112,10 +114,12 @@ def tune(spec: StudySpec, *, max_trials: int | None = None, algorithm: str = "ra
     tuner.search()
     experiment = f"{spec.name}-keras-tuner"
     parent = tracking.Run.start(client, experiment, run_name=f"{spec.name} ({algorithm})", tags={"study": spec.name, "engine": "keras-tuner"})
+    parent.log_inputs(inputs)
     trials = list(tuner.oracle.trials.values())
     for t in trials:
         run = tracking.Run.start(client, experiment, run_name=f"kt-{t.trial_id}", parent_run_id=parent.run_id,
                                  tags={"study": spec.name, "engine": "keras-tuner", "trial": t.trial_id, "state": t.status.lower()})
+        run.log_inputs(inputs)
         if t.status == "COMPLETED":
             run.log_params(flatten(hypermodel.config(t.hyperparameters)))
             for name, values in hypermodel.histories.get(_key(t.hyperparameters), {}).items():

@@ -97,6 +97,9 @@ def test_recipe_trains_its_runs_under_one_parent_and_reports_them(mlflow_client,
     assert [c.data.params["name"] for c in children] == ["dense", "dense_dropout"]
     assert all(c.info.status == "FINISHED" and c.data.params["train.epochs"] == "2" for c in children)
     assert {a.path for a in mlflow_client.list_artifacts(parent.info.run_id, "compare")} >= {"compare/mini.html", "compare/mini"}
+    # The recipe's run lists the data its runs trained on (both on the same split here).
+    digests = {i.dataset.digest for i in mlflow_client.get_run(parent.info.run_id).inputs.dataset_inputs}
+    assert digests == {i.dataset.digest for c in children for i in c.inputs.dataset_inputs} and len(digests) == 3
 
 
 def test_shipped_recipe_is_the_five_runs_of_the_comparison():

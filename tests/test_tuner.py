@@ -22,6 +22,7 @@ def test_keras_tuner_searches_the_study_space_and_logs_every_trial(tmp_path, tra
         depth = int(run.data.params["model.depth"])
         assert 1 <= depth <= 3 and len(eval(run.data.params["model.width"])) == depth  # per-layer widths, as with Optuna
         assert len(mlflow_client.get_metric_history(run.info.run_id, "epoch_val_accuracy")) == 2
+        assert {i.tags[0].value for i in run.inputs.dataset_inputs} == {"training", "validation", "test"}
 
 
 def test_keras_tuner_refuses_what_it_cannot_compare():

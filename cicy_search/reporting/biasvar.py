@@ -164,6 +164,9 @@ def run(
                 "biasvar.loss": loss,
             }
         )
+        for cfg in configs:  # the splits the replicas resample (each replica run lists its own resample)
+            p = prepared_by_data[repr(cfg["data"])]
+            parent.log_inputs(tracking.dataset_inputs(cfg["data"], p.dataset.hash, p.index))
         rows, predictions = [], []
         with _progress(progress, len(values) * replicas) as advance, _quiet_retracing():
             for value, cfg in zip(values, configs):

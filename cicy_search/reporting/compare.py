@@ -242,7 +242,10 @@ def run_recipe(
         for i, cfg in enumerate(configs):
             if progress:
                 print(f"[{i + 1}/{len(configs)}] training {cfg['name']} ({cfg['model']['family']}, {cfg['train']['epochs']} epochs)")
-            ids.append(run_tracked(cfg, mlflow_client=client, experiment=recipe["experiment"], parent_run_id=parent.run_id, progress=progress).run_id)
+            ids.append(run_tracked(
+                cfg, mlflow_client=client, experiment=recipe["experiment"], parent_run_id=parent.run_id, progress=progress,
+                parent_inputs=True,
+            ).run_id)
         result = report_compare(
             client, ids, out=out or Path("reports") / f"{recipe['name']}.html", log_to=parent.run_id, title=f"Overfitting comparison: {recipe['name']}", png=png
         )
