@@ -153,6 +153,14 @@ def test_three_workers_share_one_study_and_a_killed_workers_trial_is_retried(tmp
     assert children[retry.user_attrs["mlflow_run_id"]].data.tags["retry_of"] == str(victim)
     assert Counter(r.info.status for r in children.values()) == {"FINISHED": 5, "FAILED": 1}
 
+    # The parent run summed up the trials of all workers and was ended by the last one, the budget met.
+    summary = client.get_run(parent)
+    assert summary.info.status == "FINISHED" and summary.data.tags["budget_met"] == "true"
+    assert summary.data.tags["best_run_id"] == study.best_trial.user_attrs["mlflow_run_id"]
+    complete = sorted(t.number for t in trials if t.state.name == "COMPLETE")
+    assert sorted(m.step for m in client.get_metric_history(parent, "trial_val_accuracy")) == complete
+    assert {a.path for a in client.list_artifacts(parent, "study_report")} >= {"study_report/study-shared.html"}
+
 
 @pytest.mark.postgres
 def test_the_tracking_server_accepts_only_the_host_names_it_is_told(mlflow_server):
