@@ -11,13 +11,15 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
 
 from ..errors import CicyError
+from . import weights
 from .curves import run_curves
-from .html import Report
+from .html import Report, Section
 
 CURVES = {"loss": "epoch_loss", "val_loss": "epoch_val_loss", "accuracy": "epoch_accuracy", "val_accuracy": "epoch_val_accuracy"}
 REPORT_EXPERIMENT = "cicy-search-reports"
@@ -133,6 +135,7 @@ class CompareResult:
     html: Path
     run_id: str | None
     png_note: str | None
+    report: Report | None = None
 
 
 def report_compare(
@@ -145,12 +148,14 @@ def report_compare(
     experiment: str = REPORT_EXPERIMENT,
     title: str = "Overfitting comparison",
     png: bool = True,
+    extra_sections: Sequence[Section] = (),
 ) -> CompareResult:
     """Build the comparison report for ``refs``, write it and log it to MLflow.
 
     Args:
         log_to: the run that receives the report (a recipe's parent run); by default a new run in
             ``experiment`` tagged ``report=compare``.
+        extra_sections: added after the table (a recipe's weight histograms, ``weights.sections``).
     """
     runs = resolve_runs(client, refs, storage=storage)
     histories = {label: history(client, r.info.run_id) for label, r in zip(labels(runs), runs)}
@@ -165,6 +170,7 @@ def report_compare(
     )
     report.add("Learning curves", figures=figures)
     report.add("Accuracy and train-validation gap", table=table)
+    report.sections.extend(extra_sections)
     saved = report.save(out or Path("reports") / "compare.html", png=png)
     from .. import tracking
 
@@ -176,7 +182,7 @@ def report_compare(
         run.end("FINISHED")
     else:
         saved.log(client, log_to, "compare")
-    return CompareResult(table, figures, saved.html, log_to, saved.png_note)
+    return CompareResult(table, figures, saved.html, log_to, saved.png_note, report)
 
 
 def load_recipe(path: str | Path) -> dict:
@@ -238,16 +244,20 @@ def run_recipe(
     parent = tracking.Run.start(client, recipe["experiment"], run_name=recipe["name"], tags={"report": "recipe", "recipe": recipe["name"]})
     try:
         parent.log_params({"recipe": recipe["name"], "runs": ",".join(c["name"] for c in configs)})
-        ids = []
+        ids, models = [], {}
         for i, cfg in enumerate(configs):
             if progress:
                 print(f"[{i + 1}/{len(configs)}] training {cfg['name']} ({cfg['model']['family']}, {cfg['train']['epochs']} epochs)")
-            ids.append(run_tracked(
+            tracked = run_tracked(
                 cfg, mlflow_client=client, experiment=recipe["experiment"], parent_run_id=parent.run_id, progress=progress,
                 parent_inputs=True,
-            ).run_id)
+            )
+            ids.append(tracked.run_id)
+            models[cfg["name"] if cfg["name"] not in models else f"{cfg['name']} ({i + 1})"] = tracked.result.model
+            weights.log_fractions(client, tracked.run_id, tracked.result.model)
         result = report_compare(
-            client, ids, out=out or Path("reports") / f"{recipe['name']}.html", log_to=parent.run_id, title=f"Overfitting comparison: {recipe['name']}", png=png
+            client, ids, out=out or Path("reports") / f"{recipe['name']}.html", log_to=parent.run_id, title=f"Overfitting comparison: {recipe['name']}", png=png,
+            extra_sections=weights.sections(models),
         )
         parent.end("FINISHED")
         return result
