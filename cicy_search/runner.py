@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import tempfile
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -94,7 +94,7 @@ def run_tracked(
         parent_run_id=parent_run_id,
         uploader=uploader,
     )
-    monitor = None
+    monitor = linked = None
     try:
         sizes = {f"data.n_{split}": len(prepared.x[split]) for split in ("train", "val", "test")}
         run.log_params({**flatten(config), **sizes, **(params or {})})
@@ -126,6 +126,8 @@ def run_tracked(
     except BaseException as exc:
         if monitor is not None:
             monitor.stop()
+        if isinstance(linked, Future):
+            wait([linked])  # a pruned or failed trial is still running while its link is written
         status, state = run_status(exc)
         reason = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
         try:
