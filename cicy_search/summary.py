@@ -213,7 +213,8 @@ class StudySummary:
             return [f"study report not written: {tracking.one_line(e)}"]
         if console is not None:
             console.print(
-                f"study report: artifact study_report/{result.html.name} of MLflow run {self.run.run_id}", highlight=False
+                f"study report: artifact study_report/{result.html.name} of MLflow run {self.run.run_id}",
+                highlight=False, soft_wrap=True,
             )
         return []
 
