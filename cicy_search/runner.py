@@ -108,7 +108,8 @@ def run_tracked(
             monitor = tracking.SystemMetrics(run)
         epoch_logger = EpochCallback(
             lambda epoch, logs: run.log_metrics(
-                {f"epoch_{k}": v for k, v in logs.items()}, step=epoch, flush_after=METRIC_FLUSH_SECONDS
+                {f"epoch_{k}": v for k, v in logs.items() if log_test or not k.startswith("test_")},
+                step=epoch, flush_after=METRIC_FLUSH_SECONDS,
             )
         )
         result = fit(config, prepared, callbacks=[epoch_logger, *callbacks], progress=progress)
