@@ -338,17 +338,29 @@ def report_compare(
 
 @report_app.command("recipe")
 def report_recipe(
-    recipe: Path = typer.Argument(..., help="recipe file (recipes/overfitting.yaml)"),
+    recipe: Path = typer.Argument(..., help="recipe file (recipes/overfitting.yaml, recipes/regularization.yaml, recipes/biasvar.yaml)"),
     epochs: Optional[int] = typer.Option(None, help="override train.epochs of every run"),
     limit: Optional[int] = typer.Option(None, help="train on a slice of this many matrices (a quick look)"),
+    replicas: Optional[int] = typer.Option(None, help="bias-variance recipes: override the replicas per level"),
     out: Optional[Path] = typer.Option(None, help="HTML report (default: reports/RECIPE.html)"),
     png: bool = typer.Option(True, help=PNG_HELP),
     tracking_uri: Optional[str] = typer.Option(None, help=TRACKING_HELP),
 ):
-    """Train every run of a recipe under one parent run, then write their comparison report."""
+    """Train every run of a recipe under one parent run, then write their comparison report (or, for a
+    recipe with `vary`, the bias-variance decomposition)."""
     from . import tracking
+    from .reporting import tradeoff
     from .reporting.compare import run_recipe
 
+    if tradeoff.is_recipe(recipe):
+        bv = tradeoff.run_recipe(recipe, tracking.client(tracking_uri), epochs=epochs, limit=limit, replicas=replicas, out=out, png=png)
+        columns = [bv.param, "target", "error", "error_sd", "bias", "variance", "net_variance"]
+        console.print(bv.table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"), soft_wrap=True)
+        console.print(f"MLflow parent run {bv.run_id}")
+        _report_written(bv.html, bv.png_note)
+        return
+    if replicas is not None:
+        raise CicyError("--replicas: only for bias-variance recipes (with vary)")
     result = run_recipe(recipe, tracking.client(tracking_uri), epochs=epochs, limit=limit, out=out, png=png)
     console.print(result.table.drop(columns=["run_id"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"), soft_wrap=True)
     console.print(f"MLflow parent run {result.run_id}")

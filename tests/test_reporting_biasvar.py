@@ -107,7 +107,7 @@ def test_biasvar_page_renders_in_chromium(cli_run, chromium, tmp_path):
 
     check = check_render(cli_run[1], screenshot=tmp_path / "bv.png")
     assert check.errors == [] and len(check.figures) == 1
-    assert check.figures[0]["rendered"] and check.figures[0]["traces"] == len(biasvar.TERMS)
+    assert check.figures[0]["rendered"] and check.figures[0]["traces"] == len(biasvar.TERMS) + 1  # + the replicas' spread
     pixels = np.asarray(Image.open(check.screenshot).convert("L"))
     assert pixels.std() > 10
 

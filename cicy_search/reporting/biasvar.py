@@ -195,7 +195,8 @@ def run(
                 predictions.append({k: np.stack(v) for k, v in preds.items()})
                 for t in prepared.targets:
                     d = decomposition.decompose(loss, np.stack(preds[t.name]), prepared.y[EVAL_SPLIT][t.name])
-                    rows.append({param: value, "target": t.name, "n_params": int(np.mean(n_params)), **d.row()})
+                    spread = replica_spread(loss, np.stack(preds[t.name]), prepared.y[EVAL_SPLIT][t.name])
+                    rows.append({param: value, "target": t.name, "n_params": int(np.mean(n_params)), **d.row(), **spread})
         table = pd.DataFrame(rows)
         fig = figure(table, param)
         report = build_report(table, fig, param, config=config, replicas=replicas, resample=resample, loss=loss)
@@ -210,6 +211,14 @@ def run(
         parent.end("FAILED")
         raise
     return BiasVarianceResult(param, table, fig, parent.run_id, saved.html, saved.png_note, predictions)
+
+
+def replica_spread(loss: str, preds: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """How much one replica's own error varies around the expected error: its sd, min and max over replicas."""
+    y = np.asarray(target, dtype=np.float64)
+    errors = np.mean((preds - y) ** 2, axis=1) if loss == "squared" else np.mean(preds != y, axis=1)
+    return {"error_sd": float(np.std(errors, ddof=1)) if len(errors) > 1 else 0.0,
+            "error_min": float(errors.min()), "error_max": float(errors.max())}
 
 
 @contextlib.contextmanager
@@ -270,6 +279,13 @@ def figure(table: pd.DataFrame, param: str) -> go.Figure:
             fig.add_trace(
                 go.Scatter(x=x, y=list(part[key]), mode="lines+markers", name=name, legendgroup=key,
                            showlegend=col == 1, line={"color": color, "dash": dash}),
+                row=1, col=col,
+            )
+        if "error_sd" in part:  # the spread of single replicas' errors: ±1 sd around the expected error
+            low, high = list(part["error"] - part["error_sd"]), list(part["error"] + part["error_sd"])
+            fig.add_trace(
+                go.Scatter(x=x + x[::-1], y=high + low[::-1], mode="lines", fill="toself", fillcolor="rgba(17,17,17,0.12)", line={"width": 0},
+                           name="one replica's error ± 1 sd", legendgroup="spread", showlegend=col == 1, hoverinfo="skip"),
                 row=1, col=col,
             )
     log = numeric and min(values) > 0 and max(values) / min(values) >= 16

@@ -100,10 +100,10 @@ def figure(group: dict[str, list[tuple[str, np.ndarray]]], *, threshold: float =
             )
         fig.update_xaxes(title_text="weight", row=1, col=col)
         fig.update_xaxes(showticklabels=False, row=2, col=col)
-    fig.update_yaxes(type="log", row=1)
+    fig.update_yaxes(type="log", dtick=1, exponentformat="power", row=1)
     fig.update_yaxes(title_text="share of weights", row=1, col=1)
-    fig.update_yaxes(title_text=f"|w| < {threshold:g}", tickformat=".0%", rangemode="tozero", row=2, col=1)
-    fig.update_yaxes(tickformat=".0%", rangemode="tozero", row=2)
+    fig.update_yaxes(title_text=f"|w| < {threshold:g}", row=2, col=1)
+    fig.update_yaxes(tickformat=".2~%", rangemode="tozero", row=2)
     fig.update_layout(
         title=title or "Weights per layer", template="plotly_white", height=560, bargap=0.15,
         legend={"orientation": "h", "y": -0.08, "x": 0}, margin={"l": 60, "r": 20, "t": 70, "b": 50},
@@ -137,7 +137,8 @@ def sections(models: dict[str, object]) -> list[Section]:
         f"Per layer, the distribution of the trained kernel weights (biases left out; log scale) and the fraction "
         f"with |w| < {THRESHOLDS[0]:g}. L2 shrinks every weight (by d²/(d² + λ) along a direction of singular "
         f"value d), L1 soft-thresholds: small weights go to zero. With Adam they stay within about a learning rate "
-        f"of zero instead of exactly on it, hence the threshold."
+        f"of zero instead of exactly on it, hence the threshold. The output layer carries no penalty (heads are "
+        f"never regularised)."
     )
     return [
         Section("Weights", text=text, figures=[*figures, shrinkage_figure()]),
