@@ -66,7 +66,7 @@ def results_figure(records: list[dict]) -> go.Figure:
                 error_y={"type": "data", "array": [100 * r["h11"][1] for r in part], "visible": True},
                 customdata=[r.get("seeds") for r in part],
                 text=[f"{100 * r['h11'][0]:.1f}" + (f" (n={r['seeds']})" if r.get("seeds") != most else "") for r in part],
-                textposition="outside", cliponaxis=False,
+                textposition="inside", insidetextanchor="start", textfont={"color": "white"},
                 hovertemplate="%{x}<br>%{y:.2f} ± %{error_y.array:.2f}% (%{customdata} seeds)<extra></extra>",
                 name=f"{round(100 * f)}% train", marker_color=colors[i % len(colors)],
             )
