@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from . import bundle
-from .config import decode
+from .config import decode, read_text
 from .data import check_matrix, pad
 from .errors import CicyError
 from .storage import redact
@@ -229,15 +229,7 @@ def read_entries(source: str | Path) -> list[dict]:
         text = decode(stream.read(), name) if stream is not None else sys.stdin.read().removeprefix("\ufeff")
     else:
         path = Path(source)
-        if path.is_dir():
-            raise CicyError(f"{path}: is a folder, expected a JSON or CSV file")
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise CicyError(f"{path}: no such file") from None
-        except OSError as e:
-            raise CicyError(f"{path}: cannot be read: {e.strerror or e}") from None
-        text, suffix, name = decode(raw, str(path)), path.suffix.lower(), str(path)
+        text, suffix, name = read_text(path), path.suffix.lower(), str(path)
     if not text.strip():
         raise CicyError(f"{name}: empty input, expected a JSON list or a CSV file of matrices")
     is_json = suffix == ".json" or (suffix != ".csv" and text.lstrip()[0] in "[{")
