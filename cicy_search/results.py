@@ -148,7 +148,10 @@ def summarise(table: dict, client) -> list[dict]:
             rec = {"row": row["name"], "fraction": fraction, "seeds": len(found), "estimate": row["estimate"], "note": row["note"]}
             model = row["config"]["model"]
             rec["model"] = model["family"]
-            for col, metric in COLUMNS.items():
+            columns = dict(COLUMNS)
+            if row["config"]["data"].get("physics"):  # its h21 is h11 - euler/2: the physics column, not the matrix one
+                columns.update(h21=None, h21_physics="test_h21_accuracy")
+            for col, metric in columns.items():
                 values = [r.data.metrics[metric] for r in found if metric in r.data.metrics]
                 rec[col] = (float(np.mean(values)), float(np.std(values))) if values else None
             for key, metric in (("epochs", "epochs_run"), ("seconds", "train_seconds"), ("params", "n_params")):
