@@ -178,7 +178,10 @@ def test_a_signal_marks_the_running_trial_failed_in_optuna_and_mlflow(tmp_path, 
     path.write_text(yaml.safe_dump({"study": name, **TINY, "data": {"limit": 3000}, "train": {"epochs": 100_000}, "budget": {"n_trials": 1}}))
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     cmd = [sys.executable, "-m", "cicy_search.cli", "study", "run", str(path), "--storage", storage, "--tracking-uri", tracking_uri]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Ctrl-C's default action, even when this suite runs in the background (where a shell starts it, and so this
+    # child, with SIGINT ignored, and Python then keeps it ignored).
+    restore = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if sig == signal.SIGINT else None
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=restore)
     try:
 
         def run_id():
