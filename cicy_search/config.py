@@ -553,6 +553,14 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def merge(base: dict, over: dict) -> dict:
+    """A deep copy of ``base`` with the mapping ``over`` laid on it, section by section."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
 def set_path(config: dict, dotted: str, value: Any) -> None:
     """Set ``config["model"]["depth"]`` from ``"model.depth"``."""
     *parents, leaf = dotted.split(".")

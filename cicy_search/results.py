@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import load_config, load_file, resolve
+from .config import load_config, load_file, merge, resolve
 from .errors import CicyError
 
 TABLE_KEYS = {"name", "experiment", "description", "fractions", "seeds", "val", "override", "rows"}
@@ -31,13 +31,6 @@ COLUMNS = {
     "h21_permuted": "test_permuted_h21_accuracy",
     "val_h11": "val_h11_accuracy",
 }
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def load_table(path: str | Path) -> dict:
@@ -66,7 +59,7 @@ def load_table(path: str | Path) -> dict:
             raise CicyError(f"{path}: rows[{i}]: unknown key {bad[0]!r} (allowed: {', '.join(sorted(ROW_KEYS))})")
         local = path.parent / str(row["config"])
         base = load_config(local if local.is_file() else row["config"])
-        config = _merge(_merge(base, raw.get("override") or {}), row.get("override") or {})
+        config = merge(merge(base, raw.get("override") or {}), row.get("override") or {})
         config["name"] = row["name"]
         resolve(config)
         table["rows"].append(
@@ -79,7 +72,7 @@ def load_table(path: str | Path) -> dict:
 def cell_config(row: dict, fraction: float, seed: int, val: float) -> dict:
     """The resolved config of one cell: the row's config on a split with this train fraction and seed."""
     split = {"train": fraction, "val": val, "test": round(1.0 - fraction - val, 6), "seed": seed}
-    return resolve(_merge(row["config"], {"seed": seed, "data": split}))
+    return resolve(merge(row["config"], {"seed": seed, "data": split}))
 
 
 def _digest(config: dict) -> str:

@@ -8,7 +8,6 @@ lowest validation loss (the one early stopping would keep).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -203,20 +202,13 @@ def load_recipe(path: str | Path) -> dict:
     return {"name": raw.get("name", path.stem), "experiment": raw.get("experiment", f"cicy-search-{path.stem}"), "override": override, "runs": runs, "base": path.parent}
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
 def recipe_configs(recipe: dict, *, epochs: int | None = None, limit: int | None = None) -> list[dict]:
-    from ..config import load_config, resolve
+    from ..config import load_config, merge, resolve
 
     configs = []
     for ref in recipe["runs"]:
         local = recipe["base"] / ref
-        cfg = _merge(load_config(local if local.is_file() else ref), recipe["override"])
+        cfg = merge(load_config(local if local.is_file() else ref), recipe["override"])
         if epochs is not None:
             cfg["train"]["epochs"] = epochs
         if limit is not None:
