@@ -63,11 +63,10 @@ def load(path: str | Path) -> dict:
 
 def recipe_config(recipe: dict, *, epochs: int | None = None, limit: int | None = None) -> dict:
     """The resolved run config every level starts from: the named config with the recipe's override."""
-    from ..config import load_config, resolve
-    from .compare import _merge
+    from ..config import load_config, merge, resolve
 
     local = recipe["base"] / recipe["config"]
-    cfg = _merge(load_config(local if local.is_file() else recipe["config"]), recipe["override"])
+    cfg = merge(load_config(local if local.is_file() else recipe["config"]), recipe["override"])
     if epochs is not None:
         if recipe["param"] == "train.epochs":
             raise CicyError("--epochs: this recipe varies train.epochs itself")
