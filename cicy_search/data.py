@@ -296,10 +296,11 @@ def _euler_summary(data: CicyData) -> dict:
 # Row and column permutations of a configuration matrix describe the same manifold. The functions below
 # work on zero-padded arrays (N, rows, cols) and treat padding rows and columns as absent.
 
-FEATURES = ("euler", "c2")
-# Input channels are scaled to order one: Euler numbers lie in -200..200, c2.J_i in 0..60.
-FEATURE_SCALE = {"euler": 100.0, "c2": 50.0}
+FEATURES = ("euler", "c2", "koszul")
+# Input channels are scaled to order one: Euler numbers lie in -200..200, c2.J_i in 0..60, Koszul counts in 0..20.
+FEATURE_SCALE = {"euler": 100.0, "c2": 50.0, "koszul": 10.0}
 _invariants_memo: dict[bytes, tuple[int, np.ndarray]] = {}
+_koszul_memo: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 
 
 def _valid(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -326,6 +327,26 @@ def exact_invariants(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     euler = np.array([_invariants_memo[k][0] for k in keys], dtype=np.int64)
     c2 = np.stack([_invariants_memo[k][1] for k in keys]) if keys else np.zeros((0, x.shape[1]), dtype=np.int64)
     return euler, c2
+
+
+def koszul_counts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Line-bundle cohomology counts of padded 3-fold matrices (``invariants.koszul_h1``) at their positions:
+    h^1(X, O_X(q_j)) by column (N, cols) and (n_i + 1) h^1(X, O_X(J_i)) by row (N, rows), 0 on padding.
+    Their difference, summed, plus the number of rows is h^{1,1} (``invariants.h11_koszul``).
+    Computed once per distinct matrix and remembered for the process (about 5 ms a matrix of the original list).
+    """
+    from . import invariants
+
+    x = np.asarray(x)
+    rows, cols = _valid(x)
+    normal = np.zeros((len(x), x.shape[2]), dtype=np.int64)
+    ambient = np.zeros((len(x), x.shape[1]), dtype=np.int64)
+    for i, m in enumerate(x):
+        key = np.ascontiguousarray(m, dtype=np.int8).tobytes()
+        if key not in _koszul_memo:
+            _koszul_memo[key] = invariants.koszul_h1(m)
+        normal[i, cols[i]], ambient[i, rows[i]] = _koszul_memo[key]
+    return normal, ambient
 
 
 def _rank(keys: list) -> list[int]:
@@ -424,8 +445,9 @@ def permute(x: np.ndarray, seed: int) -> np.ndarray:
 
 def model_inputs(x: np.ndarray, *, canonical_form: bool = False, features: Sequence[str] = ()) -> np.ndarray:
     """What a network reads: the padded matrices (N, rows, cols), optionally in canonical order, and with
-    exact invariants as extra channels (N, rows, cols, 1 + len(features)) on the present entries:
-    ``euler`` the same on every entry, ``c2`` (c2.J_i) along row i. Both follow any permutation of the matrix.
+    exact invariants as extra channels (N, rows, cols, channels) on the present entries:
+    ``euler`` the same on every entry, ``c2`` (c2.J_i) along row i, ``koszul`` two channels: h^1(X, O_X(q_j))
+    along column j and (n_i + 1) h^1(X, O_X(J_i)) along row i (``koszul_counts``). All follow any permutation.
     """
     if not canonical_form and not features:
         return np.asarray(x)  # an imported 4-fold list stays int8 (0.3 GB, not 1.2): batches are cast when made
@@ -443,6 +465,10 @@ def model_inputs(x: np.ndarray, *, canonical_form: bool = False, features: Seque
             channels.append(present * (euler[:, None, None] / FEATURE_SCALE["euler"]))
         elif name == "c2":
             channels.append(present * (c2[:, :, None] / FEATURE_SCALE["c2"]))
+        elif name == "koszul":
+            normal, ambient = koszul_counts(x)
+            channels.append(present * (normal[:, None, :] / FEATURE_SCALE["koszul"]))
+            channels.append(present * (ambient[:, :, None] / FEATURE_SCALE["koszul"]))
         else:
             raise CicyError(f"unknown input feature {name!r}: choose from {', '.join(FEATURES)}")
     return np.stack(channels, axis=-1).astype(np.float32)

@@ -186,3 +186,20 @@ def test_exact_euler_number_of_every_manifold_matches_the_list():
     euler, c2 = data.exact_invariants(d.x)
     assert (euler == d.frame["euler"].to_numpy()).all()
     assert (c2 >= 0).all() and c2.shape == (len(d.x), 12)
+
+
+def test_koszul_channels_follow_the_matrix_and_add_up_to_h11():
+    d = data.load()
+    x, h11 = d.x[:300], d.y("h11")[:300]
+    inputs = data.model_inputs(x, features=["koszul"])
+    assert inputs.shape == (300, 12, 15, 3)
+    present = (x.sum(axis=2) > 0)[:, :, None] & (x.sum(axis=1) > 0)[:, None, :]
+    assert (inputs[..., 1:][~present] == 0).all()
+    normal, ambient = data.koszul_counts(x)
+    assert np.allclose(inputs[..., 1], present * normal[:, None, :] / data.FEATURE_SCALE["koszul"])
+    assert np.allclose(inputs[..., 2], present * ambient[:, :, None] / data.FEATURE_SCALE["koszul"])
+    rows = (x.sum(axis=2) > 0).sum(axis=1)
+    assert (rows + normal.sum(axis=1) - ambient.sum(axis=1) == h11).all()
+    assert (h11 != rows).sum() > 50  # the slice holds non-favourable manifolds, whose h11 the counts must supply
+    moved = data.model_inputs(data.permute(x, 3), features=["koszul"])
+    assert np.allclose(np.sort(moved.reshape(300, -1), axis=1), np.sort(inputs.reshape(300, -1), axis=1))
