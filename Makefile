@@ -16,6 +16,7 @@ quickstart: setup
 	$(BIN)/cicy-search study run studies/quickstart.yaml
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 bench: setup

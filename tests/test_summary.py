@@ -3,7 +3,6 @@
 import json
 
 import optuna
-import pytest
 import yaml
 from optuna.trial import TrialState, create_trial
 
