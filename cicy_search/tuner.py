@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 import keras_tuner
+import optuna
 
 from . import space, tracking
 from .errors import CicyError
@@ -37,7 +38,11 @@ OPTUNA_HYPERBAND = {"min_resource": 1, "bootstrap_count": 0}  # Optuna's Hyperba
 
 
 def check(spec: StudySpec, algorithm: str) -> dict:
-    """What keras-tuner cannot honour in a study, as one ``CicyError`` line; else the tuner's own settings."""
+    """What keras-tuner cannot honour in a study, as one ``CicyError`` line; else hyperband's settings.
+
+    Random and Bayesian search apply the study's Optuna pruner to their trials (``TrialRunner``); Hyperband
+    is its own early stopping, and takes only Optuna's ``hyperband`` pruner, as its settings.
+    """
     if algorithm not in ALGORITHMS:
         raise CicyError(f"--algorithm: unknown keras-tuner algorithm {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
     if len(spec.objectives) > 1:
@@ -46,25 +51,25 @@ def check(spec: StudySpec, algorithm: str) -> dict:
             "(use study run for a Pareto front)"
         )
     pruner = spec.pruner["name"]
-    settings: dict = {}
-    if algorithm == "hyperband":
-        if spec.family == "svm":
-            raise CicyError("model.family svm: hyperband allocates training epochs, and an SVM trains none")
-        if any(p.name == "train.epochs" for p in spec.params):
-            raise CicyError("space.train.epochs: hyperband chooses each trial's epochs; remove it from the space")
-        settings = {"max_epochs": spec.config_for(space.sample(spec.params, space.Example(), spec.base), seed=0)["train"]["epochs"], "factor": 3}
-        if pruner == "hyperband":  # Optuna's Hyperband pruner: its settings are keras-tuner's
-            for key, value in spec.pruner.items():
-                if key in OPTUNA_HYPERBAND and value != OPTUNA_HYPERBAND[key]:
-                    raise CicyError(f"pruner.{key}: keras-tuner's hyperband needs {OPTUNA_HYPERBAND[key]}, got {value!r}")
-            if isinstance(spec.pruner.get("max_resource"), int):
-                settings["max_epochs"] = spec.pruner["max_resource"]
-            settings["factor"] = spec.pruner.get("reduction_factor", 3)
-            return settings
-    if pruner != "none":
-        also = ", or pruner: hyperband with --algorithm hyperband" if pruner != "hyperband" else ""
+    if algorithm != "hyperband":
+        return {}
+    if spec.family == "svm":
+        raise CicyError("model.family svm: hyperband allocates training epochs, and an SVM trains none")
+    if any(p.name == "train.epochs" for p in spec.params):
+        raise CicyError("space.train.epochs: hyperband chooses each trial's epochs; remove it from the space")
+    example = spec.config_for(space.sample(spec.params, space.Example(), spec.base), seed=0)
+    settings = {"max_epochs": example["train"]["epochs"], "factor": 3}
+    if pruner == "hyperband":  # Optuna's Hyperband pruner: its settings are keras-tuner's
+        for key, value in spec.pruner.items():
+            if key in OPTUNA_HYPERBAND and value != OPTUNA_HYPERBAND[key]:
+                raise CicyError(f"pruner.{key}: keras-tuner's hyperband needs {OPTUNA_HYPERBAND[key]}, got {value!r}")
+        if isinstance(spec.pruner.get("max_resource"), int):
+            settings["max_epochs"] = spec.pruner["max_resource"]
+        settings["factor"] = spec.pruner.get("reduction_factor", 3)
+    elif pruner != "none":
         raise CicyError(
-            f"pruner: {pruner} is Optuna's and keras-tuner cannot apply it to {algorithm} search: set pruner: none{also}"
+            f"pruner: {pruner}: hyperband stops poor trials itself and cannot apply Optuna's pruner too; "
+            "set pruner: none (or pruner: hyperband for its settings)"
         )
     return settings
 
@@ -114,6 +119,7 @@ class TrialRunner:
 
     objective: Objective
     algorithm: str
+    pruning = None  # an Optuna study with the study's pruner, for random and bayesian search
     should_stop: Callable[[], bool] = staticmethod(lambda: False)
     on_trial: Callable[[TrialEnd], None] | None = None
 
@@ -137,6 +143,11 @@ class TrialRunner:
                     fit_options["initial_weights"] = self._get_checkpoint_fname(hp.values["tuner/trial_id"])
                     tags["tuner.continues"] = str(int(hp.values["tuner/trial_id"]))
             config = spec.config_for(values, seed=trial_seed(spec.seed, number), name=f"{spec.name}-kt-{number}")
+            pruning = self.pruning.ask() if self.pruning is not None else None
+            if pruning is not None:
+                from optuna_integration import KerasPruningCallback
+
+                fit_options["callbacks"] = [KerasPruningCallback(pruning, spec.monitor())]
             tracked = self.objective.train(
                 config, number=number, tags=tags, on_start=run_id.append, **fit_options,
                 log_model=lambda r: self._best_so_far(objective_values(spec, r)[0], number),
@@ -146,10 +157,22 @@ class TrialRunner:
             value = objective_values(spec, tracked.result)[0]
             if not math.isfinite(value):
                 raise CicyError(f"objective is not finite: {value}")
+        except optuna.TrialPruned:
+            # keras-tuner's oracle learns from the last value the pruner saw (as TPE uses pruned trials); the
+            # "pruned" metric keeps the trial out of the best ones.
+            seen = next(t for t in self.pruning.get_trials(deepcopy=False) if t.number == pruning.number).intermediate_values
+            last = seen[max(seen)] if seen else math.nan
+            self.pruning.tell(pruning, state=optuna.trial.TrialState.PRUNED)
+            self._ended(TrialEnd(number, "pruned", None, run_id[0] if run_id else None))
+            return {spec.objectives[0].metric: last, "pruned": 1.0}
         except Exception as exc:
+            if pruning is not None:
+                self.pruning.tell(pruning, state=optuna.trial.TrialState.FAIL)
             reason = tracking.one_line(exc)
             self._ended(TrialEnd(number, "failed", None, run_id[0] if run_id else None, reason))
             raise keras_tuner.errors.FailedTrialError(reason) from exc
+        if pruning is not None:
+            self.pruning.tell(pruning, value)
         self._ended(TrialEnd(number, "complete", value, tracked.run_id))
         return {spec.objectives[0].metric: value}
 
@@ -160,11 +183,16 @@ class TrialRunner:
     def _best_so_far(self, value: float, number: int) -> bool:
         """No earlier complete trial has a better or equal score (the model of such a trial is logged)."""
         sign = 1 if self.oracle.objective.direction == "max" else -1
-        done = [
-            t.score for t in self.oracle.trials.values()
-            if t.status == "COMPLETED" and t.score is not None and int(t.trial_id) < number
-        ]
+        done = [t.score for t in complete(self.oracle) if int(t.trial_id) < number]
         return all(sign * value > sign * s for s in done)
+
+
+def complete(oracle) -> list:
+    """keras-tuner's completed trials that were not pruned."""
+    return [
+        t for t in oracle.trials.values()
+        if t.status == "COMPLETED" and t.score is not None and not t.metrics.exists("pruned")
+    ]
 
 
 TUNERS = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization, "hyperband": keras_tuner.Hyperband}
@@ -199,6 +227,12 @@ def build_tuner(
     tuner = cls(CicyHyperModel(spec), **kwargs)
     tuner.oracle.max_trials = max_trials  # also hyperband's (not part of the saved state: this call's value holds)
     tuner.objective, tuner.algorithm = objective, algorithm
+    if algorithm != "hyperband" and spec.pruner["name"] != "none" and spec.monitor():
+        # The pruner's record of earlier trials lives beside keras-tuner's state, so a resumed search keeps it.
+        tuner.pruning = optuna.create_study(
+            study_name=spec.name, storage=f"sqlite:///{Path(tuner.project_dir) / 'pruner.db'}", load_if_exists=True,
+            sampler=optuna.samplers.RandomSampler(seed=0), pruner=spec.pruner_object(), direction=spec.directions[0],
+        )
     return tuner
 
 
@@ -284,7 +318,7 @@ def tune(
             if console is not None:
                 console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
         trials = list(tuner.oracle.trials.values()) if tuner is not None else []
-        scores = [t.score for t in trials if t.status == "COMPLETED" and t.score is not None]
+        scores = [t.score for t in complete(tuner.oracle)] if tuner is not None else []
         metric, direction = spec.objectives[0].metric, spec.objectives[0].direction
         best = (max if direction == "maximize" else min)(scores) if scores else math.nan
         parent.log_metrics({"n_trials": len(trials), **({f"best_{metric}": best} if scores else {})}, step=len(trials))
