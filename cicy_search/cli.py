@@ -227,6 +227,7 @@ def study_compare_engines(
     png: bool = typer.Option(True, help="also export every figure as PNG (needs kaleido and a headless Chromium)"),
 ):
     """Optuna (TPE + the study's pruner) against keras-tuner (Hyperband, Bayesian) on equal budgets of training epochs."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # each winner's model is fetched to score it
     from .studyfile import load
 
     spec = load(study_file)
