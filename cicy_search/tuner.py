@@ -34,6 +34,7 @@ from .objective import Objective, objective_values, trial_seed
 from .studyfile import StudySpec, check_budget
 
 ALGORITHMS = ("random", "bayesian", "hyperband")
+FAILURES_IN_A_ROW = 3  # keras-tuner stops the search then, as a study does (study.GIVE_UP_AFTER)
 OPTUNA_HYPERBAND = {"min_resource": 1, "bootstrap_count": 0}  # Optuna's HyperbandPruner settings keras-tuner also has
 
 
@@ -120,6 +121,7 @@ class TrialRunner:
     objective: Objective
     algorithm: str
     pruning = None  # an Optuna study with the study's pruner, for random and bayesian search
+    last_failure = ""
     should_stop: Callable[[], bool] = staticmethod(lambda: False)
     on_trial: Callable[[TrialEnd], None] | None = None
 
@@ -168,7 +170,7 @@ class TrialRunner:
         except Exception as exc:
             if pruning is not None:
                 self.pruning.tell(pruning, state=optuna.trial.TrialState.FAIL)
-            reason = tracking.one_line(exc)
+            reason = self.last_failure = tracking.one_line(exc)
             self._ended(TrialEnd(number, "failed", None, run_id[0] if run_id else None, reason))
             raise keras_tuner.errors.FailedTrialError(reason) from exc
         if pruning is not None:
@@ -215,7 +217,7 @@ def build_tuner(
         directory=str(directory),
         project_name=project_name,
         overwrite=overwrite,
-        max_consecutive_failed_trials=3,
+        max_consecutive_failed_trials=FAILURES_IN_A_ROW,
     )
     if algorithm == "hyperband":
         kwargs.update(settings, hyperband_iterations=None)  # None: until stopped (the oracle's "inf")
@@ -238,6 +240,9 @@ def build_tuner(
 
 def search(tuner: keras_tuner.Tuner) -> str:
     """Run the search; returns how it ended: ``done``, or ``stopped`` (``should_stop``). Failures are one line."""
+    from keras_tuner.src import config as kt_config
+
+    debug, kt_config.DEBUG = kt_config.DEBUG, False  # no traceback printed per failed trial: its reason is logged
     try:
         tuner.search(verbose=0)
     except SearchStopped:
@@ -245,9 +250,9 @@ def search(tuner: keras_tuner.Tuner) -> str:
     except RuntimeError as e:  # keras-tuner gives up after max_consecutive_failed_trials failures in a row
         if "consecutive failures" not in str(e):
             raise
-        last = next((t.message for t in reversed(list(tuner.oracle.trials.values())) if t.message), "") or ""
-        reason = next((line for line in reversed(last.strip().splitlines()) if line.strip()), "no reason recorded")
-        raise CicyError(f"keras-tuner stopped: the last 3 trials failed ({reason[:300]})") from None
+        raise CicyError(f"keras-tuner stopped: the last {FAILURES_IN_A_ROW} trials failed ({tuner.last_failure})") from None
+    finally:
+        kt_config.DEBUG = debug
     return "done"
 
 

@@ -193,3 +193,20 @@ def test_compare_engines_spends_equal_epochs_and_reports(tmp_path, monkeypatch, 
     names = {a.path for a in mlflow_client.list_artifacts(parent, "report")}
     assert "report/cmp.html" in names
     assert mlflow_client.get_run(parent).info.status == "FINISHED"
+
+
+def test_a_search_whose_trials_all_fail_stops_with_one_line(tmp_path, monkeypatch, tracking_uri, mlflow_client, capsys):
+    monkeypatch.chdir(tmp_path)
+    study = _study_file(
+        tmp_path, study="ktfail", model={"head": "regression"}, train={"epochs": 2, "optimizer": "sgd"},
+        space={"train.learning_rate": {"type": "float", "low": 1e29, "high": 1e30, "log": True}},
+    )
+    assert run_cli("study", "tune", study, "--max-trials", "10", "--tracking-uri", tracking_uri, "--directory", str(tmp_path / "kt")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: keras-tuner stopped: the last 3 trials failed (training loss became") and "\n" not in err
+    exp = mlflow_client.get_experiment_by_name("ktfail-keras-tuner")
+    runs = mlflow_client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("role") == "study")
+    trials = [r for r in runs if r is not parent]
+    assert parent.info.status == "FAILED" and len(trials) == 3
+    assert all(r.info.status == "FAILED" and "loss became" in r.data.tags["failure_reason"] for r in trials)
