@@ -109,7 +109,7 @@ class SearchStopped(Exception):
 @dataclass
 class TrialEnd:
     number: int
-    state: str  # complete or failed
+    state: str  # complete, pruned or failed
     value: float | None
     run_id: str | None
     reason: str = ""
@@ -135,6 +135,7 @@ class TrialRunner:
         tags = {"engine": "keras-tuner", "algorithm": self.algorithm}
         fit_options: dict = {}
         run_id: list[str] = []
+        pruning = None
         try:
             values = space.sample(spec.params, HpTrial(hp), spec.base)
             if "tuner/epochs" in hp.values:  # hyperband: train to tuner/epochs, continuing tuner/trial_id's weights
