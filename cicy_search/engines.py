@@ -313,9 +313,9 @@ def curve_figure(runs: list[EngineRun], key: str, epochs_budget: int, objective)
         fig.add_trace(go.Scatter(x=x, y=m, mode="lines", name=f"{engine} ({len(curves)} seeds)", legendgroup=engine,
                                  line={"color": color, "shape": "hv"}))
     fig.update_layout(
-        title=f"Best {objective.metric} so far against {'training epochs spent' if key == 'epochs' else 'wall time'}",
-        xaxis_title="training epochs spent" if key == "epochs" else "seconds", yaxis_title=f"best {objective.metric} (mean ± 1 sd)",
-        template="plotly_white",
+        title=f"against {'epochs spent' if key == 'epochs' else 'wall time'}", template="plotly_white",
+        xaxis_title="training epochs spent" if key == "epochs" else "seconds", yaxis_title=f"best {objective.metric} so far",
+        legend={"orientation": "h", "yanchor": "top", "y": -0.2},
     )
     return fig
 
