@@ -309,7 +309,10 @@ def tune(
     objective = Objective(spec, mlflow_client=client, parent_run_id=parent.run_id, uploader=tracking.uploader(), experiment=experiment)
     status, tuner, before = "FAILED", None, 0
     try:
-        tuner = build_tuner(spec, algorithm, objective, directory=folder, project_name=project, max_trials=budget, overwrite=overwrite, settings=settings)
+        try:
+            tuner = build_tuner(spec, algorithm, objective, directory=folder, project_name=project, max_trials=budget, overwrite=overwrite, settings=settings)
+        except (RuntimeError, ValueError, KeyError, OSError) as e:  # keras-tuner could not reload what is there
+            raise CicyError(f"{folder / project}: the keras-tuner search there cannot be resumed ({tracking.one_line(e)}): use --overwrite") from None
         link_file.parent.mkdir(parents=True, exist_ok=True)
         link_file.write_text(json.dumps({"parent_run_id": parent.run_id, "tracking_uri": client.tracking_uri, "study_hash": _study_hash(spec)}))
         start, before = time.monotonic(), len(tuner.oracle.trials)
