@@ -295,6 +295,11 @@ def tune(
         raise CicyError(f"{folder / project} holds a keras-tuner search of another version of study {spec.name!r}: use --overwrite or another --directory")
     experiment = f"{spec.name}-keras-tuner"
     budget = max_trials or spec.n_trials
+    objective = Objective(spec, mlflow_client=client, parent_run_id=None, uploader=tracking.uploader(), experiment=experiment)
+    try:  # before any MLflow run is touched
+        tuner = build_tuner(spec, algorithm, objective, directory=folder, project_name=project, max_trials=budget, overwrite=overwrite, settings=settings)
+    except (RuntimeError, ValueError, KeyError, OSError) as e:  # keras-tuner could not reload what is there
+        raise CicyError(f"{folder / project}: the keras-tuner search there cannot be resumed ({tracking.one_line(e)}): use --overwrite") from None
     if link is not None and link.get("tracking_uri") == client.tracking_uri:
         parent = tracking.Run(client, link["parent_run_id"])
         client.update_run(parent.run_id, status="RUNNING")
@@ -306,16 +311,12 @@ def tune(
         parent.log_params({"study": spec.name, "algorithm": algorithm, "space": ",".join(p.name for p in spec.params),
                            "objective": f"{spec.objectives[0].metric}:{spec.objectives[0].direction}", **settings})
         parent.log_artifacts({"study.yaml": tracking.config_yaml(spec.raw)})
-    objective = Objective(spec, mlflow_client=client, parent_run_id=parent.run_id, uploader=tracking.uploader(), experiment=experiment)
-    status, tuner, before = "FAILED", None, 0
+    objective.parent_run_id = parent.run_id
+    status, before = "FAILED", len(tuner.oracle.trials)
     try:
-        try:
-            tuner = build_tuner(spec, algorithm, objective, directory=folder, project_name=project, max_trials=budget, overwrite=overwrite, settings=settings)
-        except (RuntimeError, ValueError, KeyError, OSError) as e:  # keras-tuner could not reload what is there
-            raise CicyError(f"{folder / project}: the keras-tuner search there cannot be resumed ({tracking.one_line(e)}): use --overwrite") from None
         link_file.parent.mkdir(parents=True, exist_ok=True)
         link_file.write_text(json.dumps({"parent_run_id": parent.run_id, "tracking_uri": client.tracking_uri, "study_hash": _study_hash(spec)}))
-        start, before = time.monotonic(), len(tuner.oracle.trials)
+        start = time.monotonic()
         tuner.should_stop = lambda: spec.timeout is not None and time.monotonic() - start >= spec.timeout
         tuner.on_trial = _printer(console, spec, budget)
         status = "FINISHED" if search(tuner) == "done" else "KILLED"
@@ -326,8 +327,8 @@ def tune(
         for line in objective.uploader.flush():
             if console is not None:
                 console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
-        trials = list(tuner.oracle.trials.values()) if tuner is not None else []
-        scores = [t.score for t in complete(tuner.oracle)] if tuner is not None else []
+        trials = list(tuner.oracle.trials.values())
+        scores = [t.score for t in complete(tuner.oracle)]
         metric, direction = spec.objectives[0].metric, spec.objectives[0].direction
         best = (max if direction == "maximize" else min)(scores) if scores else math.nan
         parent.log_metrics({"n_trials": len(trials), **({f"best_{metric}": best} if scores else {})}, step=len(trials))

@@ -47,7 +47,7 @@ def test_keras_tuner_searches_the_study_space_and_logs_every_trial(tmp_path, tra
     assert max(r.data.metrics["val_accuracy"] for r in runs) == pytest.approx(summary.best_value)
 
 
-def test_hyperband_trains_the_oracles_epochs_and_continues_the_best_model(tmp_path, tracking_uri, mlflow_client):
+def test_hyperband_trains_the_oracles_epochs_and_continues_the_best_model(tmp_path, tracking_uri, mlflow_client, capsys):
     from cicy_search.tuner import tune
 
     # max_epochs 3, factor 3: the first bracket trains three trials for 1 epoch, then continues the best to 3.
@@ -64,6 +64,16 @@ def test_hyperband_trains_the_oracles_epochs_and_continues_the_best_model(tmp_pa
     assert [s for s, _ in steps(mlflow_client, last)] == [1, 2] and last.data.metrics["epochs_run"] == 2
     assert steps(mlflow_client, last)[0][1] < steps(mlflow_client, best)[0][1]
     assert best.data.tags.get("model_logged") == "true"  # the best so far keeps its model, as in an Optuna study
+
+    # A search folder keras-tuner cannot reload: one line, and the finished search's MLflow run is left as it was.
+    (tmp_path / "kthb-hyperband" / "oracle.json").write_text("{")
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"study": "kthb", **TINY, "train": {"epochs": 3}}))
+    args = ["--algorithm", "hyperband", "--max-trials", "5", "--tracking-uri", tracking_uri, "--directory", str(tmp_path)]
+    assert run_cli("study", "tune", str(path), *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "kthb-hyperband: the keras-tuner search there cannot be resumed" in err and len(err.splitlines()) == 1
+    assert mlflow_client.get_run(summary.parent_run_id).info.status == "FINISHED"
 
 
 def test_an_interrupted_search_keeps_its_finished_trials_and_resumes(tmp_path, tracking_uri, mlflow_client):
