@@ -195,17 +195,53 @@ def _print_best(study) -> None:
 @study_app.command("tune")
 def study_tune(
     study_file: str = typer.Argument(..., help="study file (studies/NAME.yaml)"),
-    max_trials: Optional[int] = typer.Option(None, help="keras-tuner trials (default: the file's budget)"),
-    algorithm: str = typer.Option("random", help="random or bayesian"),
+    max_trials: Optional[int] = typer.Option(None, help="keras-tuner trials in all, earlier ones of a resumed search included (default: the file's budget)"),
+    algorithm: str = typer.Option("random", help="random, bayesian or hyperband"),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or mlruns/)"),
+    directory: Optional[Path] = typer.Option(None, help="keras-tuner's folder; the search is kept (and resumed) in DIRECTORY/STUDY-ALGORITHM (default: the local home's keras-tuner/)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="start the search afresh instead of resuming it"),
 ):
-    """Search the same space with keras-tuner, for comparison with Optuna (MLflow experiment STUDY-keras-tuner)."""
-    from .studyfile import load
-    from .tuner import tune
+    """Search the same space with keras-tuner; trials train like Optuna's and are logged live (MLflow experiment STUDY-keras-tuner)."""
+    from .studyfile import check_budget, load
 
     spec = load(study_file)
-    summary = tune(spec, max_trials=max_trials, algorithm=algorithm, tracking_uri=tracking_uri)
-    console.print(f"keras-tuner ({algorithm}): {summary.n_trials} trials, best val_accuracy {summary.best_val_accuracy:.4f}, run {summary.parent_run_id}")
+    check_budget(max_trials, n_trials_name="--max-trials")
+    from .tuner import check, tune  # imports TensorFlow
+
+    check(spec, algorithm)
+    summary = tune(spec, max_trials=max_trials, algorithm=algorithm, tracking_uri=tracking_uri, directory=directory, overwrite=overwrite, console=console)
+    console.print(
+        f"keras-tuner ({algorithm}): {summary.new_trials} new trials, {summary.n_trials} in all, best {summary.metric} "
+        f"{summary.best_value:.4f}, run {summary.parent_run_id}", highlight=False,
+    )
+
+
+@study_app.command("compare-engines")
+def study_compare_engines(
+    study_file: str = typer.Argument(..., help="study file (studies/NAME.yaml)"),
+    epochs_budget: int = typer.Option(..., help="training epochs each engine may spend per seed (pruned and continued trials count what they trained)"),
+    seeds: int = typer.Option(3, help="repetitions of each engine, seeds STUDY_SEED .. STUDY_SEED + K - 1"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or mlruns/)"),
+    out: Optional[Path] = typer.Option(None, help="HTML report (default: reports/compare-engines-STUDY.html)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the numbers to this JSON file"),
+    png: bool = typer.Option(True, help="also export every figure as PNG (needs kaleido and a headless Chromium)"),
+):
+    """Optuna (TPE + the study's pruner) against keras-tuner (Hyperband, Bayesian) on equal budgets of training epochs."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # each winner's model is fetched to score it
+    from .studyfile import load
+
+    spec = load(study_file)
+    from . import engines  # imports TensorFlow
+
+    engines.check(spec, epochs_budget, seeds)
+    from . import tracking
+
+    result = engines.compare(spec, tracking.client(tracking_uri), epochs_budget=epochs_budget, seeds=seeds, out=out, json_out=json_out, png=png, console=console)
+    console.print(result.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), soft_wrap=True)
+    console.print(f"MLflow run {result.run_id}")
+    if json_out is not None:
+        console.print(f"numbers written to {json_out}")
+    _report_written(result.html, result.png_note)
 
 
 @study_app.command("status")

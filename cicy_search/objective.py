@@ -58,13 +58,16 @@ class Objective:
     """Callable for ``study.optimize``; data arrays are prepared once and reused across trials."""
 
     def __init__(
-        self, spec: StudySpec, *, mlflow_client, parent_run_id: str | None, tags: dict | None = None, uploader=None
+        self, spec: StudySpec, *, mlflow_client, parent_run_id: str | None, tags: dict | None = None, uploader=None,
+        experiment: str | None = None, callbacks=(),
     ):
         self.spec = spec
         self.client = mlflow_client
         self.parent_run_id = parent_run_id
         self.tags = dict(tags or {})  # e.g. a worker's gpu and threads
         self.uploader = uploader  # tracking.Uploader: MLflow writes off the training thread
+        self.experiment = experiment or spec.name
+        self.callbacks = list(callbacks)  # Keras callbacks for every trial, before pruning (an epoch budget)
         self._prepared: dict[str, Prepared] = {}
 
     def prepared(self, config: dict) -> Prepared:
@@ -78,8 +81,6 @@ class Objective:
         return self._prepared[key]
 
     def __call__(self, trial: optuna.Trial) -> Any:
-        import keras
-
         spec = self.spec
         seed = trial_seed(spec.seed, trial.number)
         try:
@@ -91,41 +92,22 @@ class Objective:
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("config", config)
         callbacks = []
-        if self.uploader is not None:
-            # The previous trial's run is closed (and the study's run updated) in the background while this one
-            # starts; by the end of this trial's first epoch that is done (waiting costs nothing then), so a
-            # worker killed later leaves no finished trial with a RUNNING run or missing from the summary.
-            settled = self.uploader.submit(lambda: None)
-            callbacks.append(EpochCallback(lambda epoch, logs: settled.result() if epoch == 0 else None))
         monitor = spec.monitor()
         if monitor and spec.pruner["name"] != "none":
             from optuna_integration import KerasPruningCallback
 
             callbacks.append(KerasPruningCallback(trial, monitor))
-        tags = {
-            "study": spec.name,
-            "trial": str(trial.number),
-            "sampler": spec.sampler["name"],
-            "pruner": spec.pruner["name"],
-            **self.tags,
-        }
+        tags = {"sampler": spec.sampler["name"], "pruner": spec.pruner["name"]}
         if "retry_of" in trial.user_attrs:  # re-run of a trial whose worker was lost
             tags["retry_of"] = str(trial.user_attrs["retry_of"])
         try:
-            tracked = run_tracked(
+            tracked = self.train(
                 config,
-                mlflow_client=self.client,
-                experiment=spec.name,
-                run_name=f"trial-{trial.number}",
-                parent_run_id=self.parent_run_id,
+                number=trial.number,
                 tags=tags,
-                params={"trial.number": trial.number},
-                prepared=self.prepared(config),
                 callbacks=callbacks,
                 log_model=lambda r: is_best_so_far(trial.study, objective_values(spec, r), spec.directions, trial.number),
-                log_test=False,  # the test split is scored once, by export, for the chosen model
                 on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
-                uploader=self.uploader,
             )
         except optuna.TrialPruned:
             raise
@@ -133,11 +115,44 @@ class Objective:
             reason = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
             trial.set_user_attr("fail_reason", reason)
             raise
-        finally:
-            # Keras's global state is reset every trial; the full garbage collection that frees the old
-            # graphs costs about 0.4 s on 2 cores, so it runs every GC_EVERY trials.
-            keras.backend.clear_session(free_memory=trial.number % GC_EVERY == GC_EVERY - 1)
         result = objective_values(spec, tracked.result)
         if not all(math.isfinite(v) for v in result):
             trial.set_user_attr("fail_reason", f"objective is not finite: {result}")
         return result[0] if len(result) == 1 else result
+
+    def train(self, config: dict, *, number: int, tags: dict, callbacks=(), log_model=True, on_start=None, **fit_options):
+        """Train one trial's config as the MLflow run ``trial-NUMBER`` under the study's run: every engine's trials.
+
+        ``tags`` come on top of the study name, trial number and this objective's own; ``fit_options`` go to
+        ``run_tracked`` (a Hyperband trial's ``initial_weights`` and ``initial_epoch``).
+        """
+        import keras
+
+        callbacks = [*self.callbacks, *callbacks]
+        if self.uploader is not None:
+            # The previous trial's run is closed (and the study's run updated) in the background while this one
+            # starts; by the end of this trial's first epoch that is done (waiting costs nothing then), so a
+            # worker killed later leaves no finished trial with a RUNNING run or missing from the summary.
+            settled = self.uploader.submit(lambda: None)
+            callbacks.insert(0, EpochCallback(lambda epoch, logs: settled.result()))  # done after the first: free
+        try:
+            return run_tracked(
+                config,
+                mlflow_client=self.client,
+                experiment=self.experiment,
+                run_name=f"trial-{number}",
+                parent_run_id=self.parent_run_id,
+                tags={"study": self.spec.name, "trial": str(number), **tags, **self.tags},
+                params={"trial.number": number},
+                prepared=self.prepared(config),
+                callbacks=callbacks,
+                log_model=log_model,
+                log_test=False,  # the test split is scored once, by export, for the chosen model
+                on_start=on_start,
+                uploader=self.uploader,
+                **fit_options,
+            )
+        finally:
+            # Keras's global state is reset every trial; the full garbage collection that frees the old
+            # graphs costs about 0.4 s on 2 cores, so it runs every GC_EVERY trials.
+            keras.backend.clear_session(free_memory=number % GC_EVERY == GC_EVERY - 1)

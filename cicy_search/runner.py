@@ -65,6 +65,8 @@ def run_tracked(
     on_start: Callable[[str], None] | None = None,
     uploader: tracking.Uploader | None = None,
     parent_inputs: bool = False,
+    initial_weights: str | None = None,
+    initial_epoch: int = 0,
 ) -> TrackedResult:
     """Train ``config`` inside one MLflow run.
 
@@ -83,6 +85,8 @@ def run_tracked(
             the artifacts and the run's end are written after that (``Uploader.flush`` waits for them).
             Without one, everything is written before this returns.
         parent_inputs: also list the run's data set among the parent run's inputs (a recipe's runs).
+        initial_weights, initial_epoch: continue a saved model from that epoch (``training.fit``; keras-tuner's
+            Hyperband); its ``epoch_*`` metrics are logged at their epochs, from ``initial_epoch`` on.
     """
     prepared = prepared or prepare(config)
     d = config["data"]
@@ -112,7 +116,10 @@ def run_tracked(
                 step=epoch, flush_after=METRIC_FLUSH_SECONDS,
             )
         )
-        result = fit(config, prepared, callbacks=[epoch_logger, *callbacks], progress=progress)
+        result = fit(
+            config, prepared, callbacks=[epoch_logger, *callbacks], progress=progress, initial_weights=initial_weights,
+            initial_epoch=initial_epoch,
+        )
         if isinstance(linked, Future):
             linked.result()  # the run could not be made or linked: the trial must not look tracked
         if monitor is not None:

@@ -222,6 +222,8 @@ def fit(
     *,
     callbacks: Sequence = (),
     progress: bool = False,
+    initial_weights: str | None = None,
+    initial_epoch: int = 0,
 ) -> TrainResult:
     """Train the model a resolved config describes and score it on every split.
 
@@ -230,6 +232,9 @@ def fit(
         prepared: arrays from ``prepare(config)``; prepared here when omitted.
         callbacks: extra Keras callbacks (metric logging, pruning); ignored by the SVM.
         progress: show a progress bar over epochs.
+        initial_weights, initial_epoch: continue a model trained for ``initial_epoch`` epochs whose weights
+            were saved (``model.save_weights``, optimizer included) to this file: epochs ``initial_epoch`` to
+            ``train.epochs`` - 1 are trained (keras-tuner's Hyperband); ``epochs_run`` counts those only.
     """
     prepared = prepared or prepare(config)
     keras.utils.set_random_seed(config["seed"])
@@ -246,6 +251,9 @@ def fit(
         batch = t["batch_size"]
         steps = max(1, math.ceil(len(prepared.x["train"]) / batch))
         compile_model(model, config, prepared.targets, steps)
+        if initial_weights:  # the optimizer's state too (its step count drives the learning-rate schedule)
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(initial_weights)
         cbs = [*_callbacks(config, steps), *callbacks]
         if progress:
             cbs.append(ProgressBar(t["epochs"]))
@@ -257,11 +265,14 @@ def fit(
             xla = use_xla(config, model, steps)
             h = fast_fit(
                 model, train, val, epochs=t["epochs"], batch_size=batch, callbacks=cbs, seed=config["seed"],
-                jit_compile=xla, augment=t["augment"] == "permute",
+                jit_compile=xla, augment=t["augment"] == "permute", initial_epoch=initial_epoch,
             )
         else:
             xla = bool(model.jit_compile)
-            h = model.fit(*train, validation_data=val, epochs=t["epochs"], batch_size=batch, shuffle=True, callbacks=cbs, verbose=0)
+            h = model.fit(
+                *train, validation_data=val, epochs=t["epochs"], initial_epoch=initial_epoch, batch_size=batch, shuffle=True,
+                callbacks=cbs, verbose=0,
+            )
         extra["xla"] = xla
         history = {k: [float(v) for v in vs] for k, vs in h.history.items()}
         epochs_run = len(history.get("loss", []))
@@ -291,7 +302,7 @@ EVAL_BATCH = 1024  # validation batches: no effect on the scores, fewer steps
 
 def fast_fit(
     model, train, val, *, epochs: int, batch_size: int, callbacks: Sequence = (), seed: int = 0,
-    jit_compile: bool = False, augment: bool = False,
+    jit_compile: bool = False, augment: bool = False, initial_epoch: int = 0,
 ):
     """``model.fit(x, y, shuffle=True, validation_data=val)`` for data that fits in memory, one compiled call per epoch.
 
@@ -303,6 +314,7 @@ def fast_fit(
     ``np.random.default_rng(seed)``, a new order every epoch (seeded ``model.fit`` in Keras 3.15 / TF 2.21
     repeats its first order in every epoch). With ``augment`` every training batch has the rows and the
     columns of each matrix randomly permuted (stateless random numbers from the seed, epoch and step).
+    ``initial_epoch``: start there (as ``model.fit``'s), with the order that epoch has in a full run.
     Returns the ``History``.
     """
     import tensorflow as tf
@@ -318,12 +330,14 @@ def fast_fit(
     # One batch or a few: XLA would add compile time and save nothing.
     val_pass = tf.function(lambda: _each_batch(model.test_step, vx, vy, tf.range(vx.shape[0]), EVAL_BATCH), jit_compile=False)
     rng = np.random.default_rng(seed)
+    for _ in range(initial_epoch):
+        rng.permutation(n)
     steps = max(1, math.ceil(n / batch_size))
     cbs = keras.callbacks.CallbackList(list(callbacks), add_history=True, model=model, epochs=epochs, steps=steps, verbose=0)
     model.stop_training = False
     cbs.on_train_begin()
     logs: dict = {}
-    for epoch in range(epochs):
+    for epoch in range(initial_epoch, epochs):
         model.reset_metrics()
         cbs.on_epoch_begin(epoch)
         cbs.on_train_batch_begin(0)
