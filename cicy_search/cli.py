@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from . import links
 from .errors import CicyError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -162,10 +163,10 @@ def study_run(
 def _print_links(study, tracking_uri: str | None = None) -> None:
     """The study's runs table, parent run and best run(s) in the MLflow UI; a note when MLflow cannot be asked."""
     from . import tracking
-    from .summary import links
+    from .summary import ui_links
 
     try:
-        found = links(study, tracking.client(tracking_uri or study.user_attrs.get("tracking_uri")))
+        found = ui_links(study, links.client(study, tracking_uri))
     except Exception as e:  # the trials are in Optuna; MLflow being away must not hide them
         console.print(f"MLflow UI: not available ({tracking.one_line(e)})", markup=False, highlight=False, soft_wrap=True)
         return
@@ -413,12 +414,11 @@ def report_study(
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: the study's own)"),
 ):
     """Optimization history, importances, parallel/slice/contour plots, Pareto front and top trials of a study."""
-    from . import tracking
     from .reporting.study import load_study
     from .reporting.study import report_study as build
 
     s = load_study(study, storage)
-    client = tracking.client(tracking_uri or s.user_attrs.get("tracking_uri"))
+    client = links.client(s, tracking_uri)
     result = build(s, mlflow_client=client, out=out, top=top, png=png)
     for title, reason in result.skipped.items():
         console.print(f"{title}: not drawn ({reason})")

@@ -42,6 +42,7 @@ from .errors import CicyError
 from .objective import Objective
 from .reporting.html import Report
 from .studyfile import StudySpec
+from . import links
 
 ENGINES = {"optuna-tpe": None, "kt-hyperband": "hyperband", "kt-bayesian": "bayesian"}  # engine: keras-tuner algorithm
 COLORS = {"optuna-tpe": "#1f77b4", "kt-hyperband": "#d62728", "kt-bayesian": "#2ca02c"}
@@ -136,7 +137,7 @@ def run_optuna(spec: StudySpec, objective: Objective, budget: EpochBudget, run: 
     if len(failed) >= GIVE_UP_AFTER:
         raise CicyError(f"optuna-tpe stopped: the last {GIVE_UP_AFTER} trials failed ({failed[-1]})")
     objective.uploader.flush()  # the trials' links to their runs are written in the background
-    ids = {t.number: t.user_attrs.get("mlflow_run_id") for t in study.get_trials(deepcopy=False)}
+    ids = {t.number: links.run_id(t) for t in study.get_trials(deepcopy=False)}
     for t in run.trials:
         t["run_id"] = ids.get(t["number"])
 

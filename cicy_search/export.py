@@ -33,13 +33,14 @@ import mlflow
 import optuna
 import pandas as pd
 
-from . import bundle, tracking, training
+from . import bundle, training
 from . import data as cicy_data
 from . import predict as predicting
 from . import study as studies
 from .config import resolve
 from .errors import CicyError
 from .storage import redact
+from . import links
 
 INPUT_EXAMPLE = [[[5]], [[3], [3]]]  # the quintic (h11 = 1, h21 = 101) and the bicubic in P2 x P2 (2, 83)
 PYFUNC_ARTIFACT = "pyfunc"  # registered pyfuncs live in the source run under pyfunc/ID (``model`` holds the bundle)
@@ -241,7 +242,7 @@ def export(
     if "config" not in chosen.user_attrs:
         raise CicyError(f"trial {chosen.number} of study {study_name!r} has no recorded config")
     config = resolve(chosen.user_attrs["config"])
-    client = tracking.client(tracking_uri or study.user_attrs.get("tracking_uri"))
+    client = links.client(study, tracking_uri)
     dataset = config["data"]["dataset"]
     with tempfile.TemporaryDirectory() as tmp:
         stage = Path(tmp) / "bundle"
@@ -257,13 +258,13 @@ def export(
                     "study": study_name,
                     "role": "retrain",
                     "retrain_of_trial": str(chosen.number),
-                    "retrain_of_run": chosen.user_attrs.get("mlflow_run_id", ""),
+                    "retrain_of_run": (links.run_id(chosen) or ""),
                 },
             )
             run_id = tracked.run_id
             bundle.save(stage, tracked.result.model, config, tracked.result.targets)
         else:
-            run_id = chosen.user_attrs.get("mlflow_run_id")
+            run_id = links.run_id(chosen)
             if not run_id:
                 raise CicyError(f"trial {chosen.number} of study {study_name!r} has no MLflow run: export it with --retrain")
             _fetch(client, run_id, stage)

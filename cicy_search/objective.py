@@ -16,6 +16,7 @@ from . import space, tracking
 from .runner import run_tracked
 from .studyfile import StudySpec
 from .training import EpochCallback, Prepared, TrainResult, prepare
+from . import links
 
 
 GC_EVERY = 10
@@ -107,7 +108,7 @@ class Objective:
                 tags=tags,
                 callbacks=callbacks,
                 log_model=lambda r: is_best_so_far(trial.study, objective_values(spec, r), spec.directions, trial.number),
-                on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
+                on_start=lambda run_id: trial.set_user_attr(links.RUN_ID, run_id),
             )
         except optuna.TrialPruned:
             raise

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .errors import CicyError
 from .tracking import local_home
+from . import links
 
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 90
@@ -124,14 +125,14 @@ class RetryStaleTrial:
         self.tracking_uri = tracking_uri
 
     def __call__(self, study, trial) -> None:
-        run_id = trial.user_attrs.get("mlflow_run_id")
+        run_id = links.run_id(trial)
         retry = copy.deepcopy(trial)
         retry.user_attrs = {"retry_of": trial.number}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self._retry(study, retry)
         if run_id:
-            close_lost_run(self.tracking_uri or study.user_attrs.get("tracking_uri"), run_id)
+            close_lost_run(links.tracking_uri(study, self.tracking_uri), run_id)
 
 
 def close_lost_run(tracking_uri: str | None, run_id: str) -> bool:

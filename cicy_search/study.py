@@ -21,6 +21,7 @@ from . import tracking
 from .errors import CicyError
 from .storage import LOST, BudgetLock, check_url, default_url, is_journal, open_storage, redact
 from .studyfile import StudySpec, check_budget
+from . import links
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 POLL_SECONDS = 2.0
@@ -65,7 +66,7 @@ def _create(spec: StudySpec, optuna_storage, *, storage: str | None, tracking_ur
             f"study {spec.name!r} exists in {redact(storage or default_url())} with directions "
             f"{[d.name.lower() for d in study.directions]}, not {spec.directions}"
         )
-    if "mlflow_parent_run_id" not in study.user_attrs:
+    if links.parent_run_id(study) is None:
         parent = tracking.Run.start(client, spec.name, run_name=spec.name, tags={"study": spec.name, "role": "study"})
         parent.log_params(
             {
@@ -80,9 +81,9 @@ def _create(spec: StudySpec, optuna_storage, *, storage: str | None, tracking_ur
         parent.log_artifacts({"study.yaml": tracking.config_yaml(spec.raw)})
         # SCHEDULED until a process works on it; then summary.StudySummary keeps it current and ends it.
         client.update_run(parent.run_id, status="SCHEDULED")
-        study.set_user_attr("mlflow_parent_run_id", parent.run_id)
+        study.set_user_attr(links.PARENT_RUN_ID, parent.run_id)
         study.set_user_attr("mlflow_experiment", spec.name)
-        study.set_user_attr("tracking_uri", client.tracking_uri)
+        study.set_user_attr(links.TRACKING_URI, client.tracking_uri)
         study.set_user_attr("objectives", [o.metric for o in spec.objectives])
         study.set_user_attr("spec", spec.raw)
     budget = n_trials or spec.n_trials
@@ -307,12 +308,12 @@ def run(
     budget = n_trials or spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
     study = create(spec, storage=storage, tracking_uri=tracking_uri, n_trials=budget)
-    client = tracking.client(tracking_uri or study.user_attrs.get("tracking_uri"))
+    client = links.client(study, tracking_uri)
     from .objective import Objective  # imports TensorFlow: only once storage and tracking answered
 
     start = time.monotonic()
     objective = Objective(
-        spec, mlflow_client=client, parent_run_id=study.user_attrs["mlflow_parent_run_id"], uploader=tracking.uploader()
+        spec, mlflow_client=client, parent_run_id=links.parent_run_id(study), uploader=tracking.uploader()
     )
     ran = drive(study, spec, objective, storage=storage, budget=budget, worker=worker, timeout=timeout, console=console, report=report)
     return RunSummary(study, ran, count_finished(study), budget, time.monotonic() - start)
@@ -344,7 +345,7 @@ def drive(
     reseed(study, spec, worker)
     lock = BudgetLock(storage, spec.name)
     summary = None
-    if study.user_attrs.get("mlflow_parent_run_id") and getattr(objective, "client", None) is not None:
+    if links.parent_run_id(study) and getattr(objective, "client", None) is not None:
         summary = StudySummary(study, objective.client, budget=budget, uploader=getattr(objective, "uploader", None))
         summary.start()
     interrupted = False
@@ -397,7 +398,7 @@ def trials_table(study: optuna.Study) -> list[dict]:
                 "values": t.values,
                 "params": t.params,
                 "seconds": t.duration.total_seconds() if t.duration else None,
-                "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+                "mlflow_run_id": links.run_id(t),
                 "fail_reason": t.user_attrs.get("fail_reason") or (LOST if t.number in lost else None),
                 "worker": t.user_attrs.get("worker"),
             }

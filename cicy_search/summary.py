@@ -26,6 +26,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from . import links as link
 from . import tracking
 from .errors import CicyError
 
@@ -108,7 +109,7 @@ def note(study_name: str, trials: list[FrozenTrial], names: list[str], direction
         lines.append(f"Pareto front ({len(top)} trials):")
     for t in top:
         values = ", ".join(f"{n} = {v:.4g}" for n, v in zip(names, t.values))
-        run_id = t.user_attrs.get("mlflow_run_id")
+        run_id = link.run_id(t)
         target = f"[trial-{t.number}]({link(run_id)})" if run_id else "(no MLflow run)"
         lines.append(f"{'- ' if len(directions) > 1 else 'Best: '}trial {t.number}, {values}: run {target}")
     if not top:
@@ -131,7 +132,7 @@ class StudySummary:
         self.client = client
         self.budget = budget
         self.uploader = uploader
-        self.run = tracking.Run(client, study.user_attrs["mlflow_parent_run_id"], uploader=uploader, name=study.study_name)
+        self.run = tracking.Run(client, link.parent_run_id(study), uploader=uploader, name=study.study_name)
         self.names = objective_names(study)
         self.directions = list(study.directions)
         self.errors: list[str] = []
@@ -169,7 +170,7 @@ class StudySummary:
             tags["pareto_front"] = ",".join(str(t.number) for t in top)
         elif top:
             tags["best_trial"] = str(top[0].number)
-            tags["best_run_id"] = top[0].user_attrs.get("mlflow_run_id", "")
+            tags["best_run_id"] = link.run_id(top[0]) or ""
         return tags
 
     def finish(self, *, report: bool = True, interrupted: bool = False, console=None) -> list[str]:
@@ -231,10 +232,10 @@ class Links:
     serve: str | None = None
 
 
-def links(study: optuna.Study, client, trials: list[FrozenTrial] | None = None) -> Links:
+def ui_links(study: optuna.Study, client, trials: list[FrozenTrial] | None = None) -> Links:
     """The MLflow UI addresses of the study's runs table, its parent run and the runs of ``trials``
     (default: the best trial or the Pareto front)."""
-    parent = study.user_attrs.get("mlflow_parent_run_id")
+    parent = link.parent_run_id(study)
     if parent:
         experiment = client.get_run(parent).info.experiment_id
     else:
@@ -248,7 +249,7 @@ def links(study: optuna.Study, client, trials: list[FrozenTrial] | None = None) 
         ui, serve = LOCAL_UI, f"mlflow ui --backend-store-uri {client.tracking_uri}"
     if trials is None:
         trials = best(study.get_trials(deepcopy=False), list(study.directions))
-    runs = {t.number: tracking.run_url(ui, experiment, t.user_attrs["mlflow_run_id"]) for t in trials if t.user_attrs.get("mlflow_run_id")}
+    runs = {t.number: tracking.run_url(ui, experiment, link.run_id(t)) for t in trials if link.run_id(t)}
     return Links(ui, tracking.experiment_url(ui, experiment), tracking.run_url(ui, experiment, parent) if parent else "", runs, serve)
 
 

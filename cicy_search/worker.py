@@ -21,6 +21,7 @@ from . import tracking
 from .errors import CicyError
 from .storage import default_url, redact
 from .studyfile import StudySpec, check_budget
+from . import links
 
 # Keys of a study file that may differ between the creator's copy and a worker's.
 FREE_KEYS = {"description", "budget"}
@@ -151,10 +152,10 @@ def join(
         if str(e).startswith("no study"):
             raise CicyError(f"{e}; create it first: cicy-search study create FILE --storage URL") from None
         raise
-    if "mlflow_parent_run_id" not in study.user_attrs:
+    if links.parent_run_id(study) is None:
         raise CicyError(f"study {spec.name!r} in {redact(storage or default_url())} was not made by cicy-search study create")
     _same_study(spec, study.user_attrs.get("spec"))
-    client = tracking.client(tracking_uri or study.user_attrs.get("tracking_uri"))
+    client = links.client(study, tracking_uri)
     studies.check_tracking(client)
     budget = int(study.user_attrs.get("budget", spec.n_trials))
     tags = configure_tensorflow(gpu=gpu, threads=threads, gpu_memory_mb=gpu_memory_mb)
@@ -163,7 +164,7 @@ def join(
 
     study.pruner = spec.pruner_object()
     objective = Objective(
-        spec, mlflow_client=client, parent_run_id=study.user_attrs["mlflow_parent_run_id"], tags=tags, uploader=tracking.uploader()
+        spec, mlflow_client=client, parent_run_id=links.parent_run_id(study), tags=tags, uploader=tracking.uploader()
     )
     ran = studies.drive(
         study,

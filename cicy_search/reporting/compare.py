@@ -19,6 +19,7 @@ from ..errors import CicyError
 from . import weights
 from .curves import run_curves
 from .html import Report, Section
+from .. import links
 
 CURVES = {"loss": "epoch_loss", "val_loss": "epoch_val_loss", "accuracy": "epoch_accuracy", "val_accuracy": "epoch_val_accuracy"}
 REPORT_EXPERIMENT = "cicy-search-reports"
@@ -42,7 +43,7 @@ def _study_runs(client, name: str, storage: str | None) -> list | None:
         study = load_study(name, storage)
     except CicyError:
         return None
-    ids = [t.user_attrs.get("mlflow_run_id") for t in study.trials]
+    ids = [links.run_id(t) for t in study.trials]
     return [r for r in (_get_run(client, i) for i in ids if i) if r is not None and _has_curves(r)]
 
 

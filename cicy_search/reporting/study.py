@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from ..study import load as _load
 from .html import Link, Report
+from .. import links
 
 STATE_COLORS = {"COMPLETE": "#2ca02c", "PRUNED": "#ff7f0e", "FAIL": "#d62728", "RUNNING": "#1f77b4", "WAITING": "#7f7f7f"}
 
@@ -74,7 +75,7 @@ def top_trials(study: optuna.Study, n: int = 10, *, mlflow_client=None, ui_url: 
                 **({"pareto": t.number in pareto} if len(names) > 1 else {}),
                 **{f"params.{k}": v for k, v in t.params.items()},
                 "seconds": seconds,
-                "mlflow_run": _mlflow_link(mlflow_client, t.user_attrs.get("mlflow_run_id"), ui),
+                "mlflow_run": _mlflow_link(mlflow_client, links.run_id(t), ui),
             }
         )
     return pd.DataFrame(rows)
@@ -185,7 +186,7 @@ def report_study(
     if mlflow_client is not None:
         from .. import tracking
 
-        run_id = study.user_attrs.get("mlflow_parent_run_id")
+        run_id = links.parent_run_id(study)
         if run_id is None:
             run = tracking.Run.start(mlflow_client, "cicy-search-reports", run_name=f"study {study.study_name}", tags={"report": "study"})
             run.end("FINISHED")
