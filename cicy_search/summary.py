@@ -26,7 +26,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from . import links as link
+from .links import parent_run_id, run_id
 from . import tracking
 from .errors import CicyError
 
@@ -109,8 +109,8 @@ def note(study_name: str, trials: list[FrozenTrial], names: list[str], direction
         lines.append(f"Pareto front ({len(top)} trials):")
     for t in top:
         values = ", ".join(f"{n} = {v:.4g}" for n, v in zip(names, t.values))
-        run_id = link.run_id(t)
-        target = f"[trial-{t.number}]({link(run_id)})" if run_id else "(no MLflow run)"
+        run = run_id(t)
+        target = f"[trial-{t.number}]({link(run)})" if run else "(no MLflow run)"
         lines.append(f"{'- ' if len(directions) > 1 else 'Best: '}trial {t.number}, {values}: run {target}")
     if not top:
         lines.append("No complete trial yet.")
@@ -132,7 +132,7 @@ class StudySummary:
         self.client = client
         self.budget = budget
         self.uploader = uploader
-        self.run = tracking.Run(client, link.parent_run_id(study), uploader=uploader, name=study.study_name)
+        self.run = tracking.Run(client, parent_run_id(study), uploader=uploader, name=study.study_name)
         self.names = objective_names(study)
         self.directions = list(study.directions)
         self.errors: list[str] = []
@@ -170,7 +170,7 @@ class StudySummary:
             tags["pareto_front"] = ",".join(str(t.number) for t in top)
         elif top:
             tags["best_trial"] = str(top[0].number)
-            tags["best_run_id"] = link.run_id(top[0]) or ""
+            tags["best_run_id"] = run_id(top[0]) or ""
         return tags
 
     def finish(self, *, report: bool = True, interrupted: bool = False, console=None) -> list[str]:
@@ -235,7 +235,7 @@ class Links:
 def ui_links(study: optuna.Study, client, trials: list[FrozenTrial] | None = None) -> Links:
     """The MLflow UI addresses of the study's runs table, its parent run and the runs of ``trials``
     (default: the best trial or the Pareto front)."""
-    parent = link.parent_run_id(study)
+    parent = parent_run_id(study)
     if parent:
         experiment = client.get_run(parent).info.experiment_id
     else:
@@ -249,7 +249,7 @@ def ui_links(study: optuna.Study, client, trials: list[FrozenTrial] | None = Non
         ui, serve = LOCAL_UI, f"mlflow ui --backend-store-uri {client.tracking_uri}"
     if trials is None:
         trials = best(study.get_trials(deepcopy=False), list(study.directions))
-    runs = {t.number: tracking.run_url(ui, experiment, link.run_id(t)) for t in trials if link.run_id(t)}
+    runs = {t.number: tracking.run_url(ui, experiment, run_id(t)) for t in trials if run_id(t)}
     return Links(ui, tracking.experiment_url(ui, experiment), tracking.run_url(ui, experiment, parent) if parent else "", runs, serve)
 
 
