@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from . import space, tracking
-from .runner import run_tracked
 from .studyfile import StudySpec
-from .training import EpochCallback, Prepared, TrainResult, prepare
+
+if TYPE_CHECKING:
+    from .training import Prepared, TrainResult
 
 
 GC_EVERY = 10
@@ -70,6 +71,8 @@ class Objective:
     def prepared(self, config: dict) -> Prepared:
         key = json.dumps(config["data"], sort_keys=True)
         if key not in self._prepared:
+            from .training import prepare
+
             self._prepared[key] = prepared = prepare(config)
             if self.parent_run_id:  # the study's run lists every split its trials trained on
                 d = config["data"]
@@ -78,7 +81,10 @@ class Objective:
         return self._prepared[key]
 
     def __call__(self, trial: optuna.Trial) -> Any:
-        import keras
+        import keras  # here, not at the top: trial_seed and is_best_so_far serve workers that never import TensorFlow
+
+        from .runner import run_tracked
+        from .training import EpochCallback
 
         spec = self.spec
         seed = trial_seed(spec.seed, trial.number)
