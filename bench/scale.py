@@ -352,24 +352,26 @@ def worker_main() -> None:
         job = json.loads(line)
         raw = {**base.raw, "study": job["study"], "pruner": job.get("pruner", base.raw.get("pruner"))}
         spec = dataclasses.replace(base, name=job["study"], raw=raw, pruner=job.get("pruner", base.pruner))
-        if job["storage"] not in storages:
-            storages[job["storage"]] = open_storage(job["storage"], tracking_uri=job["tracking_uri"])
-        t0 = time.time()
-        study = optuna.load_study(study_name=job["study"], storage=storages[job["storage"]])
-        loaded = time.time() - t0
-        client = tracking.client(job["tracking_uri"])
-        worker = f"{socket.gethostname()}:{os.getpid()}"
-        objective = SleepObjective(spec, client, study.user_attrs["mlflow_parent_run_id"], seconds=job["seconds"],
-                                   epochs=job["epochs"], timers=timers, worker=worker)  # fmt: skip
+        ran, loaded, objective, error = 0, 0.0, None, None
         try:
+            if job["storage"] not in storages:
+                storages[job["storage"]] = open_storage(job["storage"], tracking_uri=job["tracking_uri"])
+            t0 = time.time()
+            study = optuna.load_study(study_name=job["study"], storage=storages[job["storage"]])
+            loaded = time.time() - t0
+            client = tracking.client(job["tracking_uri"])
+            worker = f"{socket.gethostname()}:{os.getpid()}"
+            objective = SleepObjective(spec, client, study.user_attrs["mlflow_parent_run_id"], seconds=job["seconds"],
+                                       epochs=job["epochs"], timers=timers, worker=worker)  # fmt: skip
             ran = studies.drive(study, spec, objective, storage=job["storage"], budget=int(study.user_attrs["budget"]),
                                 worker=index, worker_id=worker, report=False, budget_lock=job["lock"])  # fmt: skip
-            error = None
-        except Exception as e:  # reported to the bench, which stops
-            ran, error = 0, f"{type(e).__name__}: {e}"
-        objective.close_record()
-        errors = objective.uploader.flush(120)
-        print(json.dumps({"ran": ran, "load_s": round(loaded, 3), "records": objective.records, "error": error,
+        except Exception as e:  # reported to the bench
+            error = f"{type(e).__name__}: {str(e)[:500]}"
+        errors = []
+        if objective is not None:
+            objective.close_record()
+            errors = objective.uploader.flush(120)
+        print(json.dumps({"ran": ran, "load_s": round(loaded, 3), "records": objective.records if objective else [], "error": error,
                           "tracking_errors": errors[:5], "tensorflow": "tensorflow" in sys.modules}), file=answer, flush=True)  # fmt: skip
 
 
@@ -390,7 +392,9 @@ class Pool:
     def _answer(self, proc) -> dict:
         line = proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"a worker exited with {proc.wait()}; see workers.log")
+            self.log.flush()
+            tail = Path(self.log.name).read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"a worker exited with {proc.wait()}: {tail}")
         return json.loads(line)
 
     def run(self, job: dict, n: int) -> list[dict]:
@@ -400,9 +404,6 @@ class Pool:
         answers = [self._answer(p) for p in self.procs[:n]]
         if any(a["tensorflow"] for a in answers):
             raise RuntimeError("a simulated worker imported TensorFlow: the search and tracking path must not")
-        failed = [a["error"] for a in answers if a["error"]]
-        if failed:
-            raise RuntimeError(f"{len(failed)} worker(s) failed: {failed[0]}")
         return answers
 
     def close(self) -> None:
@@ -463,6 +464,7 @@ class Bench:
             "load_study_s_max": max(a["load_s"] for a in answers),
             "tracking_errors": [e for a in answers for e in a["tracking_errors"]][:5],
             "tensorflow_in_workers": any(a["tensorflow"] for a in answers),
+            "worker_errors": [a["error"] for a in answers if a["error"]][:5],
             "records": records,
         }
 
@@ -646,7 +648,8 @@ def main(argv: list[str] | None = None) -> dict:
                     log(f"{n:>3} workers x {seconds:g} s, lock {'on ' if lock else 'off'}: {row['trials_per_min']:.1f} trials/min of "
                         f"{row['ideal_trials_per_min']:.0f} ideal, busy {row['efficiency']:.0%}, overhead/trial median "
                         f"{row['per_trial']['overhead']['median']:.0f} ms, lock wait {row['per_trial'].get('lock_trial', {}).get('median', 0):.0f} ms, "
-                        f"overshoot {row['overshoot']}, peak connections {row['peak_connections']}")  # fmt: skip
+                        f"overshoot {row['overshoot']}, peak connections {row['peak_connections']}"
+                        + (f"; worker errors: {row['worker_errors']}" if row["worker_errors"] else ""))  # fmt: skip
         results["growth"] = growth(bench, args.grow, args.grow_workers, 2, 1.0, 12, locks, log)
         results["load_after"] = os.getloadavg()
     results["figure"] = str(args.out.with_suffix(".html").relative_to(ROOT)) if args.out.is_relative_to(ROOT) else str(args.out.with_suffix(".html"))
