@@ -580,6 +580,11 @@ def _groups(rows: list[dict]) -> dict:
     return {k: sorted(v, key=lambda r: r["workers"]) for k, v in groups.items()}
 
 
+def save(results: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -591,7 +596,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, nargs="+", default=[1, 10, 60], help="trial lengths (60 s and more: the largest worker count only)")
     parser.add_argument("--trials-each", type=int, default=3, help="trials per worker in a throughput job (60 s trials: 2)")
     parser.add_argument("--grow", type=int, nargs="+", default=[0, 1000, 2500, 5000, 10000], help="study sizes the growth is measured at")
-    parser.add_argument("--grow-workers", type=int, default=16)
+    parser.add_argument("--grow-workers", type=int, default=4, help="workers of the growth measurements (few: latency, not saturation)")
     parser.add_argument("--lock", choices=["both", "on", "off"], default="both", help="the budget rule(s) to measure")
     parser.add_argument("--max-connections", type=int, default=400)
     parser.add_argument("--mlflow-workers", type=int, default=4)
@@ -645,6 +650,7 @@ def main(argv: list[str] | None = None) -> dict:
                     study = bench.create(f"tp_{n}w_{seconds:g}s_{'lock' if lock else 'free'}_{secrets.token_hex(2)}", budget=n * each)
                     row = throughput_row(bench.job(study, n, seconds, 4, lock, pruner={"name": "none"}))
                     results["throughput"].append(row)
+                    save(results, args.out)  # as it goes: an interrupted sweep keeps what it measured
                     log(f"{n:>3} workers x {seconds:g} s, lock {'on ' if lock else 'off'}: {row['trials_per_min']:.1f} trials/min of "
                         f"{row['ideal_trials_per_min']:.0f} ideal, busy {row['efficiency']:.0%}, overhead/trial median "
                         f"{row['per_trial']['overhead']['median']:.0f} ms, lock wait {row['per_trial'].get('lock_trial', {}).get('median', 0):.0f} ms, "
@@ -652,9 +658,8 @@ def main(argv: list[str] | None = None) -> dict:
                         + (f"; worker errors: {row['worker_errors']}" if row["worker_errors"] else ""))  # fmt: skip
         results["growth"] = growth(bench, args.grow, args.grow_workers, 2, 1.0, 12, locks, log)
         results["load_after"] = os.getloadavg()
-    results["figure"] = str(args.out.with_suffix(".html").relative_to(ROOT)) if args.out.is_relative_to(ROOT) else str(args.out.with_suffix(".html"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    results["figure"] = str(args.out.with_suffix(".html").name)
+    save(results, args.out)
     figures(results, args.out.with_suffix(".html"))
     log(f"written to {args.out} and {args.out.with_suffix('.html')}")
     return results
