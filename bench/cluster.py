@@ -79,12 +79,12 @@ class Databases:
         self.conn.close()
 
 
-def start_mlflow(backend: str, folder: Path) -> tuple[subprocess.Popen, str]:
+def start_mlflow(backend: str, folder: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, "--artifacts-destination",
-           str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
+           str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=open(folder / "mlflow.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180

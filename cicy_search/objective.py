@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from . import space, tracking
-from .runner import run_tracked
 from .studyfile import StudySpec
-from .training import EpochCallback, Prepared, TrainResult, prepare
 from . import links
+
+if TYPE_CHECKING:
+    from .training import Prepared, TrainResult
 
 
 GC_EVERY = 10
@@ -74,6 +75,8 @@ class Objective:
     def prepared(self, config: dict) -> Prepared:
         key = json.dumps(config["data"], sort_keys=True)
         if key not in self._prepared:
+            from .training import prepare
+
             self._prepared[key] = prepared = prepare(config)
             if self.parent_run_id:  # the study's run lists every split its trials trained on
                 d = config["data"]
@@ -127,7 +130,10 @@ class Objective:
         ``tags`` come on top of the study name, trial number and this objective's own; ``fit_options`` go to
         ``run_tracked`` (a Hyperband trial's ``initial_weights`` and ``initial_epoch``).
         """
-        import keras
+        import keras  # here, not at the top: trial_seed and is_best_so_far serve workers that never import TensorFlow
+
+        from .runner import run_tracked
+        from .training import EpochCallback
 
         callbacks = [*self.callbacks, *callbacks]
         if self.uploader is not None:

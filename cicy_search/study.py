@@ -4,8 +4,11 @@ The study's MLflow side: one experiment named after the study, one parent run (i
 user attributes, so any worker can nest under it) and one child run per trial.
 
 The budget belongs to the study, not to a process: ``optimize_to_budget`` starts a trial only while
-finished + running + queued trials stay under it (counted under a ``BudgetLock``), so any number of
-workers sharing one storage stop together at exactly ``budget`` finished trials.
+finished + running trials stay under it, so any number of workers sharing one storage stop together
+once the study holds ``budget`` finished trials. The check takes no lock (Optuna's ``MaxTrialsCallback``
+rule): workers that check in the same few milliseconds near the end may each start one trial more, so a
+study ends with between ``budget`` and ``budget + workers - 1`` finished trials (``bench.scale`` measures
+how many: a lock that serialised every trial start cost more than the rare extra trial).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def create(
 
 
 def _create(spec: StudySpec, optuna_storage, *, storage: str | None, tracking_uri: str | None, n_trials: int | None) -> optuna.Study:
-    """``create`` once it holds the study's lock."""
+    """``create`` once it holds the study's lock (creating is the one step still taken in turns)."""
     client = tracking.client(tracking_uri)
     study = optuna.create_study(
         study_name=spec.name,
@@ -164,7 +167,8 @@ def optimize_to_budget(
     """Run trials one at a time until the study holds ``budget`` finished trials; returns how many ran.
 
     A trial starts only when a queued (WAITING) trial exists or finished + running trials are under
-    the budget, checked under ``lock`` which the trial releases as soon as it exists. With a
+    the budget. Without ``lock`` (what ``drive`` does) workers checking at the same moment may each start
+    one; with one the check is serialised, held until the trial exists, and the budget is exact. With a
     heartbeat, running trials hold their place: a worker that dies keeps it until the heartbeat
     fails its trial and queues the retry, so the others wait for that (``on_wait`` is told once)
     instead of starting extra trials. Without one (journal files) running trials are not counted,
@@ -332,10 +336,12 @@ def drive(
     worker_id: str | None = None,
     console=None,
     report: bool = True,
+    budget_lock: bool = False,
 ) -> int:
-    """Run ``objective`` on ``study`` under the shared budget lock until the budget is met; returns trials run.
+    """Run ``objective`` on ``study`` until the study's budget is met; returns trials run.
 
-    What ``study run`` and every cluster worker share: a reseeded sampler, the lock, the budget loop, and
+    What ``study run`` and every cluster worker share: a reseeded sampler, the budget loop (without a lock
+    unless ``budget_lock``: the old rule, serialised and exact, kept for ``bench.scale``'s before/after), and
     the study's MLflow parent run kept as its summary (``summary.StudySummary``: updated after each
     trial; at the end the queued MLflow writes flushed, the study report logged unless ``report`` is
     False or the run was interrupted, and the run ended as the budget says).
@@ -343,7 +349,7 @@ def drive(
     from .summary import StudySummary
 
     reseed(study, spec, worker)
-    lock = BudgetLock(storage, spec.name)
+    lock = BudgetLock(storage, spec.name) if budget_lock else None
     summary = None
     if links.parent_run_id(study) and getattr(objective, "client", None) is not None:
         summary = StudySummary(study, objective.client, budget=budget, uploader=getattr(objective, "uploader", None))
@@ -368,7 +374,8 @@ def drive(
         interrupted = True
         raise
     finally:
-        lock.close()
+        if lock is not None:
+            lock.close()
         if summary is not None:
             summary.finish(report=report, interrupted=interrupted, console=console)
 

@@ -3,6 +3,7 @@
 import json
 
 import keras
+import pytest
 
 from bench import flops, pack, throughput
 from cicy_search.config import resolve
@@ -41,3 +42,66 @@ def test_pack_runs_workers_side_by_side(tmp_path):
     rows = pack.main(["--procs", "2", "--limit", "300", "--epochs", "1", "--out", str(out)])
     assert rows[0]["processes"] == 2 and len(rows[0]["val_accuracy"]) == 2 and rows[0]["samples_per_s"] > 0
     assert rows[0]["threads_each"] >= 1 and json.loads(out.read_text())["rows"][0]["device"].startswith(("cpu", "gpu"))
+
+
+def test_a_simulated_worker_runs_the_search_and_tracking_path_without_tensorflow(tmp_path, tracking_uri, mlflow_client):
+    """bench.scale's worker process: the real budget loop, storage, pruner and MLflow runs, a sleep for training."""
+    import subprocess
+    import sys
+
+    import optuna
+
+    from bench import scale
+
+    # The modules a cluster worker runs before training, imported alone, bring no TensorFlow or Keras.
+    path = "cicy_search.worker, cicy_search.study, cicy_search.storage, cicy_search.summary, cicy_search.tracking, cicy_search.studyfile"
+    check = f"import sys, {path}; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = scale.Bench(None, tracking_uri, None, None, storage).create("simulated", budget=4)
+    pool = scale.Pool(1, tmp_path)
+    try:
+        job = {"study": "simulated", "storage": storage, "tracking_uri": tracking_uri, "seconds": 0.2, "epochs": 4, "lock": False}
+        [answer] = pool.run(job, 1)
+    finally:
+        pool.close()
+    assert not pool.tensorflow and not answer["tensorflow"] and answer["error"] is None and answer["tracking_errors"] == []
+    assert answer["ran"] == 4 and [r["number"] for r in answer["records"]] == [0, 1, 2, 3]
+    for r in answer["records"]:
+        assert r["slept_s"] <= 0.2 + 1e-9 and r["overhead_ms"] > 0 and r["storage_trial_calls"] > 0 and r["tracking_bg_calls"] >= 5
+    trials = optuna.load_study(study_name="simulated", storage=storage).get_trials(deepcopy=False)
+    assert all(t.state.is_finished() for t in trials) and len(trials) == 4
+    # Each trial left what a real one leaves: its MLflow run (nested, params, per-epoch metrics, artifacts) and the link.
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    for t in trials:
+        run = mlflow_client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.data.tags["mlflow.parentRunId"] == parent and run.data.params["trial.number"] == str(t.number)
+        assert set(t.params) <= set(run.data.params) and t.user_attrs["config"]["seed"] == t.user_attrs["seed"]
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert run.info.status == "FINISHED" and len(mlflow_client.get_metric_history(run.info.run_id, "epoch_val_accuracy")) == 4
+            assert {a.path for a in mlflow_client.list_artifacts(run.info.run_id)} == {"config.yaml", "model_summary.txt"}
+        else:
+            assert t.state == optuna.trial.TrialState.PRUNED and run.info.status == "KILLED"
+
+
+def test_the_scale_bench_postgres_starts_answers_and_stops(tmp_path):
+    import glob
+    import os
+
+    from bench import scale
+
+    if not glob.glob("/usr/lib/postgresql/*/bin/postgres"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but no PostgreSQL server binaries: .ci/run must install postgresql")
+        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql)")
+    pg = scale.Postgres(tmp_path, max_connections=20)
+    try:
+        pg.create("scale_check")
+        assert pg.query("scale_check", "SHOW max_connections") == "20"
+        assert pg.query("scale_check", "SELECT pg_database_size(current_database())") > 1_000_000
+    finally:
+        pg.stop()
+    assert pg.proc.poll() is not None and not pg.folder.exists()
+    with pytest.raises(Exception):
+        pg.connect("postgres")

@@ -262,3 +262,26 @@ def test_the_budget_loop_gives_up_when_every_trial_fails_the_same_way(tmp_path, 
         assert len(calls) == ran
     finally:
         lock.close()
+
+
+@pytest.mark.timeout(120)
+def test_without_a_lock_concurrent_workers_meet_the_budget_and_overshoot_by_at_most_one_each(rdb_url):
+    """``drive``'s rule (no lock): each worker checks finished + running < budget on its own."""
+    optuna.create_study(study_name="free", storage=storages.open_storage(rdb_url))
+    ran, errors = [], []
+
+    def worker():
+        try:
+            study = optuna.load_study(study_name="free", storage=storages.open_storage(rdb_url))
+            ran.append(studies.optimize_to_budget(study, lambda t: (time.sleep(0.05), t.suggest_float("x", 0, 1))[1], budget=12))
+        except Exception as e:  # pragma: no cover - shown by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    study = optuna.load_study(study_name="free", storage=storages.open_storage(rdb_url))
+    assert not errors and len(ran) == 3 and sum(ran) == len(study.trials)
+    assert 12 <= studies.count_finished(study) <= 12 + 2 and all(t.state == COMPLETE for t in study.trials)

@@ -210,12 +210,12 @@ def test_a_signal_marks_the_running_trial_failed_in_optuna_and_mlflow(tmp_path, 
 
 
 def test_a_study_whose_every_trial_fails_the_same_way_stops_with_one_line(tmp_path, tracking_uri, monkeypatch, capsys):
-    from cicy_search import objective
+    from cicy_search import runner
 
     def broken(config, **kwargs):
         raise RuntimeError("CUDA_ERROR_OUT_OF_MEMORY: out of memory")
 
-    monkeypatch.setattr(objective, "run_tracked", broken)
+    monkeypatch.setattr(runner, "run_tracked", broken)  # the objective imports it when a trial runs
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"study": "always-fails", **TINY, "budget": {"n_trials": 20}}))
     storage = f"sqlite:///{tmp_path / 'o.db'}"

@@ -1,0 +1,697 @@
+"""Scale by simulation: many workers, many trials, one PostgreSQL and one MLflow server.
+
+    .venv/bin/python -m bench.scale            # the full sweep (tens of minutes on 2 cores)
+    .venv/bin/python -m bench.scale --quick    # a CI-sized check (about a minute)
+
+The bench starts its own PostgreSQL (``initdb`` in a temporary folder, a loopback port) and an ``mlflow
+server`` on it, and stops both on exit and on Ctrl-C. Workers are processes running the real worker path
+(``study.drive``: the budget loop, heartbeats, the study's summary run, the background MLflow uploader)
+with an objective whose training is a sleep: the trial's params are sampled by the study's sampler, every
+epoch reports its value to the pruner and logs its metrics, and each trial has its MLflow run, params,
+artifacts (config and model summary) and final status. No worker imports TensorFlow (each reports it).
+
+1. Throughput: N workers (1 to 64) with trials of T seconds run ``--trials-each`` trials each on a fresh
+   study; ``efficiency`` is the busy fraction, slept seconds / (N x wall time from the job's start to its
+   last trial's end): 1.0 is the ideal N x 60 / T trials per minute.
+2. Growth: one study grown to ``--grow`` trials. Between measurements it is filled with copies of its
+   own real complete trials (``prefill``: the same rows a finished trial leaves, copied in SQL; no MLflow
+   runs), then ``--grow-workers`` workers run real trials; the per-trial storage and tracking time is
+   recorded against the number of finished trials.
+
+Each trial's time outside its sleep is split (exclusive timers in the worker): Optuna storage calls on the
+trial's thread, sampler (its own work, excluding the storage reads it makes), budget-lock wait, MLflow
+calls on the trial's thread, and, off the trial's thread, MLflow calls in the uploader and heartbeats.
+The budget rule is measured both ways in the same run (``--lock both``): the old global lock and the
+lock-free check. Results: ``bench/results/scale.json`` and ``bench/results/scale.html`` (plotly, offline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import glob
+import json
+import math
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDY_FILE = ROOT / "studies" / "quickstart.yaml"  # TPE (multivariate), median pruner, 12 epochs, 5 parameters
+N_PARAMS = 5
+
+
+# ----------------------------------------------------------------------------------------------- services
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, seconds: float = 30) -> None:
+    """Signal the process group, SIGKILL it after ``seconds``."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(seconds)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster (Debian's binaries) on a loopback port, trusted local logins."""
+
+    def __init__(self, folder: Path, max_connections: int):
+        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: [int(x) for x in Path(p).parent.name.split(".")])
+        if not binaries:
+            raise SystemExit("bench.scale needs PostgreSQL's server binaries (apt-get install postgresql)")
+        bin_dir = Path(binaries[-1])
+        # Its own folder in /tmp: the server's user must reach it (pytest's and tempfile's folders are private).
+        self.folder = Path(tempfile.mkdtemp(prefix="cicy-scale-postgres-"))
+        user = None
+        if os.getuid() == 0:  # the server refuses to run as root
+            user = "postgres"
+            entry = pwd.getpwnam(user)
+            os.chown(self.folder, entry.pw_uid, entry.pw_gid)
+        data = self.folder / "data"
+        made = subprocess.run([bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+                              user=user, capture_output=True, text=True)  # fmt: skip
+        if made.returncode:
+            raise RuntimeError(f"initdb failed: {made.stderr.strip()[-1000:]}")
+        self.port = _free_port()
+        self.max_connections = max_connections
+        cmd = [bin_dir / "postgres", "-D", data, "-p", str(self.port), "-k", self.folder,
+               "-c", "listen_addresses=127.0.0.1", "-c", f"max_connections={max_connections}"]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, user=user, stdout=open(folder / "postgres.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.connect("postgres").close()
+                break
+            except Exception:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"PostgreSQL did not start: {(folder / 'postgres.log').read_text()[-2000:]}") from None
+                time.sleep(0.3)
+
+    def url(self, db: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+
+    def connect(self, db: str):
+        import psycopg2
+
+        conn = psycopg2.connect(self.url(db), connect_timeout=5)
+        conn.autocommit = True
+        return conn
+
+    def create(self, db: str) -> str:
+        conn = self.connect("postgres")
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{db}"')
+        conn.close()
+        return self.url(db)
+
+    def query(self, db: str, sql: str):
+        conn = self.connect(db)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return cur.fetchone()[0]
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT), then the cluster's folder is removed."""
+        try:
+            _stop(self.proc, signal.SIGINT)
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Peak(threading.Thread):
+    """Samples the server's client connections once a second; ``take()`` returns the peak since the last take."""
+
+    def __init__(self, pg: Postgres):
+        super().__init__(daemon=True)
+        self.pg, self.peak, self.done = pg, 0, threading.Event()
+
+    def run(self) -> None:
+        sql = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        while not self.done.wait(1.0):
+            try:
+                self.peak = max(self.peak, self.pg.query("postgres", sql))
+            except Exception:
+                pass
+
+    def take(self) -> int:
+        peak, self.peak = self.peak, 0
+        return peak
+
+
+# ------------------------------------------------------------------------------------ the simulated worker
+
+
+class Timers:
+    """Exclusive time per category and thread kind (``trial`` for the main thread, ``bg`` for the others)."""
+
+    def __init__(self):
+        self.totals: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def wrap(self, owner, name: str, category: str) -> None:
+        fn = getattr(owner, name)
+        timers = self
+
+        @functools.wraps(fn)
+        def timed(*args, **kwargs):
+            stack = timers._local.__dict__.setdefault("stack", [])
+            stack.append(0.0)
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - t0
+                nested = stack.pop()
+                if stack:
+                    stack[-1] += elapsed
+                kind = "trial" if threading.current_thread() is threading.main_thread() else "bg"
+                key = f"{category}_{kind}"
+                with timers._lock:
+                    timers.totals[key] = timers.totals.get(key, 0.0) + elapsed - nested
+                    timers.calls[key] = timers.calls.get(key, 0) + 1
+
+        setattr(owner, name, timed)
+
+    def snapshot(self) -> dict[str, float]:
+        """Seconds per category, and calls (``<category>_calls``)."""
+        with self._lock:
+            return {**self.totals, **{f"{k}_calls": v for k, v in self.calls.items()}}
+
+
+def install_timers() -> Timers:
+    """Time Optuna's RDB storage, the samplers, the budget lock and MLflow's client, in this process."""
+    import optuna
+    from mlflow import MlflowClient
+
+    from cicy_search.storage import BudgetLock
+
+    timers = Timers()
+    rdb = optuna.storages.RDBStorage
+    for name in [n for n in vars(rdb) if not n.startswith("__")]:
+        if callable(getattr(rdb, name)) and not isinstance(vars(rdb)[name], (staticmethod, classmethod, property)):
+            timers.wrap(rdb, name, "storage")
+    for cls in (optuna.samplers.TPESampler, optuna.samplers.RandomSampler):
+        for name in ("infer_relative_search_space", "sample_relative", "sample_independent", "before_trial", "after_trial"):
+            if name in vars(cls):
+                timers.wrap(cls, name, "sampler")
+    timers.wrap(BudgetLock, "acquire", "lock")
+    timers.wrap(time, "sleep", "sleep")  # the trial's sleep and the budget loop's waits are not overhead
+    for name in [n for n in vars(MlflowClient) if not n.startswith("_")]:
+        if callable(vars(MlflowClient)[name]):
+            timers.wrap(MlflowClient, name, "tracking")
+    return timers
+
+
+class SleepObjective:
+    """``objective.Objective`` with training replaced by a sleep of ``seconds`` (in ``epochs`` steps).
+
+    The trial does what a real one does to the services: samples the study's space, stores its seed and
+    config, opens its MLflow run (nested under the study's run, params, the trial link) through the
+    uploader, reports each epoch to the pruner and logs its metrics, then logs final metrics, its config
+    and model summary as artifacts and ends the run. Its value is a smooth function of the parameters.
+    """
+
+    def __init__(self, spec, client, parent_run_id: str, *, seconds: float, epochs: int, timers: Timers, worker: str):
+        from cicy_search import tracking
+
+        self.spec, self.client, self.parent_run_id = spec, client, parent_run_id
+        self.seconds, self.epochs, self.timers, self.worker = seconds, epochs, timers, worker
+        self.uploader = tracking.uploader()
+        self.records: list[dict] = []
+        self._open: dict | None = None
+
+    def close_record(self) -> None:
+        """End the open record: time and calls since its trial started, less the sleep."""
+        rec, self._open = self._open, None
+        if rec is None:
+            return
+        wall = time.perf_counter() - rec.pop("t0")
+        now = self.timers.snapshot()
+        before = rec.pop("before")
+        for key, value in now.items():
+            if key.endswith("_calls"):
+                rec[key] = value - before.get(key, 0)
+            else:
+                rec[f"{key}_ms"] = round((value - before.get(key, 0.0)) * 1000, 2)
+        rec["overhead_ms"] = round(wall * 1000 - rec.pop("sleep_trial_ms", 0.0), 2)
+        rec.pop("sleep_bg_ms", None)
+        self.records.append(rec)
+
+    def __call__(self, trial):
+        import optuna
+
+        from cicy_search import space, tracking
+        from cicy_search.config import flatten
+        from cicy_search.objective import trial_seed
+
+        self.close_record()
+        self._open = {"number": trial.number, "t0": time.perf_counter(), "before": self.timers.snapshot(), "slept_s": 0.0}
+        spec = self.spec
+        seed = trial_seed(spec.seed, trial.number)
+        values = space.sample(spec.params, trial, spec.base)
+        config = spec.config_for(values, seed=seed, name=f"{spec.name}-{trial.number}")
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("config", config)
+        settled = self.uploader.submit(lambda: None)
+        tags = {"study": spec.name, "trial": str(trial.number), "sampler": spec.sampler["name"],
+                "pruner": spec.pruner["name"], "worker": self.worker, "simulated": "sleep"}  # fmt: skip
+        run = tracking.Run.start(self.client, spec.name, run_name=f"trial-{trial.number}", tags=tags,
+                                 parent_run_id=self.parent_run_id, uploader=self.uploader)  # fmt: skip
+        run.log_params({**flatten(config), "trial.number": trial.number})
+        linked = run.later(lambda: trial.set_user_attr("mlflow_run_id", run.run_id), "link")
+        quality = self.quality(trial)
+        prune = spec.pruner["name"] != "none" and len(spec.objectives) == 1
+        value = 0.0
+        for epoch in range(self.epochs):
+            time.sleep(self.seconds / self.epochs)
+            self._open["slept_s"] += self.seconds / self.epochs
+            if epoch == 0:
+                settled.result()
+            value = quality * (1 - math.exp(-(epoch + 1) / 3))
+            run.log_metrics({"epoch_loss": 1 - value, "epoch_accuracy": value, "epoch_val_loss": 1.1 - value,
+                             "epoch_val_accuracy": value}, step=epoch, flush_after=5.0)  # fmt: skip
+            if prune:
+                trial.report(value, epoch)
+                if trial.should_prune():
+                    linked.result()
+                    run.end("KILLED", tags={"state": "pruned"})
+                    raise optuna.TrialPruned()
+        linked.result()
+        run.log_metrics({"val_accuracy": value, "train_seconds": self.seconds, "epochs_run": self.epochs}, step=self.epochs, flush_after=math.inf)
+        run.log_artifacts({"config.yaml": tracking.config_yaml(config), "model_summary.txt": f"simulated: {values}\n"})
+        run.end("FINISHED", tags={"state": "complete"})
+        return value if len(spec.objectives) == 1 else [value] * len(spec.objectives)
+
+    @staticmethod
+    def quality(trial) -> float:
+        """Between 0.5 and 0.95, best at 30 % of every parameter's (log) range."""
+        distance = 0.0
+        for name, dist in trial.distributions.items():
+            if hasattr(dist, "choices"):
+                u = dist.choices.index(trial.params[name]) / max(1, len(dist.choices) - 1)
+            else:
+                lo, hi, x = dist.low, dist.high, trial.params[name]
+                if getattr(dist, "log", False):
+                    lo, hi, x = math.log(lo), math.log(hi), math.log(x)
+                u = (x - lo) / (hi - lo) if hi > lo else 0.0
+            distance += (u - 0.3) ** 2
+        return 0.5 + 0.45 * math.exp(-distance)
+
+
+def worker_main() -> None:
+    """A pool worker: reads jobs (JSON lines) on stdin, runs each to its study's budget, answers one line each."""
+    import dataclasses
+
+    import optuna
+
+    from cicy_search import study as studies
+    from cicy_search import tracking
+    from cicy_search.storage import open_storage
+    from cicy_search.studyfile import load
+
+    answer = os.fdopen(os.dup(1), "w")  # the answers' channel: whatever libraries print goes to stderr instead
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    timers = install_timers()
+    base = load(STUDY_FILE)
+    storages: dict[str, object] = {}
+    index = int(os.environ.get("CICY_WORKER_INDEX", "0"))
+    print(json.dumps({"ready": True, "tensorflow": "tensorflow" in sys.modules, "keras": "keras" in sys.modules}), file=answer, flush=True)
+    for line in sys.stdin:
+        job = json.loads(line)
+        raw = {**base.raw, "study": job["study"], "pruner": job.get("pruner", base.raw.get("pruner"))}
+        spec = dataclasses.replace(base, name=job["study"], raw=raw, pruner=job.get("pruner", base.pruner))
+        ran, loaded, objective, error = 0, 0.0, None, None
+        try:
+            if job["storage"] not in storages:
+                storages[job["storage"]] = open_storage(job["storage"], tracking_uri=job["tracking_uri"])
+            t0 = time.time()
+            study = optuna.load_study(study_name=job["study"], storage=storages[job["storage"]])
+            loaded = time.time() - t0
+            client = tracking.client(job["tracking_uri"])
+            worker = f"{socket.gethostname()}:{os.getpid()}"
+            objective = SleepObjective(spec, client, study.user_attrs["mlflow_parent_run_id"], seconds=job["seconds"],
+                                       epochs=job["epochs"], timers=timers, worker=worker)  # fmt: skip
+            ran = studies.drive(study, spec, objective, storage=job["storage"], budget=int(study.user_attrs["budget"]),
+                                worker=index, worker_id=worker, report=False, budget_lock=job["lock"])  # fmt: skip
+        except Exception as e:  # reported to the bench
+            error = f"{type(e).__name__}: {str(e)[:500]}"
+        errors = []
+        if objective is not None:
+            objective.close_record()
+            errors = objective.uploader.flush(120)
+        print(json.dumps({"ran": ran, "load_s": round(loaded, 3), "records": objective.records if objective else [], "error": error,
+                          "tracking_errors": errors[:5], "tensorflow": "tensorflow" in sys.modules}), file=answer, flush=True)  # fmt: skip
+
+
+class Pool:
+    """``size`` worker processes started once (imports paid once); a job goes to the first ``n``."""
+
+    def __init__(self, size: int, folder: Path):
+        env = {**os.environ, "CICY_SEARCH_HOME": str(folder / "home"), "PYTHONUNBUFFERED": "1"}
+        self.procs = []
+        self.log = open(folder / "workers.log", "wb")
+        for i in range(size):
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "bench.scale", "--worker"], cwd=ROOT, text=True,
+                                               env={**env, "CICY_WORKER_INDEX": str(i)}, stdin=subprocess.PIPE,
+                                               stdout=subprocess.PIPE, stderr=self.log, start_new_session=True))  # fmt: skip
+        hellos = [self._answer(p) for p in self.procs]
+        self.tensorflow = any(h["tensorflow"] or h["keras"] for h in hellos)
+
+    def _answer(self, proc) -> dict:
+        line = proc.stdout.readline()
+        if not line:
+            self.log.flush()
+            tail = Path(self.log.name).read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"a worker exited with {proc.wait()}: {tail}")
+        return json.loads(line)
+
+    def run(self, job: dict, n: int) -> list[dict]:
+        for p in self.procs[:n]:
+            p.stdin.write(json.dumps(job) + "\n")
+            p.stdin.flush()
+        answers = [self._answer(p) for p in self.procs[:n]]
+        if any(a["tensorflow"] for a in answers):
+            raise RuntimeError("a simulated worker imported TensorFlow: the search and tracking path must not")
+        return answers
+
+    def close(self) -> None:
+        """Idle workers exit when their stdin closes; busy ones (Ctrl-C mid-job) are killed after 10 s."""
+        for p in self.procs:
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+        deadline = time.monotonic() + 10
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _stop(p, signal.SIGKILL, 10)
+
+
+# -------------------------------------------------------------------------------------------- measurements
+
+
+class Bench:
+    def __init__(self, pg: Postgres, tracking_uri: str, pool: Pool, peak: Peak, storage: str):
+        self.pg, self.tracking_uri, self.pool, self.peak, self.storage = pg, tracking_uri, pool, peak, storage
+
+    def create(self, name: str, budget: int, pruner: dict | None = None):
+        import dataclasses
+
+        from cicy_search import study as studies
+        from cicy_search.studyfile import load
+
+        base = load(STUDY_FILE)
+        spec = dataclasses.replace(base, name=name, raw={**base.raw, "study": name}, pruner=pruner or base.pruner)
+        return studies.create(spec, storage=self.storage, tracking_uri=self.tracking_uri, n_trials=budget)
+
+    def job(self, study, workers: int, seconds: float, epochs: int, lock: bool, pruner: dict | None = None) -> dict:
+        import optuna
+
+        job = {"study": study.study_name, "storage": self.storage, "tracking_uri": self.tracking_uri, "seconds": seconds,
+               "epochs": epochs, "lock": lock, **({"pruner": pruner} if pruner else {})}  # fmt: skip
+        self.peak.take()
+        start = time.time()
+        answers = self.pool.run(job, workers)
+        wall = time.time() - start
+        study = optuna.load_study(study_name=study.study_name, storage=study._storage)
+        trials = study.get_trials(deepcopy=False)
+        states = [t.state.name for t in trials]
+        records = sorted((r for a in answers for r in a["records"]), key=lambda r: r["number"])
+        return {
+            "workers": workers,
+            "trial_s": seconds,
+            "lock": lock,
+            "wall_s": round(wall, 2),
+            "slept_s": round(sum(r["slept_s"] for r in records), 2),
+            "finished": states.count("COMPLETE") + states.count("PRUNED"),
+            "failed": states.count("FAIL"),
+            "budget": int(study.user_attrs["budget"]),
+            "peak_connections": self.peak.take(),
+            "load_study_s_max": max(a["load_s"] for a in answers),
+            "tracking_errors": [e for a in answers for e in a["tracking_errors"]][:5],
+            "tensorflow_in_workers": any(a["tensorflow"] for a in answers),
+            "worker_errors": [a["error"] for a in answers if a["error"]][:5],
+            "records": records,
+        }
+
+
+def summarise(records: list[dict]) -> dict:
+    """Per-trial medians and means (milliseconds) of the overhead and its parts."""
+    if not records:
+        return {}
+    def stats(values: list[float]) -> dict:
+        values = sorted(values)
+        return {"median": round(statistics.median(values), 2), "mean": round(statistics.fmean(values), 2),
+                "p90": round(values[math.ceil(0.9 * len(values)) - 1], 2)}  # fmt: skip
+
+    keys = sorted({k for r in records for k in r if k.endswith(("_ms", "_calls"))})
+    out = {k.removesuffix("_ms"): stats([r.get(k, 0.0) for r in records]) for k in keys}
+    out["sampler_per_suggestion"] = stats([r.get("sampler_trial_ms", 0.0) / N_PARAMS for r in records])
+    return out
+
+
+def throughput_row(result: dict) -> dict:
+    row = {k: v for k, v in result.items() if k != "records"}
+    ideal = result["workers"] * 60 / result["trial_s"]
+    row["ideal_trials_per_min"] = round(ideal, 1)
+    row["efficiency"] = round(result["slept_s"] / (result["workers"] * result["wall_s"]), 3)
+    row["trials_per_min"] = round(len(result["records"]) / result["wall_s"] * 60, 1)
+    row["overshoot"] = result["finished"] - result["budget"]
+    row["per_trial"] = summarise(result["records"])
+    return row
+
+
+COPIED_TABLES = {  # Optuna's RDB tables that hang off a trial, and their columns besides the key and trial_id
+    "trial_params": "param_name, param_value, distribution_json",
+    "trial_values": "objective, value, value_type",
+    "trial_intermediate_values": "step, intermediate_value, intermediate_value_type",
+    "trial_user_attributes": "key, value_json",
+    "trial_system_attributes": "key, value_json",
+}
+
+
+def prefill(pg: Postgres, db: str, study, target: int) -> int:
+    """Copy the study's own complete trials (every row a finished trial leaves) until it holds ``target`` trials.
+
+    In SQL, in one transaction: ``Study.add_trial`` managed about 5 trials a second here, too slow for 10,000.
+    """
+    import optuna
+
+    finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    missing = target - len(finished)
+    templates = [t._trial_id for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
+    if missing <= 0 or not templates:
+        return 0
+    conn = pg.connect(db)
+    conn.autocommit = False
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT study_id FROM studies WHERE study_name = %s", (study.study_name,))
+        study_id = cur.fetchone()[0]
+        cur.execute("SELECT coalesce(max(number), -1) FROM trials WHERE study_id = %s", (study_id,))
+        last = cur.fetchone()[0]
+        cur.execute("CREATE TEMP TABLE copies (n int, src int) ON COMMIT DROP")
+        cur.execute("INSERT INTO copies SELECT g, (%s::int[])[1 + g %% %s] FROM generate_series(1, %s) g", (templates, len(templates), missing))
+        cur.execute(
+            "INSERT INTO trials (number, study_id, state, datetime_start, datetime_complete) "
+            "SELECT %s + c.n, %s, t.state, t.datetime_start, t.datetime_complete FROM copies c JOIN trials t ON t.trial_id = c.src",
+            (last, study_id),
+        )
+        cur.execute("ALTER TABLE copies ADD COLUMN new_id int")
+        cur.execute("UPDATE copies c SET new_id = t.trial_id FROM trials t WHERE t.study_id = %s AND t.number = %s + c.n", (study_id, last))
+        for table, columns in COPIED_TABLES.items():
+            cur.execute(f"INSERT INTO {table} (trial_id, {columns}) SELECT c.new_id, {', '.join('x.' + c.strip() for c in columns.split(','))} "
+                        f"FROM copies c JOIN {table} x ON x.trial_id = c.src")  # fmt: skip
+    conn.close()
+    return missing
+
+
+def growth(bench: Bench, sizes: list[int], workers: int, trials_each: int, seconds: float, epochs: int, locks: list[bool], log) -> list[dict]:
+    study = bench.create(f"grow_{secrets.token_hex(2)}", budget=1)
+    rows = []
+    for turn, size in enumerate(sizes):
+        t0 = time.time()
+        copied = prefill(bench.pg, bench.storage.rpartition("/")[2], study, size)
+        fill_s = time.time() - t0
+        for lock in locks if turn % 2 == 0 else locks[::-1]:
+            import optuna
+
+            finished = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)))
+            study.set_user_attr("budget", finished + workers * trials_each)
+            result = bench.job(study, workers, seconds, epochs, lock)
+            row = {k: v for k, v in result.items() if k != "records"}
+            row.update(finished_before=finished, copied=copied, fill_s=round(fill_s, 1), per_trial=summarise(result["records"]),
+                       db_bytes=bench.pg.query(bench.storage.rpartition("/")[2], "SELECT pg_database_size(current_database())"),
+                       mlflow_db_bytes=bench.pg.query("mlflow", "SELECT pg_database_size(current_database())"),
+                       efficiency=round(result["slept_s"] / (workers * result["wall_s"]), 3))  # fmt: skip
+            rows.append(row)
+            copied = 0
+            p = row["per_trial"]
+            log(f"grow {finished:>6} finished, lock {'on ' if lock else 'off'}: overhead/trial median {p['overhead']['median']:.0f} ms "
+                f"(storage {p.get('storage_trial', {}).get('median', 0):.0f}, sampler {p['sampler_per_suggestion']['median']:.1f}/suggestion, "
+                f"lock {p.get('lock_trial', {}).get('median', 0):.0f}, tracking {p.get('tracking_trial', {}).get('median', 0):.0f} + "
+                f"{p.get('tracking_bg', {}).get('median', 0):.0f} bg); db {row['db_bytes'] / 1e6:.0f} MB")
+    return rows
+
+
+def figures(results: dict, path: Path) -> None:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=2, subplot_titles=("trials/min vs workers (dashed: ideal)", "busy fraction vs workers",
+                                                         "storage+tracking ms per trial vs finished trials", "DB size (MB) vs finished trials"))  # fmt: skip
+    for (seconds, lock), rows in _groups(results.get("throughput", [])).items():
+        name = f"{seconds:g} s trials, lock {'on' if lock else 'off'}"
+        x = [r["workers"] for r in rows]
+        fig.add_trace(go.Scatter(x=x, y=[r["trials_per_min"] for r in rows], name=name, mode="lines+markers"), 1, 1)
+        fig.add_trace(go.Scatter(x=x, y=[r["ideal_trials_per_min"] for r in rows], name=f"ideal {seconds:g} s", mode="lines",
+                                 line={"dash": "dash"}, showlegend=not lock), 1, 1)  # fmt: skip
+        fig.add_trace(go.Scatter(x=x, y=[r["efficiency"] for r in rows], name=name, mode="lines+markers", showlegend=False), 1, 2)
+    for lock in (True, False):
+        rows = [r for r in results.get("growth", []) if r["lock"] == lock]
+        if rows:
+            x = [r["finished_before"] for r in rows]
+            for part in ("overhead", "storage_trial", "tracking_bg"):
+                fig.add_trace(go.Scatter(x=x, y=[r["per_trial"].get(part, {}).get("median", 0) for r in rows],
+                                         name=f"{part} (lock {'on' if lock else 'off'})", mode="lines+markers"), 2, 1)  # fmt: skip
+            fig.add_trace(go.Scatter(x=x, y=[r["db_bytes"] / 1e6 for r in rows], name="optuna DB", mode="lines+markers", showlegend=False), 2, 2)
+    fig.update_xaxes(type="log", row=1, col=1)
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_xaxes(type="log", row=1, col=2)
+    fig.update_layout(height=800, width=1200, title="bench.scale: simulated workers on one PostgreSQL and one mlflow server")
+    fig.write_html(path, include_plotlyjs=True)
+
+
+def _groups(rows: list[dict]) -> dict:
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["trial_s"], r["lock"]), []).append(r)
+    return {k: sorted(v, key=lambda r: r["workers"]) for k, v in groups.items()}
+
+
+def save(results: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a CI-sized check: 1 and 3 workers, 1 s trials, a 60-trial study")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--seconds", type=float, nargs="*", default=[1, 10, 60], help="trial lengths (60 s and more: the largest worker count only)")
+    parser.add_argument("--trials-each", type=int, default=3, help="trials per worker in a throughput job (60 s trials: 2)")
+    parser.add_argument("--grow", type=int, nargs="+", default=[0, 1000, 2500, 5000, 10000], help="study sizes the growth is measured at")
+    parser.add_argument("--grow-workers", type=int, default=4, help="workers of the growth measurements (few: latency, not saturation)")
+    parser.add_argument("--lock", choices=["both", "on", "off"], default="both", help="the budget rule(s) to measure")
+    parser.add_argument("--max-connections", type=int, default=400)
+    parser.add_argument("--mlflow-workers", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.workers, args.seconds, args.trials_each, args.grow, args.grow_workers = [1, 3], [1], 2, [0, 60], 3
+        args.mlflow_workers = min(args.mlflow_workers, 2)
+    locks = {"both": [True, False], "on": [True], "off": [False]}[args.lock]
+
+    def log(text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}] {text}", flush=True)
+
+    # Ctrl-C and SIGTERM both unwind through the ExitStack, which stops the workers, mlflow and PostgreSQL.
+    signal.signal(signal.SIGTERM, _interrupt)
+    import optuna
+
+    from bench.cluster import start_mlflow
+    from cicy_search.storage import with_driver
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    results: dict = {"cpu_count": os.cpu_count(), "load_before": os.getloadavg(), "args": {k: str(v) for k, v in vars(args).items()}}
+    with ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cicy-scale-")))
+        log(f"PostgreSQL (max_connections {args.max_connections}) and mlflow server ({args.mlflow_workers} workers) in {folder}")
+        pg = Postgres(folder, args.max_connections)
+        stack.callback(pg.stop)
+        peak = Peak(pg)
+        peak.start()
+        stack.callback(peak.done.set)
+        storage = pg.create("optuna")
+        server, tracking_uri = start_mlflow(with_driver(pg.create("mlflow")), folder, workers=args.mlflow_workers)
+        stack.callback(_stop, server)
+        size = max(args.workers + [args.grow_workers])
+        t0 = time.time()
+        pool = Pool(size, folder)
+        stack.callback(pool.close)
+        results["pool"] = {"workers": size, "start_s": round(time.time() - t0, 1), "tensorflow_imported": pool.tensorflow}
+        log(f"{size} workers ready in {time.time() - t0:.0f} s; TensorFlow imported by any: {pool.tensorflow}")
+        bench = Bench(pg, tracking_uri, pool, peak, storage)
+        # Every worker's first trial pays one-off costs (connections, the MLflow experiment's lookup): not measured.
+        bench.job(bench.create(f"warmup_{secrets.token_hex(2)}", budget=size), size, 0.01, 1, False, pruner={"name": "none"})
+        log("warm-up done: every worker ran a trial")
+        results["throughput"] = []
+        turn = 0
+        for seconds in args.seconds:
+            each = args.trials_each if seconds < 60 else min(2, args.trials_each)
+            for n in args.workers if seconds < 60 else args.workers[-1:]:  # a minute a trial: the largest count only
+                turn += 1
+                for lock in locks if turn % 2 else locks[::-1]:  # the rules alternate which one goes first
+                    study = bench.create(f"tp_{n}w_{seconds:g}s_{'lock' if lock else 'free'}_{secrets.token_hex(2)}", budget=n * each)
+                    row = throughput_row(bench.job(study, n, seconds, 4, lock, pruner={"name": "none"}))
+                    results["throughput"].append(row)
+                    save(results, args.out)  # as it goes: an interrupted sweep keeps what it measured
+                    log(f"{n:>3} workers x {seconds:g} s, lock {'on ' if lock else 'off'}: {row['trials_per_min']:.1f} trials/min of "
+                        f"{row['ideal_trials_per_min']:.0f} ideal, busy {row['efficiency']:.0%}, overhead/trial median "
+                        f"{row['per_trial']['overhead']['median']:.0f} ms, lock wait {row['per_trial'].get('lock_trial', {}).get('median', 0):.0f} ms, "
+                        f"overshoot {row['overshoot']}, peak connections {row['peak_connections']}"
+                        + (f"; worker errors: {row['worker_errors']}" if row["worker_errors"] else ""))  # fmt: skip
+        results["growth"] = growth(bench, args.grow, args.grow_workers, 2, 1.0, 12, locks, log)
+        results["load_after"] = os.getloadavg()
+    results["figure"] = str(args.out.with_suffix(".html").name)
+    save(results, args.out)
+    figures(results, args.out.with_suffix(".html"))
+    log(f"written to {args.out} and {args.out.with_suffix('.html')}")
+    return results
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--worker"]:
+        worker_main()
+    else:
+        try:
+            main()
+        except KeyboardInterrupt:
+            sys.exit(130)
