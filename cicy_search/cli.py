@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import links
-from .errors import CicyError
+from .errors import CicyError, one_line
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -162,13 +162,12 @@ def study_run(
 
 def _print_links(study, tracking_uri: str | None = None) -> None:
     """The study's runs table, parent run and best run(s) in the MLflow UI; a note when MLflow cannot be asked."""
-    from . import tracking
     from .summary import ui_links
 
     try:
         found = ui_links(study, links.client(study, tracking_uri))
     except Exception as e:  # the trials are in Optuna; MLflow being away must not hide them
-        console.print(f"MLflow UI: not available ({tracking.one_line(e)})", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"MLflow UI: not available ({one_line(e)})", markup=False, highlight=False, soft_wrap=True)
         return
     if found.serve:
         console.print(f"MLflow UI (start it with: {found.serve}):", markup=False, highlight=False, soft_wrap=True)

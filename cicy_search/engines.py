@@ -38,7 +38,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from . import tracking
-from .errors import CicyError
+from .errors import CicyError, one_line
 from .objective import Objective
 from .reporting.html import Report
 from .studyfile import StudySpec
@@ -226,7 +226,7 @@ def compare(
             parent.log_metrics({f"{row['engine']}.best_{o.metric}": row["best val"], f"{row['engine']}.winner_test": row["winner test"]})
         parent.end("FINISHED")
     except BaseException as exc:
-        parent.end("FAILED", tags={"state": "failed", "failure_reason": tracking.one_line(exc)})
+        parent.end("FAILED", tags={"state": "failed", "failure_reason": one_line(exc)})
         uploader.flush()
         raise
     for line in uploader.flush():
@@ -263,7 +263,7 @@ def _run_engine(spec, engine, algorithm, k, client, parent_run_id, experiment, e
         run.log_metrics(final, step=result.epochs_spent)
         run.end("FINISHED", tags={"winner_run_id": winner["run_id"]} if winner and winner["run_id"] else None)
     except BaseException as exc:
-        run.end("FAILED", tags={"failure_reason": tracking.one_line(exc)})
+        run.end("FAILED", tags={"failure_reason": one_line(exc)})
         raise
     if console is not None:
         best = f"{winner['value']:.4f}" if winner else "none"

@@ -38,7 +38,7 @@ from . import data as cicy_data
 from . import predict as predicting
 from . import study as studies
 from .config import resolve
-from .errors import CicyError
+from .errors import CicyError, one_line
 from .storage import redact
 from . import links
 
@@ -190,7 +190,7 @@ def _register(client, run, mlflow_model: Path, name: str, alias: str, descriptio
         )
         client.set_registered_model_alias(name, alias, version.version)
     except MlflowException as e:
-        raise CicyError(f"registering {name!r}: {str(e.message).strip().splitlines()[0]}") from None
+        raise CicyError(f"registering {name!r}: {one_line(e)}") from None
     return {"name": name, "version": int(version.version), "alias": alias, "uri": f"models:/{name}@{alias}"}
 
 
@@ -207,7 +207,7 @@ def _check_registry_names(name: str, alias: str) -> None:
         try:
             getattr(validation, check, lambda v: None)(value)
         except MlflowException as e:
-            raise CicyError(f"registry name {value!r}: {str(e.message).strip().splitlines()[0]}") from None
+            raise CicyError(f"registry name {value!r}: {one_line(e)}") from None
 
 
 def export(

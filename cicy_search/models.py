@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from .errors import CicyError
+from .errors import CicyError, one_line
 
 
 @dataclass(frozen=True)
@@ -416,4 +416,4 @@ def build(config: dict, shape: tuple[int, int], targets: list[Target]):
     try:
         return BUILDERS[m["family"]](m, shape, targets)
     except ValueError as e:  # e.g. pooling that shrinks a 12x15 matrix to nothing
-        raise CicyError(f"model {m['family']} cannot be built from this config: {str(e).splitlines()[0]}") from None
+        raise CicyError(f"model {m['family']} cannot be built from this config: {one_line(e)}") from None

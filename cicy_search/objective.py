@@ -15,6 +15,7 @@ import optuna
 from . import space, tracking
 from .studyfile import StudySpec
 from . import links
+from .errors import one_line
 
 if TYPE_CHECKING:
     from .training import Prepared, TrainResult
@@ -91,7 +92,7 @@ class Objective:
             values = space.sample(spec.params, trial, spec.base)
             config = spec.config_for(values, seed=seed, name=f"{spec.name}-{trial.number}")
         except Exception as exc:  # recorded like a training failure, so a study failing every trial says why
-            trial.set_user_attr("fail_reason", str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__)
+            trial.set_user_attr("fail_reason", one_line(exc))
             raise
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("config", config)
@@ -116,7 +117,7 @@ class Objective:
         except optuna.TrialPruned:
             raise
         except BaseException as exc:
-            reason = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+            reason = one_line(exc)
             trial.set_user_attr("fail_reason", reason)
             raise
         result = objective_values(spec, tracked.result)

@@ -37,7 +37,7 @@ import pandas as pd
 from . import bundle
 from .config import decode, read_text
 from .data import check_matrix, pad
-from .errors import CicyError
+from .errors import CicyError, one_line
 from .storage import redact
 
 MODELS_SCHEME = "models:/"
@@ -284,7 +284,7 @@ def load_model(ref: str | Path, *, tracking_uri: str | None = None) -> bundle.Lo
             )
             return bundle.load(bundle.locate(local))  # the model is read into memory; the download can go
     except MlflowException as e:
-        first = str(e.message if hasattr(e, "message") else e).strip().splitlines()[0]
+        first = one_line(e)
         raise CicyError(f"{ref}: {first} (registry {redact(client.tracking_uri)})") from None
 
 

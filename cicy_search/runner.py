@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 from . import bundle, tracking
 from .config import flatten
 from .training import EpochCallback, Prepared, TrainResult, fit, prepare
+from .errors import one_line
 
 METRIC_FLUSH_SECONDS = 5.0
 
@@ -137,7 +138,7 @@ def run_tracked(
         if isinstance(linked, Future):
             wait([linked])  # a pruned or failed trial is still running while its link is written
         status, state = run_status(exc)
-        reason = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+        reason = one_line(exc)
         try:
             run.end(status, tags={"state": state, "failure_reason": reason} if state != "pruned" else {"state": state})
         except Exception:  # the tracking store itself is gone; the original error matters more

@@ -18,7 +18,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .errors import CicyError
+from .errors import CicyError, one_line
 from .tracking import local_home
 from . import links
 
@@ -205,7 +205,7 @@ def open_storage(
             if racing and attempt < 2:  # workers opening a fresh database at once race to create its tables
                 time.sleep(1.0 + attempt)
                 continue
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = one_line(e)
             what = "failed" if racing else "is unreachable"
             raise CicyError(f"Optuna storage {redact(given)} {what}: {first[:200]}") from None
 

@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .links import parent_run_id, run_id
 from . import tracking
-from .errors import CicyError
+from .errors import CicyError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class StudySummary:
             if met or not running:
                 self.client.set_terminated(self.run.run_id, status="FINISHED" if met else "KILLED")
         except Exception as e:  # the store went away: the trials are safe in Optuna, say what is missing
-            errors.append(f"MLflow parent run {self.run.run_id}: {tracking.one_line(e)}")
+            errors.append(f"MLflow parent run {self.run.run_id}: {one_line(e)}")
         for line in errors:
             if console is not None:
                 console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
@@ -211,7 +211,7 @@ class StudySummary:
             with tempfile.TemporaryDirectory() as tmp:
                 result = report_study(self.study, mlflow_client=self.client, out=Path(tmp) / f"study-{self.study.study_name}.html", png=False)
         except Exception as e:  # a report is a convenience: the study and its runs stand without it
-            return [f"study report not written: {tracking.one_line(e)}"]
+            return [f"study report not written: {one_line(e)}"]
         if console is not None:
             console.print(
                 f"study report: artifact study_report/{result.html.name} of MLflow run {self.run.run_id}",

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .errors import CicyError
+from .errors import CicyError, one_line
 
 LOCAL_HOME = "mlruns"
 
@@ -176,12 +176,6 @@ def context_tags(dataset: str, dataset_hash: str) -> dict[str, str]:
 
 def _param_value(v: Any) -> str:
     return str(v) if not isinstance(v, str) else v
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one short line (the first line of its message, else its type)."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 class Uploader:

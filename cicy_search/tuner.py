@@ -29,7 +29,7 @@ import keras_tuner
 import optuna
 
 from . import space, tracking
-from .errors import CicyError
+from .errors import CicyError, one_line
 from .objective import Objective, objective_values, trial_seed
 from .studyfile import StudySpec, check_budget
 
@@ -171,7 +171,7 @@ class TrialRunner:
         except Exception as exc:
             if pruning is not None:
                 self.pruning.tell(pruning, state=optuna.trial.TrialState.FAIL)
-            reason = self.last_failure = tracking.one_line(exc)
+            reason = self.last_failure = one_line(exc)
             self._ended(TrialEnd(number, "failed", None, run_id[0] if run_id else None, reason))
             raise keras_tuner.errors.FailedTrialError(reason) from exc
         if pruning is not None:
@@ -299,7 +299,7 @@ def tune(
     try:  # before any MLflow run is touched
         tuner = build_tuner(spec, algorithm, objective, directory=folder, project_name=project, max_trials=budget, overwrite=overwrite, settings=settings)
     except (RuntimeError, ValueError, KeyError, OSError) as e:  # keras-tuner could not reload what is there
-        raise CicyError(f"{folder / project}: the keras-tuner search there cannot be resumed ({tracking.one_line(e)}): use --overwrite") from None
+        raise CicyError(f"{folder / project}: the keras-tuner search there cannot be resumed ({one_line(e)}): use --overwrite") from None
     if link is not None and link.get("tracking_uri") == client.tracking_uri:
         parent = tracking.Run(client, link["parent_run_id"])
         client.update_run(parent.run_id, status="RUNNING")

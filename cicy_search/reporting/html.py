@@ -20,6 +20,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from . import browser
+from ..errors import one_line
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1em; max-width: 1300px; color: #222; }
@@ -197,6 +198,6 @@ def export_png(figures: dict[str, go.Figure], folder: str | Path) -> str | None:
             height=[f.layout.height or 600 for f in figs],
         )
     except Exception as e:  # kaleido could not drive the browser: PNGs are a convenience, the report stands
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = one_line(e)
         return f"PNG export skipped: {reason[:200]}"
     return None

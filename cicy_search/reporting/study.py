@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from ..study import load as _load
 from .html import Link, Report
 from .. import links
+from ..errors import one_line
 
 STATE_COLORS = {"COMPLETE": "#2ca02c", "PRUNED": "#ff7f0e", "FAIL": "#d62728", "RUNNING": "#1f77b4", "WAITING": "#7f7f7f"}
 
@@ -171,7 +172,7 @@ def report_study(
             try:
                 fig = make()
             except (ValueError, RuntimeError, ZeroDivisionError) as e:
-                skipped[title] = str(e).splitlines()[0] if str(e) else type(e).__name__
+                skipped[title] = one_line(e)
                 report.add(title, text=f"Not drawn: {skipped[title]}")
                 continue
             if not fig.data:
