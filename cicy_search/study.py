@@ -21,7 +21,7 @@ from pathlib import Path
 import optuna
 
 from . import tracking
-from .errors import CicyError
+from .errors import CicyError, NoStudy
 from .storage import LOST, BudgetLock, check_url, default_url, is_journal, open_storage, redact
 from .studyfile import StudySpec, check_budget
 from . import links
@@ -119,12 +119,12 @@ def load(name: str, *, storage: str | None = None, **storage_options) -> optuna.
     """
     url = storage or default_url()
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
-        raise CicyError(f"no study {name!r}: no Optuna storage at {url}")  # opening it would create an empty database
+        raise NoStudy(f"no study {name!r}: no Optuna storage at {url}")  # opening it would create an empty database
     optuna_storage = open_storage(url, **storage_options)
     names = [s.study_name for s in optuna.get_all_study_summaries(optuna_storage, include_best_trial=False)]
     if name not in names:
         known = ", ".join(names) if names else "none"
-        raise CicyError(f"no study {name!r} in {redact(storage or default_url())} (studies there: {known})")
+        raise NoStudy(f"no study {name!r} in {redact(storage or default_url())} (studies there: {known})")
     return optuna.load_study(study_name=name, storage=optuna_storage)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from . import study as studies
 from . import tracking
-from .errors import CicyError
+from .errors import CicyError, NoStudy
 from .storage import default_url, redact
 from .studyfile import StudySpec, check_budget
 from . import links
@@ -148,10 +148,8 @@ def join(
         study = studies.load(
             spec.name, storage=storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period, tracking_uri=tracking_uri
         )
-    except CicyError as e:
-        if str(e).startswith("no study"):
-            raise CicyError(f"{e}; create it first: cicy-search study create FILE --storage URL") from None
-        raise
+    except NoStudy as e:
+        raise CicyError(f"{e}; create it first: cicy-search study create FILE --storage URL") from None
     if links.parent_run_id(study) is None:
         raise CicyError(f"study {spec.name!r} in {redact(storage or default_url())} was not made by cicy-search study create")
     _same_study(spec, study.user_attrs.get("spec"))
