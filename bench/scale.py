@@ -47,6 +47,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from bench.processes import stop_process_group
+
 ROOT = Path(__file__).resolve().parent.parent
 STUDY_FILE = ROOT / "studies" / "quickstart.yaml"  # TPE (multivariate), median pruner, 12 epochs, 5 parameters
 N_PARAMS = 5
@@ -59,21 +61,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, seconds: float = 30) -> None:
-    """Signal the process group, SIGKILL it after ``seconds``."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, sig)
-        proc.wait(seconds)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(10)
 
 
 class Postgres:
@@ -141,7 +128,7 @@ class Postgres:
     def stop(self) -> None:
         """Fast shutdown (SIGINT), then the cluster's folder is removed."""
         try:
-            _stop(self.proc, signal.SIGINT)
+            stop_process_group(self.proc, signal.SIGINT, 30)
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -418,7 +405,7 @@ class Pool:
             try:
                 p.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _stop(p, signal.SIGKILL, 10)
+                stop_process_group(p, signal.SIGKILL, 10)
 
 
 # -------------------------------------------------------------------------------------------- measurements
@@ -651,7 +638,7 @@ def main(argv: list[str] | None = None) -> dict:
         stack.callback(peak.done.set)
         storage = pg.create("optuna")
         server, tracking_uri = start_mlflow(with_driver(pg.create("mlflow")), folder, workers=args.mlflow_workers)
-        stack.callback(_stop, server)
+        stack.callback(stop_process_group, server, signal.SIGTERM, 30)
         size = max(args.workers + [args.grow_workers])
         t0 = time.time()
         pool = Pool(size, folder)

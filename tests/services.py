@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.processes import stop_process_group
+
 ENV = "CICY_TEST_POSTGRES_URL"
 
 
@@ -112,18 +114,3 @@ class MlflowServer:
         stop_process_group(self.proc)
 
 
-def stop_process_group(proc: subprocess.Popen, seconds: float = 15) -> None:
-    """SIGTERM the process group (the server's workers too), SIGKILL what is left after ``seconds``."""
-    import signal
-
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(seconds)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(10)
