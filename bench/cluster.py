@@ -24,7 +24,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ from pathlib import Path
 
 import optuna
 import yaml
+
+from bench.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = {
@@ -80,9 +81,7 @@ class Databases:
 
 
 def start_mlflow(backend: str, folder: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, "--artifacts-destination",
            str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=open(folder / "mlflow.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)

@@ -1,10 +1,18 @@
-"""Stopping the servers the benches and tests start: one process group, politely, then by force."""
+"""For the servers the benches and tests start: a free loopback port, and stopping a process group."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def stop_process_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, seconds: float = 15) -> None:

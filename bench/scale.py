@@ -47,7 +47,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.processes import stop_process_group
+from bench.processes import free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY_FILE = ROOT / "studies" / "quickstart.yaml"  # TPE (multivariate), median pruner, 12 epochs, 5 parameters
@@ -55,12 +55,6 @@ N_PARAMS = 5
 
 
 # ----------------------------------------------------------------------------------------------- services
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Postgres:
@@ -83,7 +77,7 @@ class Postgres:
                               user=user, capture_output=True, text=True)  # fmt: skip
         if made.returncode:
             raise RuntimeError(f"initdb failed: {made.stderr.strip()[-1000:]}")
-        self.port = _free_port()
+        self.port = free_port()
         self.max_connections = max_connections
         cmd = [bin_dir / "postgres", "-D", data, "-p", str(self.port), "-k", self.folder,
                "-c", "listen_addresses=127.0.0.1", "-c", f"max_connections={max_connections}"]  # fmt: skip

@@ -553,6 +553,12 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def load_config_beside(ref: str, folder: str | Path) -> dict:
+    """A config a recipe or table names: the file ``folder / ref`` when there is one, else a path or shipped name."""
+    local = Path(folder) / str(ref)
+    return load_config(local if local.is_file() else ref)
+
+
 def merge(base: dict, over: dict) -> dict:
     """A deep copy of ``base`` with the mapping ``over`` laid on it, section by section."""
     out = copy.deepcopy(base)

@@ -333,7 +333,7 @@ def koszul_counts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Line-bundle cohomology counts of padded 3-fold matrices (``invariants.koszul_h1``) at their positions:
     h^1(X, O_X(q_j)) by column (N, cols) and (n_i + 1) h^1(X, O_X(J_i)) by row (N, rows), 0 on padding.
     Their difference, summed, plus the number of rows is h^{1,1} (``invariants.h11_koszul``).
-    Computed once per distinct matrix and remembered for the process (about 5 ms a matrix of the original list).
+    Computed once per distinct matrix and remembered for the process (about 3 ms a matrix of the original list).
     """
     from . import invariants
 

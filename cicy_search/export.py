@@ -258,7 +258,7 @@ def export(
                     "study": study_name,
                     "role": "retrain",
                     "retrain_of_trial": str(chosen.number),
-                    "retrain_of_run": (links.run_id(chosen) or ""),
+                    "retrain_of_run": links.run_id(chosen) or "",
                 },
             )
             run_id = tracked.run_id

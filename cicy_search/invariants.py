@@ -260,11 +260,12 @@ def line_bundle_cohomology(matrix, bundles) -> np.ndarray:
     """
     q = _trim(matrix)
     m, k = q.shape
-    n = q.sum(axis=1) - 1
+    row_sums = q.sum(axis=1)
+    n = row_sums - 1
     bundles = np.atleast_2d(np.asarray(bundles, dtype=np.int64))
     # The degrees of wedge^k N* as distinct sums of k columns, with how many subsets give each: (S, m), (S, K + 1).
     # A sum is kept as one integer in mixed radix (row i's digit runs 0..sum of row i), so merging is a 1-d unique.
-    radix = np.cumprod(np.concatenate([[1], q.sum(axis=1)[:-1] + 1]))
+    radix = np.cumprod(np.concatenate([[1], row_sums[:-1] + 1]))
     codes, counts = np.zeros(1, dtype=np.int64), np.eye(1, k + 1, dtype=np.int64)
     for column in q.T:
         codes = np.concatenate([codes, codes + column @ radix])
@@ -273,8 +274,8 @@ def line_bundle_cohomology(matrix, bundles) -> np.ndarray:
         merged = np.zeros((len(codes), k + 1), dtype=np.int64)
         np.add.at(merged, inverse, counts)
         counts = merged
-    sums = codes[:, None] // radix[None, :] % (q.sum(axis=1) + 1)[None, :]
-    max_d = int(np.abs(bundles).max(initial=0) + q.sum(axis=1).max() + 1)
+    sums = codes[:, None] // radix[None, :] % (row_sums + 1)[None, :]
+    max_d = int(np.abs(bundles).max(initial=0) + row_sums.max() + 1)
     table = _bott_table(int(n.max()), max_d)
     degree = bundles[:, None, :] - sums[None, :, :]  # (B, S, m)
     dims = np.prod(table[n, degree + max_d], axis=2)  # the one nonzero h^q(A, O(degree)), (B, S)
@@ -295,10 +296,9 @@ def line_bundle_cohomology(matrix, bundles) -> np.ndarray:
 def koszul_h1(matrix) -> tuple[np.ndarray, np.ndarray]:
     """E1 counts of h^1(X, O_X(q_j)) for each equation j (K,) and (n_i + 1) h^1(X, O_X(J_i)) for each row i (m,)."""
     q = _trim(matrix)
-    m = q.shape[0]
-    normal = line_bundle_cohomology(q, q.T)[:, 1]
-    ambient = line_bundle_cohomology(q, np.eye(m, dtype=np.int64))[:, 1] * q.sum(axis=1)
-    return normal, ambient
+    m, k = q.shape
+    h1 = line_bundle_cohomology(q, np.vstack([q.T, np.eye(m, dtype=np.int64)]))[:, 1]  # one pass over the subsets
+    return h1[:k], h1[k:] * q.sum(axis=1)
 
 
 def h11_koszul(matrix) -> int:

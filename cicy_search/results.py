@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import load_config, load_file, merge, resolve
+from .config import load_config_beside, load_file, merge, resolve
 from .errors import CicyError
 
 TABLE_KEYS = {"name", "experiment", "description", "fractions", "seeds", "val", "override", "rows"}
@@ -57,8 +57,7 @@ def load_table(path: str | Path) -> dict:
         bad = sorted(set(row) - ROW_KEYS)
         if bad:
             raise CicyError(f"{path}: rows[{i}]: unknown key {bad[0]!r} (allowed: {', '.join(sorted(ROW_KEYS))})")
-        local = path.parent / str(row["config"])
-        base = load_config(local if local.is_file() else row["config"])
+        base = load_config_beside(row["config"], path.parent)
         config = merge(merge(base, raw.get("override") or {}), row.get("override") or {})
         config["name"] = row["name"]
         resolve(config)

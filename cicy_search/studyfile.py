@@ -116,8 +116,10 @@ class StudySpec:
         data = self.base.get("data", {})
         targets = data.get("targets", ["h11"])
         targets = targets if isinstance(targets, list) else [targets]
-        learned = ["h11"] if data.get("physics") else targets  # with physics the network learns h11 alone
-        if len(learned) == 1 and (o.metric == f"val_{learned[0]}_accuracy" or (data.get("physics") and o.metric in ("val_h11_accuracy", "val_h21_accuracy"))):
+        physics = bool(data.get("physics"))
+        learned = ["h11"] if physics else targets  # with physics the network learns h11 alone
+        single = {f"val_{learned[0]}_accuracy", *(["val_h21_accuracy"] if physics else [])}
+        if len(learned) == 1 and o.metric in single:
             return "val_accuracy"  # one output: Keras logs it unprefixed (and physics h21 is right exactly when h11 is)
         per_epoch = EPOCH_METRICS | {f"val_{t}_accuracy" for t in learned}
         if o.metric in per_epoch:

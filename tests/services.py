@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.processes import stop_process_group
+from bench.processes import free_port, stop_process_group
 
 ENV = "CICY_TEST_POSTGRES_URL"
 
@@ -69,12 +68,6 @@ class Databases:
         conn.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_http(url: str, seconds: float, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -112,5 +105,3 @@ class MlflowServer:
 
     def stop(self) -> None:
         stop_process_group(self.proc)
-
-

@@ -7,7 +7,6 @@ compared with the bundle's own predictions for the same matrices, never with the
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from cicy_search.errors import CicyError
 from cicy_search.predict import predict_frame, predict_file
 
 from .conftest import run_cli
+from .services import free_port
 
 STUDY = "export-tiny"
 MODEL_NAME = "cicy-export-tiny"
@@ -155,12 +155,6 @@ def test_pick_trial_needs_a_number_on_a_pareto_front():
         exporting.pick_trial(study, 2)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url: str, body: dict, timeout: float = 60) -> dict:
     request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -168,7 +162,7 @@ def _post(url: str, body: dict, timeout: float = 60) -> dict:
 
 
 def test_mlflow_models_serve_answers_a_json_request(made, tracking_uri, tmp_path):
-    port = _free_port()
+    port = free_port()
     bin_dir = Path(sys.executable).parent  # uvicorn is started by name: the venv's bin must be on PATH
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     log = (tmp_path / "serve.log").open("w")

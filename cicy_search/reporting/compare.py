@@ -203,19 +203,23 @@ def load_recipe(path: str | Path) -> dict:
     return {"name": raw.get("name", path.stem), "experiment": raw.get("experiment", f"cicy-search-{path.stem}"), "override": override, "runs": runs, "base": path.parent}
 
 
-def recipe_configs(recipe: dict, *, epochs: int | None = None, limit: int | None = None) -> list[dict]:
-    from ..config import load_config, merge, resolve
+def recipe_run(recipe: dict, ref: str, *, epochs: int | None = None, limit: int | None = None) -> dict:
+    """The config ``ref`` of a recipe (beside the recipe file, else shipped) with the recipe's override, and
+    ``--epochs`` / ``--limit`` on top; not yet resolved."""
+    from ..config import load_config_beside, merge
 
-    configs = []
-    for ref in recipe["runs"]:
-        local = recipe["base"] / ref
-        cfg = merge(load_config(local if local.is_file() else ref), recipe["override"])
-        if epochs is not None:
-            cfg["train"]["epochs"] = epochs
-        if limit is not None:
-            cfg["data"]["limit"] = limit
-        configs.append(resolve(cfg))
-    return configs
+    cfg = merge(load_config_beside(ref, recipe["base"]), recipe["override"])
+    if epochs is not None:
+        cfg["train"]["epochs"] = epochs
+    if limit is not None:
+        cfg["data"]["limit"] = limit
+    return cfg
+
+
+def recipe_configs(recipe: dict, *, epochs: int | None = None, limit: int | None = None) -> list[dict]:
+    from ..config import resolve
+
+    return [resolve(recipe_run(recipe, ref, epochs=epochs, limit=limit)) for ref in recipe["runs"]]
 
 
 def run_recipe(

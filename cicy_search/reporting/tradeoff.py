@@ -63,16 +63,12 @@ def load(path: str | Path) -> dict:
 
 def recipe_config(recipe: dict, *, epochs: int | None = None, limit: int | None = None) -> dict:
     """The resolved run config every level starts from: the named config with the recipe's override."""
-    from ..config import load_config, merge, resolve
+    from ..config import resolve
+    from .compare import recipe_run
 
-    local = recipe["base"] / recipe["config"]
-    cfg = merge(load_config(local if local.is_file() else recipe["config"]), recipe["override"])
-    if epochs is not None:
-        if recipe["param"] == "train.epochs":
-            raise CicyError("--epochs: this recipe varies train.epochs itself")
-        cfg["train"]["epochs"] = epochs
-    if limit is not None:
-        cfg["data"]["limit"] = limit
+    if epochs is not None and recipe["param"] == "train.epochs":
+        raise CicyError("--epochs: this recipe varies train.epochs itself")
+    cfg = recipe_run(recipe, recipe["config"], epochs=epochs, limit=limit)
     try:
         return resolve(cfg)
     except CicyError as e:
