@@ -10,8 +10,11 @@ import gzip
 import hashlib
 import json
 import math
+import os
+import tempfile
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -341,12 +344,65 @@ def koszul_counts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rows, cols = _valid(x)
     normal = np.zeros((len(x), x.shape[2]), dtype=np.int64)
     ambient = np.zeros((len(x), x.shape[1]), dtype=np.int64)
+    if not _koszul_memo:
+        _koszul_memo.update(_read_cache(KOSZUL_CACHE))
+    added = False
     for i, m in enumerate(x):
         key = np.ascontiguousarray(m, dtype=np.int8).tobytes()
         if key not in _koszul_memo:
             _koszul_memo[key] = invariants.koszul_h1(m)
+            added = True
         normal[i, cols[i]], ambient[i, rows[i]] = _koszul_memo[key]
+    if added:
+        _write_cache(KOSZUL_CACHE, _koszul_memo)
     return normal, ambient
+
+
+# Koszul counts cost about 3 ms a matrix (25 s for the original list, 250 s for the favourable one), so they are
+# kept on disk too, in $CICY_CACHE_DIR (default $XDG_CACHE_HOME/cicy-search or ~/.cache/cicy-search; "none"
+# turns the file off). Bump the file's version when invariants.koszul_h1 changes what it computes.
+KOSZUL_CACHE = "koszul-v1.json"
+
+
+def forget() -> None:
+    """Drop what this process remembers (canonical forms, invariants, Koszul counts; not the disk cache): the
+    next call computes, or reads from the cache file, as a new process would."""
+    for memo in (_canonical_memo, _invariants_memo, _koszul_memo):
+        memo.clear()
+
+
+def cache_dir() -> Path | None:
+    """Where computed invariants are kept between processes, or None when $CICY_CACHE_DIR is "none"."""
+    given = os.environ.get("CICY_CACHE_DIR", "")
+    if given.lower() == "none":
+        return None
+    return Path(given) if given else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cicy-search"
+
+
+def _read_cache(name: str) -> dict[bytes, tuple[np.ndarray, ...]]:
+    """A cache file's entries (matrix bytes -> arrays); nothing when it is missing or unreadable (recomputed)."""
+    folder = cache_dir()
+    try:
+        raw = json.loads((folder / name).read_text()) if folder else {}
+        return {bytes.fromhex(k): tuple(np.asarray(a, dtype=np.int64) for a in v) for k, v in raw.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _write_cache(name: str, memo: dict[bytes, tuple[np.ndarray, ...]]) -> None:
+    """Merge the memo into the cache file, atomically (a reader never sees half a file; concurrent writers at
+    worst drop each other's new entries, which are then recomputed). A cache that cannot be written is skipped."""
+    folder = cache_dir()
+    if folder is None:
+        return
+    merged = {**_read_cache(name), **memo}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
+            json.dump({k.hex(): [a.tolist() for a in v] for k, v in merged.items()}, f)
+        os.replace(f.name, folder / name)
+    except OSError:
+        pass
 
 
 def _rank(keys: list) -> list[int]:

@@ -49,7 +49,10 @@ def _heads(x, m: dict, targets: list[Target]):
         if m["head"] == "classification":
             outputs[t.name] = keras.layers.Dense(t.n_classes, activation="softmax", name=t.name)(x)
         else:
-            outputs[t.name] = keras.layers.Dense(1, activation="relu", name=t.name)(x)
+            # ReLU output (the literature's), its bias starting mid-range: with a zero bias the unit can start
+            # dead (negative on every input, zero gradient), which happened for one seed in three.
+            mid = keras.initializers.Constant((t.low + t.high) / 2)
+            outputs[t.name] = keras.layers.Dense(1, activation="relu", bias_initializer=mid, name=t.name)(x)
     return outputs[targets[0].name] if len(targets) == 1 else outputs
 
 

@@ -24,6 +24,7 @@ def mlflow_client(tracking_uri):
 def _local_home(tmp_path, monkeypatch):
     """Keep every test's default local store out of the working tree."""
     monkeypatch.setenv("CICY_SEARCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CICY_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -204,3 +206,39 @@ def test_koszul_channels_follow_the_matrix_and_add_up_to_h11():
     assert (h11 != rows).sum() > 50  # the slice holds non-favourable manifolds, whose h11 the counts must supply
     moved = data.model_inputs(data.permute(x, 3), features=["koszul"])
     assert np.allclose(np.sort(moved.reshape(300, -1), axis=1), np.sort(inputs.reshape(300, -1), axis=1))
+
+
+@pytest.mark.parametrize("damage", ["", "not json", '{"zz": [[1], [2]]}', '{"00": 5}', "[1, 2]"])
+def test_koszul_counts_are_kept_on_disk_and_a_damaged_cache_is_recomputed(tmp_path, monkeypatch, damage):
+    """A second process reads the counts from $CICY_CACHE_DIR instead of recomputing them; a cache file that is
+    empty, not JSON or of the wrong shape is ignored, recomputed and rewritten, never a traceback."""
+    from cicy_search import invariants
+
+    monkeypatch.setenv("CICY_CACHE_DIR", str(tmp_path))
+    x = data.load().x[:40]
+    data.forget()
+    expected = data.koszul_counts(x)
+    cache = tmp_path / data.KOSZUL_CACHE
+    assert len(json.loads(cache.read_text())) == len({m.tobytes() for m in x})
+    data.forget()  # a new process: only the file remembers
+
+    def recomputed(matrix):
+        raise AssertionError("recomputed a count the cache holds")
+
+    monkeypatch.setattr(invariants, "koszul_h1", recomputed)
+    assert all((a == b).all() for a, b in zip(data.koszul_counts(x), expected))
+    cache.write_text(damage)
+    monkeypatch.undo()
+    monkeypatch.setenv("CICY_CACHE_DIR", str(tmp_path))
+    data.forget()
+    assert all((a == b).all() for a, b in zip(data.koszul_counts(x), expected))
+    assert len(json.loads(cache.read_text())) == len({m.tobytes() for m in x})
+
+
+def test_the_disk_cache_can_be_turned_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("CICY_CACHE_DIR", "none")
+    assert data.cache_dir() is None
+    data.forget()
+    monkeypatch.chdir(tmp_path)
+    data.koszul_counts(data.load().x[:5])
+    assert not list(tmp_path.iterdir())

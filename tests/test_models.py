@@ -30,6 +30,22 @@ def test_class_range_comes_from_the_data_not_a_typed_number():
     assert h21.targets[0].low == 15 and h21.targets[0].high == 101
 
 
+@pytest.mark.parametrize("family", ["dense", "inception"])
+def test_regression_output_starts_alive_mid_range_for_every_seed(family):
+    """A ReLU output with a zero bias can start negative on every input (then its gradient is 0 and it never
+    trains: dense_koszul's seed 2 did); starting at the middle of the target's range it is alive."""
+    import keras
+
+    config = tiny(family, limit=300, head="regression")
+    prepared = prepare(config)
+    x = prepared.x["train"][:200].astype(np.float32)
+    for seed in range(4):
+        keras.utils.set_random_seed(seed)
+        out = build(config, prepared.shape, prepared.targets).predict(x, verbose=0).ravel()
+        assert (out > 0).mean() > 0.9, (seed, out[:5])
+        assert 1 < np.median(out) < 19
+
+
 @pytest.mark.parametrize(
     "family, extra",
     [
