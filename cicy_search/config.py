@@ -538,13 +538,24 @@ def config_path(ref: str | Path, folder: str | Path | None = None) -> Path | Non
 
 def load_config(ref: str | Path | None = None, overrides: dict | None = None, *, folder: str | Path | None = None) -> dict:
     """The validated run config ``ref`` names (see ``config_path``; None: the defaults) with ``overrides`` laid on
-    it section by section (``merge``). Validated once, its errors prefixed with the file."""
+    it section by section (``merge``). Validated once; an error the file itself causes is prefixed with the file,
+    one only the overrides cause (a flag, a recipe's override) is not."""
     path = None if ref is None else config_path(ref, folder) or Path(ref)
     raw = {} if path is None else load_file(path)  # its errors name the file already
     try:
         return resolve(merge(raw, overrides or {}))
     except CicyError as e:
-        raise CicyError(f"{path}: {e}" if path is not None else str(e)) from None
+        if path is not None and (not overrides or _invalid(raw)):
+            raise CicyError(f"{path}: {e}") from None
+        raise
+
+
+def _invalid(raw: dict) -> bool:
+    try:
+        resolve(raw)
+    except CicyError:
+        return True
+    return False
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
