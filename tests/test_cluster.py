@@ -259,7 +259,7 @@ def test_study_create_is_idempotent_and_workers_need_the_same_study(tmp_path, tr
 
 
 GPU_PROBE = """import json, os
-from cicy_search import worker
+from cicy_search.search import worker
 from cicy_search.errors import CicyError
 worker.configure_environment(gpu="3", threads=2)
 import tensorflow as tf
