@@ -25,4 +25,4 @@ bench: setup
 # The README's figures (docs/figures/*.png): trains the regularisation and bias-variance recipes, resumes the
 # quickstart study, plots bench/results/results_table.json; everything is logged to MLflow as usual.
 figures: setup
-	$(BIN)/python -m cicy_search.reporting.figures
+	$(BIN)/python -m cicy_search.experiments.figures

@@ -9,7 +9,7 @@
    port, as on a cluster. The machine's cores are split between the workers (``--threads``).
    Trials per minute counts from the first trial's start to the last one's end, so the workers'
    start-up (importing TensorFlow, about 10 s) is not in it; the wall time including it is reported too.
-2. Storage overhead: the same budget loop the workers run (``study.optimize_to_budget``: budget lock,
+2. Storage overhead: the same budget loop the workers run (``budget.optimize_to_budget``: budget lock,
    stale-trial check, counting, ask, the user attributes a real trial writes, tell) around an objective
    that does no work, on SQLite, PostgreSQL, a journal file and (as the floor) Optuna's in-memory storage.
 
@@ -100,9 +100,9 @@ def start_mlflow(backend: str, folder: Path, workers: int = 1) -> tuple[subproce
 
 
 def throughput(dbs: Databases, tracking_uri: str, workers: int, trials: int, folder: Path) -> dict:
-    from cicy_search import study as studies
-    from cicy_search.storage import with_driver
-    from cicy_search.studyfile import load
+    from cicy_search.search import study as studies
+    from cicy_search.search.storage import with_driver
+    from cicy_search.search.studyfile import load
 
     name = f"bench_{workers}w_{secrets.token_hex(2)}"
     path = folder / f"{name}.yaml"
@@ -136,8 +136,8 @@ def throughput(dbs: Databases, tracking_uri: str, workers: int, trials: int, fol
 
 def overhead(url: str | None, label: str, trials: int) -> dict:
     """Milliseconds per trial of the workers' budget loop around an objective that does nothing."""
-    from cicy_search import study as studies
-    from cicy_search.storage import BudgetLock, is_journal, open_storage
+    from cicy_search.search.budget import optimize_to_budget
+    from cicy_search.search.storage import BudgetLock, is_journal, open_storage
 
     storage = optuna.storages.InMemoryStorage() if url is None else open_storage(url)
     study = optuna.create_study(study_name=f"overhead_{label}", storage=storage)
@@ -156,7 +156,7 @@ def overhead(url: str | None, label: str, trials: int) -> dict:
     times = []
     for _ in range(trials):
         t0 = time.perf_counter()
-        studies.optimize_to_budget(
+        optimize_to_budget(
             study, objective, budget=len(times) + 1, lock=lock, heartbeat=url is not None and not is_journal(url), worker_id="bench:1"
         )
         times.append((time.perf_counter() - t0) * 1000)
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cluster.json")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from cicy_search.storage import with_driver
+    from cicy_search.search.storage import with_driver
 
     dbs = Databases(postgres_url())
     results: dict = {"cpu_count": os.cpu_count(), "load_before": os.getloadavg()}

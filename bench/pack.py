@@ -3,7 +3,7 @@
 A small network leaves most of a large GPU idle; the remedy is several trial processes per GPU, i.e.
 several ``cicy-search worker`` processes started with the same ``--gpu`` (memory growth on, or a
 ``--gpu-memory`` cap each). This runs K such processes, each training the same config with the worker's
-device settings (``cicy_search.worker.configure_environment``), and compares their total throughput
+device settings (``cicy_search.search.worker.configure_environment``), and compares their total throughput
 with one process's. Without a GPU it measures the same on the CPU, splitting its cores between them.
 
     python -m bench.pack [--procs 1,2,4] [--gpu 0] [--gpu-memory 8000] [--epochs 20] [--family dense]
@@ -25,7 +25,7 @@ RESULTS = Path(__file__).parent / "results"
 
 def worker(args) -> None:
     """One packed process: device settings first (before TensorFlow loads), then one timed training."""
-    from cicy_search.worker import configure_environment, configure_tensorflow
+    from cicy_search.search.worker import configure_environment, configure_tensorflow
 
     configure_environment(gpu=args.gpu, threads=args.threads, gpu_memory_mb=args.gpu_memory)
     configure_tensorflow(gpu=args.gpu, threads=args.threads, gpu_memory_mb=args.gpu_memory)

@@ -194,7 +194,7 @@ def install_timers() -> Timers:
     import optuna
     from mlflow import MlflowClient
 
-    from cicy_search.storage import BudgetLock
+    from cicy_search.search.storage import BudgetLock
 
     timers = Timers()
     rdb = optuna.storages.RDBStorage
@@ -251,9 +251,10 @@ class SleepObjective:
     def __call__(self, trial):
         import optuna
 
-        from cicy_search import space, tracking
+        from cicy_search.search import space
+        from cicy_search import tracking
         from cicy_search.config import flatten
-        from cicy_search.objective import trial_seed
+        from cicy_search.search.objective import trial_seed
 
         self.close_record()
         self._open = {"number": trial.number, "t0": time.perf_counter(), "before": self.timers.snapshot(), "slept_s": 0.0}
@@ -315,10 +316,10 @@ def worker_main() -> None:
 
     import optuna
 
-    from cicy_search import study as studies
+    from cicy_search.search import study as studies
     from cicy_search import tracking
-    from cicy_search.storage import open_storage
-    from cicy_search.studyfile import load
+    from cicy_search.search.storage import open_storage
+    from cicy_search.search.studyfile import load
 
     answer = os.fdopen(os.dup(1), "w")  # the answers' channel: whatever libraries print goes to stderr instead
     os.dup2(2, 1)
@@ -412,8 +413,8 @@ class Bench:
     def create(self, name: str, budget: int, pruner: dict | None = None):
         import dataclasses
 
-        from cicy_search import study as studies
-        from cicy_search.studyfile import load
+        from cicy_search.search import study as studies
+        from cicy_search.search.studyfile import load
 
         base = load(STUDY_FILE)
         spec = dataclasses.replace(base, name=name, raw={**base.raw, "study": name}, pruner=pruner or base.pruner)
@@ -618,7 +619,7 @@ def main(argv: list[str] | None = None) -> dict:
     import optuna
 
     from bench.cluster import start_mlflow
-    from cicy_search.storage import with_driver
+    from cicy_search.search.storage import with_driver
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     results: dict = {"cpu_count": os.cpu_count(), "load_before": os.getloadavg(), "args": {k: str(v) for k, v in vars(args).items()}}

@@ -41,9 +41,10 @@ def main() -> None:
     import keras
     import optuna
 
-    from cicy_search import study as studies
-    from cicy_search import studyfile, tracking
-    from cicy_search.objective import GC_EVERY, trial_seed
+    from cicy_search.search import study as studies
+    from cicy_search.search import studyfile
+    from cicy_search import tracking
+    from cicy_search.search.objective import GC_EVERY, trial_seed
     from cicy_search.reporting.study import report_study
     from cicy_search.training import fit, prepare
 

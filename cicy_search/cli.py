@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import links
+from .tracking import links
 from .errors import CicyError, one_line
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -67,14 +67,9 @@ def train(
     experiment: str = typer.Option("cicy-search-train", help="MLflow experiment"),
 ):
     """Train one model (default: the seed talk's dense network on h11) and log it as one MLflow run."""
-    from .config import load_config, resolve
+    from .config import load_config
 
-    cfg = load_config(config)
-    if epochs is not None:
-        cfg["train"]["epochs"] = epochs
-    if seed is not None:
-        cfg["seed"] = seed
-    cfg = resolve(cfg)
+    cfg = load_config(config, {**({"train": {"epochs": epochs}} if epochs is not None else {}), **({"seed": seed} if seed is not None else {})})
     from rich.markup import escape
 
     from . import tracking
@@ -83,7 +78,7 @@ def train(
     tracking.check_experiment_name(experiment)
     select(cfg["data"])  # a split left empty is an error before the tracking store is opened (and created)
     client = tracking.client(tracking_uri)
-    from .runner import run_tracked
+    from .tracking.runner import run_tracked
 
     console.print(f"training [bold]{escape(cfg['name'])}[/] ({cfg['model']['family']}) -> {client.tracking_uri}")
     tracked = run_tracked(cfg, mlflow_client=client, experiment=experiment, progress=True)
@@ -104,7 +99,7 @@ SYSTEM_METRICS_HELP = "log CPU, memory, disk, network and GPU use of every trial
 def _study_name(study: str) -> str:
     """A study name, or the name inside a study file."""
     if study.endswith((".yaml", ".yml")):
-        from .studyfile import load
+        from .search.studyfile import load
 
         return load(study).name
     return study
@@ -118,14 +113,15 @@ def study_create(
     n_trials: Optional[int] = typer.Option(None, help="total finished trials, shared by all workers (default: the file's budget)"),
 ):
     """Create a study for workers to join (idempotent; again with --n-trials changes its budget)."""
-    from . import study as studies
-    from .storage import default_url, redact
-    from .studyfile import load
+    from .search import study as studies
+    from .search.budget import count_finished
+    from .search.storage import default_url, redact
+    from .search.studyfile import load
 
     s = studies.create(load(study_file), storage=storage, tracking_uri=tracking_uri, n_trials=n_trials)
     a = s.user_attrs
     console.print(
-        f"study {s.study_name} in {redact(storage or default_url())}: budget {a['budget']}, {studies.count_finished(s)} finished; "
+        f"study {s.study_name} in {redact(storage or default_url())}: budget {a['budget']}, {count_finished(s)} finished; "
         f"MLflow {redact(a['tracking_uri'])} parent run {a['mlflow_parent_run_id']}",
         highlight=False,
     )
@@ -141,12 +137,12 @@ def study_run(
     system_metrics: bool = typer.Option(False, "--system-metrics", help=SYSTEM_METRICS_HELP),
 ):
     """Create or resume a study and run it to its budget; every trial is one MLflow run."""
-    from . import study as studies
-    from .studyfile import load
+    from .search import study as studies
+    from .search.studyfile import load
 
     from rich.markup import escape
 
-    from .studyfile import check_budget
+    from .search.studyfile import check_budget
 
     spec = load(study_file)
     check_budget(n_trials, timeout)
@@ -162,7 +158,7 @@ def study_run(
 
 def _print_links(study, tracking_uri: str | None = None) -> None:
     """The study's runs table, parent run and best run(s) in the MLflow UI; a note when MLflow cannot be asked."""
-    from .summary import ui_links
+    from .tracking.summary import ui_links
 
     try:
         found = ui_links(study, links.client(study, tracking_uri))
@@ -178,7 +174,7 @@ def _print_links(study, tracking_uri: str | None = None) -> None:
 
 
 def _print_best(study) -> None:
-    from . import study as studies
+    from .search import study as studies
 
     try:
         best = studies.best_trials(study)
@@ -202,11 +198,11 @@ def study_tune(
     overwrite: bool = typer.Option(False, "--overwrite", help="start the search afresh instead of resuming it"),
 ):
     """Search the same space with keras-tuner; trials train like Optuna's and are logged live (MLflow experiment STUDY-keras-tuner)."""
-    from .studyfile import check_budget, load
+    from .search.studyfile import check_budget, load
 
     spec = load(study_file)
     check_budget(max_trials, n_trials_name="--max-trials")
-    from .tuner import check, tune  # imports TensorFlow
+    from .search.tuner import check, tune  # imports TensorFlow
 
     check(spec, algorithm)
     summary = tune(spec, max_trials=max_trials, algorithm=algorithm, tracking_uri=tracking_uri, directory=directory, overwrite=overwrite, console=console)
@@ -228,10 +224,10 @@ def study_compare_engines(
 ):
     """Optuna (TPE + the study's pruner) against keras-tuner (Hyperband, Bayesian) on equal budgets of training epochs."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # each winner's model is fetched to score it
-    from .studyfile import load
+    from .search.studyfile import load
 
     spec = load(study_file)
-    from . import engines  # imports TensorFlow
+    from .experiments import engines  # imports TensorFlow
 
     engines.check(spec, epochs_budget, seeds)
     from . import tracking
@@ -251,7 +247,7 @@ def study_status(
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI for the UI addresses (default: the study's own)"),
 ):
     """A table of the study's trials: number, state, value, params, duration, MLflow run id."""
-    from . import study as studies
+    from .search import study as studies
 
     s = studies.load(_study_name(study), storage=storage)
     table = Table(title=f"study {s.study_name}")
@@ -273,7 +269,7 @@ def study_best(
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI for the UI addresses (default: the study's own)"),
 ):
     """The best trial (or the Pareto front) with its params and MLflow run."""
-    from . import study as studies
+    from .search import study as studies
 
     s = studies.load(_study_name(study), storage=storage)
     studies.best_trials(s)  # raises a clear error when there is none
@@ -296,13 +292,13 @@ def worker(
     system_metrics: bool = typer.Option(False, "--system-metrics", help=SYSTEM_METRICS_HELP),
 ):
     """Join a study made by `study create` and run its trials until the study's budget is met."""
-    from . import worker as workers
-    from .storage import default_url, redact
-    from .studyfile import load
+    from .search import worker as workers
+    from .search.storage import default_url, redact
+    from .search.studyfile import load
 
     from rich.markup import escape
 
-    from .studyfile import check_budget
+    from .search.studyfile import check_budget
 
     spec = load(study_file)
     check_budget(n_trials, timeout)
@@ -342,7 +338,7 @@ def biasvar(
     """Bias-variance decomposition of the validation error as one setting (width, depth, epochs, ...) grows."""
     from . import tracking
     from .config import load_config
-    from .reporting import biasvar as bv
+    from .experiments import biasvar as bv
 
     cfg = load_config(config)
     param, values = bv.parse_vary(vary)
@@ -365,7 +361,7 @@ def report_compare(
 ):
     """Train vs validation loss and accuracy of runs side by side, with the train-validation gap table."""
     from . import tracking
-    from .reporting.compare import report_compare as build
+    from .experiments.compare import report_compare as build
 
     result = build(tracking.client(tracking_uri), refs, out=out, storage=storage, png=png)
     console.print(result.table.drop(columns=["run_id"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"), soft_wrap=True)
@@ -385,8 +381,8 @@ def report_recipe(
     """Train every run of a recipe under one parent run, then write their comparison report (or, for a
     recipe with `vary`, the bias-variance decomposition)."""
     from . import tracking
-    from .reporting import tradeoff
-    from .reporting.compare import run_recipe
+    from .experiments import tradeoff
+    from .experiments.compare import run_recipe
 
     if tradeoff.is_recipe(recipe):
         bv = tradeoff.run_recipe(recipe, tracking.client(tracking_uri), epochs=epochs, limit=limit, replicas=replicas, out=out, png=png)
@@ -413,10 +409,10 @@ def report_study(
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: the study's own)"),
 ):
     """Optimization history, importances, parallel/slice/contour plots, Pareto front and top trials of a study."""
-    from .reporting.study import load_study
     from .reporting.study import report_study as build
+    from .search.study import load
 
-    s = load_study(study, storage)
+    s = load(study, storage=storage)
     client = links.client(s, tracking_uri)
     result = build(s, mlflow_client=client, out=out, top=top, png=png)
     for title, reason in result.skipped.items():
@@ -434,7 +430,7 @@ def results_table(
 ):
     """Train every cell of a results table (rows x train fractions x seeds; resumes), then write the table."""
     from . import tracking
-    from .results import load_table, run_table, summarise, write
+    from .experiments.results import load_table, run_table, summarise, write
 
     spec = load_table(table)
     client = tracking.client(tracking_uri)
@@ -459,7 +455,7 @@ def export_model(
 ):
     """Export a study's best model, evaluated on its test split, as a bundle and an MLflow pyfunc; optionally register it."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from .export import export
+    from .serving.export import export
 
     r = export(_study_name(study), out, storage=storage, trial=trial, retrain=retrain, register=register, alias=alias, tracking_uri=tracking_uri)
     console.print(f"trial {r.trial}, run {r.run_id}{' (retrained)' if r.retrained else ''} -> {r.out}", highlight=False, soft_wrap=True)
@@ -481,7 +477,7 @@ def predict_matrices(
 ):
     """Predict Hodge numbers; each invalid matrix gets one error line (exit code 1) and the valid ones are still predicted."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from .predict import output_format, predict_file, write
+    from .serving.predict import output_format, predict_file, write
 
     fmt = output_format(out, format)  # before any work: predictions are never lost to a bad --out
     predictions = predict_file(model, input, tracking_uri=tracking_uri)

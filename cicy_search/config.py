@@ -527,18 +527,35 @@ def shipped_configs() -> dict[str, Path]:
     return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
 
 
-def load_config(path_or_name: str | Path | None) -> dict:
-    """A run config from a YAML file or the name of a shipped example (``dense``, ``inception``, ...)."""
-    if path_or_name is None:
-        return resolve({})
-    shipped = shipped_configs()
-    if not Path(path_or_name).exists() and str(path_or_name) in shipped:
-        path_or_name = shipped[str(path_or_name)]
-    raw = load_file(path_or_name)  # its errors name the file already
+def config_path(ref: str | Path, folder: str | Path | None = None) -> Path | None:
+    """The file a config reference names: ``folder / ref`` (beside a recipe or study file), else the path itself,
+    else the shipped example of that name (``dense``, ``inception``, ...); None when there is none."""
+    for path in ([Path(folder) / str(ref)] if folder is not None else []) + [Path(ref)]:
+        if path.exists():
+            return path
+    return shipped_configs().get(str(ref))
+
+
+def load_config(ref: str | Path | None = None, overrides: dict | None = None, *, folder: str | Path | None = None) -> dict:
+    """The validated run config ``ref`` names (see ``config_path``; None: the defaults) with ``overrides`` laid on
+    it section by section (``merge``). Validated once; an error the file itself causes is prefixed with the file,
+    one only the overrides cause (a flag, a recipe's override) is not."""
+    path = None if ref is None else config_path(ref, folder) or Path(ref)
+    raw = {} if path is None else load_file(path)  # its errors name the file already
     try:
-        return resolve(raw)
+        return resolve(merge(raw, overrides or {}))
     except CicyError as e:
-        raise CicyError(f"{path_or_name}: {e}") from None
+        if path is not None and (not overrides or _invalid(raw)):
+            raise CicyError(f"{path}: {e}") from None
+        raise
+
+
+def _invalid(raw: dict) -> bool:
+    try:
+        resolve(raw)
+    except CicyError:
+        return True
+    return False
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
@@ -551,12 +568,6 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
-
-
-def load_config_beside(ref: str, folder: str | Path) -> dict:
-    """A config a recipe or table names: the file ``folder / ref`` when there is one, else a path or shipped name."""
-    local = Path(folder) / str(ref)
-    return load_config(local if local.is_file() else ref)
 
 
 def merge(base: dict, over: dict) -> dict:

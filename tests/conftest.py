@@ -1,9 +1,12 @@
 import os
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 import pytest  # noqa: E402
+
+from .services import Databases, postgres_or_skip  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +45,28 @@ def tiny(family="dense", limit=600, epochs=1, **model):
     )
 
 
+# A study file's body (all but its name) whose trials train in a second or two.
+TINY_STUDY = {
+    "base": "dense",
+    "data": {"limit": 400},
+    "train": {"epochs": 2},
+    "space": {
+        "model.depth": {"type": "int", "low": 1, "high": 3},
+        "model.width": {"type": "int", "low": 8, "high": 32, "log": True, "per": "model.depth"},
+        "train.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    },
+    "sampler": {"name": "random", "seed": 1},
+    "budget": {"n_trials": 3},
+}
+
+
+def study_spec(name, **changes):
+    """The parsed study file ``TINY_STUDY`` named ``name``, with ``changes`` replacing whole top-level keys."""
+    from cicy_search.search import studyfile
+
+    return studyfile.parse({"study": name, **TINY_STUDY, **changes})
+
+
 def run_cli(*args):
     """Run the CLI in-process; returns (exit code, captured stdout+stderr is read with capsys)."""
     from cicy_search.cli import main
@@ -62,3 +87,29 @@ def chromium():
             pytest.fail("CI=true but no Chromium: .ci/run must apt-get install chromium")
         pytest.skip("no headless Chromium (apt-get install chromium): report render checks skipped")
     return path
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    dbs = Databases(postgres_or_skip())
+    yield dbs
+    dbs.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def rdb_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'optuna.db'}"
+    return request.getfixturevalue("postgres").new("cicy_storage")
+
+
+def dead_trial(study, run_id: str | None = None):
+    """A RUNNING trial (a FrozenTrial) that beat once and then stopped: what a worker killed mid-trial leaves."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trial = study.ask()
+    trial.suggest_float("x", 0, 10)
+    if run_id:
+        trial.set_user_attr("mlflow_run_id", run_id)
+    study._storage.record_heartbeat(trial._trial_id)
+    return study._storage.get_trial(trial._trial_id)

@@ -54,7 +54,7 @@ def test_a_simulated_worker_runs_the_search_and_tracking_path_without_tensorflow
     from bench import scale
 
     # The modules a cluster worker runs before training, imported alone, bring no TensorFlow or Keras.
-    path = "cicy_search.worker, cicy_search.study, cicy_search.storage, cicy_search.summary, cicy_search.tracking, cicy_search.studyfile"
+    path = "cicy_search.search.worker, cicy_search.search.study, cicy_search.search.storage, cicy_search.tracking.summary, cicy_search.tracking, cicy_search.search.studyfile"
     check = f"import sys, {path}; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 

@@ -224,7 +224,7 @@ def test_four_fold_settings_are_checked():
 
 
 def test_shipped_cicy4_studies_load_once_the_list_is_imported_and_say_how_otherwise(synthetic_npz, tmp_path, monkeypatch):
-    from cicy_search import studyfile
+    from cicy_search.search import studyfile
 
     files = sorted((REPO / "studies").glob("cicy4_*.yaml"))
     assert len(files) >= 2
@@ -238,8 +238,8 @@ def test_shipped_cicy4_studies_load_once_the_list_is_imported_and_say_how_otherw
 
 
 def test_a_tiny_study_runs_end_to_end_on_an_imported_list(synthetic_npz, tmp_path, tracking_uri, mlflow_client):
-    from cicy_search import study as studies
-    from cicy_search import studyfile
+    from cicy_search.search import study as studies
+    from cicy_search.search import studyfile
 
     spec = studyfile.parse({
         "study": "cicy4_tiny",

@@ -1,6 +1,6 @@
 """The CLI edge: every mistake is one ``error:`` line on stderr, exit code 2, and nothing created anywhere.
 
-Signals (Ctrl-C, SIGTERM) on a running study are tested in ``test_study.py``, which owns the trial loop.
+Signals (Ctrl-C, SIGTERM) on a running study are tested in ``test_search_study.py``, which owns the trial loop.
 """
 
 import pytest

@@ -21,14 +21,15 @@ import optuna
 import pytest
 import yaml
 
-from cicy_search import study as studies
-from cicy_search import studyfile, tracking, worker
+from cicy_search.search import study as studies
+from cicy_search.search import studyfile, worker
+from cicy_search import tracking
 from cicy_search.errors import CicyError
-from cicy_search.objective import trial_seed
-from cicy_search.storage import LOST, with_driver
+from cicy_search.search.objective import trial_seed
+from cicy_search.search.storage import LOST, with_driver
 
 from .conftest import run_cli
-from .services import Databases, MlflowServer, free_port, postgres_or_skip
+from .services import MlflowServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {
@@ -57,13 +58,6 @@ def study_file(folder: Path, name: str, **changes) -> Path:
 def worker_env(home: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return {**env, **FAST_HEARTBEAT, "CICY_SEARCH_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    dbs = Databases(postgres_or_skip())
-    yield dbs
-    dbs.close()
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +259,7 @@ def test_study_create_is_idempotent_and_workers_need_the_same_study(tmp_path, tr
 
 
 GPU_PROBE = """import json, os
-from cicy_search import worker
+from cicy_search.search import worker
 from cicy_search.errors import CicyError
 worker.configure_environment(gpu="3", threads=2)
 import tensorflow as tf

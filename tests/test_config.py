@@ -1,6 +1,6 @@
 import pytest
 
-from cicy_search.config import flatten, load_config, load_file, resolve, shipped_configs
+from cicy_search.config import config_path, flatten, load_config, load_file, resolve, shipped_configs
 from cicy_search.errors import CicyError
 
 
@@ -139,3 +139,28 @@ def test_missing_files_and_folders_are_told_apart(tmp_path):
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(CicyError, match=": is a folder, expected a file"):
         load_config(tmp_path)
+
+
+def test_load_config_looks_beside_the_folder_then_the_path_then_the_shipped_examples(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "dense").write_text("model: {width: 16}\n")  # beside the recipe, shadows the shipped one
+    (tmp_path / "mine.yaml").write_text("model: {width: 24}\n")
+    assert load_config("dense", folder=tmp_path / "recipes")["model"]["width"] == 16
+    assert load_config("mine.yaml", folder=tmp_path / "recipes")["model"]["width"] == 24  # not beside: the path
+    assert load_config("dense", folder=tmp_path / "studies")["model"]["width"] == 128  # neither: shipped
+    assert config_path("nowhere", tmp_path) is None
+
+
+def test_load_config_merges_overrides_section_by_section_and_says_whose_error_it_is(tmp_path):
+    c = load_config("dense_l1l2", {"train": {"epochs": 3}, "seed": 7})
+    assert c["train"]["epochs"] == 3 and c["seed"] == 7 and c["model"]["l1"] == 0.001  # the rest of the file stays
+    assert load_config(None, {"model": {"depth": 2}})["model"]["depth"] == 2
+    with pytest.raises(CicyError) as e:  # only the override is wrong: no file named
+        load_config("dense", {"train": {"epochs": 0}})
+    assert str(e.value).startswith("train.epochs: expected an integer")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {depth: 0}\n")
+    with pytest.raises(CicyError) as e:  # the file is wrong: named, whatever the overrides
+        load_config(bad, {"train": {"epochs": 2}})
+    assert str(e.value).startswith(f"{bad}: model.depth: expected an integer")

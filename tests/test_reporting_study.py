@@ -6,7 +6,8 @@ import pytest
 
 from cicy_search.errors import CicyError
 from cicy_search.reporting.html import Link
-from cicy_search.reporting.study import load_study, report_study
+from cicy_search.reporting.study import report_study
+from cicy_search.search.study import load
 
 from .conftest import run_cli
 
@@ -111,7 +112,7 @@ def test_cli_report_study_and_its_errors(single, storage, tracking_uri, tmp_path
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no study 'nope'") and "single" in err and len(err.splitlines()) == 1
     with pytest.raises(CicyError, match="no Optuna storage"):
-        load_study("single", f"sqlite:///{tmp_path}/missing.db")
+        load("single", storage=f"sqlite:///{tmp_path}/missing.db")
     assert not (tmp_path / "missing.db").exists()
 
 

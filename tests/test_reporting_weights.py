@@ -9,7 +9,8 @@ import yaml
 
 from cicy_search.config import resolve
 from cicy_search.models import Target, build
-from cicy_search.reporting import compare, weights
+from cicy_search.experiments import compare
+from cicy_search.reporting import weights
 from cicy_search.training import fit
 
 from .conftest import run_cli, tiny

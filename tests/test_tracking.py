@@ -42,6 +42,34 @@ def test_a_background_run_is_written_after_the_call_returns_and_names_its_failur
     assert got.data.tags["tracking_errors"].startswith("artifacts:")
 
 
+@pytest.mark.parametrize(
+    "error, status, tags",
+    [
+        (None, "FINISHED", {"kept": "yes"}),
+        (ValueError("bad width\nsecond line"), "FAILED", {"kept": "yes", "state": "failed", "failure_reason": "bad width"}),
+        (KeyboardInterrupt(), "FAILED", {"kept": "yes", "state": "interrupted", "failure_reason": "KeyboardInterrupt"}),
+        ("pruned", "KILLED", {"kept": "yes", "state": "pruned"}),
+    ],
+    ids=["finished", "failed", "interrupted", "pruned"],
+)
+def test_a_run_as_a_context_manager_ends_with_its_outcome_and_the_error_goes_on(mlflow_client, error, status, tags):
+    import optuna
+
+    error = optuna.TrialPruned("at epoch 2") if error == "pruned" else error
+    raised = None
+    try:
+        with tracking.Run.start(mlflow_client, EXPERIMENT, run_name=f"with {status}") as run:
+            run.end_tags["kept"] = "yes"
+            if error is not None:
+                raise error
+    except BaseException as e:  # KeyboardInterrupt too: the block's error is never swallowed
+        raised = e
+    assert raised is error
+    got = mlflow_client.get_run(run.run_id)
+    assert got.info.status == status and got.info.end_time is not None
+    assert {k: v for k, v in got.data.tags.items() if k in ("kept", "state", "failure_reason")} == tags
+
+
 class Refusing(MlflowClient):
     """A real store that refuses new runs (a server answering 403, a full disk)."""
 

@@ -1,1 +1,1 @@
-"""Figures and reports built from what tracking wrote."""
+"""Reports built from what tracking wrote; they read, never train."""

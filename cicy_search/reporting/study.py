@@ -18,16 +18,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
-from ..study import load as _load
 from .html import Link, Report
-from .. import links
+from ..tracking import links
 from ..errors import one_line
 
 STATE_COLORS = {"COMPLETE": "#2ca02c", "PRUNED": "#ff7f0e", "FAIL": "#d62728", "RUNNING": "#1f77b4", "WAITING": "#7f7f7f"}
-
-
-def load_study(name: str, storage: str | None = None) -> optuna.Study:
-    return _load(name, storage=storage)
 
 
 def objective_names(study: optuna.Study) -> list[str]:
@@ -54,7 +49,7 @@ def _mlflow_link(client, run_id: str | None, ui_url: str) -> Link | str:
 def ui_url_for(client) -> str:
     """The MLflow UI serving ``client``'s store: the server itself, or ``mlflow ui``'s default address."""
     from .. import tracking
-    from ..summary import LOCAL_UI
+    from ..tracking.summary import LOCAL_UI
 
     return tracking.ui_url(getattr(client, "tracking_uri", "") or "") or LOCAL_UI
 
@@ -189,8 +184,7 @@ def report_study(
 
         run_id = links.parent_run_id(study)
         if run_id is None:
-            run = tracking.Run.start(mlflow_client, "cicy-search-reports", run_name=f"study {study.study_name}", tags={"report": "study"})
-            run.end("FINISHED")
-            run_id = run.run_id
+            with tracking.Run.start(mlflow_client, "cicy-search-reports", run_name=f"study {study.study_name}", tags={"report": "study"}) as run:
+                run_id = run.run_id
         saved.log(mlflow_client, run_id, "study_report")
     return StudyReportResult(report, table, saved.html, run_id, saved.png_note, skipped)

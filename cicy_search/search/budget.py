@@ -1,0 +1,145 @@
+"""The budget loop: trials until the study holds its budget of finished trials, shared by every process.
+
+The budget belongs to the study, not to a process: ``optimize_to_budget`` starts a trial only while
+finished + running trials stay under it, so any number of workers sharing one storage stop together
+once the study holds ``budget`` finished trials. The check takes no lock (Optuna's ``MaxTrialsCallback``
+rule): workers that check in the same few milliseconds near the end may each start one trial more, so a
+study ends with between ``budget`` and ``budget + workers - 1`` finished trials (``bench.scale`` measures
+how many: a lock that serialised every trial start cost more than the rare extra trial).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import optuna
+
+from ..errors import CicyError
+from .storage import BudgetLock
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+POLL_SECONDS = 2.0
+
+
+def count_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+@dataclass
+class Counts:
+    finished: int
+    running: int
+    waiting: int
+
+
+def counts(study: optuna.Study) -> Counts:
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    return Counts(
+        sum(s in FINISHED for s in states),
+        states.count(optuna.trial.TrialState.RUNNING),
+        states.count(optuna.trial.TrialState.WAITING),
+    )
+
+
+def optimize_to_budget(
+    study: optuna.Study,
+    objective,
+    *,
+    budget: int,
+    lock: BudgetLock | None = None,
+    heartbeat: bool = True,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    max_failures: int | None = None,
+    give_up_after: int | None = None,
+    callbacks=(),
+    poll: float = POLL_SECONDS,
+    on_wait=None,
+    worker_id: str | None = None,
+) -> int:
+    """Run trials one at a time until the study holds ``budget`` finished trials; returns how many ran.
+
+    A trial starts only when a queued (WAITING) trial exists or finished + running trials are under
+    the budget. Without ``lock`` (what ``drive`` does) workers checking at the same moment may each start
+    one; with one the check is serialised, held until the trial exists, and the budget is exact. With a
+    heartbeat, running trials hold their place: a worker that dies keeps it until the heartbeat
+    fails its trial and queues the retry, so the others wait for that (``on_wait`` is told once)
+    instead of starting extra trials. Without one (journal files) running trials are not counted,
+    and concurrent workers may overshoot the budget by up to one trial each.
+
+    Args:
+        n_trials: at most this many trials from this call (a worker's share); None: until the budget.
+        timeout: start no trial after this many seconds.
+        max_failures: stop once more trials than this failed in this call.
+        give_up_after: raise ``CicyError`` once this many trials in a row failed with one
+            ``fail_reason`` while none finished in this call: a study whose every trial fails the same
+            way (a setting that cannot run) stops with that reason instead of failing on.
+        worker_id: stored as the trial's ``worker`` user attribute.
+    """
+    start = time.monotonic()
+    ran = failed = 0
+    waiting = False
+    same: list | None = []  # reasons of this call's failures while no trial finished
+    while n_trials is None or ran < n_trials:
+        if timeout is not None and time.monotonic() - start >= timeout:
+            break
+        if max_failures is not None and failed > max_failures:
+            break
+        states: list = []
+        reasons: list = []
+        if lock is not None:
+            lock.acquire()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            c = counts(study)
+            if c.finished >= budget:
+                break
+            go = c.waiting > 0 or c.finished + (c.running if heartbeat else 0) < budget
+            if go:
+
+                def one_trial(trial: optuna.Trial):
+                    if lock is not None:
+                        lock.release()
+                    if worker_id:
+                        trial.set_user_attr("worker", worker_id)
+                    return objective(trial)
+
+                try:
+                    study.optimize(
+                        one_trial,
+                        n_trials=1,
+                        catch=(Exception,),
+                        callbacks=[*callbacks, lambda s, t: (states.append(t.state), reasons.append(t.user_attrs.get("fail_reason")))],
+                        # No gc_after_trial: the objective's keras.backend.clear_session() already collects.
+                    )
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    # Another worker took this one for lost (a heartbeat stalled past the grace period)
+                    # and queued its retry; this result is dropped.
+                    states.append(optuna.trial.TrialState.FAIL)
+        finally:
+            if lock is not None:
+                lock.release()
+        if not go:
+            if on_wait is not None and not waiting:
+                on_wait(c)
+            waiting = True
+            time.sleep(poll)
+            continue
+        waiting = False
+        ran += 1
+        failed += states[:1] == [optuna.trial.TrialState.FAIL]
+        if give_up_after is not None and same is not None:
+            if states[:1] != [optuna.trial.TrialState.FAIL]:
+                same = None  # a trial finished: later failures are not "every trial"
+            else:
+                same.append(reasons[0] if reasons and reasons[0] else "no reason recorded")
+                if len(same) >= give_up_after and len(set(same[-give_up_after:])) == 1:
+                    raise CicyError(
+                        f"study {study.study_name!r}: the last {give_up_after} trials all failed with the same error "
+                        f"and none finished, so the study stops: {same[-1]}"
+                    )
+    return ran

@@ -1,0 +1,272 @@
+"""Optuna storages: the local SQLite default, any RDB URL (PostgreSQL for clusters), journal files.
+
+RDB storages get a heartbeat: a trial whose worker died (kill -9, node lost) is failed after the
+grace period by whichever worker looks next, its MLflow run is closed as failed, and the trial is
+re-queued with the same parameters for another worker (``RetryStaleTrial``). Journal files have no
+heartbeat in Optuna 5: a dead worker's trial stays RUNNING there.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import time
+import warnings
+from pathlib import Path
+
+from ..errors import CicyError, one_line
+from ..tracking import local_home
+from ..tracking import links
+
+HEARTBEAT_SECONDS = 30
+GRACE_SECONDS = 90
+MAX_RETRY = 3
+LOST = "worker lost (heartbeat stale)"
+CONNECT_TIMEOUT = 10
+
+log = logging.getLogger(__name__)
+
+
+def default_url() -> str:
+    home = local_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'optuna.db'}"
+
+
+def redact(url: str) -> str:
+    """The URL with any password hidden, for messages and tags."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def with_driver(url: str) -> str:
+    """``postgresql://`` with the installed driver: SQLAlchemy 2.1 defaults to psycopg 3, the
+    project ships psycopg2."""
+    import importlib.util
+
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix) and importlib.util.find_spec("psycopg") is None:
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
+def is_journal(url: str | None) -> bool:
+    return bool(url) and (url.startswith("journal:") or url.endswith(".log"))
+
+
+def check_url(url: str | None) -> None:
+    """A storage URL that can work, checked without creating anything (so a typo leaves no file behind).
+
+    ``open_storage`` repeats these checks; commands call this first, before MLflow or Optuna write.
+    """
+    from ..locks import sqlite_path
+
+    url = url or default_url()
+    if is_journal(url):
+        folder = Path(url.removeprefix("journal:")).parent
+        if not folder.is_dir():
+            raise CicyError(f"Optuna journal storage {url}: folder {folder} does not exist")
+        return
+    if "://" not in url:
+        raise CicyError(f"storage {url[:100]!r}: expected a database URL (sqlite:///..., postgresql://...) or journal:PATH")
+    path = sqlite_path(url)
+    if path is not None and not path.parent.is_dir():
+        raise CicyError(f"Optuna storage {redact(url)}: folder {path.parent} does not exist")
+    if path is not None and path.is_dir():
+        raise CicyError(f"Optuna storage {redact(url)}: {path} is a folder")
+
+
+def _seconds(value: int | None, env: str, default: int) -> int:
+    if value is not None:
+        return int(value)
+    raw = os.environ.get(env)
+    if raw is None:
+        return default
+    try:
+        seconds = int(raw)
+    except ValueError:
+        raise CicyError(f"{env}={raw!r}: expected whole seconds") from None
+    if seconds < 1:
+        raise CicyError(f"{env}={raw!r}: expected at least 1 second")
+    return seconds
+
+
+def heartbeat_settings(heartbeat_interval: int | None = None, grace_period: int | None = None) -> tuple[int, int]:
+    """Heartbeat interval and grace period in seconds: given, else ``CICY_HEARTBEAT_INTERVAL`` /
+    ``CICY_GRACE_PERIOD``, else 30 s and 90 s. The grace period must exceed the interval."""
+    interval = _seconds(heartbeat_interval, "CICY_HEARTBEAT_INTERVAL", HEARTBEAT_SECONDS)
+    grace = _seconds(grace_period, "CICY_GRACE_PERIOD", GRACE_SECONDS)
+    if grace <= interval:
+        raise CicyError(f"heartbeat: the grace period ({grace} s) must be longer than the interval ({interval} s)")
+    return interval, grace
+
+
+class RetryStaleTrial:
+    """Heartbeat-stale trial callback: close the dead trial's MLflow run as FAILED, then re-queue it.
+
+    The retry is a WAITING trial with the same parameters (``RetryHeartbeatStaleTrialCallback``), its
+    user attribute ``retry_of`` naming the lost trial. MLflow errors are logged, never raised: the
+    retry matters more than the bookkeeping.
+
+    Args:
+        max_retry: how often one trial may be retried (a trial that keeps killing workers stops).
+        tracking_uri: where the trial runs are; default the study's ``tracking_uri`` user attribute.
+    """
+
+    def __init__(self, max_retry: int = MAX_RETRY, *, tracking_uri: str | None = None):
+        import optuna
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        self.tracking_uri = tracking_uri
+
+    def __call__(self, study, trial) -> None:
+        run_id = links.run_id(trial)
+        retry = copy.deepcopy(trial)
+        retry.user_attrs = {"retry_of": trial.number}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._retry(study, retry)
+        if run_id:
+            close_lost_run(links.tracking_uri(study, self.tracking_uri), run_id)
+
+
+def close_lost_run(tracking_uri: str | None, run_id: str) -> bool:
+    """End a RUNNING MLflow run whose worker is gone as FAILED with ``failure_reason``; True when closed."""
+    from .. import tracking
+
+    try:
+        client = tracking.client(tracking_uri)
+        if client.get_run(run_id).info.status != "RUNNING":
+            return False
+        run = tracking.Run(client, run_id)
+        run.set_tags({"state": "failed", "failure_reason": LOST})
+        run.end("FAILED")
+        return True
+    except Exception as e:  # a tracking outage must not stop the worker that noticed the loss
+        log.warning("could not close MLflow run %s of a lost trial: %s", run_id, e)
+        return False
+
+
+def open_storage(
+    url: str | None = None,
+    *,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    tracking_uri: str | None = None,
+):
+    """An Optuna storage for ``url`` (default: SQLite in ``mlruns/``), checked to answer.
+
+    ``journal:PATH`` (or a path ending in ``.log``) is a journal file on a shared file system, for
+    clusters without a database. Database storages get the heartbeat of ``heartbeat_settings``; a
+    PostgreSQL server that does not answer within 10 s is reported as unreachable.
+    """
+    import optuna
+
+    url = url or default_url()
+    if is_journal(url):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = url.removeprefix("journal:")
+        try:
+            return optuna.storages.JournalStorage(JournalFileBackend(path))
+        except OSError as e:
+            raise CicyError(f"Optuna journal storage {path}: {e.strerror or e}") from None
+    check_url(url)
+    interval, grace = heartbeat_settings(heartbeat_interval, grace_period)
+    given, url = url, with_driver(url)
+    engine_kwargs = None
+    if url.startswith("postgresql"):
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
+    elif not url.startswith("sqlite"):
+        engine_kwargs = {"pool_pre_ping": True}
+    import sqlalchemy.exc
+
+    from ..locks import creating
+
+    for attempt in range(3):
+        try:
+            # creating: processes opening one new SQLite file at once would race to create its tables
+            with warnings.catch_warnings(), creating(url):  # heartbeat and retries are flagged experimental; wanted
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=interval,
+                    grace_period=grace,
+                    heartbeat_stale_trial_callback=RetryStaleTrial(tracking_uri=tracking_uri),
+                )
+        except Exception as e:  # sqlalchemy raises many types for "cannot connect"
+            racing = isinstance(e, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError))
+            if racing and attempt < 2:  # workers opening a fresh database at once race to create its tables
+                time.sleep(1.0 + attempt)
+                continue
+            first = one_line(e)
+            what = "failed" if racing else "is unreachable"
+            raise CicyError(f"Optuna storage {redact(given)} {what}: {first[:200]}") from None
+
+
+class BudgetLock:
+    """Serializes "count the trials the budget has left, then start one" across workers.
+
+    PostgreSQL: a session advisory lock keyed on the study name (the server drops it with the
+    connection of a worker that dies); SQLite: an ``flock`` on a file next to the database. Other
+    storages get no lock, and concurrent workers may then overshoot the budget by a trial or two.
+    ``release`` is idempotent, so a trial can release the lock as soon as it exists.
+    """
+
+    def __init__(self, url: str | None, study_name: str):
+        self.url = with_driver(url or default_url())
+        self.key = int.from_bytes(hashlib.sha256(f"cicy-search:{study_name}".encode()).digest()[:8], "big", signed=True)
+        self._engine = None
+        self._held = None
+
+    @property
+    def kind(self) -> str:
+        if self.url.startswith("postgresql"):
+            return "postgresql"
+        if self.url.startswith("sqlite:///") and ":memory:" not in self.url:
+            return "sqlite"
+        return "none"
+
+    def acquire(self) -> None:
+        if self.kind == "postgresql":
+            import sqlalchemy
+
+            if self._engine is None:
+                self._engine = sqlalchemy.create_engine(
+                    self.url, pool_size=1, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT}
+                )
+            conn = self._engine.connect()
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
+            self._held = conn
+        elif self.kind == "sqlite":
+            path = Path(self.url.removeprefix("sqlite:///").split("?")[0] + ".budget-lock")
+            handle = open(path, "a")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            self._held = handle
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        if self.kind == "postgresql":
+            import sqlalchemy
+
+            try:
+                held.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+            finally:
+                held.close()
+        else:
+            fcntl.flock(held, fcntl.LOCK_UN)
+            held.close()
+
+    def close(self) -> None:
+        self.release()
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None

@@ -1,0 +1,292 @@
+"""Running studies: create or resume an Optuna study from a study file and optimize it to its budget.
+
+The study's MLflow side: one experiment named after the study, one parent run (its id in the study's
+user attributes, so any worker can nest under it) and one child run per trial. The budget loop that
+every process runs is ``budget.optimize_to_budget``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from .. import tracking
+from ..errors import CicyError, NoStudy
+from .budget import Counts, count_finished, optimize_to_budget
+from .storage import LOST, BudgetLock, check_url, default_url, is_journal, open_storage, redact
+from .studyfile import StudySpec, check_budget
+from ..tracking import links
+
+GIVE_UP_AFTER = 3  # failures in a row, all with one reason and none finished: the study cannot run
+
+
+def create(
+    spec: StudySpec, *, storage: str | None = None, tracking_uri: str | None = None, n_trials: int | None = None
+) -> optuna.Study:
+    """Create the study and its MLflow parent run, or load them if they exist (idempotent).
+
+    ``n_trials`` (default: the file's budget) is stored as the study's ``budget`` user attribute,
+    the total that workers read; creating again with another value changes it. Processes creating
+    one study at once take turns under its budget lock: the first creates the study and its parent
+    run, the others find them. A wrong storage URL or an unreachable tracking server fails first.
+    """
+    check_budget(n_trials)
+    check_url(storage)  # before the tracking store is opened (a SQLite one is created by opening it)
+    check_tracking(tracking.client(tracking_uri))
+    optuna_storage = open_storage(storage, tracking_uri=tracking_uri)
+    lock = BudgetLock(storage, spec.name)
+    lock.acquire()
+    try:
+        return _create(spec, optuna_storage, storage=storage, tracking_uri=tracking_uri, n_trials=n_trials)
+    finally:
+        lock.close()
+
+
+def _create(spec: StudySpec, optuna_storage, *, storage: str | None, tracking_uri: str | None, n_trials: int | None) -> optuna.Study:
+    """``create`` once it holds the study's lock (creating is the one step still taken in turns)."""
+    client = tracking.client(tracking_uri)
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=optuna_storage,
+        sampler=spec.sampler_object(),
+        pruner=spec.pruner_object(),
+        directions=spec.directions,
+        load_if_exists=True,
+    )
+    if [d.name.lower() for d in study.directions] != spec.directions:
+        raise CicyError(
+            f"study {spec.name!r} exists in {redact(storage or default_url())} with directions "
+            f"{[d.name.lower() for d in study.directions]}, not {spec.directions}"
+        )
+    if links.parent_run_id(study) is None:
+        parent = tracking.Run.start(client, spec.name, run_name=spec.name, tags={"study": spec.name, "role": "study"})
+        parent.log_params(
+            {
+                "study": spec.name,
+                "objectives": ",".join(f"{o.metric}:{o.direction}" for o in spec.objectives),
+                **{f"sampler.{k}": v for k, v in spec.sampler.items()},
+                **{f"pruner.{k}": v for k, v in spec.pruner.items()},
+                "budget.n_trials": spec.n_trials,
+                "space": ",".join(p.name for p in spec.params),
+            }
+        )
+        parent.log_artifacts({"study.yaml": tracking.config_yaml(spec.raw)})
+        # SCHEDULED until a process works on it; then summary.StudySummary keeps it current and ends it.
+        client.update_run(parent.run_id, status="SCHEDULED")
+        study.set_user_attr(links.PARENT_RUN_ID, parent.run_id)
+        study.set_user_attr("mlflow_experiment", spec.name)
+        study.set_user_attr(links.TRACKING_URI, client.tracking_uri)
+        study.set_user_attr("objectives", [o.metric for o in spec.objectives])
+        study.set_user_attr("spec", spec.raw)
+    budget = n_trials or spec.n_trials
+    if study.user_attrs.get("budget") != budget:
+        study.set_user_attr("budget", budget)
+    return study
+
+
+def check_tracking(client) -> None:
+    """A tracking server must accept our requests, not just answer ``/health``: MLflow 3 refuses Host
+    headers outside its ``--allowed-hosts`` (HTTP 403) while ``/health`` still says OK."""
+    if not client.tracking_uri.startswith(("http://", "https://")):
+        return
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.search_experiments(max_results=1)
+    except MlflowException as e:
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)[:300]
+        hint = ""
+        if "403" in str(e) or "Host header" in str(e):
+            hint = "; start the server with --allowed-hosts naming the host:port clients use"
+        raise CicyError(f"MLflow tracking server {client.tracking_uri} refused a request: {first}{hint}") from None
+
+
+def load(name: str, *, storage: str | None = None, **storage_options) -> optuna.Study:
+    """An existing study by name; a clear error names the studies that do exist.
+
+    ``storage_options`` go to ``open_storage`` (heartbeat settings, the tracking URI for lost runs).
+    """
+    url = storage or default_url()
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
+        raise NoStudy(f"no study {name!r}: no Optuna storage at {url}")  # opening it would create an empty database
+    optuna_storage = open_storage(url, **storage_options)
+    names = [s.study_name for s in optuna.get_all_study_summaries(optuna_storage, include_best_trial=False)]
+    if name not in names:
+        known = ", ".join(names) if names else "none"
+        raise NoStudy(f"no study {name!r} in {redact(storage or default_url())} (studies there: {known})")
+    return optuna.load_study(study_name=name, storage=optuna_storage)
+
+
+def reseed(study: optuna.Study, spec: StudySpec, worker: int = 0) -> None:
+    """Give the study the file's sampler, its seed shifted by the trials already there and the worker.
+
+    A resumed study must not replay the sampler's first draws, nor may two workers draw the same ones.
+    """
+    sampler = dict(spec.sampler)
+    if sampler.get("seed") is not None:
+        sampler["seed"] = (sampler["seed"] + len(study.trials) + worker * 100_003) % 2**32
+    study.sampler = StudySpec.sampler_object(spec, sampler)
+
+
+@dataclass
+class RunSummary:
+    study: optuna.Study
+    new_trials: int
+    finished: int
+    budget: int
+    seconds: float
+
+
+def reporter(console, spec: StudySpec, budget: int):
+    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if console is None:
+            return
+        state = trial.state.name.lower()
+        value = "" if trial.values is None else " ".join(f"{o.metric}={v:.4g}" for o, v in zip(spec.objectives, trial.values))
+        reason = trial.user_attrs.get("fail_reason", "") if state == "fail" else ""
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        console.print(
+            f"trial {trial.number:>4} {state:<8} {value} {reason} [{count_finished(study)}/{budget}] {seconds:.1f} s",
+            highlight=False,
+        )
+
+    return report
+
+
+def run(
+    spec: StudySpec,
+    *,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    worker: int = 0,
+    console=None,
+    report: bool = True,
+    system_metrics: bool = False,
+) -> RunSummary:
+    """Optimize until the study holds ``n_trials`` finished (complete or pruned) trials, or time runs out.
+
+    Earlier trials in the same storage count toward the budget, so a rerun resumes. A trial that
+    raises is recorded as failed (with ``fail_reason``) and the study goes on; failures do not count
+    toward the budget, but more failures than the budget in one call stop it. The study's MLflow parent
+    run is kept current as trials finish and gets the study report at the end (``report``; see ``summary``).
+    ``system_metrics``: sample CPU, memory and GPU use into every trial run (see ``worker.join``).
+    """
+    if system_metrics:
+        tracking.enable_system_metrics()
+    check_budget(n_trials, timeout)  # before anything is created: 0 and -1 are mistakes, not "the file's budget"
+    budget = n_trials or spec.n_trials
+    timeout = timeout if timeout is not None else spec.timeout
+    study = create(spec, storage=storage, tracking_uri=tracking_uri, n_trials=budget)
+    client = links.client(study, tracking_uri)
+    from .objective import Objective  # imports TensorFlow: only once storage and tracking answered
+
+    start = time.monotonic()
+    objective = Objective(
+        spec, mlflow_client=client, parent_run_id=links.parent_run_id(study), uploader=tracking.uploader()
+    )
+    ran = drive(study, spec, objective, storage=storage, budget=budget, worker=worker, timeout=timeout, console=console, report=report)
+    return RunSummary(study, ran, count_finished(study), budget, time.monotonic() - start)
+
+
+def drive(
+    study: optuna.Study,
+    spec: StudySpec,
+    objective,
+    *,
+    storage: str | None,
+    budget: int,
+    worker: int = 0,
+    timeout: float | None = None,
+    n_trials: int | None = None,
+    worker_id: str | None = None,
+    console=None,
+    report: bool = True,
+    budget_lock: bool = False,
+) -> int:
+    """Run ``objective`` on ``study`` until the study's budget is met; returns trials run.
+
+    What ``study run`` and every cluster worker share: a reseeded sampler, the budget loop (without a lock
+    unless ``budget_lock``: the old rule, serialised and exact, kept for ``bench.scale``'s before/after), and
+    the study's MLflow parent run kept as its summary (``summary.StudySummary``: updated after each
+    trial; at the end the queued MLflow writes flushed, the study report logged unless ``report`` is
+    False or the run was interrupted, and the run ended as the budget says).
+    """
+    from ..tracking.summary import StudySummary
+
+    reseed(study, spec, worker)
+    lock = BudgetLock(storage, spec.name) if budget_lock else None
+    summary = None
+    if links.parent_run_id(study) and getattr(objective, "client", None) is not None:
+        summary = StudySummary(study, objective.client, budget=budget, uploader=getattr(objective, "uploader", None))
+        summary.start()
+    interrupted = False
+    try:
+        return optimize_to_budget(
+            study,
+            objective,
+            budget=budget,
+            lock=lock,
+            heartbeat=not is_journal(storage),
+            n_trials=n_trials,
+            timeout=timeout,
+            max_failures=budget,
+            give_up_after=min(GIVE_UP_AFTER, budget),
+            callbacks=[reporter(console, spec, budget), *([summary.after_trial] if summary else [])],
+            on_wait=waiter(console, budget),
+            worker_id=worker_id,
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        if lock is not None:
+            lock.close()
+        if summary is not None:
+            from ..reporting.study import report_study
+
+            summary.finish(report=report_study if report else None, interrupted=interrupted, console=console)
+
+
+def waiter(console, budget: int):
+    def wait(c: Counts) -> None:
+        if console is not None:
+            console.print(
+                f"budget taken: {c.finished} finished + {c.running} running of {budget}; "
+                "waiting for the running trials (a lost worker's trial is retried after the heartbeat grace period)",
+                highlight=False,
+            )
+
+    return wait
+
+
+def trials_table(study: optuna.Study) -> list[dict]:
+    """One row a trial: number, state, value(s), params, duration, MLflow run id."""
+    rows = []
+    trials = study.get_trials(deepcopy=False)
+    lost = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    for t in trials:
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "values": t.values,
+                "params": t.params,
+                "seconds": t.duration.total_seconds() if t.duration else None,
+                "mlflow_run_id": links.run_id(t),
+                "fail_reason": t.user_attrs.get("fail_reason") or (LOST if t.number in lost else None),
+                "worker": t.user_attrs.get("worker"),
+            }
+        )
+    return rows
+
+
+def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The best trial, or the Pareto front of a multi-objective study."""
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        raise CicyError(f"study {study.study_name!r} has no complete trial yet")
+    return study.best_trials if len(study.directions) > 1 else [study.best_trial]

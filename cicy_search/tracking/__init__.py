@@ -1,0 +1,557 @@
+"""MLflow bookkeeping: where runs go, what every run is tagged with, and batched logging.
+
+Everything goes through ``MlflowClient`` with explicit run ids, so any process (a study worker on
+another host) can log into a run it did not create, e.g. a trial run nested under its study's run.
+A ``Run`` given an ``Uploader`` makes every write in a background thread, in order, so none of it
+is on the training thread's path; ``Uploader.flush`` waits for them and returns what failed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import hashlib
+import json
+import os
+import platform
+import queue
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from ..errors import CicyError, one_line
+
+LOCAL_HOME = "mlruns"
+
+
+def local_home() -> Path:
+    """The git-ignored folder for local state (MLflow's SQLite store and artifacts, the default Optuna storage)."""
+    return Path(os.environ.get("CICY_SEARCH_HOME", LOCAL_HOME)).resolve()
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    """Explicit URI, else ``MLFLOW_TRACKING_URI``, else a SQLite store inside ``mlruns/``."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    home = local_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def _check_reachable(uri: str) -> None:
+    if uri.startswith(("http://", "https://")):
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise CicyError(f"MLflow tracking server {uri} is unreachable: {reason}") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///") :]).parent
+        if not folder.is_dir():
+            raise CicyError(f"MLflow tracking store {uri}: folder {folder} does not exist")
+
+
+@functools.lru_cache(maxsize=None)
+def client(uri: str | None = None):
+    """An ``MlflowClient`` for the resolved URI, checked to be reachable first."""
+    from mlflow import MlflowClient
+
+    from ..locks import creating
+
+    uri = resolve_uri(uri)
+    _check_reachable(uri)
+    if uri.startswith("sqlite:"):
+        fast_sqlite_commits()
+    with creating(uri):  # processes opening a new SQLite store at once race in its schema migrations
+        return MlflowClient(tracking_uri=uri)
+
+
+def check_experiment_name(name: str) -> None:
+    """A name MLflow takes for an experiment (1 to 500 characters), printable so errors stay one line."""
+    if not isinstance(name, str) or not name.strip() or len(name) > 500 or not name.isprintable():
+        shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
+        raise CicyError(f"MLflow experiment name {shown}: expected 1 to 500 printable characters")
+
+
+@functools.lru_cache(maxsize=None)
+def fast_sqlite_commits() -> None:
+    """Every SQLite database SQLAlchemy opens in this process (MLflow's store, Optuna's storage) gets a
+    write-ahead log and ``synchronous=NORMAL``.
+
+    SQLite's default rollback journal syncs the disk two or three times per commit: 16 ms a commit on this
+    project's machine, and a trial makes a few dozen commits. In WAL mode a commit is an append (0.04 ms);
+    processes on one host still share the database safely, and a crash of the process loses nothing (one of
+    the machine may lose the last commits, never the database). WAL needs a local file system, as SQLite
+    shared by several processes always did.
+    """
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _pragmas(dbapi_connection, _record):
+        if isinstance(dbapi_connection, sqlite3.Connection):
+            try:
+                dbapi_connection.execute("PRAGMA journal_mode=WAL")
+                dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error:  # another process holds it in the middle of a change: its default then
+                pass
+
+
+def experiment_id(mlflow_client, name: str) -> str:
+    """The id of experiment ``name``, created if missing (artifacts next to a SQLite store's file)."""
+    from mlflow.exceptions import MlflowException
+
+    check_experiment_name(name)
+
+    exp = mlflow_client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            mlflow_client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    from ..locks import sqlite_path
+
+    location = None
+    database = sqlite_path(mlflow_client.tracking_uri)
+    if database is not None:  # beside the store it belongs to, not in whatever folder the command ran from
+        location = (database.resolve().parent / "artifacts").as_uri()
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except MlflowException as e:
+        exp = mlflow_client.get_experiment_by_name(name)
+        if exp is not None:  # another worker created it first
+            return exp.experiment_id
+        first = (str(e.message if hasattr(e, "message") else e).strip().splitlines() or ["refused"])[0][:200]
+        raise CicyError(f"MLflow experiment {name[:60]!r}: {first}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@functools.lru_cache(maxsize=None)
+def device() -> str:
+    """``cpu`` or the name of the first visible GPU (imports TensorFlow; call only while training)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "cpu"
+    details = tf.config.experimental.get_device_details(gpus[0])
+    return f"gpu:{details.get('device_name', gpus[0].name)}"
+
+
+def context_tags(dataset: str, dataset_hash: str) -> dict[str, str]:
+    """Where and from what a run was made: host, process, device, data set and code version."""
+    return {
+        "host": socket.gethostname(),
+        "process": str(os.getpid()),
+        "platform": platform.platform(),
+        "device": device(),
+        "dataset": dataset,
+        "dataset_hash": dataset_hash,
+        "mlflow.source.git.commit": git_commit(),
+        "git_commit": git_commit(),
+    }
+
+
+def _param_value(v: Any) -> str:
+    return str(v) if not isinstance(v, str) else v
+
+
+class Uploader:
+    """MLflow writes off the training thread: one background thread runs them in the order submitted.
+
+    ``submit`` returns a ``Future``; a write that fails is kept (as one line) until ``flush``, which waits
+    for everything submitted so far and returns those lines. The thread starts on the first submit and
+    is flushed once more when the interpreter exits.
+
+    Example::
+
+        uploader = Uploader()
+        uploader.submit(client.log_batch, run_id, metrics=metrics, what="epoch metrics")
+        for line in uploader.flush():
+            print("warning:", line)
+    """
+
+    def __init__(self):
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._errors: list[str] = []
+
+    def submit(self, fn: Callable, *args, what: str = "", **kwargs) -> Future:
+        future: Future = Future()
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._work, name="mlflow-uploader", daemon=True)
+                self._thread.start()
+        self._queue.put((future, fn, args, kwargs, what))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            future, fn, args, kwargs, what = self._queue.get()
+            try:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(*args, **kwargs))
+                    except BaseException as exc:  # kept for flush; the thread goes on with the next write
+                        if not getattr(exc, "_cicy_reported", False):
+                            with self._lock:
+                                self._errors.append(f"{what}: {one_line(exc)}" if what else one_line(exc))
+                            try:
+                                exc._cicy_reported = True  # the same error seen again by a later write of its run
+                            except AttributeError:
+                                pass
+                        future.set_exception(exc)
+            finally:
+                self._queue.task_done()
+
+    def flush(self, timeout: float | None = None) -> list[str]:
+        """Wait until every write submitted so far has run; returns (and forgets) the ones that failed."""
+        if self._thread is not None:
+            marker = self.submit(lambda: None)
+            try:
+                marker.result(timeout=timeout)
+            except TimeoutError:
+                with self._lock:
+                    self._errors.append(f"{self._queue.qsize()} MLflow writes still queued after {timeout:g} s")
+        with self._lock:
+            errors, self._errors = self._errors, []
+        return errors
+
+
+_UPLOADER: Uploader | None = None
+
+
+def uploader() -> Uploader:
+    """The process's background uploader (flushed at exit, so nothing queued is lost on a normal exit)."""
+    global _UPLOADER
+    if _UPLOADER is None:
+        _UPLOADER = Uploader()
+        atexit.register(_UPLOADER.flush, 120)
+    return _UPLOADER
+
+
+def run_status(exc: BaseException) -> tuple[str, str]:
+    """MLflow status and ``state`` tag for a run that ended with ``exc``."""
+    import optuna
+
+    if isinstance(exc, optuna.TrialPruned):
+        return "KILLED", "pruned"
+    if isinstance(exc, KeyboardInterrupt):
+        return "FAILED", "interrupted"
+    return "FAILED", "failed"
+
+
+class Run:
+    """One MLflow run addressed by id: params, batched metrics, tags, inputs, artifacts, final status.
+
+    Without an uploader every call writes at once. With one, ``start`` and every later call only queue
+    the write: ``run_id`` then waits for the run to exist, ``later`` queues any other work behind this
+    run's writes, and a write that fails is reported by ``Uploader.flush`` and named in the run's
+    ``tracking_errors`` tag when it ends.
+
+    As a context manager it ends the run when the block ends: FINISHED (with ``end_tags``), or, when the
+    block raised, the status ``run_status`` gives (KILLED for a pruned trial, FAILED otherwise) with the
+    ``state`` tag and the error's first line as ``failure_reason``; the error goes on.
+
+        with tracking.Run.start(client, "experiment", run_name="recipe") as run:
+            run.log_params({"runs": 3})
+    """
+
+    def __init__(self, mlflow_client, run_id: str | None, *, uploader: Uploader | None = None, name: str = ""):
+        self.client = mlflow_client
+        self._run_id = run_id
+        self._created: Future | None = None
+        self.uploader = uploader
+        self.name = name or (run_id or "")
+        self._pending: list = []
+        self._last_flush = time.monotonic()
+        self.end_tags: dict[str, Any] = {}  # added to the final tags when ``end`` is written (work queued before it may add some)
+        self.errors: list[str] = []
+
+    @property
+    def run_id(self) -> str:
+        if self._run_id is None:
+            self._run_id = self._created.result()
+        return self._run_id
+
+    @classmethod
+    def start(
+        cls,
+        mlflow_client,
+        experiment: str,
+        *,
+        run_name: str | None = None,
+        tags: dict[str, str] | None = None,
+        parent_run_id: str | None = None,
+        uploader: Uploader | None = None,
+    ) -> "Run":
+        tags = dict(tags or {})
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+
+        def create() -> str:
+            run = mlflow_client.create_run(experiment_id(mlflow_client, experiment), tags=tags, run_name=run_name)
+            return run.info.run_id
+
+        if uploader is None:
+            return cls(mlflow_client, create(), name=run_name or "")
+        run = cls(mlflow_client, None, uploader=uploader, name=run_name or "")
+        run._created = uploader.submit(create, what=f"MLflow run {run_name or ''} in {experiment}: create")
+        return run
+
+    def later(self, fn: Callable[[], Any], what: str = "") -> Future | Any:
+        """``fn()`` now, or, with an uploader, queued behind this run's earlier writes (returns its ``Future``)."""
+        if self.uploader is None:
+            return fn()
+
+        def guarded():
+            if self._created is not None and self._created.exception() is not None:
+                raise self._created.exception()  # reported once, by the create
+            try:
+                return fn()
+            except Exception as e:
+                self.errors.append(f"{what}: {one_line(e)}")
+                raise
+
+        return self.uploader.submit(guarded, what=f"MLflow run {self.name or self._run_id}: {what}")
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_value(v)) for k, v in params.items()]
+
+        def write():
+            for i in range(0, len(items), 100):
+                self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+        self.later(write, "params")
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        self.later(lambda: self.client.log_batch(self.run_id, tags=items), "tags")
+
+    def log_inputs(self, datasets: list) -> None:
+        """Dataset inputs (``dataset_inputs``): what the run's Dataset column and filter show."""
+        if datasets:
+            self.later(lambda: self.client.log_inputs(self.run_id, datasets=datasets), "datasets")
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, *, flush_after: float = 0.0) -> None:
+        """Queue metrics; they are written in one batch once ``flush_after`` seconds have passed."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._pending += [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        if time.monotonic() - self._last_flush >= flush_after:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        self._last_flush = time.monotonic()
+        if not pending:
+            return
+
+        def write():
+            for i in range(0, len(pending), 1000):
+                self.client.log_batch(self.run_id, metrics=pending[i : i + 1000])
+
+        self.later(write, "metrics")
+
+    def log_artifacts(self, files: dict[str, str | bytes], artifact_path: str | None = None) -> None:
+        """Write ``{file name: content}`` to a temporary folder and log it in one call."""
+
+        def write():
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, content in files.items():
+                    p = Path(tmp) / name
+                    p.write_bytes(content) if isinstance(content, bytes) else p.write_text(content)
+                self.client.log_artifacts(self.run_id, tmp, artifact_path)
+
+        self.later(write, "artifacts")
+
+    def log_folder(self, folder: str | Path, artifact_path: str | None = None) -> None:
+        """Log a folder; with an uploader it must stay in place until the upload ran."""
+        self.later(lambda: self.client.log_artifacts(self.run_id, str(folder), artifact_path), "artifacts")
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.end("FINISHED")
+            return
+        status, state = run_status(exc)
+        try:
+            self.end(status, tags={"state": state} if state == "pruned" else {"state": state, "failure_reason": one_line(exc)})
+        except Exception:  # the tracking store itself is gone; the original error matters more
+            pass
+
+    def end(self, status: str = "FINISHED", tags: dict[str, Any] | None = None) -> None:
+        """Write queued metrics and the final tags in one batch, then close the run with ``status``."""
+        from mlflow.entities import RunTag
+
+        pending, self._pending = self._pending, []
+
+        def write():
+            final = {**self.end_tags, **(tags or {})}
+            if self.errors:
+                final["tracking_errors"] = "; ".join(self.errors)[:5000]
+            run_tags = [RunTag(k, str(v)) for k, v in final.items()]
+            if len(pending) <= 1000:
+                self.client.log_batch(self.run_id, metrics=pending, tags=run_tags)
+            else:
+                for i in range(0, len(pending), 1000):
+                    self.client.log_batch(self.run_id, metrics=pending[i : i + 1000])
+                self.client.log_batch(self.run_id, tags=run_tags)
+            self.client.set_terminated(self.run_id, status=status)
+
+        self.later(write, f"end ({status})")
+
+
+def dataset_inputs(data: dict, dataset_hash: str, index: dict[str, Any]) -> list:
+    """MLflow dataset inputs for a run trained on the splits ``index`` of the list ``data["dataset"]``.
+
+    One input per split (contexts ``train``, ``validation``, ``test``), all named after the list; each
+    digest is the start of the sha256 of the list's sha256 and the split's row indices, so two runs show
+    the same digest exactly when they saw the same rows. The profile holds the list's full sha256, the
+    split's size, fractions and seed.
+    """
+    import numpy as np
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    from ..data import DATASETS
+
+    contexts = {"train": "training", "val": "validation", "test": "test"}
+    name = data["dataset"]
+    source = json.dumps({"uri": f"cicy_search/data/{DATASETS.get(name, name)}", "sha256": dataset_hash})
+    out = []
+    for split, context in contexts.items():
+        if split not in index:
+            continue
+        rows = np.asarray(index[split], dtype=np.int64)
+        digest = hashlib.sha256(f"{dataset_hash}:{split}:".encode() + rows.tobytes()).hexdigest()[:16]
+        profile = {
+            "num_rows": int(len(rows)),
+            "split": split,
+            "sha256": dataset_hash,
+            "fractions": {k: data.get(k) for k in ("train", "val", "test")},
+            "seed": data.get("seed"),
+            "stratify": data.get("stratify"),
+            "limit": data.get("limit"),
+            "keep_products": data.get("keep_products"),
+            "targets": list(data.get("targets") or []),
+        }
+        dataset = Dataset(name, digest, "local", source, None, json.dumps(profile))
+        out.append(DatasetInput(dataset, [InputTag("mlflow.data.context", context)]))
+    return out
+
+
+class SystemMetrics:
+    """CPU, memory, disk, network and (with nvidia-ml-py) GPU use, sampled into a run's ``system/*`` metrics.
+
+    MLflow's own monitors (``mlflow.enable_system_metrics_logging``) do the measuring; this samples them
+    every ``interval`` seconds and once more at ``stop``, so even a trial shorter than the interval gets
+    a point, and writes through the run (so, in a study, through the background uploader).
+    """
+
+    def __init__(self, run: Run, interval: float | None = None):
+        from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self.run = run
+        self.interval = interval or MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.get() or 2.0
+        self.monitor = SystemMetricsMonitor("", sampling_interval=self.interval, tracking_uri=run.client.tracking_uri)
+        self._step = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="system-metrics", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        self.monitor.collect_metrics()
+        metrics = self.monitor.aggregate_metrics()
+        for m in self.monitor.monitors:
+            m.clear_metrics()
+        metrics = {f"system/{k}": v for k, v in metrics.items()}
+        if metrics:
+            self.run.later(lambda step=self._step: self._write(metrics, step), "system metrics")
+            self._step += 1
+
+    def _write(self, metrics: dict, step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.run.client.log_batch(self.run.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def system_metrics_enabled() -> bool:
+    """Whether runs sample system metrics: ``mlflow.enable_system_metrics_logging()`` (the workers'
+    ``--system-metrics``) or ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true``."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING
+
+    return bool(MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.get())
+
+
+def enable_system_metrics() -> None:
+    """Turn system metrics on for this process's runs; they need psutil (and nvidia-ml-py for GPUs)."""
+    import importlib.util
+
+    import mlflow
+
+    if importlib.util.find_spec("psutil") is None:
+        raise CicyError("--system-metrics needs psutil: pip install psutil (and nvidia-ml-py for GPU metrics)")
+    mlflow.enable_system_metrics_logging()
+
+
+def ui_url(tracking_uri: str) -> str | None:
+    """The MLflow UI address of a tracking server (credentials removed); None for a local store."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    import re
+
+    return re.sub(r"://[^/@]*@", "://", tracking_uri).rstrip("/")
+
+
+def experiment_url(ui: str, experiment_id: str) -> str:
+    """The runs table of an experiment in the MLflow UI at ``ui``."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs"
+
+
+def run_url(ui: str, experiment_id: str, run_id: str) -> str:
+    return f"{experiment_url(ui, experiment_id)}/{run_id}"
+
+
+def config_yaml(config: dict) -> str:
+    return yaml.safe_dump(config, sort_keys=False)

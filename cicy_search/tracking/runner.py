@@ -1,0 +1,147 @@
+"""One tracked training run: train a resolved config and record everything about it in MLflow.
+
+Used by ``cicy-search train`` and by every study trial. The run is created only after the config
+has been validated, and it always ends with a status: FINISHED, KILLED (pruned) or FAILED with
+the reason in the ``failure_reason`` tag. Study trials hand their writes to a background uploader,
+so creating the run, its metric batches, artifacts and end cost the training thread nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from concurrent.futures import Future, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .. import bundle, tracking
+from ..config import flatten
+from ..training import EpochCallback, Prepared, TrainResult, fit, prepare
+
+METRIC_FLUSH_SECONDS = 5.0
+
+
+@dataclass
+class TrackedResult:
+    result: TrainResult
+    run_id: str
+
+
+def model_summary(model) -> str:
+    if not hasattr(model, "summary"):
+        return repr(model)
+    buffer = io.StringIO()
+    # print_fn, not redirect_stdout: this may run in the uploader's thread while the main thread prints.
+    model.summary(line_length=110, print_fn=lambda text, **_: buffer.write(text))
+    return buffer.getvalue()
+
+
+def run_tracked(
+    config: dict,
+    *,
+    mlflow_client,
+    experiment: str,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    tags: dict | None = None,
+    params: dict | None = None,
+    prepared: Prepared | None = None,
+    callbacks: Sequence = (),
+    log_model: bool | Callable[[TrainResult], bool] = True,
+    log_test: bool = True,
+    progress: bool = False,
+    on_start: Callable[[str], None] | None = None,
+    uploader: tracking.Uploader | None = None,
+    parent_inputs: bool = False,
+    initial_weights: str | None = None,
+    initial_epoch: int = 0,
+) -> TrackedResult:
+    """Train ``config`` inside one MLflow run.
+
+    Args:
+        config: a resolved run config; all its values become params (``model.depth``, ...).
+        mlflow_client: from ``tracking.client``.
+        experiment: MLflow experiment name (created if missing).
+        parent_run_id: nest this run under another (a study's run).
+        tags, params: extra tags and params (trial number, sampler, sampled values).
+        callbacks: extra Keras callbacks (pruning).
+        log_model: log the trained model, or a predicate deciding it from the result (best trial so far).
+        log_test: log the test split's scores (``test_*``); study trials do not, so nothing can select on them.
+        on_start: called with the run id once the run exists and holds its params (a trial links to it).
+        uploader: make every MLflow write in its background thread (study trials): the run is created,
+            filled and closed there while training goes on; this returns once ``on_start`` has run, and
+            the artifacts and the run's end are written after that (``Uploader.flush`` waits for them).
+            Without one, everything is written before this returns.
+        parent_inputs: also list the run's data set among the parent run's inputs (a recipe's runs).
+        initial_weights, initial_epoch: continue a saved model from that epoch (``training.fit``; keras-tuner's
+            Hyperband); its ``epoch_*`` metrics are logged at their epochs, from ``initial_epoch`` on.
+    """
+    prepared = prepared or prepare(config)
+    d = config["data"]
+    run = tracking.Run.start(
+        mlflow_client,
+        experiment,
+        run_name=run_name or config["name"],
+        tags={**tracking.context_tags(d["dataset"], prepared.dataset.hash), **(tags or {})},
+        parent_run_id=parent_run_id,
+        uploader=uploader,
+    )
+    monitor = linked = None
+    with run:  # ends it FINISHED, or KILLED (pruned) / FAILED with the error's first line
+        try:
+            sizes = {f"data.n_{split}": len(prepared.x[split]) for split in ("train", "val", "test")}
+            run.log_params({**flatten(config), **sizes, **(params or {})})
+            inputs = tracking.dataset_inputs(d, prepared.dataset.hash, prepared.index)
+            run.log_inputs(inputs)
+            if parent_inputs and parent_run_id:
+                tracking.Run(mlflow_client, parent_run_id, uploader=uploader).log_inputs(inputs)
+            # After the params: a run a trial links to always says what it trains.
+            linked = run.later(lambda: on_start(run.run_id), "link") if on_start else None
+            if tracking.system_metrics_enabled():
+                monitor = tracking.SystemMetrics(run)
+            epoch_logger = EpochCallback(
+                lambda epoch, logs: run.log_metrics(
+                    {f"epoch_{k}": v for k, v in logs.items() if log_test or not k.startswith("test_")},
+                    step=epoch, flush_after=METRIC_FLUSH_SECONDS,
+                )
+            )
+            result = fit(
+                config, prepared, callbacks=[epoch_logger, *callbacks], progress=progress, initial_weights=initial_weights,
+                initial_epoch=initial_epoch,
+            )
+            if isinstance(linked, Future):
+                linked.result()  # the run could not be made or linked: the trial must not look tracked
+            if monitor is not None:
+                monitor.stop()
+                monitor = None
+            scores = result.metrics if log_test else {k: v for k, v in result.metrics.items() if not k.startswith("test_")}
+            final = {**scores, "n_params": result.n_params, "train_seconds": result.seconds, "epochs_run": result.epochs_run}
+            run.log_metrics(final, step=result.epochs_run, flush_after=float("inf"))
+            run.later(lambda: _log_artifacts(run, result, log_model), "artifacts")
+            run.end_tags["state"] = "complete"
+        except BaseException:
+            if monitor is not None:
+                monitor.stop()
+            if isinstance(linked, Future):
+                wait([linked])  # a pruned or failed trial is still running while its link is written
+            raise
+    return TrackedResult(result, run.run_id)
+
+
+def _log_artifacts(run: tracking.Run, result: TrainResult, log_model: bool | Callable[[TrainResult], bool]) -> None:
+    """Config, model summary and (when asked) the model folder, in one upload.
+
+    No learning-curve figure: MLflow charts the ``epoch_*`` metrics itself, and ``report compare`` draws
+    them side by side offline. With an uploader this runs in its thread, after training.
+    """
+    with_model = log_model(result) if callable(log_model) else log_model
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "config.yaml").write_text(tracking.config_yaml(result.config))
+        (folder / "model_summary.txt").write_text(model_summary(result.model))
+        if with_model:
+            bundle.save(folder / "model", result.model, result.config, result.targets)
+        run.client.log_artifacts(run.run_id, str(folder))
+    if with_model:
+        run.end_tags["model_logged"] = "true"

@@ -1,0 +1,54 @@
+"""The README's figures: the results-table plot from the table's JSON, written as a small PNG."""
+
+import json
+
+import pytest
+
+from cicy_search.experiments import figures
+
+RECORDS = [
+    {"row": "dense (talk)", "fraction": 0.8, "seeds": 3, "estimate": False, "h11": [0.805, 0.006]},
+    {"row": "dense (talk)", "fraction": 0.3, "seeds": 3, "estimate": False, "h11": [0.714, 0.004]},
+    {"row": "svm", "fraction": 0.8, "seeds": 1, "estimate": False, "h11": [0.687, 0.0]},
+    {"row": "inception (literature)", "fraction": 0.8, "seeds": 3, "estimate": True, "h11": [0.9, 0.01]},
+    {"row": "equivariant", "fraction": 0.8, "seeds": 0, "estimate": False, "h11": None},  # not trained yet
+]
+
+
+def test_results_figure_has_one_bar_series_per_fraction_with_sd_error_bars():
+    fig = figures.results_figure(RECORDS)
+    assert [t.name for t in fig.data] == ["80% train", "30% train"]
+    eighty = fig.data[0]
+    assert list(eighty.x) == ["dense (talk)", "svm", "inception (literature) (estimate)"]
+    assert list(eighty.y) == pytest.approx([80.5, 68.7, 90.0])
+    assert list(eighty.error_y.array) == pytest.approx([0.6, 0.0, 1.0])
+    assert list(eighty.text) == ["80.5", "68.7 (n=1)", "90.0"]  # a cell still short of its seeds says so
+    assert list(fig.data[1].x) == ["dense (talk)"]
+
+
+def test_results_png_is_small(tmp_path, chromium):
+    table = tmp_path / "results_table.json"
+    table.write_text(json.dumps(RECORDS))
+    sizes = figures.main(["--only", "results", "--results", str(table), "--out", str(tmp_path / "figs")])
+    png = tmp_path / "figs" / "results.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < sizes["results"] == png.stat().st_size < figures.MAX_BYTES
+
+
+def test_unknown_figure_name_is_a_usage_error():
+    with pytest.raises(SystemExit) as e:
+        figures.main(["--only", "nope"])
+    assert e.value.code == 2
+
+
+def test_biasvar_figure_is_on_a_log_axis_with_the_minimum_marked():
+    import pandas as pd
+
+    rows = [(1, 40.9, 40.7, 0.2), (20, 2.5, 2.26, 0.24), (200, 3.13, 2.25, 0.88)]
+    table = pd.DataFrame([
+        {"train.epochs": e, "target": "h11", "loss": "squared", "error": err, "noise": 0.0, "bias": b, "variance": v,
+         "net_variance": v, "error_sd": 0.1} for e, err, b, v in rows
+    ])
+    fig = figures.biasvar_figure(table, "train.epochs")
+    assert fig.layout.yaxis.type == "log" and fig.layout.xaxis.type == "log"
+    assert fig.layout.annotations[-1].text == "minimum 2.50 at 20; 3.13 at 200"
+    assert [t.name for t in fig.data][:3] == ["expected error", "bias²", "net variance"]

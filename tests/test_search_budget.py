@@ -1,0 +1,149 @@
+"""The budget loop (``search.budget``), with a plain function as objective: no model, seconds per test.
+
+SQLite and journal files always; PostgreSQL when CICY_TEST_POSTGRES_URL names one (see .ci/run).
+"""
+
+import threading
+import time
+
+import optuna
+import pytest
+
+from cicy_search.search import storage as storages
+from cicy_search.search.budget import count_finished, optimize_to_budget
+from cicy_search.errors import CicyError
+
+from .conftest import dead_trial
+
+FAIL, COMPLETE = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE
+
+
+@pytest.mark.timeout(120)
+def test_the_budget_loop_waits_for_a_lost_trial_and_runs_its_retry(tmp_path):
+    storage = storages.open_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="loop", storage=storage)
+    dead = dead_trial(study)
+    seen, waits = [], []
+    # The "dead" trial's worker keeps beating until the loop is waiting on it, then dies: however slow this
+    # machine, the loop first runs trial 1 while the dead one still holds its place, then has to wait.
+    died = threading.Event()
+
+    def beat():
+        while not died.wait(0.2):
+            storage.record_heartbeat(dead._trial_id)
+
+    beating = threading.Thread(target=beat)
+    beating.start()
+
+    def on_wait(c):
+        waits.append(c)
+        died.set()
+
+    def objective(trial):
+        seen.append((trial.number, trial.user_attrs.get("retry_of")))
+        return trial.suggest_float("x", 0, 10)
+
+    lock = storages.BudgetLock(f"sqlite:///{tmp_path / 'o.db'}", "loop")
+    try:
+        ran = optimize_to_budget(study, objective, budget=2, lock=lock, poll=0.2, on_wait=on_wait, worker_id="here:1")
+    finally:
+        died.set()
+        beating.join()
+        lock.close()
+    trials = study.get_trials(deepcopy=False)
+    # Trial 1 takes the free place; then the lost trial holds the other until the heartbeat fails
+    # it, and its retry (trial 2, same x) takes that place: exactly the budget, nothing extra.
+    assert ran == 2 and [t.state for t in trials] == [FAIL, COMPLETE, COMPLETE]
+    assert seen == [(1, None), (2, 0)]
+    assert trials[2].params == dead.params and trials[2].user_attrs["worker"] == "here:1"
+    assert len(waits) == 1 and (waits[0].finished, waits[0].running) == (1, 1)
+
+
+def test_the_budget_loop_stops_at_the_budget_and_at_its_own_share(tmp_path):
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="share", storage=storages.open_storage(url))
+    lock = storages.BudgetLock(url, "share")
+    assert optimize_to_budget(study, lambda t: t.suggest_float("x", 0, 1), budget=5, lock=lock, n_trials=2) == 2
+    assert optimize_to_budget(study, lambda t: t.suggest_float("x", 0, 1), budget=5, lock=lock) == 3
+    assert optimize_to_budget(study, lambda t: t.suggest_float("x", 0, 1), budget=5, lock=lock) == 0
+
+    def broken(trial):
+        raise ValueError("no")
+
+    assert optimize_to_budget(study, broken, budget=6, lock=lock, max_failures=2) == 3
+    lock.close()
+    assert count_finished(study) == 5
+
+
+def test_journal_storage_has_no_heartbeat_so_running_trials_do_not_hold_the_budget(tmp_path):
+    url = f"journal:{tmp_path / 'o.log'}"
+    study = optuna.create_study(study_name="journal", storage=storages.open_storage(url))
+    study.ask()  # a trial left RUNNING by a dead worker: nothing will ever fail it
+    ran = optimize_to_budget(
+        study, lambda t: t.suggest_float("x", 0, 1), budget=2, lock=storages.BudgetLock(url, "journal"), heartbeat=False
+    )
+    assert ran == 2 and count_finished(study) == 2
+
+
+@pytest.mark.parametrize(
+    "reasons, gives_up, ran",
+    [
+        (["out of memory"] * 6, True, 3),  # the same error three times in a row, nothing finished: give up
+        (["a", "b", "b", "b", "b"], True, 4),
+        ([None, None, None, None], True, 3),  # no reason recorded is one reason too
+        (["a", "b", "a", "b", "a", "b", "a"], False, 5),  # never three alike: max_failures (4) stops it
+        (["ok", "boom", "boom", "boom", "boom", "boom"], False, 5),  # a trial finished: not every trial fails
+    ],
+)
+def test_the_budget_loop_gives_up_when_every_trial_fails_the_same_way(tmp_path, reasons, gives_up, ran):
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="fails", storage=storages.open_storage(url))
+    calls = []
+
+    def objective(trial):
+        reason = reasons[len(calls)]
+        calls.append(reason)
+        x = trial.suggest_float("x", 0, 1)
+        if reason == "ok":
+            return x
+        if reason is not None:
+            trial.set_user_attr("fail_reason", reason)
+        raise RuntimeError(reason or "?")
+
+    lock = storages.BudgetLock(url, "fails")
+    try:
+        if gives_up:
+            with pytest.raises(CicyError) as e:
+                optimize_to_budget(study, objective, budget=10, lock=lock, max_failures=4, give_up_after=3)
+            reason = reasons[ran - 1] or "no reason recorded"
+            assert str(e.value) == (
+                f"study 'fails': the last 3 trials all failed with the same error and none finished, so the study stops: {reason}"
+            )
+        else:
+            assert optimize_to_budget(study, objective, budget=10, lock=lock, max_failures=4, give_up_after=3, n_trials=ran) == ran
+        assert len(calls) == ran
+    finally:
+        lock.close()
+
+
+@pytest.mark.timeout(120)
+def test_without_a_lock_concurrent_workers_meet_the_budget_and_overshoot_by_at_most_one_each(rdb_url):
+    """``drive``'s rule (no lock): each worker checks finished + running < budget on its own."""
+    optuna.create_study(study_name="free", storage=storages.open_storage(rdb_url))
+    ran, errors = [], []
+
+    def worker():
+        try:
+            study = optuna.load_study(study_name="free", storage=storages.open_storage(rdb_url))
+            ran.append(optimize_to_budget(study, lambda t: (time.sleep(0.05), t.suggest_float("x", 0, 1))[1], budget=12))
+        except Exception as e:  # pragma: no cover - shown by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    study = optuna.load_study(study_name="free", storage=storages.open_storage(rdb_url))
+    assert not errors and len(ran) == 3 and sum(ran) == len(study.trials)
+    assert 12 <= count_finished(study) <= 12 + 2 and all(t.state == COMPLETE for t in study.trials)

@@ -1,0 +1,129 @@
+"""Storages: heartbeat settings, the lost-trial callback, the budget lock, URLs that cannot work.
+
+SQLite and journal files always; PostgreSQL when CICY_TEST_POSTGRES_URL names one (see .ci/run).
+"""
+
+import threading
+import time
+import warnings
+
+import optuna
+import pytest
+
+from cicy_search.search import storage as storages
+from cicy_search.search import study as studies
+from cicy_search import tracking
+from cicy_search.errors import CicyError
+
+from .conftest import dead_trial
+
+FAIL, COMPLETE, WAITING = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING
+
+
+def test_heartbeat_settings_come_from_arguments_then_environment(monkeypatch):
+    assert storages.heartbeat_settings() == (30, 90)
+    monkeypatch.setenv("CICY_HEARTBEAT_INTERVAL", "2")
+    monkeypatch.setenv("CICY_GRACE_PERIOD", "7")
+    assert storages.heartbeat_settings() == (2, 7)
+    assert storages.heartbeat_settings(5, 20) == (5, 20)
+    with pytest.raises(CicyError, match="must be longer than the interval"):
+        storages.heartbeat_settings(10, 10)
+    monkeypatch.setenv("CICY_GRACE_PERIOD", "soon")
+    with pytest.raises(CicyError, match="CICY_GRACE_PERIOD='soon': expected whole seconds"):
+        storages.heartbeat_settings()
+
+
+def test_storage_kinds_and_clear_errors(tmp_path):
+    rdb = storages.open_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=3, grace_period=9)
+    assert (rdb.heartbeat_interval, rdb.grace_period) == (3, 9)
+    assert isinstance(rdb.heartbeat_stale_trial_callback, storages.RetryStaleTrial)
+    journal = storages.open_storage(f"journal:{tmp_path / 'o.log'}")
+    assert isinstance(journal, optuna.storages.JournalStorage)
+    assert storages.is_journal(f"{tmp_path}/x.log") and not storages.is_journal("sqlite:///x.db")
+    with pytest.raises(CicyError, match="expected a database URL"):
+        storages.open_storage("optuna.db")
+    assert storages.with_driver("postgresql://u:p@h/db").startswith("postgresql+psycopg2://")
+    assert storages.redact("postgresql://cicy:s3cret@db:5432/optuna") == "postgresql://cicy:***@db:5432/optuna"
+
+
+def test_unreachable_postgresql_is_one_line_within_seconds():
+    start = time.monotonic()
+    with pytest.raises(CicyError) as e:
+        storages.open_storage("postgresql://cicy:s3cret@127.0.0.1:9/optuna")
+    message = str(e.value)
+    assert message.startswith("Optuna storage postgresql://cicy:***@127.0.0.1:9/optuna is unreachable")
+    assert "s3cret" not in message and "\n" not in message
+    assert time.monotonic() - start < 15
+
+
+def test_a_lost_trial_is_failed_retried_with_its_params_and_its_run_closed(rdb_url, tracking_uri, mlflow_client):
+    storage = storages.open_storage(rdb_url, heartbeat_interval=1, grace_period=2, tracking_uri=tracking_uri)
+    study = optuna.create_study(study_name="lost", storage=storage)
+    run = tracking.Run.start(mlflow_client, "lost-trials", run_name="trial-0")
+    dead = dead_trial(study, run.run_id)
+    time.sleep(3.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [FAIL, WAITING]
+    retry = trials[1]
+    assert retry.params == dead.params and retry.user_attrs == {"retry_of": 0}
+    assert retry.system_attrs["failed_trial"] == 0
+    closed = mlflow_client.get_run(run.run_id)
+    assert closed.info.status == "FAILED" and closed.data.tags["failure_reason"] == storages.LOST
+    assert studies.trials_table(study)[0]["fail_reason"] == storages.LOST
+    # Noticing it again changes nothing: the trial is failed once and retried once.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    assert len(study.get_trials(deepcopy=False)) == 2
+
+
+@pytest.mark.timeout(60)  # a lock that is never freed would block forever
+def test_the_budget_lock_excludes_a_second_holder_and_dies_with_its_holder(rdb_url):
+    first, second = storages.BudgetLock(rdb_url, "s"), storages.BudgetLock(rdb_url, "s")
+    assert first.kind in ("sqlite", "postgresql")
+    got = threading.Event()
+
+    def take():
+        second.acquire()
+        got.set()
+
+    first.acquire()
+    waiter = threading.Thread(target=take)
+    waiter.start()
+    assert not got.wait(1.0)  # blocked while the first holds it
+    first.release()
+    first.release()  # idempotent
+    assert got.wait(10)
+    waiter.join()
+    # A holder that disappears without unlocking (connection or file closed) frees the lock.
+    if second.kind == "postgresql":
+        second._held.invalidate()
+        second._held = None
+    else:
+        second.release()
+    first.acquire()
+    first.close()
+    second.close()
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("foo", "storage 'foo': expected a database URL"),
+        ("optuna.db", "expected a database URL"),
+        ("sqlite:///{tmp}/missing/o.db", "folder {tmp}/missing does not exist"),
+        ("sqlite:///{tmp}", "is a folder"),
+        ("journal:{tmp}/missing/o.log", "folder {tmp}/missing does not exist"),
+        ("{tmp}/missing/o.log", "folder {tmp}/missing does not exist"),
+    ],
+)
+def test_urls_that_cannot_work_are_refused_before_anything_is_created(tmp_path, url, message):
+    with pytest.raises(CicyError) as e:
+        storages.check_url(url.replace("{tmp}", str(tmp_path)))
+    assert message.replace("{tmp}", str(tmp_path)) in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(CicyError):
+        storages.open_storage(url.replace("{tmp}", str(tmp_path)))
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,170 @@
+"""Study files: settings that pass a glance but cannot run fail at load, with one line naming the key."""
+
+import datetime
+
+import pytest
+import yaml
+
+from cicy_search.search import studyfile
+from cicy_search.errors import CicyError
+
+from .conftest import TINY_STUDY, study_spec
+
+@pytest.mark.parametrize(
+    "sampler, message",
+    [
+        ({"name": "tpe", "n_startup_trials": "ten"}, "sampler.n_startup_trials: expected an integer, got 'ten'"),
+        ({"name": "tpe", "n_startup_trials": 2.5}, "sampler.n_startup_trials: expected an integer, got 2.5"),
+        ({"name": "tpe", "multivariate": "yes"}, "sampler.multivariate: expected true or false or null, got 'yes'"),
+        ({"name": "tpe", "prior_weight": "1"}, "sampler.prior_weight: expected a number or null, got '1'"),
+        ({"name": "tpe", "n_ei_candidates": 0}, "sampler.n_ei_candidates: expected a value at least 1, got 0"),
+        ({"name": "tpe", "seed": -1}, "sampler.seed: expected a value from 0 to 4,294,967,295, got -1"),
+        ({"name": "random", "seed": 2**40}, "sampler.seed: expected a value from 0 to 4,294,967,295"),
+        ({"name": "random", "seed": True}, "sampler.seed: expected an integer or null, got True"),
+        ({"name": "nsga2", "population_size": 1}, "sampler.population_size: expected a value at least 2, got 1"),
+        ({"name": "nsga2", "crossover_prob": float("nan")}, "sampler.crossover_prob: expected a number, got nan"),
+        ({"name": ["tpe"]}, "sampler.name: unknown sampler ['tpe']"),
+        ([1, 2], "sampler: expected a name or a mapping"),
+    ],
+)
+def test_sampler_settings_of_the_wrong_type_or_range_fail_at_load(sampler, message):
+    with pytest.raises(CicyError) as e:
+        study_spec("s", sampler=sampler)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "pruner, message",
+    [
+        ({"name": "median", "n_startup_trials": "five"}, "pruner.n_startup_trials: expected an integer, got 'five'"),
+        ({"name": "median", "n_warmup_steps": -1}, "pruner.n_warmup_steps: expected a value at least 0, got -1"),
+        ({"name": "percentile", "percentile": "50"}, "pruner.percentile: expected a number, got '50'"),
+        ({"name": "hyperband", "reduction_factor": 1}, "pruner.reduction_factor: expected a value at least 2, got 1"),
+        ({"name": "hyperband", "min_resource": 0}, "pruner.min_resource: expected a value at least 1, got 0"),
+        ({"name": "hyperband", "max_resource": "many"}, "pruner: hyperband: The 'max_resource' should be integer or 'auto'"),
+        ({"name": "successive_halving", "min_early_stopping_rate": 1.5}, "pruner.min_early_stopping_rate: expected an integer"),
+        ({"name": "threshold", "lower": "0.5"}, "pruner.lower: expected a number or null, got '0.5'"),
+        ({"name": "threshold"}, "pruner: threshold: Either lower or upper must be specified"),
+        ({"name": 5}, "pruner.name: unknown pruner 5"),
+    ],
+)
+def test_pruner_settings_of_the_wrong_type_or_range_fail_at_load(pruner, message):
+    with pytest.raises(CicyError) as e:
+        study_spec("s", pruner=pruner)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_sampler_whose_package_is_missing_fails_at_load(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_cmaes(name, *args, **kwargs):
+        if name == "cmaes" or name.startswith("cmaes."):
+            raise ModuleNotFoundError("No module named 'cmaes'", name="cmaes")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_cmaes)
+    with pytest.raises(CicyError, match="sampler: cmaes needs the Python package 'cmaes', which is not installed"):
+        study_spec("s", sampler={"name": "cmaes", "seed": 0})
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"limit": 5}, "fixed settings: data: the validation split is empty (data.limit = 5: 5 matrices in 4 h11 classes"),
+        ({"limit": 5, "stratify": False}, "fixed settings: data: the validation split is empty (data.limit = 5: 5 matrices"),
+        ({"limit": 40, "targets": ["h21"]}, "the validation split is empty (data.limit = 40: 40 matrices in"),
+        ({"limit": 200, "train": 0.0}, "split fraction train must be positive"),
+        ({"limit": 12, "stratify": False, "test": 0.01}, "the test split is empty"),
+    ],
+)
+def test_splits_too_small_for_the_fractions_or_the_stratification_fail_at_load(data, message):
+    with pytest.raises(CicyError) as e:
+        study_spec("s", data=data)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_searched_limit_is_checked_at_both_ends():
+    with pytest.raises(CicyError, match=r"^space: data: the validation split is empty \(data.limit = 3"):
+        study_spec("s", space={**TINY_STUDY["space"], "data.limit": {"type": "int", "low": 3, "high": 400}})
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"study": "x" * 600}, "a name of at most 200 printable characters"),
+        ({"study": "two\nlines"}, "a name of at most 200 printable characters"),
+        ({"study": " padded "}, "without leading or trailing spaces"),
+        ({"study": ""}, "study: the study needs a name"),
+        ({"seed": -1}, "seed: expected an integer from 0 to 4,294,967,295, got -1"),
+        ({"seed": 2**40}, "seed: expected an integer from 0 to 4,294,967,295"),
+        ({"budget": {"n_trials": 0}}, "budget.n_trials: expected an integer from 1 to 1,000,000, got 0"),
+        ({"budget": {"n_trials": -1}}, "budget.n_trials: expected an integer from 1 to 1,000,000, got -1"),
+        ({"budget": {"timeout": -1}}, "budget.timeout: expected seconds > 0 (or none), got -1"),
+        ({"budget": {"timeout": float("inf")}}, "budget.timeout: expected seconds > 0"),
+        ({"description": datetime.date(2024, 1, 1)}, "description: date values are not allowed"),
+        ({"base": ["dense"]}, "base: expected a run config file or a shipped example"),
+        ({"objective": {"metric": ["val_accuracy"]}}, "objectives: expected entries like"),
+        ({"train": {"epochs": 10**21}}, "train.epochs: expected an integer from 1 to 100,000"),
+        ({"space": {"model.width": {"type": "int", "low": 8, "high": 10**11}}}, "model.width: expected an integer from 1 to 16,384"),
+    ],
+)
+def test_names_seeds_budgets_and_values_that_cannot_be_stored_fail_at_load(changes, message):
+    with pytest.raises(CicyError) as e:
+        studyfile.parse({"study": "s", **{k: v for k, v in TINY_STUDY.items() if k not in changes}, **changes})
+    assert message in str(e.value) and "\n" not in str(e.value) and len(str(e.value)) < 400
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"study: a\nstudy: b\n", "not valid YAML at line 2: duplicate key 'study'"),
+        (b"study: caf\xe9\n", "not UTF-8 text (byte 0xe9 at offset 10)"),
+        (b"study: [\n", "not valid YAML at line 2"),
+        (b"study: s\nbase: dense\nspace: {model.depth: {type: int, low: 1, high: 3, step: 0.5}}\n", "space.model.depth.step: expected an integer, got 0.5"),
+        (b"study: s\nbase: dense\nsampler: {name: tpe, n_startup_trials: ten}\n", "sampler.n_startup_trials: expected an integer"),
+    ],
+)
+def test_study_file_errors_name_the_file_once(tmp_path, content, message):
+    path = tmp_path / "study.yaml"
+    path.write_bytes(content)
+    with pytest.raises(CicyError) as e:
+        studyfile.load(path)
+    text = str(e.value)
+    assert text.startswith(f"{path}: ") and text.count("study.yaml") == 1 and message in text
+
+
+def test_a_byte_order_mark_and_exponents_without_a_dot_are_read(tmp_path):
+    path = tmp_path / "study.yaml"
+    raw = {"study": "bom", **TINY_STUDY, "space": {"train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}
+    text = yaml.safe_dump(raw).replace("0.0001", "1e-4").replace("0.01", "1e-2")
+    assert "1e-4" in text
+    path.write_bytes("\ufeff".encode() + text.encode())
+    spec = studyfile.load(path)
+    assert (spec.params[0].low, spec.params[0].high) == (1e-4, 1e-2)
+
+
+def test_a_folder_is_not_a_missing_file(tmp_path):
+    with pytest.raises(CicyError, match=": is a folder, expected a file"):
+        studyfile.load(tmp_path)
+    with pytest.raises(CicyError, match=r"nothing\.yaml: no such file$"):
+        studyfile.load(tmp_path / "nothing.yaml")
+
+
+@pytest.mark.parametrize(
+    "n_trials, timeout, message",
+    [
+        (0, None, "--n-trials: expected an integer from 1 to 1,000,000, got 0"),
+        (-1, None, "--n-trials: expected an integer from 1 to 1,000,000, got -1"),
+        (None, -1, "--timeout: expected seconds > 0 (or none), got -1"),
+        (None, 0.0, "--timeout: expected seconds > 0 (or none), got 0.0"),
+        (None, float("nan"), "--timeout: expected seconds > 0 (or none), got nan"),
+    ],
+)
+def test_budget_overrides_are_checked(n_trials, timeout, message):
+    with pytest.raises(CicyError) as e:
+        studyfile.check_budget(n_trials, timeout)
+    assert str(e.value) == message
+    studyfile.check_budget(5, 0.5)
+    studyfile.check_budget(None, None)

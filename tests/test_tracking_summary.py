@@ -1,0 +1,137 @@
+"""The study's MLflow parent run as its summary, from real small studies (Optuna SQLite, MLflow SQLite or server)."""
+
+import json
+
+import optuna
+import yaml
+from optuna.trial import TrialState, create_trial
+
+from cicy_search.search import study as studies
+from cicy_search.tracking import summary
+
+from .conftest import TINY_STUDY, run_cli, study_spec
+from .services import MlflowServer
+
+def history(client, run_id, key):
+    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def test_the_parent_run_summarises_the_study(tmp_path, tracking_uri, mlflow_client, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")  # restored after the test
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    created = studies.create(study_spec("summary"), storage=storage, tracking_uri=tracking_uri)
+    parent_id = created.user_attrs["mlflow_parent_run_id"]
+    assert mlflow_client.get_run(parent_id).info.status == "SCHEDULED"  # made, not yet worked on
+
+    study = studies.run(study_spec("summary"), storage=storage, tracking_uri=tracking_uri, system_metrics=True).study
+    parent = mlflow_client.get_run(parent_id)
+    trials = study.trials
+    assert parent.info.status == "FINISHED" and parent.data.tags["budget_met"] == "true"
+    assert parent.data.tags["trials_finished"] == "3" and parent.data.tags["budget"] == "3"
+    # Its times span the study's work.
+    assert parent.info.start_time <= min(t.datetime_start.timestamp() * 1000 for t in trials)
+    assert parent.info.end_time >= max(t.datetime_complete.timestamp() * 1000 for t in trials)
+
+    # The optimisation history, step = trial number: each trial's value and the best so far.
+    values = [t.value for t in trials]
+    assert history(mlflow_client, parent_id, "trial_val_accuracy") == list(enumerate(values))
+    assert history(mlflow_client, parent_id, "best_val_accuracy") == [(i, max(values[: i + 1])) for i in range(3)]
+    assert history(mlflow_client, parent_id, "trials_complete")[-1] == (2, 3.0)
+    assert {"trials_pruned", "trials_failed"} <= set(parent.data.metrics)
+
+    # The best trial: tags and a link in the run's description.
+    best = study.best_trial
+    run_id = best.user_attrs["mlflow_run_id"]
+    assert parent.data.tags["best_trial"] == str(best.number) and parent.data.tags["best_run_id"] == run_id
+    note = parent.data.tags["mlflow.note.content"]
+    assert f"(#/experiments/{parent.info.experiment_id}/runs/{run_id})" in note and "3/3 trials finished" in note
+
+    # The study report, offline, as an artifact; the data set as an input.
+    folder = mlflow_client.download_artifacts(parent_id, "study_report", str(tmp_path))
+    page = (tmp_path / "study_report" / "study-summary.html").read_text()
+    assert "<script src=" not in page and "plotly.js v" in page and folder
+    contexts = {i.tags[0].value for i in parent.inputs.dataset_inputs}
+    assert contexts == {"training", "validation", "test"}
+
+    # Trials log no test scores; they have the same data inputs, and (asked for) system metrics.
+    for t in trials:
+        run = mlflow_client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FINISHED" and "val_accuracy" in run.data.metrics
+        assert not any(k.startswith("test_") for k in run.data.metrics), sorted(run.data.metrics)
+        assert {i.dataset.digest for i in run.inputs.dataset_inputs} == {i.dataset.digest for i in parent.inputs.dataset_inputs}
+        assert "system/cpu_utilization_percentage" in run.data.metrics
+        assert {a.path for a in mlflow_client.list_artifacts(run.info.run_id)} >= {"config.yaml", "model_summary.txt"}
+
+
+def test_a_study_stopped_short_of_its_budget_ends_killed_and_resumes(tmp_path, tracking_uri, mlflow_client):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    spec = study_spec("short", budget={"n_trials": 2})
+    study = studies.run(spec, storage=storage, tracking_uri=tracking_uri, timeout=1e-6, report=False).study
+    parent = mlflow_client.get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.info.status == "KILLED" and parent.data.tags["budget_met"] == "false" and parent.data.tags["trials_finished"] == "0"
+    assert not mlflow_client.list_artifacts(parent.info.run_id, "study_report")
+    study = studies.run(spec, storage=storage, tracking_uri=tracking_uri, report=False).study
+    parent = mlflow_client.get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["budget_met"] == "true"
+
+
+def _trial(number, state, values=None, run_id=None):
+    t = create_trial(state=state, values=values, user_attrs={"mlflow_run_id": run_id} if run_id else {})
+    t.number = number
+    return t
+
+
+def test_history_points_and_best_trials_follow_the_directions():
+    up, down = optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE
+    trials = [
+        _trial(0, TrialState.COMPLETE, [0.5]),
+        _trial(1, TrialState.PRUNED),
+        _trial(2, TrialState.COMPLETE, [0.7]),
+        _trial(3, TrialState.FAIL),
+        _trial(4, TrialState.COMPLETE, [0.7]),
+    ]
+    point = summary.history_point(trials, 1, ["val_accuracy"], [up])
+    assert point == {"trials_complete": 3, "trials_pruned": 1, "trials_failed": 1, "best_val_accuracy": 0.5}
+    assert summary.history_point(trials, 4, ["val_accuracy"], [up])["trial_val_accuracy"] == 0.7
+    assert summary.history_point(trials, 2, ["val_loss"], [down])["best_val_loss"] == 0.5
+    assert [t.number for t in summary.best(trials, [up])] == [2]  # the earliest of equals, as Optuna's best_trial
+    two = [_trial(0, TrialState.COMPLETE, [0.9, 100.0]), _trial(1, TrialState.COMPLETE, [0.8, 10.0]),
+           _trial(2, TrialState.COMPLETE, [0.7, 50.0])]
+    point = summary.history_point(two, 2, ["val_accuracy", "n_params"], [up, down])
+    assert point["pareto_front_size"] == 2 and point["best_val_accuracy"] == 0.9 and point["best_n_params"] == 10.0
+    assert [t.number for t in summary.best(two, [up, down])] == [0, 1]
+
+
+def test_status_and_best_print_the_mlflow_ui_addresses(tmp_path, tracking_uri, mlflow_client, capsys):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = studies.run(study_spec("addresses", budget={"n_trials": 1}), storage=storage, tracking_uri=tracking_uri, report=False).study
+    experiment = mlflow_client.get_experiment_by_name("addresses").experiment_id
+    best_run = study.best_trial.user_attrs["mlflow_run_id"]
+    for command in ("status", "best"):
+        assert run_cli("study", command, "addresses", "--storage", storage) == 0
+        out = capsys.readouterr().out
+        assert f"mlflow ui --backend-store-uri {tracking_uri}" in out  # a local store: how to open the UI on it
+        assert f"http://127.0.0.1:5000/#/experiments/{experiment}/runs\n" in out
+        assert f"/#/experiments/{experiment}/runs/{best_run}" in out
+
+
+def test_on_a_tracking_server_the_addresses_are_the_servers(tmp_path, capsys):
+    server = MlflowServer(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", tmp_path / "server.log", "127.0.0.1:*,localhost:*")
+    try:
+        path = tmp_path / "served.yaml"
+        path.write_text(yaml.safe_dump({"study": "served", **TINY_STUDY, "budget": {"n_trials": 1}}))
+        storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+        assert run_cli("study", "run", str(path), "--storage", storage, "--tracking-uri", server.uri) == 0
+        out = capsys.readouterr().out
+        study = optuna.load_study(study_name="served", storage=storage)
+        from cicy_search import tracking
+
+        client = tracking.client(server.uri)
+        parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
+        run_url = f"{server.uri}/#/experiments/{parent.info.experiment_id}/runs/{study.best_trial.user_attrs['mlflow_run_id']}"
+        assert f"study runs: {server.uri}/#/experiments/{parent.info.experiment_id}/runs\n" in out and run_url in out
+        assert "mlflow ui" not in out and f"({run_url})" in parent.data.tags["mlflow.note.content"]
+        assert {a.path for a in client.list_artifacts(parent.info.run_id, "study_report")} >= {"study_report/study-served.html"}
+        assert json.loads(next(iter(parent.inputs.dataset_inputs)).dataset.profile)["limit"] == 400
+    finally:
+        server.stop()
