@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import optuna
 
 from . import tracking
 from .errors import CicyError, NoStudy
-from .storage import LOST, BudgetLock, check_url, default_url, is_journal, open_storage, redact
+from .storage import LOST, BudgetLock, check_url, count_states, default_url, is_journal, open_storage, redact
 from .studyfile import StudySpec, check_budget
 from . import links
 
@@ -129,7 +130,7 @@ def load(name: str, *, storage: str | None = None, **storage_options) -> optuna.
 
 
 def count_finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    return counts(study).finished
 
 
 @dataclass
@@ -140,11 +141,14 @@ class Counts:
 
 
 def counts(study: optuna.Study) -> Counts:
-    states = [t.state for t in study.get_trials(deepcopy=False)]
+    """Finished, running and waiting trials: one counting statement on a database, else read from the trials."""
+    by_state = count_states(study)
+    if by_state is None:
+        by_state = Counter(t.state for t in study.get_trials(deepcopy=False))
     return Counts(
-        sum(s in FINISHED for s in states),
-        states.count(optuna.trial.TrialState.RUNNING),
-        states.count(optuna.trial.TrialState.WAITING),
+        sum(by_state.get(s, 0) for s in FINISHED),
+        by_state.get(optuna.trial.TrialState.RUNNING, 0),
+        by_state.get(optuna.trial.TrialState.WAITING, 0),
     )
 
 

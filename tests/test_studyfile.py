@@ -39,6 +39,9 @@ def parse(**changes):
         ({"name": "nsga2", "population_size": 1}, "sampler.population_size: expected a value at least 2, got 1"),
         ({"name": "nsga2", "crossover_prob": float("nan")}, "sampler.crossover_prob: expected a number, got nan"),
         ({"name": ["tpe"]}, "sampler.name: unknown sampler ['tpe']"),
+        ({"name": "tpe", "n_recent_trials": 3}, "sampler.n_recent_trials: expected an integer of at least n_startup_trials (10), got 3"),
+        ({"name": "tpe", "n_recent_trials": "all"}, "sampler.n_recent_trials: expected an integer of at least n_startup_trials"),
+        ({"name": "random", "n_recent_trials": 100}, "sampler.n_recent_trials: not a setting of the random sampler"),
         ([1, 2], "sampler: expected a name or a mapping"),
     ],
 )
@@ -183,3 +186,32 @@ def test_budget_overrides_are_checked(n_trials, timeout, message):
     assert str(e.value) == message
     studyfile.check_budget(5, 0.5)
     studyfile.check_budget(None, None)
+
+
+def test_tpe_with_n_recent_trials_models_only_the_last_finished_trials(monkeypatch):
+    """``sampler.n_recent_trials``: TPE's model sees the last N finished trials (and the running ones), no more."""
+    import optuna
+    from optuna.samplers._tpe import sampler as tpe
+
+    from cicy_search.samplers import RecentTPESampler
+
+    spec = parse(sampler={"name": "tpe", "seed": 3, "n_startup_trials": 2, "n_recent_trials": 4})
+    assert spec.sampler["n_recent_trials"] == 4
+    seen: list[list[int]] = []
+    split = tpe._split_trials
+    monkeypatch.setattr(tpe, "_split_trials", lambda study, trials, *a: seen.append([t.number for t in trials]) or split(study, trials, *a))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(sampler=spec.sampler_object())
+    assert isinstance(study.sampler, RecentTPESampler)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=8)
+    assert seen[0] == [0, 1] and seen[-1] == [3, 4, 5, 6] and max(len(s) for s in seen) == 4  # trials 0 and 1: random
+    running = study.ask()
+    running.suggest_float("x", 0, 1)
+    assert seen[-1] == [4, 5, 6, 7]
+    study.ask().suggest_float("x", 0, 1)  # constant_liar: the running trial is modelled too, on top of the last 4 finished
+    assert seen[-1] == [4, 5, 6, 7, running.number]
+    unbounded = optuna.create_study(sampler=parse(sampler={"name": "tpe", "seed": 3, "n_startup_trials": 2}).sampler_object())
+    assert type(unbounded.sampler) is optuna.samplers.TPESampler
+    seen.clear()
+    unbounded.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=8)
+    assert seen[-1] == list(range(7))
