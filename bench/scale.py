@@ -53,12 +53,14 @@ ROOT = Path(__file__).resolve().parent.parent
 STUDY_FILE = ROOT / "studies" / "quickstart.yaml"  # TPE (multivariate), median pruner, 12 epochs, 5 parameters
 N_PARAMS = 5
 RECENT = 1000  # n_recent_trials of the bounded TPE ("after")
-# What a job runs with: the budget rule (the old global lock or the lock-free check), how the check counts the
-# trials (one statement, or read from all trials as before), TPE's history (all trials, or the last RECENT).
+# What a job runs with: the budget rule (the old global lock or the lock-free check); how the check counts the
+# trials ("sql": one statement, stale trials looked for only before a wait; "read": as before, stale trials looked
+# for at every check, then all trials read); TPE's history (all trials, or the last RECENT); whether the median
+# pruner's reads of the complete trials are cached per trial (history.CachedReads).
 VARIANTS = {
-    "before": {"lock": False, "count": "read", "recent": None},
-    "after": {"lock": False, "count": "sql", "recent": RECENT},
-    "lock": {"lock": True, "count": "sql", "recent": RECENT},
+    "before": {"lock": False, "count": "read", "recent": None, "pruner_cache": False},
+    "after": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True},
+    "lock": {"lock": True, "count": "sql", "recent": RECENT, "pruner_cache": True},
 }
 
 
@@ -326,6 +328,22 @@ class SleepObjective:
         return 0.5 + 0.45 * math.exp(-distance)
 
 
+def counts_before(study):
+    """The budget check as it was before: stale trials looked for at every check, then every trial read."""
+    import warnings
+    from collections import Counter
+
+    import optuna
+
+    from cicy_search import study as studies
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    states = Counter(t.state for t in study.get_trials(deepcopy=False))
+    return studies.Counts(sum(states[s] for s in studies.FINISHED), states[optuna.trial.TrialState.RUNNING], states[optuna.trial.TrialState.WAITING])
+
+
 def worker_main() -> None:
     """A pool worker: reads jobs (JSON lines) on stdin, runs each to its study's budget, answers one line each."""
     import dataclasses
@@ -334,7 +352,7 @@ def worker_main() -> None:
 
     from cicy_search import study as studies
     from cicy_search import tracking
-    from cicy_search.storage import count_states, open_storage
+    from cicy_search.storage import open_storage
     from cicy_search.studyfile import load
 
     answer = os.fdopen(os.dup(1), "w")  # the answers' channel: whatever libraries print goes to stderr instead
@@ -342,6 +360,7 @@ def worker_main() -> None:
     sys.stdout = sys.stderr
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     timers = install_timers()
+    budget_counts = {"sql": studies.counts, "read": counts_before}
     base = load(STUDY_FILE)
     storages: dict[str, object] = {}
     index = int(os.environ.get("CICY_WORKER_INDEX", "0"))
@@ -351,8 +370,7 @@ def worker_main() -> None:
         raw = {**base.raw, "study": job["study"], "pruner": job.get("pruner", base.raw.get("pruner"))}
         sampler = {**base.sampler, **({"n_recent_trials": job["recent"]} if job.get("recent") else {})}
         spec = dataclasses.replace(base, name=job["study"], raw=raw, pruner=job.get("pruner", base.pruner), sampler=sampler)
-        # The budget check's count: one statement (now), or read from all trials (before: "read").
-        studies.count_states = count_states if job.get("count", "sql") == "sql" else (lambda study: None)
+        studies.counts = budget_counts[job.get("count", "sql")]
         ran, loaded, objective, error = 0, 0.0, None, None
         methods_before = timers.method_snapshot()
         try:
@@ -361,6 +379,9 @@ def worker_main() -> None:
             t0 = time.time()
             study = optuna.load_study(study_name=job["study"], storage=storages[job["storage"]])
             loaded = time.time() - t0
+            study.pruner = spec.pruner_object()  # as worker.join does
+            if not job.get("pruner_cache", True):
+                study.pruner = getattr(study.pruner, "pruner", study.pruner)
             client = tracking.client(job["tracking_uri"])
             worker = f"{socket.gethostname()}:{os.getpid()}"
             objective = SleepObjective(spec, client, study.user_attrs["mlflow_parent_run_id"], seconds=job["seconds"],

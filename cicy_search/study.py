@@ -152,6 +152,11 @@ def counts(study: optuna.Study) -> Counts:
     )
 
 
+def has_room(c: Counts, budget: int, heartbeat: bool) -> bool:
+    """Whether the budget lets a trial start: a queued one waits, or finished (+ running) trials are under it."""
+    return c.waiting > 0 or c.finished + (c.running if heartbeat else 0) < budget
+
+
 def optimize_to_budget(
     study: optuna.Study,
     objective,
@@ -201,13 +206,17 @@ def optimize_to_budget(
         if lock is not None:
             lock.acquire()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
             c = counts(study)
+            if heartbeat and c.finished < budget and not has_room(c, budget, heartbeat):
+                # A lost worker's trial holds its place until it is failed and its retry queued: look before
+                # waiting (a trial that starts is looked for by Optuna's optimize itself).
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)
+                c = counts(study)
             if c.finished >= budget:
                 break
-            go = c.waiting > 0 or c.finished + (c.running if heartbeat else 0) < budget
+            go = has_room(c, budget, heartbeat)
             if go:
 
                 def one_trial(trial: optuna.Trial):

@@ -132,7 +132,7 @@ class StudySpec:
         settings = dict(settings or self.sampler)
         cls = getattr(optuna.samplers, SAMPLERS[settings.pop("name")])
         if settings.get("n_recent_trials") is not None:
-            from .samplers import RecentTPESampler
+            from .history import RecentTPESampler
 
             return RecentTPESampler(**settings)
         settings.pop("n_recent_trials", None)
@@ -142,7 +142,12 @@ class StudySpec:
         import optuna
 
         settings = dict(self.pruner)
-        return getattr(optuna.pruners, PRUNERS[settings.pop("name")])(**settings)
+        pruner = getattr(optuna.pruners, PRUNERS[settings.pop("name")])(**settings)
+        if isinstance(pruner, optuna.pruners.PercentilePruner):  # median too: reads every complete trial each epoch
+            from .history import CachedReads
+
+            return CachedReads(pruner)
+        return pruner
 
 
 def _section(raw: dict, key: str, default: Any) -> Any:
@@ -204,7 +209,7 @@ def _sampler(raw: Any, seed: int, params: list, n_objectives: int) -> dict:
         raise CicyError(f"sampler.name: unknown sampler {_short(name)}: choose one of {', '.join(SAMPLERS)}")
     cls = getattr(optuna.samplers, SAMPLERS[name])
     settings = {k: v for k, v in raw.items() if k != "name"}
-    recent = settings.pop("n_recent_trials", None) if name == "tpe" else None  # ours (samplers.RecentTPESampler)
+    recent = settings.pop("n_recent_trials", None) if name == "tpe" else None  # ours (history.RecentTPESampler)
     _check_settings("sampler", name, cls, settings)
     settings.setdefault("seed", seed)
     if name == "tpe":

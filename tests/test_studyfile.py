@@ -193,7 +193,7 @@ def test_tpe_with_n_recent_trials_models_only_the_last_finished_trials(monkeypat
     import optuna
     from optuna.samplers._tpe import sampler as tpe
 
-    from cicy_search.samplers import RecentTPESampler
+    from cicy_search.history import RecentTPESampler
 
     spec = parse(sampler={"name": "tpe", "seed": 3, "n_startup_trials": 2, "n_recent_trials": 4})
     assert spec.sampler["n_recent_trials"] == 4
@@ -215,3 +215,42 @@ def test_tpe_with_n_recent_trials_models_only_the_last_finished_trials(monkeypat
     seen.clear()
     unbounded.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=8)
     assert seen[-1] == list(range(7))
+
+
+def test_the_median_pruner_reads_the_complete_trials_once_a_trial_and_prunes_as_before(monkeypatch):
+    """``history.CachedReads``: one read of the complete trials per trial instead of one per epoch, same decisions."""
+    import optuna
+
+    from cicy_search.history import CachedReads
+
+    spec = parse(pruner={"name": "median", "n_startup_trials": 2, "n_warmup_steps": 1})
+    assert isinstance(spec.pruner_object(), CachedReads) and isinstance(spec.pruner_object().pruner, optuna.pruners.MedianPruner)
+    assert not isinstance(parse(pruner={"name": "threshold", "lower": 0.1}).pruner_object(), CachedReads)
+    reads: list[int] = []
+    get_trials = optuna.Study.get_trials
+
+    def counted(self, deepcopy=True, states=None):
+        reads.append(1)
+        return get_trials(self, deepcopy=deepcopy, states=states)
+
+    monkeypatch.setattr(optuna.Study, "get_trials", counted)
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        for step in range(6):
+            trial.report(x * (step + 1), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return x * 6
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    outcomes = {}
+    for name, pruner in [("cached", spec.pruner_object()), ("plain", spec.pruner_object().pruner)]:
+        reads.clear()
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=5), pruner=pruner)
+        study.optimize(objective, n_trials=12)
+        outcomes[name] = ([t.state for t in study.trials], len(reads), sum(len(t.intermediate_values) for t in study.trials))
+    assert outcomes["cached"][0] == outcomes["plain"][0] and optuna.trial.TrialState.PRUNED in outcomes["cached"][0]
+    # One read per should_prune (one a step) before, one per trial now; other reads of the study are the same.
+    checks = outcomes["plain"][2]
+    assert checks > 30 and outcomes["plain"][1] - outcomes["cached"][1] == checks - 12
