@@ -20,9 +20,12 @@ artifacts (config and model summary) and final status. No worker imports TensorF
 
 Each trial's time outside its sleep is split (exclusive timers in the worker): Optuna storage calls on the
 trial's thread, sampler (its own work, excluding the storage reads it makes), budget-lock wait, MLflow
-calls on the trial's thread, and, off the trial's thread, MLflow calls in the uploader and heartbeats.
-The budget rule is measured both ways in the same run (``--lock both``): the old global lock and the
-lock-free check. Results: ``bench/results/scale.json`` and ``bench/results/scale.html`` (plotly, offline).
+calls on the trial's thread, and, off the trial's thread, MLflow calls in the uploader and heartbeats; and
+per method (``profile``: Optuna storage and MLflow client methods, ms and calls per trial).
+Every job runs in each of ``--variants`` in the same run, alternating which goes first (``VARIANTS``:
+``before`` and ``after`` this round's fixes, ``lock`` the old global budget lock). Results:
+``bench/results/scale.json`` and ``bench/results/scale.html`` (``reporting.html``: offline, with the
+figures as plotly JSON and the tables as CSV in ``bench/results/scale/``).
 """
 
 from __future__ import annotations
@@ -56,11 +59,12 @@ RECENT = 1000  # n_recent_trials of the bounded TPE ("after")
 # What a job runs with: the budget rule (the old global lock or the lock-free check); how the check counts the
 # trials ("sql": one statement, stale trials looked for only before a wait; "read": as before, stale trials looked
 # for at every check, then all trials read); TPE's history (all trials, or the last RECENT); whether the median
-# pruner's reads of the complete trials are cached per trial (history.CachedReads).
+# pruner's reads of the complete trials are cached per trial (history.CachedReads); whether the study's summary
+# writes to the parent run are coalesced (summary.StudySummary.coalesce) or one per trial.
 VARIANTS = {
-    "before": {"lock": False, "count": "read", "recent": None, "pruner_cache": False},
-    "after": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True},
-    "lock": {"lock": True, "count": "sql", "recent": RECENT, "pruner_cache": True},
+    "before": {"lock": False, "count": "read", "recent": None, "pruner_cache": False, "coalesce": False},
+    "after": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True},
+    "lock": {"lock": True, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True},
 }
 
 
@@ -354,6 +358,7 @@ def worker_main() -> None:
     from cicy_search import tracking
     from cicy_search.storage import open_storage
     from cicy_search.studyfile import load
+    from cicy_search.summary import StudySummary
 
     answer = os.fdopen(os.dup(1), "w")  # the answers' channel: whatever libraries print goes to stderr instead
     os.dup2(2, 1)
@@ -371,6 +376,7 @@ def worker_main() -> None:
         sampler = {**base.sampler, **({"n_recent_trials": job["recent"]} if job.get("recent") else {})}
         spec = dataclasses.replace(base, name=job["study"], raw=raw, pruner=job.get("pruner", base.pruner), sampler=sampler)
         studies.counts = budget_counts[job.get("count", "sql")]
+        StudySummary.coalesce = job.get("coalesce", True)
         ran, loaded, objective, error = 0, 0.0, None, None
         methods_before = timers.method_snapshot()
         try:
