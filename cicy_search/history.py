@@ -3,7 +3,7 @@
 TPE's time per suggestion grows with every finished trial of the study (``bench.scale``: multivariate TPE
 took about 0.2 s a suggestion at 10,000 trials, 5 parameters), and Optuna has no setting that bounds it.
 A study file's ``sampler: {name: tpe, n_recent_trials: N}`` keeps the cost flat: the sampler sees the
-last ``N`` finished (complete or pruned) trials by number, plus the running ones (``constant_liar``).
+last ``N`` finished (complete or pruned) trials by number, plus the running ones after them (``constant_liar``).
 Everything else (pruners, ``best_trial``, reports) still sees the whole study.
 
 The median and percentile pruners read the study's complete trials at every ``should_prune`` (every
@@ -24,10 +24,11 @@ PRUNER_READ_SECONDS = 10.0
 
 
 class RecentTrials:
-    """A study as a sampler should see it: its trials cut to the last ``n`` finished ones (and the unfinished).
+    """A study as a sampler should see it: its trials from the ``n``-th last finished one on (by number).
 
-    Everything else is the study's own (storage, directions, ids), so it can stand in for the study in
-    any sampler method.
+    Running trials older than that are left out too (with many workers, only a lost worker's trial can be).
+    The cut walks back from the newest trial, so it costs ``n`` steps, not the study's size. Everything else
+    is the study's own (storage, directions, ids), so it can stand in for the study in any sampler method.
     """
 
     def __init__(self, study, n: int):
@@ -37,11 +38,12 @@ class RecentTrials:
         return getattr(self._study, name)
 
     def _cut(self, trials: list) -> list:
-        finished = [t.number for t in trials if t.state.is_finished()]
-        if len(finished) <= self._n:
-            return trials
-        first = finished[-self._n]
-        return [t for t in trials if t.number >= first or not t.state.is_finished()]
+        seen = 0
+        for i in range(len(trials) - 1, -1, -1):  # Optuna returns trials in order of number
+            seen += trials[i].state.is_finished()
+            if seen == self._n:
+                return trials[i:]
+        return trials
 
     def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list:
         return self._cut(self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache))
