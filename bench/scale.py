@@ -646,8 +646,8 @@ def figures(results: dict, path: Path) -> None:
     table = pd.DataFrame([{**{c: r.get(c) for c in columns}, "overhead_ms": _median(r, "overhead"), "storage_ms": _median(r, "storage_trial"),
                            "sampler_ms": _median(r, "sampler_trial"), "lock_ms": _median(r, "lock_trial"),
                            "tracking_ms": _median(r, "tracking_trial"), "tracking_bg_ms": _median(r, "tracking_bg")} for r in throughput])  # fmt: skip
-    report.add("Throughput", text="Medians per trial of the time outside the sleep (overhead) and its parts.", figures=[rate, busy],
-               table=table if throughput else None)  # fmt: skip
+    if throughput:
+        report.add("Throughput", text="Medians per trial of the time outside the sleep (overhead) and its parts.", figures=[rate, busy], table=table)
     grown = results.get("growth", [])
     if grown:
         cost, size = go.Figure(), go.Figure()
