@@ -20,9 +20,12 @@ artifacts (config and model summary) and final status. No worker imports TensorF
 
 Each trial's time outside its sleep is split (exclusive timers in the worker): Optuna storage calls on the
 trial's thread, sampler (its own work, excluding the storage reads it makes), budget-lock wait, MLflow
-calls on the trial's thread, and, off the trial's thread, MLflow calls in the uploader and heartbeats.
-The budget rule is measured both ways in the same run (``--lock both``): the old global lock and the
-lock-free check. Results: ``bench/results/scale.json`` and ``bench/results/scale.html`` (plotly, offline).
+calls on the trial's thread, and, off the trial's thread, MLflow calls in the uploader and heartbeats; and
+per method (``profile``: Optuna storage and MLflow client methods, ms and calls per trial).
+Every job runs in each of ``--variants`` in the same run, alternating which goes first (``VARIANTS``:
+``before`` and ``after`` this round's fixes, ``lock`` the old global budget lock). Results:
+``bench/results/scale.json`` and ``bench/results/scale.html`` (``reporting.html``: offline, with the
+figures as plotly JSON and the tables as CSV in ``bench/results/scale/``).
 """
 
 from __future__ import annotations
@@ -52,6 +55,17 @@ from bench.processes import free_port, stop_process_group
 ROOT = Path(__file__).resolve().parent.parent
 STUDY_FILE = ROOT / "studies" / "quickstart.yaml"  # TPE (multivariate), median pruner, 12 epochs, 5 parameters
 N_PARAMS = 5
+RECENT = 1000  # n_recent_trials of the bounded TPE ("after")
+# What a job runs with: the budget rule (the old global lock or the lock-free check); how the check counts the
+# trials ("sql": one statement, stale trials looked for only before a wait; "read": as before, stale trials looked
+# for at every check, then all trials read); TPE's history (all trials, or the last RECENT); whether the median
+# pruner's reads of the complete trials are cached per trial (history.CachedReads); whether the study's summary
+# writes to the parent run are coalesced (summary.StudySummary.coalesce) or one per trial.
+VARIANTS = {
+    "before": {"lock": False, "count": "read", "recent": None, "pruner_cache": False, "coalesce": False},
+    "after": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True},
+    "lock": {"lock": True, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True},
+}
 
 
 # ----------------------------------------------------------------------------------------------- services
@@ -156,12 +170,14 @@ class Timers:
     def __init__(self):
         self.totals: dict[str, float] = {}
         self.calls: dict[str, int] = {}
+        self.methods: dict[str, list] = {}  # "category Class.method kind" -> [exclusive seconds, calls]
         self._local = threading.local()
         self._lock = threading.Lock()
 
     def wrap(self, owner, name: str, category: str) -> None:
         fn = getattr(owner, name)
         timers = self
+        method = f"{category} {getattr(owner, '__name__', owner)}.{name}"
 
         @functools.wraps(fn)
         def timed(*args, **kwargs):
@@ -180,6 +196,9 @@ class Timers:
                 with timers._lock:
                     timers.totals[key] = timers.totals.get(key, 0.0) + elapsed - nested
                     timers.calls[key] = timers.calls.get(key, 0) + 1
+                    entry = timers.methods.setdefault(f"{method} {kind}", [0.0, 0])
+                    entry[0] += elapsed - nested
+                    entry[1] += 1
 
         setattr(owner, name, timed)
 
@@ -187,6 +206,10 @@ class Timers:
         """Seconds per category, and calls (``<category>_calls``)."""
         with self._lock:
             return {**self.totals, **{f"{k}_calls": v for k, v in self.calls.items()}}
+
+    def method_snapshot(self) -> dict[str, list]:
+        with self._lock:
+            return {k: list(v) for k, v in self.methods.items()}
 
 
 def install_timers() -> Timers:
@@ -310,6 +333,22 @@ class SleepObjective:
         return 0.5 + 0.45 * math.exp(-distance)
 
 
+def counts_before(study):
+    """The budget check as it was before: stale trials looked for at every check, then every trial read."""
+    import warnings
+    from collections import Counter
+
+    import optuna
+
+    from cicy_search import study as studies
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    states = Counter(t.state for t in study.get_trials(deepcopy=False))
+    return studies.Counts(sum(states[s] for s in studies.FINISHED), states[optuna.trial.TrialState.RUNNING], states[optuna.trial.TrialState.WAITING])
+
+
 def worker_main() -> None:
     """A pool worker: reads jobs (JSON lines) on stdin, runs each to its study's budget, answers one line each."""
     import dataclasses
@@ -320,12 +359,14 @@ def worker_main() -> None:
     from cicy_search import tracking
     from cicy_search.search.storage import open_storage
     from cicy_search.search.studyfile import load
+    from cicy_search.tracking.summary import StudySummary
 
     answer = os.fdopen(os.dup(1), "w")  # the answers' channel: whatever libraries print goes to stderr instead
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     timers = install_timers()
+    budget_counts = {"sql": studies.counts, "read": counts_before}
     base = load(STUDY_FILE)
     storages: dict[str, object] = {}
     index = int(os.environ.get("CICY_WORKER_INDEX", "0"))
@@ -333,14 +374,21 @@ def worker_main() -> None:
     for line in sys.stdin:
         job = json.loads(line)
         raw = {**base.raw, "study": job["study"], "pruner": job.get("pruner", base.raw.get("pruner"))}
-        spec = dataclasses.replace(base, name=job["study"], raw=raw, pruner=job.get("pruner", base.pruner))
+        sampler = {**base.sampler, **({"n_recent_trials": job["recent"]} if job.get("recent") else {})}
+        spec = dataclasses.replace(base, name=job["study"], raw=raw, pruner=job.get("pruner", base.pruner), sampler=sampler)
+        studies.counts = budget_counts[job.get("count", "sql")]
+        StudySummary.coalesce = job.get("coalesce", True)
         ran, loaded, objective, error = 0, 0.0, None, None
+        methods_before = timers.method_snapshot()
         try:
             if job["storage"] not in storages:
                 storages[job["storage"]] = open_storage(job["storage"], tracking_uri=job["tracking_uri"])
             t0 = time.time()
             study = optuna.load_study(study_name=job["study"], storage=storages[job["storage"]])
             loaded = time.time() - t0
+            study.pruner = spec.pruner_object()  # as worker.join does
+            if not job.get("pruner_cache", True):
+                study.pruner = getattr(study.pruner, "pruner", study.pruner)
             client = tracking.client(job["tracking_uri"])
             worker = f"{socket.gethostname()}:{os.getpid()}"
             objective = SleepObjective(spec, client, study.user_attrs["mlflow_parent_run_id"], seconds=job["seconds"],
@@ -353,8 +401,11 @@ def worker_main() -> None:
         if objective is not None:
             objective.close_record()
             errors = objective.uploader.flush(120)
+        methods = {k: [v[0] - methods_before.get(k, [0.0, 0])[0], v[1] - methods_before.get(k, [0.0, 0])[1]]
+                   for k, v in timers.method_snapshot().items()}  # fmt: skip
         print(json.dumps({"ran": ran, "load_s": round(loaded, 3), "records": objective.records if objective else [], "error": error,
-                          "tracking_errors": errors[:5], "tensorflow": "tensorflow" in sys.modules}), file=answer, flush=True)  # fmt: skip
+                          "tracking_errors": errors[:5], "tensorflow": "tensorflow" in sys.modules,
+                          "methods": {k: v for k, v in methods.items() if v[1]}}), file=answer, flush=True)  # fmt: skip
 
 
 class Pool:
@@ -420,11 +471,11 @@ class Bench:
         spec = dataclasses.replace(base, name=name, raw={**base.raw, "study": name}, pruner=pruner or base.pruner)
         return studies.create(spec, storage=self.storage, tracking_uri=self.tracking_uri, n_trials=budget)
 
-    def job(self, study, workers: int, seconds: float, epochs: int, lock: bool, pruner: dict | None = None) -> dict:
+    def job(self, study, workers: int, seconds: float, epochs: int, variant: str, pruner: dict | None = None) -> dict:
         import optuna
 
         job = {"study": study.study_name, "storage": self.storage, "tracking_uri": self.tracking_uri, "seconds": seconds,
-               "epochs": epochs, "lock": lock, **({"pruner": pruner} if pruner else {})}  # fmt: skip
+               "epochs": epochs, **VARIANTS[variant], **({"pruner": pruner} if pruner else {})}  # fmt: skip
         self.peak.take()
         start = time.time()
         answers = self.pool.run(job, workers)
@@ -436,7 +487,8 @@ class Bench:
         return {
             "workers": workers,
             "trial_s": seconds,
-            "lock": lock,
+            "variant": variant,
+            **VARIANTS[variant],
             "wall_s": round(wall, 2),
             "slept_s": round(sum(r["slept_s"] for r in records), 2),
             "finished": states.count("COMPLETE") + states.count("PRUNED"),
@@ -447,8 +499,24 @@ class Bench:
             "tracking_errors": [e for a in answers for e in a["tracking_errors"]][:5],
             "tensorflow_in_workers": any(a["tensorflow"] for a in answers),
             "worker_errors": [a["error"] for a in answers if a["error"]][:5],
+            "profile": profile(answers, len(records)),
             "records": records,
         }
+
+
+def profile(answers: list[dict], trials: int, top: int = 12) -> list[dict]:
+    """Where the time outside the sleep went, per method (exclusive), over all workers: ms and calls per trial."""
+    totals: dict[str, list] = {}
+    for a in answers:
+        for key, (seconds, calls) in a.get("methods", {}).items():
+            if key.startswith("sleep "):
+                continue
+            entry = totals.setdefault(key, [0.0, 0])
+            entry[0] += seconds
+            entry[1] += calls
+    rows = [{"method": k, "ms_per_trial": round(v[0] * 1000 / max(1, trials), 2), "calls_per_trial": round(v[1] / max(1, trials), 2)}
+            for k, v in totals.items()]  # fmt: skip
+    return sorted(rows, key=lambda r: -r["ms_per_trial"])[:top]
 
 
 def summarise(records: list[dict]) -> dict:
@@ -521,66 +589,97 @@ def prefill(pg: Postgres, db: str, study, target: int) -> int:
     return missing
 
 
-def growth(bench: Bench, sizes: list[int], workers: int, trials_each: int, seconds: float, epochs: int, locks: list[bool], log) -> list[dict]:
+def growth(bench: Bench, sizes: list[int], workers: int, trials_each: int, seconds: float, epochs: int, variants: list[str], log) -> list[dict]:
+    import optuna
+
     study = bench.create(f"grow_{secrets.token_hex(2)}", budget=1)
+    db = bench.storage.rpartition("/")[2]
     rows = []
     for turn, size in enumerate(sizes):
         t0 = time.time()
-        copied = prefill(bench.pg, bench.storage.rpartition("/")[2], study, size)
+        copied = prefill(bench.pg, db, study, size)
         fill_s = time.time() - t0
-        for lock in locks if turn % 2 == 0 else locks[::-1]:
-            import optuna
-
+        for variant in variants if turn % 2 == 0 else variants[::-1]:
             finished = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)))
             study.set_user_attr("budget", finished + workers * trials_each)
-            result = bench.job(study, workers, seconds, epochs, lock)
+            result = bench.job(study, workers, seconds, epochs, variant)
             row = {k: v for k, v in result.items() if k != "records"}
             row.update(finished_before=finished, copied=copied, fill_s=round(fill_s, 1), per_trial=summarise(result["records"]),
-                       db_bytes=bench.pg.query(bench.storage.rpartition("/")[2], "SELECT pg_database_size(current_database())"),
+                       db_bytes=bench.pg.query(db, "SELECT pg_database_size(current_database())"),
                        mlflow_db_bytes=bench.pg.query("mlflow", "SELECT pg_database_size(current_database())"),
                        efficiency=round(result["slept_s"] / (workers * result["wall_s"]), 3))  # fmt: skip
             rows.append(row)
             copied = 0
             p = row["per_trial"]
-            log(f"grow {finished:>6} finished, lock {'on ' if lock else 'off'}: overhead/trial median {p['overhead']['median']:.0f} ms "
+            log(f"grow {finished:>6} finished, {variant}: overhead/trial median {p['overhead']['median']:.0f} ms "
                 f"(storage {p.get('storage_trial', {}).get('median', 0):.0f}, sampler {p['sampler_per_suggestion']['median']:.1f}/suggestion, "
                 f"lock {p.get('lock_trial', {}).get('median', 0):.0f}, tracking {p.get('tracking_trial', {}).get('median', 0):.0f} + "
                 f"{p.get('tracking_bg', {}).get('median', 0):.0f} bg); db {row['db_bytes'] / 1e6:.0f} MB")
     return rows
 
 
-def figures(results: dict, path: Path) -> None:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+def _median(row: dict, part: str) -> float:
+    return row["per_trial"].get(part, {}).get("median", 0.0)
 
-    fig = make_subplots(rows=2, cols=2, subplot_titles=("trials/min vs workers (dashed: ideal)", "busy fraction vs workers",
-                                                         "storage+tracking ms per trial vs finished trials", "DB size (MB) vs finished trials"))  # fmt: skip
-    for (seconds, lock), rows in _groups(results.get("throughput", [])).items():
-        name = f"{seconds:g} s trials, lock {'on' if lock else 'off'}"
+
+def figures(results: dict, path: Path) -> None:
+    """The sweep as one offline HTML page (``reporting.html.Report``), its figures as plotly JSON and tables as CSV beside it."""
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    from cicy_search.reporting.html import Report
+
+    report = Report("bench.scale: simulated workers on one PostgreSQL and one mlflow server",
+                    intro=f"{results.get('cpu_count')} CPUs; load average {results.get('load_before')} before, "
+                          f"{results.get('load_after')} after. Variants: {VARIANTS}.")  # fmt: skip
+    rate, busy = go.Figure(), go.Figure()
+    throughput = results.get("throughput", [])
+    for (seconds, variant), rows in _groups(throughput).items():
         x = [r["workers"] for r in rows]
-        fig.add_trace(go.Scatter(x=x, y=[r["trials_per_min"] for r in rows], name=name, mode="lines+markers"), 1, 1)
-        fig.add_trace(go.Scatter(x=x, y=[r["ideal_trials_per_min"] for r in rows], name=f"ideal {seconds:g} s", mode="lines",
-                                 line={"dash": "dash"}, showlegend=not lock), 1, 1)  # fmt: skip
-        fig.add_trace(go.Scatter(x=x, y=[r["efficiency"] for r in rows], name=name, mode="lines+markers", showlegend=False), 1, 2)
-    for lock in (True, False):
-        rows = [r for r in results.get("growth", []) if r["lock"] == lock]
-        if rows:
+        rate.add_trace(go.Scatter(x=x, y=[r["trials_per_min"] for r in rows], name=f"{seconds:g} s, {variant}", mode="lines+markers"))
+        busy.add_trace(go.Scatter(x=x, y=[r["efficiency"] for r in rows], name=f"{seconds:g} s, {variant}", mode="lines+markers"))
+    for seconds in sorted({r["trial_s"] for r in throughput}):
+        x = sorted({r["workers"] for r in throughput if r["trial_s"] == seconds})
+        rate.add_trace(go.Scatter(x=x, y=[n * 60 / seconds for n in x], name=f"ideal {seconds:g} s", mode="lines", line={"dash": "dash"}))
+    rate.update_layout(title="trials/min vs workers (dashed: ideal)", xaxis={"type": "log", "title": "workers"}, yaxis={"type": "log"})
+    busy.update_layout(title="busy fraction (slept / workers x wall) vs workers", xaxis={"type": "log", "title": "workers"}, yaxis={"range": [0, 1]})
+    columns = ["workers", "trial_s", "variant", "trials_per_min", "ideal_trials_per_min", "efficiency", "overshoot", "peak_connections"]
+    table = pd.DataFrame([{**{c: r.get(c) for c in columns}, "overhead_ms": _median(r, "overhead"), "storage_ms": _median(r, "storage_trial"),
+                           "sampler_ms": _median(r, "sampler_trial"), "lock_ms": _median(r, "lock_trial"),
+                           "tracking_ms": _median(r, "tracking_trial"), "tracking_bg_ms": _median(r, "tracking_bg")} for r in throughput])  # fmt: skip
+    if throughput:
+        report.add("Throughput", text="Medians per trial of the time outside the sleep (overhead) and its parts.", figures=[rate, busy], table=table)
+    grown = results.get("growth", [])
+    if grown:
+        cost, size = go.Figure(), go.Figure()
+        for variant in dict.fromkeys(r["variant"] for r in grown):
+            rows = sorted((r for r in grown if r["variant"] == variant), key=lambda r: r["finished_before"])
             x = [r["finished_before"] for r in rows]
-            for part in ("overhead", "storage_trial", "tracking_bg"):
-                fig.add_trace(go.Scatter(x=x, y=[r["per_trial"].get(part, {}).get("median", 0) for r in rows],
-                                         name=f"{part} (lock {'on' if lock else 'off'})", mode="lines+markers"), 2, 1)  # fmt: skip
-            fig.add_trace(go.Scatter(x=x, y=[r["db_bytes"] / 1e6 for r in rows], name="optuna DB", mode="lines+markers", showlegend=False), 2, 2)
-    fig.update_xaxes(type="log", row=1, col=1)
-    fig.update_yaxes(type="log", row=1, col=1)
-    fig.update_xaxes(type="log", row=1, col=2)
-    fig.update_layout(height=800, width=1200, title="bench.scale: simulated workers on one PostgreSQL and one mlflow server")
-    fig.write_html(path, include_plotlyjs=True)
+            for part in ("overhead", "storage_trial", "sampler_trial", "tracking_bg"):
+                cost.add_trace(go.Scatter(x=x, y=[_median(r, part) for r in rows], name=f"{part}, {variant}", mode="lines+markers"))
+            size.add_trace(go.Scatter(x=x, y=[r["db_bytes"] / 1e6 for r in rows], name=f"Optuna DB, {variant}", mode="lines+markers"))
+        cost.update_layout(title="ms per trial (median) vs finished trials", xaxis={"title": "finished trials"})
+        size.update_layout(title="database size (MB) vs finished trials", xaxis={"title": "finished trials"})
+        table = pd.DataFrame([{"finished": r["finished_before"], "variant": r["variant"], "overhead_ms": _median(r, "overhead"),
+                               "storage_ms": _median(r, "storage_trial"), "storage_calls": _median(r, "storage_trial_calls"),
+                               "sampler_ms_per_suggestion": r["per_trial"]["sampler_per_suggestion"]["median"],
+                               "tracking_ms": _median(r, "tracking_trial"), "tracking_bg_ms": _median(r, "tracking_bg"),
+                               "db_mb": round(r["db_bytes"] / 1e6, 1)} for r in grown])  # fmt: skip
+        report.add("Growth", text="One study grown by copying its own trials; a few workers run real trials at each size.",
+                   figures=[cost, size], table=table)  # fmt: skip
+    profiled = [r for r in throughput + grown if r.get("profile")]
+    if profiled:
+        rows = [{"job": f"{r['workers']} x {r['trial_s']:g} s" + (f", {r['finished_before']} finished" if "finished_before" in r else ""),
+                 "variant": r["variant"], **p} for r in profiled for p in r["profile"]]  # fmt: skip
+        report.add("Where the time goes", text="Per method, exclusive, summed over the workers and divided by the trials "
+                   "(trial: the trial's thread; bg: heartbeat and uploader threads).", table=pd.DataFrame(rows))  # fmt: skip
+    report.save(path, png=False)
 
 
 def _groups(rows: list[dict]) -> dict:
     groups: dict = {}
     for r in rows:
-        groups.setdefault((r["trial_s"], r["lock"]), []).append(r)
+        groups.setdefault((r["trial_s"], r["variant"]), []).append(r)
     return {k: sorted(v, key=lambda r: r["workers"]) for k, v in groups.items()}
 
 
@@ -599,9 +698,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--seconds", type=float, nargs="*", default=[1, 10, 60], help="trial lengths (60 s and more: the largest worker count only)")
     parser.add_argument("--trials-each", type=int, default=3, help="trials per worker in a throughput job (60 s trials: 2)")
-    parser.add_argument("--grow", type=int, nargs="+", default=[0, 1000, 2500, 5000, 10000], help="study sizes the growth is measured at")
+    parser.add_argument("--grow", type=int, nargs="*", default=[0, 1000, 2500, 5000, 10000], help="study sizes the growth is measured at")
     parser.add_argument("--grow-workers", type=int, default=4, help="workers of the growth measurements (few: latency, not saturation)")
-    parser.add_argument("--lock", choices=["both", "on", "off"], default="both", help="the budget rule(s) to measure")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["before", "after"],
+                        help="what each job is measured with (see VARIANTS): before and after this round's fixes, the old lock")
     parser.add_argument("--max-connections", type=int, default=400)
     parser.add_argument("--mlflow-workers", type=int, default=4)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.json")
@@ -609,7 +709,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.workers, args.seconds, args.trials_each, args.grow, args.grow_workers = [1, 3], [1], 2, [0, 60], 3
         args.mlflow_workers = min(args.mlflow_workers, 2)
-    locks = {"both": [True, False], "on": [True], "off": [False]}[args.lock]
 
     def log(text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}] {text}", flush=True)
@@ -642,7 +741,7 @@ def main(argv: list[str] | None = None) -> dict:
         log(f"{size} workers ready in {time.time() - t0:.0f} s; TensorFlow imported by any: {pool.tensorflow}")
         bench = Bench(pg, tracking_uri, pool, peak, storage)
         # Every worker's first trial pays one-off costs (connections, the MLflow experiment's lookup): not measured.
-        bench.job(bench.create(f"warmup_{secrets.token_hex(2)}", budget=size), size, 0.01, 1, False, pruner={"name": "none"})
+        bench.job(bench.create(f"warmup_{secrets.token_hex(2)}", budget=size), size, 0.01, 1, "after", pruner={"name": "none"})
         log("warm-up done: every worker ran a trial")
         results["throughput"] = []
         turn = 0
@@ -650,17 +749,18 @@ def main(argv: list[str] | None = None) -> dict:
             each = args.trials_each if seconds < 60 else min(2, args.trials_each)
             for n in args.workers if seconds < 60 else args.workers[-1:]:  # a minute a trial: the largest count only
                 turn += 1
-                for lock in locks if turn % 2 else locks[::-1]:  # the rules alternate which one goes first
-                    study = bench.create(f"tp_{n}w_{seconds:g}s_{'lock' if lock else 'free'}_{secrets.token_hex(2)}", budget=n * each)
-                    row = throughput_row(bench.job(study, n, seconds, 4, lock, pruner={"name": "none"}))
+                for variant in args.variants if turn % 2 else args.variants[::-1]:  # the variants alternate which goes first
+                    study = bench.create(f"tp_{n}w_{seconds:g}s_{variant}_{secrets.token_hex(2)}", budget=n * each)
+                    row = throughput_row(bench.job(study, n, seconds, 4, variant, pruner={"name": "none"}))
                     results["throughput"].append(row)
                     save(results, args.out)  # as it goes: an interrupted sweep keeps what it measured
-                    log(f"{n:>3} workers x {seconds:g} s, lock {'on ' if lock else 'off'}: {row['trials_per_min']:.1f} trials/min of "
+                    log(f"{n:>3} workers x {seconds:g} s, {variant}: {row['trials_per_min']:.1f} trials/min of "
                         f"{row['ideal_trials_per_min']:.0f} ideal, busy {row['efficiency']:.0%}, overhead/trial median "
                         f"{row['per_trial']['overhead']['median']:.0f} ms, lock wait {row['per_trial'].get('lock_trial', {}).get('median', 0):.0f} ms, "
                         f"overshoot {row['overshoot']}, peak connections {row['peak_connections']}"
                         + (f"; worker errors: {row['worker_errors']}" if row["worker_errors"] else ""))  # fmt: skip
-        results["growth"] = growth(bench, args.grow, args.grow_workers, 2, 1.0, 12, locks, log)
+                    log("  most time per trial: " + ", ".join(f"{p['method']} {p['ms_per_trial']:.0f} ms ({p['calls_per_trial']:g} calls)" for p in row["profile"][:5]))
+        results["growth"] = growth(bench, args.grow, args.grow_workers, 2, 1.0, 12, args.variants, log) if args.grow else []
         results["load_after"] = os.getloadavg()
     results["figure"] = str(args.out.with_suffix(".html").name)
     save(results, args.out)

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from cicy_search.search import storage as storages
-from cicy_search.search.budget import count_finished, optimize_to_budget
+from cicy_search.search.budget import count_finished, counts, optimize_to_budget
 from cicy_search.errors import CicyError
 
 from .conftest import dead_trial
@@ -73,6 +73,33 @@ def test_the_budget_loop_stops_at_the_budget_and_at_its_own_share(tmp_path):
     assert optimize_to_budget(study, broken, budget=6, lock=lock, max_failures=2) == 3
     lock.close()
     assert count_finished(study) == 5
+
+
+def test_the_budget_check_counts_the_trials_in_one_statement(rdb_url, tmp_path):
+    """Finished, running and waiting trials counted by the database (one statement), as reading them all would."""
+    import sqlalchemy
+
+    study = optuna.create_study(study_name="count", storage=storages.open_storage(rdb_url))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    pruned, failed, running = study.ask(), study.ask(), study.ask()
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
+    study.tell(failed, state=FAIL)
+    running.set_user_attr("config", {"big": list(range(100))})
+    study.enqueue_trial({"x": 0.5})
+    engine = study._storage._backend.engine
+    statements: list[str] = []
+    listen = lambda *args: statements.append(args[2])  # noqa: E731 (before_cursor_execute: conn, cursor, statement, ...)
+    sqlalchemy.event.listen(engine, "before_cursor_execute", listen)
+    try:
+        c = counts(study)
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", listen)
+    assert (c.finished, c.running, c.waiting) == (4, 1, 1)
+    assert len(statements) == 1 and "count" in statements[0].lower()
+    assert count_finished(study) == 4
+    journal = optuna.create_study(storage=storages.open_storage(f"journal:{tmp_path / 'o.log'}"))
+    journal.ask()
+    assert storages.count_states(journal) is None and counts(journal).running == 1  # read from the trials
 
 
 def test_journal_storage_has_no_heartbeat_so_running_trials_do_not_hold_the_budget(tmp_path):

@@ -24,6 +24,9 @@ from .conftest import TINY_STUDY, study_spec
         ({"name": "nsga2", "population_size": 1}, "sampler.population_size: expected a value at least 2, got 1"),
         ({"name": "nsga2", "crossover_prob": float("nan")}, "sampler.crossover_prob: expected a number, got nan"),
         ({"name": ["tpe"]}, "sampler.name: unknown sampler ['tpe']"),
+        ({"name": "tpe", "n_recent_trials": 3}, "sampler.n_recent_trials: expected an integer of at least n_startup_trials (10), got 3"),
+        ({"name": "tpe", "n_recent_trials": "all"}, "sampler.n_recent_trials: expected an integer of at least n_startup_trials"),
+        ({"name": "random", "n_recent_trials": 100}, "sampler.n_recent_trials: not a setting of the random sampler"),
         ([1, 2], "sampler: expected a name or a mapping"),
     ],
 )
@@ -168,3 +171,71 @@ def test_budget_overrides_are_checked(n_trials, timeout, message):
     assert str(e.value) == message
     studyfile.check_budget(5, 0.5)
     studyfile.check_budget(None, None)
+
+
+def test_tpe_with_n_recent_trials_models_only_the_last_finished_trials(monkeypatch):
+    """``sampler.n_recent_trials``: TPE's model sees the last N finished trials (and the running ones), no more."""
+    import optuna
+    from optuna.samplers._tpe import sampler as tpe
+
+    from cicy_search.search.history import RecentTPESampler
+
+    spec = study_spec("s", sampler={"name": "tpe", "seed": 3, "n_startup_trials": 2, "n_recent_trials": 4})
+    assert spec.sampler["n_recent_trials"] == 4
+    seen: list[list[int]] = []
+    split = tpe._split_trials
+    monkeypatch.setattr(tpe, "_split_trials", lambda study, trials, *a: seen.append([t.number for t in trials]) or split(study, trials, *a))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(sampler=spec.sampler_object())
+    assert isinstance(study.sampler, RecentTPESampler)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=8)
+    assert seen[0] == [0, 1] and seen[-1] == [3, 4, 5, 6] and max(len(s) for s in seen) == 4  # trials 0 and 1: random
+    running = study.ask()
+    running.suggest_float("x", 0, 1)
+    assert seen[-1] == [4, 5, 6, 7]
+    study.ask().suggest_float("x", 0, 1)  # constant_liar: the running trial is modelled too, on top of the last 4 finished
+    assert seen[-1] == [4, 5, 6, 7, running.number]
+    unbounded = optuna.create_study(sampler=study_spec("s", sampler={"name": "tpe", "seed": 3, "n_startup_trials": 2}).sampler_object())
+    assert type(unbounded.sampler) is optuna.samplers.TPESampler
+    seen.clear()
+    unbounded.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=8)
+    assert seen[-1] == list(range(7))
+
+
+def test_the_median_pruner_reads_the_complete_trials_once_a_trial_and_prunes_as_before(monkeypatch):
+    """``history.CachedReads``: one read of the complete trials per trial instead of one per epoch, same decisions."""
+    import optuna
+
+    from cicy_search.search.history import CachedReads
+
+    spec = study_spec("s", pruner={"name": "median", "n_startup_trials": 2, "n_warmup_steps": 1})
+    assert isinstance(spec.pruner_object(), CachedReads) and isinstance(spec.pruner_object().pruner, optuna.pruners.MedianPruner)
+    assert not isinstance(study_spec("s", pruner={"name": "threshold", "lower": 0.1}).pruner_object(), CachedReads)
+    reads: list[int] = []
+    get_trials = optuna.Study.get_trials
+
+    def counted(self, deepcopy=True, states=None):
+        reads.append(1)
+        return get_trials(self, deepcopy=deepcopy, states=states)
+
+    monkeypatch.setattr(optuna.Study, "get_trials", counted)
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        for step in range(6):
+            trial.report(x * (step + 1), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return x * 6
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    outcomes = {}
+    for name, pruner in [("cached", spec.pruner_object()), ("plain", spec.pruner_object().pruner)]:
+        reads.clear()
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=5), pruner=pruner)
+        study.optimize(objective, n_trials=12)
+        outcomes[name] = ([t.state for t in study.trials], len(reads), sum(len(t.intermediate_values) for t in study.trials))
+    assert outcomes["cached"][0] == outcomes["plain"][0] and optuna.trial.TrialState.PRUNED in outcomes["cached"][0]
+    # One read per should_prune (one a step) before, one per trial now; other reads of the study are the same.
+    checks = outcomes["plain"][2]
+    assert checks > 30 and outcomes["plain"][1] - outcomes["cached"][1] == checks - 12

@@ -135,3 +135,35 @@ def test_on_a_tracking_server_the_addresses_are_the_servers(tmp_path, capsys):
         assert json.loads(next(iter(parent.inputs.dataset_inputs)).dataset.profile)["limit"] == 400
     finally:
         server.stop()
+
+
+def test_trials_finishing_while_a_summary_write_is_queued_join_it(tmp_path, tracking_uri, mlflow_client, monkeypatch):
+    """One write to the parent run for all trials that finished while the uploader was busy, every point kept."""
+    import threading
+
+    from cicy_search import tracking
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = studies.create(study_spec("coalesced"), storage=storage, tracking_uri=tracking_uri)
+    parent_id = study.user_attrs["mlflow_parent_run_id"]
+    mlflow_client.update_run(parent_id, status="RUNNING")
+    writes = []
+    log_batch = mlflow_client.log_batch
+    monkeypatch.setattr(mlflow_client, "log_batch", lambda run_id, **kw: writes.append(run_id) or log_batch(run_id, **kw))
+    for coalesce, expected in [(True, 1), (False, 3)]:
+        monkeypatch.setattr(summary.StudySummary, "coalesce", coalesce)
+        uploader = tracking.uploader()
+        keeper = summary.StudySummary(study, mlflow_client, budget=6, uploader=uploader)
+        busy = threading.Event()
+        uploader.submit(busy.wait)  # the uploader is behind: the trials below finish while their write waits
+        for _ in range(3):
+            trial = study.ask()
+            study.tell(trial, trial.number / 10)
+            keeper.after_trial(study, study.trials[trial.number])
+        writes.clear()
+        busy.set()
+        assert uploader.flush(30) == []
+        assert writes == [parent_id] * expected
+    values = [t.value for t in study.trials]
+    assert history(mlflow_client, parent_id, "trial_val_accuracy") == list(enumerate(values))
+    assert history(mlflow_client, parent_id, "best_val_accuracy") == [(i, max(values[: i + 1])) for i in range(6)]

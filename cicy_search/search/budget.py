@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 
 import optuna
 
 from ..errors import CicyError
-from .storage import BudgetLock
+from .storage import BudgetLock, count_states
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 POLL_SECONDS = 2.0
 
 
 def count_finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    return counts(study).finished
 
 
 @dataclass
@@ -35,12 +36,20 @@ class Counts:
 
 
 def counts(study: optuna.Study) -> Counts:
-    states = [t.state for t in study.get_trials(deepcopy=False)]
+    """Finished, running and waiting trials: one counting statement on a database, else read from the trials."""
+    by_state = count_states(study)
+    if by_state is None:
+        by_state = Counter(t.state for t in study.get_trials(deepcopy=False))
     return Counts(
-        sum(s in FINISHED for s in states),
-        states.count(optuna.trial.TrialState.RUNNING),
-        states.count(optuna.trial.TrialState.WAITING),
+        sum(by_state.get(s, 0) for s in FINISHED),
+        by_state.get(optuna.trial.TrialState.RUNNING, 0),
+        by_state.get(optuna.trial.TrialState.WAITING, 0),
     )
+
+
+def has_room(c: Counts, budget: int, heartbeat: bool) -> bool:
+    """Whether the budget lets a trial start: a queued one waits, or finished (+ running) trials are under it."""
+    return c.waiting > 0 or c.finished + (c.running if heartbeat else 0) < budget
 
 
 def optimize_to_budget(
@@ -92,13 +101,17 @@ def optimize_to_budget(
         if lock is not None:
             lock.acquire()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
             c = counts(study)
+            if heartbeat and c.finished < budget and not has_room(c, budget, heartbeat):
+                # A lost worker's trial holds its place until it is failed and its retry queued: look before
+                # waiting (a trial that starts is looked for by Optuna's optimize itself).
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)
+                c = counts(study)
             if c.finished >= budget:
                 break
-            go = c.waiting > 0 or c.finished + (c.running if heartbeat else 0) < budget
+            go = has_room(c, budget, heartbeat)
             if go:
 
                 def one_trial(trial: optuna.Trial):

@@ -131,13 +131,23 @@ class StudySpec:
 
         settings = dict(settings or self.sampler)
         cls = getattr(optuna.samplers, SAMPLERS[settings.pop("name")])
+        if settings.get("n_recent_trials") is not None:
+            from .history import RecentTPESampler
+
+            return RecentTPESampler(**settings)
+        settings.pop("n_recent_trials", None)
         return cls(**settings)
 
     def pruner_object(self):
         import optuna
 
         settings = dict(self.pruner)
-        return getattr(optuna.pruners, PRUNERS[settings.pop("name")])(**settings)
+        pruner = getattr(optuna.pruners, PRUNERS[settings.pop("name")])(**settings)
+        if isinstance(pruner, optuna.pruners.PercentilePruner):  # median too: reads every complete trial each epoch
+            from .history import CachedReads
+
+            return CachedReads(pruner)
+        return pruner
 
 
 def _section(raw: dict, key: str, default: Any) -> Any:
@@ -199,6 +209,7 @@ def _sampler(raw: Any, seed: int, params: list, n_objectives: int) -> dict:
         raise CicyError(f"sampler.name: unknown sampler {_short(name)}: choose one of {', '.join(SAMPLERS)}")
     cls = getattr(optuna.samplers, SAMPLERS[name])
     settings = {k: v for k, v in raw.items() if k != "name"}
+    recent = settings.pop("n_recent_trials", None) if name == "tpe" else None  # ours (history.RecentTPESampler)
     _check_settings("sampler", name, cls, settings)
     settings.setdefault("seed", seed)
     if name == "tpe":
@@ -210,13 +221,17 @@ def _sampler(raw: Any, seed: int, params: list, n_objectives: int) -> dict:
         settings.setdefault("constant_liar", True)
         if settings["group"] and not settings["multivariate"]:
             raise CicyError("sampler.group: group mode needs multivariate: true")
+        if recent is not None:
+            startup = settings["n_startup_trials"]
+            if isinstance(recent, bool) or not isinstance(recent, int) or recent < max(1, startup):
+                raise CicyError(f"sampler.n_recent_trials: expected an integer of at least n_startup_trials ({startup}), got {_short(recent)}")
     if name == "cmaes" and n_objectives > 1:
         raise CicyError("sampler: cmaes is single-objective; use tpe or nsga2 for several objectives")
     try:
         cls(**settings)
     except (TypeError, ValueError) as e:
         raise CicyError(f"sampler: {name}: {e}") from None
-    return {"name": name, **settings}
+    return {"name": name, **settings, **({"n_recent_trials": recent} if recent is not None else {})}
 
 
 def _pruner(raw: Any, n_objectives: int) -> dict:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,8 @@ class StudySummary:
         self.directions = list(study.directions)
         self.errors: list[str] = []
         self._experiment: str | None = None
+        self._pending: list[int] = []  # trials whose summary is queued and not yet written
+        self._pending_lock = threading.Lock()
 
     def _link(self, run_id: str) -> str:
         """A link to a run of the study: absolute on a tracking server, else relative to the UI page."""
@@ -151,17 +154,37 @@ class StudySummary:
         """Mark the parent run RUNNING (it is SCHEDULED after ``study create``, ended after an earlier run)."""
         self.run.later(lambda: self.client.update_run(self.run.run_id, status="RUNNING"), "status RUNNING")
 
+    #: Trials that finish while this process's summary write is still queued join it: one write for all.
+    #: Every worker writes to the one parent run, and the tracking store locks the run's rows for each
+    #: write, so at saturation those writes queue behind each other (``bench.scale``; False there: before).
+    coalesce = True
+
     def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Optuna callback: queue the summary of the study as it stands after ``trial``."""
-        number = trial.number
-        self.run.later(lambda: self._update(number), f"summary after trial {number}")
+        with self._pending_lock:
+            self._pending.append(trial.number)
+            if self.coalesce and len(self._pending) > 1:
+                return  # the queued write takes this trial too
+        self.run.later(self._write_pending, f"summary after trial {trial.number}")
 
-    def _update(self, number: int) -> None:
+    def _write_pending(self) -> None:
+        with self._pending_lock:
+            numbers = self._pending if self.coalesce else self._pending[:1]
+            self._pending = [] if self.coalesce else self._pending[1:]
+        if numbers:
+            self._update(*numbers)
+
+    def _update(self, *numbers: int) -> None:
+        """One write: the history points at steps ``numbers`` and the tags, from the study as it stands now."""
         from mlflow.entities import Metric, RunTag
 
         trials = self.study.get_trials(deepcopy=False)
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, number) for k, v in history_point(trials, number, self.names, self.directions).items()]
+        metrics = [
+            Metric(k, v, now, number)
+            for number in numbers
+            for k, v in history_point(trials, number, self.names, self.directions).items()
+        ]
         self.client.log_batch(self.run.run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in self._tags(trials).items()])
 
     def _tags(self, trials: list[FrozenTrial]) -> dict[str, str]:
