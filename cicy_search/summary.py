@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +138,8 @@ class StudySummary:
         self.directions = list(study.directions)
         self.errors: list[str] = []
         self._experiment: str | None = None
+        self._lock = threading.Lock()
+        self._unwritten: list[int] = []  # trials finished since the last update was queued
 
     def _link(self, run_id: str) -> str:
         """A link to a run of the study: absolute on a tracking server, else relative to the UI page."""
@@ -151,17 +154,35 @@ class StudySummary:
         self.run.later(lambda: self.client.update_run(self.run.run_id, status="RUNNING"), "status RUNNING")
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Optuna callback: queue the summary of the study as it stands after ``trial``."""
-        number = trial.number
-        self.run.later(lambda: self._update(number), f"summary after trial {number}")
+        """Optuna callback: queue the summary of the study as it stands after ``trial``.
 
-    def _update(self, number: int) -> None:
+        Trials that finish while an update is still queued join it: one write then adds their points together.
+        """
+        with self._lock:
+            self._unwritten.append(trial.number)
+            if len(self._unwritten) > 1:
+                return
+        self.run.later(self._update_unwritten, f"summary after trial {trial.number}")
+
+    def _update_unwritten(self) -> None:
+        with self._lock:
+            numbers, self._unwritten = self._unwritten, []
+        self._update(*numbers)
+
+    def _update(self, *numbers: int) -> None:
+        """Write the history points at steps ``numbers`` and the tags, as the study stands now, in one batch."""
         from mlflow.entities import Metric, RunTag
 
         trials = self.study.get_trials(deepcopy=False)
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, number) for k, v in history_point(trials, number, self.names, self.directions).items()]
-        self.client.log_batch(self.run.run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in self._tags(trials).items()])
+        metrics = [
+            Metric(k, v, now, number)
+            for number in numbers
+            for k, v in history_point(trials, number, self.names, self.directions).items()
+        ]
+        tags = [RunTag(k, v) for k, v in self._tags(trials).items()]
+        for i in range(0, max(len(metrics), 1), 900):  # MLflow takes up to 1000 values a batch; the tags with the last
+            self.client.log_batch(self.run.run_id, metrics=metrics[i : i + 900], tags=tags if i + 900 >= len(metrics) else [])
 
     def _tags(self, trials: list[FrozenTrial]) -> dict[str, str]:
         top = best(trials, self.directions)
