@@ -119,6 +119,34 @@ def test_history_points_and_best_trials_follow_the_directions():
     assert [t.number for t in summary.best(two, [up, down])] == [0, 1]
 
 
+def test_trials_finishing_while_an_update_waits_are_written_together(mlflow_client, monkeypatch):
+    import threading
+
+    from cicy_search import tracking
+
+    study = optuna.create_study(direction="maximize")
+    parent = mlflow_client.create_run(tracking.experiment_id(mlflow_client, "coalesce")).info.run_id
+    study.set_user_attr("mlflow_parent_run_id", parent)
+    uploader = tracking.Uploader()
+    kept = summary.StudySummary(study, mlflow_client, budget=3, uploader=uploader)
+    batches = []
+    log_batch = mlflow_client.log_batch
+    monkeypatch.setattr(mlflow_client, "log_batch", lambda run_id, **kw: (batches.append(run_id), log_batch(run_id, **kw)))
+    gate = threading.Event()
+    uploader.submit(gate.wait, 30)  # the uploader is busy (a slow store): trials finish faster than it writes
+    for value in (0.5, 0.7, 0.6):
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=value))
+        kept.after_trial(study, study.trials[-1])
+    gate.set()
+    assert uploader.flush() == [] and batches == [parent]  # one write for the three trials
+    assert history(mlflow_client, parent, "trial_value") == [(0, 0.5), (1, 0.7), (2, 0.6)]
+    assert history(mlflow_client, parent, "best_value") == [(0, 0.5), (1, 0.7), (2, 0.7)]
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.9))
+    kept.after_trial(study, study.trials[-1])  # the queue is free again: written on its own
+    assert uploader.flush() == [] and batches == [parent, parent]
+    assert mlflow_client.get_run(parent).data.tags["best_trial"] == "3"
+
+
 def test_status_and_best_print_the_mlflow_ui_addresses(tmp_path, tracking_uri, mlflow_client, capsys):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = studies.run(spec_for("addresses", budget={"n_trials": 1}), storage=storage, tracking_uri=tracking_uri, report=False).study
@@ -150,5 +178,7 @@ def test_on_a_tracking_server_the_addresses_are_the_servers(tmp_path, capsys):
         assert "mlflow ui" not in out and f"({run_url})" in parent.data.tags["mlflow.note.content"]
         assert {a.path for a in client.list_artifacts(parent.info.run_id, "study_report")} >= {"study_report/study-served.html"}
         assert json.loads(next(iter(parent.inputs.dataset_inputs)).dataset.profile)["limit"] == 400
+        # The best trial's own artifacts (its model too), written straight to the server's artifact store.
+        assert {a.path for a in client.list_artifacts(study.best_trial.user_attrs["mlflow_run_id"])} == {"config.yaml", "model_summary.txt", "model"}
     finally:
         server.stop()
