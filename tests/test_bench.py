@@ -140,4 +140,4 @@ def test_tracking_bench_pairs_plain_and_tracked_trials_in_one_run(tmp_path):
         assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert [m.step for m in client.get_metric_history(parent.info.run_id, "trial_val_accuracy")] == [0, 1, 2, 3, 4]
     low, high = bench_tracking.interval([float(v) for v in range(100)])
-    assert 40 < low < 49.5 < high < 59  # the median's interval, much narrower than the values' spread
+    assert 35 <= low < 49.5 < high <= 64  # the median's (about +-2 standard errors: 5), far narrower than the values' spread
