@@ -45,6 +45,25 @@ def interval(values: list[float], seed: int = 0) -> list[float]:
     return [float(v) for v in np.percentile(medians, [2.5, 97.5])]
 
 
+def summarise(pairs: list[dict]) -> dict:
+    """Medians over ``pairs`` of the paired differences (with bootstrap 95 % intervals) and of the plain trial."""
+
+    def column(key):
+        return [p[key] for p in pairs]
+
+    overhead, cpu = statistics.median(column("overhead_ms")), statistics.median(column("cpu_overhead_ms"))
+    train, cpu_train = statistics.median(column("plain_s")), statistics.median(column("plain_cpu_s"))
+    ci = interval(column("overhead_ms"))
+    return {
+        "n_pairs": len(pairs), "median_overhead_ms": overhead, "overhead_ci95_ms": ci, "median_plain_trial_s": train,
+        "overhead_share": overhead / 1000 / train, "overhead_share_ci95": [v / 1000 / train for v in ci],
+        "median_critical_path_ms": statistics.median(column("critical_path_ms")),
+        "median_writes_wait_ms": statistics.median(column("writes_wait_ms")),
+        "median_cpu_overhead_ms": cpu, "cpu_overhead_ci95_ms": interval(column("cpu_overhead_ms")),
+        "median_plain_trial_cpu_s": cpu_train, "cpu_overhead_share": cpu / 1000 / cpu_train,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20, help="epochs per training (the dense default is 20)")
@@ -121,6 +140,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     one_off["first_tracked_trial_s"] = tracked(0)["s"]  # first run of the experiment, first summary update
     pairs = []
+
+    def save(complete: bool) -> dict:
+        """Write the figures so far (after every pair: a run stopped early on a busy machine keeps its pairs)."""
+        result = {"epochs": args.epochs, "limit": args.limit, "complete": complete, **summarise(pairs), "pairs": pairs,
+                  "one_off_s": one_off, "study_report_s": one_off.get("study_report_s"), "load_average_before": load_before,
+                  "load_average_after": os.getloadavg(), "cpus": os.cpu_count()}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        return result
+
     for k in range(args.pairs):
         number = k + 1
         if k % 4 in (0, 3):
@@ -135,27 +164,12 @@ def main(argv: list[str] | None = None) -> dict:
                       "load_average": os.getloadavg()[0]})
         print(f"pair {number:3d}: plain {p['s']:.2f} s  tracked {t['s']:.2f} s  overhead {pairs[-1]['overhead_ms']:6.0f} ms"
               f"  (CPU {pairs[-1]['cpu_overhead_ms']:6.0f} ms)  load {pairs[-1]['load_average']:.2f}", flush=True)
+        save(complete=False)
     timed("study_finish_s", lambda: summary.finish(report=False))
     timed("study_report_s", lambda: report_study(study, mlflow_client=client, out=tmp / "report.html", png=False))
-
-    def column(key):
-        return [p[key] for p in pairs]
-
-    overhead, cpu = statistics.median(column("overhead_ms")), statistics.median(column("cpu_overhead_ms"))
-    train, cpu_train = statistics.median(column("plain_s")), statistics.median(column("plain_cpu_s"))
-    ci, cpu_ci = interval(column("overhead_ms")), interval(column("cpu_overhead_ms"))
-    result = {
-        "epochs": args.epochs, "limit": args.limit, "n_pairs": len(pairs), "pairs": pairs,
-        "median_overhead_ms": overhead, "overhead_ci95_ms": ci, "median_plain_trial_s": train,
-        "overhead_share": overhead / 1000 / train, "overhead_share_ci95": [v / 1000 / train for v in ci],
-        "median_critical_path_ms": statistics.median(column("critical_path_ms")),
-        "median_writes_wait_ms": statistics.median(column("writes_wait_ms")),
-        "median_cpu_overhead_ms": cpu, "cpu_overhead_ci95_ms": cpu_ci, "median_plain_trial_cpu_s": cpu_train,
-        "cpu_overhead_share": cpu / 1000 / cpu_train, "one_off_s": one_off, "study_report_s": one_off["study_report_s"],
-        "load_average_before": load_before, "load_average_after": os.getloadavg(), "cpus": os.cpu_count(),
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    result = save(complete=True)
+    overhead, ci, train = result["median_overhead_ms"], result["overhead_ci95_ms"], result["median_plain_trial_s"]
+    cpu, cpu_ci, cpu_train = result["median_cpu_overhead_ms"], result["cpu_overhead_ci95_ms"], result["median_plain_trial_cpu_s"]
     print(f"median overhead {overhead:.0f} ms per trial (95% interval {ci[0]:.0f} to {ci[1]:.0f} ms) = "
           f"{100 * result['overhead_share']:.2f}% ({100 * result['overhead_share_ci95'][0]:.2f} to "
           f"{100 * result['overhead_share_ci95'][1]:.2f}%) of a {train:.2f} s trial ({len(pairs)} pairs, {args.epochs} epochs, "

@@ -120,6 +120,7 @@ def test_tracking_bench_pairs_plain_and_tracked_trials_in_one_run(tmp_path):
     result = bench_tracking.main(["--epochs", "2", "--pairs", "4", "--limit", "300", "--dir", str(tmp_path), "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     pairs = result["pairs"]
+    assert result["complete"] and result["n_pairs"] == 4
     assert [p["trial"] for p in pairs] == [1, 2, 3, 4] and [p["plain_first"] for p in pairs] == [True, False, False, True]
     for p in pairs:
         assert p["plain_s"] > 0 and p["tracked_s"] > p["writes_wait_ms"] / 1000 >= 0
