@@ -340,13 +340,13 @@ def counts_before(study):
 
     import optuna
 
-    from cicy_search import study as studies
+    from cicy_search.search import budget
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     states = Counter(t.state for t in study.get_trials(deepcopy=False))
-    return studies.Counts(sum(states[s] for s in studies.FINISHED), states[optuna.trial.TrialState.RUNNING], states[optuna.trial.TrialState.WAITING])
+    return budget.Counts(sum(states[s] for s in budget.FINISHED), states[optuna.trial.TrialState.RUNNING], states[optuna.trial.TrialState.WAITING])
 
 
 def worker_main() -> None:
@@ -355,8 +355,9 @@ def worker_main() -> None:
 
     import optuna
 
-    from cicy_search.search import study as studies
     from cicy_search import tracking
+    from cicy_search.search import budget
+    from cicy_search.search import study as studies
     from cicy_search.search.storage import open_storage
     from cicy_search.search.studyfile import load
     from cicy_search.tracking.summary import StudySummary
@@ -366,7 +367,7 @@ def worker_main() -> None:
     sys.stdout = sys.stderr
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     timers = install_timers()
-    budget_counts = {"sql": studies.counts, "read": counts_before}
+    budget_counts = {"sql": budget.counts, "read": counts_before}
     base = load(STUDY_FILE)
     storages: dict[str, object] = {}
     index = int(os.environ.get("CICY_WORKER_INDEX", "0"))
@@ -376,7 +377,7 @@ def worker_main() -> None:
         raw = {**base.raw, "study": job["study"], "pruner": job.get("pruner", base.raw.get("pruner"))}
         sampler = {**base.sampler, **({"n_recent_trials": job["recent"]} if job.get("recent") else {})}
         spec = dataclasses.replace(base, name=job["study"], raw=raw, pruner=job.get("pruner", base.pruner), sampler=sampler)
-        studies.counts = budget_counts[job.get("count", "sql")]
+        budget.counts = budget_counts[job.get("count", "sql")]
         StudySummary.coalesce = job.get("coalesce", True)
         ran, loaded, objective, error = 0, 0.0, None, None
         methods_before = timers.method_snapshot()

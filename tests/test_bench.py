@@ -107,3 +107,38 @@ def test_the_scale_bench_postgres_starts_answers_and_stops(tmp_path):
     assert pg.proc.poll() is not None and not pg.folder.exists()
     with pytest.raises(Exception):
         pg.connect("postgres")
+
+
+def test_tracking_bench_pairs_plain_and_tracked_trials_in_one_run(tmp_path):
+    """bench.tracking on a slice: pairs in ABBA order, every tracked trial a real study trial with its MLflow run."""
+    import optuna
+
+    from bench import tracking as bench_tracking
+    from cicy_search import tracking
+
+    out = tmp_path / "tracking.json"
+    result = bench_tracking.main(["--epochs", "2", "--pairs", "4", "--limit", "300", "--dir", str(tmp_path), "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    pairs = result["pairs"]
+    assert result["complete"] and result["n_pairs"] == 4
+    assert [p["trial"] for p in pairs] == [1, 2, 3, 4] and [p["plain_first"] for p in pairs] == [True, False, False, True]
+    for p in pairs:
+        assert p["plain_s"] > 0 and p["tracked_s"] > p["writes_wait_ms"] / 1000 >= 0
+        assert p["overhead_ms"] == pytest.approx(1000 * (p["tracked_s"] - p["plain_s"]))
+        assert 0 <= p["plain_val_accuracy"] <= 1 and 0 <= p["tracked_val_accuracy"] <= 1
+    low, high = result["overhead_ci95_ms"]
+    assert low <= result["median_overhead_ms"] <= high and result["overhead_share"] == pytest.approx(
+        result["median_overhead_ms"] / 1000 / result["median_plain_trial_s"])
+    assert set(result["one_off_s"]) == {"study_create_s", "prepare_s", "first_fit_s", "first_tracked_trial_s", "study_finish_s", "study_report_s"}
+    # The tracked trials were the real thing: one study, a FINISHED run per trial under the parent run, which ended.
+    study = optuna.load_study(study_name="bench-tracking", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    client = tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 5
+    parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.info.status == "KILLED" and parent.data.tags["trials_finished"] == "5"  # short of its budget, nothing running
+    for t in study.trials:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert [m.step for m in client.get_metric_history(parent.info.run_id, "trial_val_accuracy")] == [0, 1, 2, 3, 4]
+    low, high = bench_tracking.interval([float(v) for v in range(100)])
+    assert 35 <= low < 49.5 < high <= 64  # the median's (about +-2 standard errors: 5), far narrower than the values' spread

@@ -133,6 +133,8 @@ def test_on_a_tracking_server_the_addresses_are_the_servers(tmp_path, capsys):
         assert "mlflow ui" not in out and f"({run_url})" in parent.data.tags["mlflow.note.content"]
         assert {a.path for a in client.list_artifacts(parent.info.run_id, "study_report")} >= {"study_report/study-served.html"}
         assert json.loads(next(iter(parent.inputs.dataset_inputs)).dataset.profile)["limit"] == 400
+        # The best trial's own artifacts (its model too), written straight to the server's artifact store.
+        assert {a.path for a in client.list_artifacts(study.best_trial.user_attrs["mlflow_run_id"])} == {"config.yaml", "model_summary.txt", "model"}
     finally:
         server.stop()
 

@@ -280,9 +280,12 @@ class Run:
             run.log_params({"runs": 3})
     """
 
-    def __init__(self, mlflow_client, run_id: str | None, *, uploader: Uploader | None = None, name: str = ""):
+    def __init__(
+        self, mlflow_client, run_id: str | None, *, uploader: Uploader | None = None, name: str = "", artifact_uri: str | None = None
+    ):
         self.client = mlflow_client
         self._run_id = run_id
+        self._artifact_uri = artifact_uri  # known for a run created here: artifacts go there without looking the run up
         self._created: Future | None = None
         self.uploader = uploader
         self.name = name or (run_id or "")
@@ -294,7 +297,8 @@ class Run:
     @property
     def run_id(self) -> str:
         if self._run_id is None:
-            self._run_id = self._created.result()
+            info = self._created.result()
+            self._run_id, self._artifact_uri = info.run_id, info.artifact_uri
         return self._run_id
 
     @classmethod
@@ -312,12 +316,12 @@ class Run:
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
 
-        def create() -> str:
-            run = mlflow_client.create_run(experiment_id(mlflow_client, experiment), tags=tags, run_name=run_name)
-            return run.info.run_id
+        def create():
+            return mlflow_client.create_run(experiment_id(mlflow_client, experiment), tags=tags, run_name=run_name).info
 
         if uploader is None:
-            return cls(mlflow_client, create(), name=run_name or "")
+            info = create()
+            return cls(mlflow_client, info.run_id, name=run_name or "", artifact_uri=info.artifact_uri)
         run = cls(mlflow_client, None, uploader=uploader, name=run_name or "")
         run._created = uploader.submit(create, what=f"MLflow run {run_name or ''} in {experiment}: create")
         return run
@@ -381,21 +385,34 @@ class Run:
 
         self.later(write, "metrics")
 
-    def log_artifacts(self, files: dict[str, str | bytes], artifact_path: str | None = None) -> None:
-        """Write ``{file name: content}`` to a temporary folder and log it in one call."""
+    def log_artifacts(self, files: dict[str, str | bytes] | Callable[[], dict], artifact_path: str | None = None) -> None:
+        """Write ``{file name: content}`` to a temporary folder and log it in one call; ``files`` may be a function
+        returning them, called when the write runs (with an uploader, in its thread)."""
 
         def write():
             with tempfile.TemporaryDirectory() as tmp:
-                for name, content in files.items():
+                for name, content in (files() if callable(files) else files).items():
                     p = Path(tmp) / name
                     p.write_bytes(content) if isinstance(content, bytes) else p.write_text(content)
-                self.client.log_artifacts(self.run_id, tmp, artifact_path)
+                self.upload(tmp, artifact_path)
 
         self.later(write, "artifacts")
 
     def log_folder(self, folder: str | Path, artifact_path: str | None = None) -> None:
         """Log a folder; with an uploader it must stay in place until the upload ran."""
-        self.later(lambda: self.client.log_artifacts(self.run_id, str(folder), artifact_path), "artifacts")
+        self.later(lambda: self.upload(folder, artifact_path), "artifacts")
+
+    def upload(self, folder: str | Path, artifact_path: str | None = None) -> None:
+        """Log a folder's files now, in the calling thread. For a run started here they go straight to its
+        artifact location (``MlflowClient.log_artifacts`` first reads the whole run, metrics and params, to find it)."""
+        run_id = self.run_id
+        if self._artifact_uri is None:
+            self.client.log_artifacts(run_id, str(folder), artifact_path)
+            return
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        repository = get_artifact_repository(self._artifact_uri, tracking_uri=self.client.tracking_uri)
+        repository.log_artifacts(str(folder), artifact_path)
 
     def __enter__(self) -> "Run":
         return self

@@ -15,11 +15,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import keras
+
 from .. import bundle, tracking
 from ..config import flatten
 from ..training import EpochCallback, Prepared, TrainResult, fit, prepare
 
-METRIC_FLUSH_SECONDS = 5.0
+METRIC_FLUSH_SECONDS = 1.0  # written while the trial trains, not all at its end (each batch costs a few ms of the uploader)
+
+
+class TrainBegin(keras.callbacks.Callback):
+    """Calls ``fn(model)`` once the model is built and training begins (``called`` says whether it was)."""
+
+    def __init__(self, fn: Callable):
+        super().__init__()
+        self.fn = fn
+        self.called = False
+
+    def on_train_begin(self, logs=None):
+        self.called = True
+        self.fn(self.model)
 
 
 @dataclass
@@ -98,6 +113,9 @@ def run_tracked(
                 tracking.Run(mlflow_client, parent_run_id, uploader=uploader).log_inputs(inputs)
             # After the params: a run a trial links to always says what it trains.
             linked = run.later(lambda: on_start(run.run_id), "link") if on_start else None
+            # The config and (once it is built) the model's summary are written while it trains, not after.
+            run.log_artifacts({"config.yaml": tracking.config_yaml(config)})
+            summarised = TrainBegin(lambda model: run.log_artifacts(lambda: {"model_summary.txt": model_summary(model)}))
             if tracking.system_metrics_enabled():
                 monitor = tracking.SystemMetrics(run)
             epoch_logger = EpochCallback(
@@ -107,7 +125,7 @@ def run_tracked(
                 )
             )
             result = fit(
-                config, prepared, callbacks=[epoch_logger, *callbacks], progress=progress, initial_weights=initial_weights,
+                config, prepared, callbacks=[summarised, epoch_logger, *callbacks], progress=progress, initial_weights=initial_weights,
                 initial_epoch=initial_epoch,
             )
             if isinstance(linked, Future):
@@ -118,7 +136,7 @@ def run_tracked(
             scores = result.metrics if log_test else {k: v for k, v in result.metrics.items() if not k.startswith("test_")}
             final = {**scores, "n_params": result.n_params, "train_seconds": result.seconds, "epochs_run": result.epochs_run}
             run.log_metrics(final, step=result.epochs_run, flush_after=float("inf"))
-            run.later(lambda: _log_artifacts(run, result, log_model), "artifacts")
+            run.later(lambda: _log_artifacts(run, result, log_model, summary=not summarised.called), "artifacts")
             run.end_tags["state"] = "complete"
         except BaseException:
             if monitor is not None:
@@ -129,19 +147,22 @@ def run_tracked(
     return TrackedResult(result, run.run_id)
 
 
-def _log_artifacts(run: tracking.Run, result: TrainResult, log_model: bool | Callable[[TrainResult], bool]) -> None:
-    """Config, model summary and (when asked) the model folder, in one upload.
+def _log_artifacts(run: tracking.Run, result: TrainResult, log_model: bool | Callable[[TrainResult], bool], summary: bool) -> None:
+    """After training: the model folder (when asked) and the model summary (``summary``: a model trained without
+    Keras callbacks, the SVM, had none written when training began), in one upload.
 
     No learning-curve figure: MLflow charts the ``epoch_*`` metrics itself, and ``report compare`` draws
     them side by side offline. With an uploader this runs in its thread, after training.
     """
     with_model = log_model(result) if callable(log_model) else log_model
+    if not (with_model or summary):
+        return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        (folder / "config.yaml").write_text(tracking.config_yaml(result.config))
-        (folder / "model_summary.txt").write_text(model_summary(result.model))
+        if summary:
+            (folder / "model_summary.txt").write_text(model_summary(result.model))
         if with_model:
             bundle.save(folder / "model", result.model, result.config, result.targets)
-        run.client.log_artifacts(run.run_id, str(folder))
+        run.upload(folder)
     if with_model:
         run.end_tags["model_logged"] = "true"
