@@ -213,7 +213,7 @@ class EpochCallback(keras.callbacks.Callback):
 
 
 class TrainingDiverged(CicyError):
-    """The loss became NaN or infinite."""
+    """The loss, or a weight, became NaN or infinite."""
 
 
 def fit(
@@ -279,7 +279,10 @@ def fit(
         losses = history.get("loss", [])
         if losses and not all(math.isfinite(v) for v in losses):
             bad = next(i for i, v in enumerate(losses) if not math.isfinite(v))
-            raise TrainingDiverged(f"training loss became {losses[bad]} at epoch {bad}")
+            raise TrainingDiverged(f"training diverged: the loss became {losses[bad]} at epoch {bad}")
+        if not all(np.isfinite(w).all() for w in model.get_weights()):
+            # A loss can stay finite while weights overflow: a ReLU output pushed below zero everywhere hides them.
+            raise TrainingDiverged(f"training diverged: weights became infinite or NaN (loss {losses[-1] if losses else 'n/a'} at the last epoch)")
     seconds = time.perf_counter() - start
     metrics = evaluate(model, prepared, head)
     return TrainResult(config, model, prepared.targets, history, metrics, model.count_params(), seconds, epochs_run, extra)
