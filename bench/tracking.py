@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"pair {number:3d}: plain {p['s']:.2f} s  tracked {t['s']:.2f} s  overhead {pairs[-1]['overhead_ms']:6.0f} ms"
               f"  (CPU {pairs[-1]['cpu_overhead_ms']:6.0f} ms)  load {pairs[-1]['load_average']:.2f}", flush=True)
         save(complete=False)
-    timed("study_finish_s", lambda: summary.finish(report=False))
+    timed("study_finish_s", lambda: summary.finish(report=None))
     timed("study_report_s", lambda: report_study(study, mlflow_client=client, out=tmp / "report.html", png=False))
     result = save(complete=True)
     overhead, ci, train = result["median_overhead_ms"], result["overhead_ci95_ms"], result["median_plain_trial_s"]
