@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     from cicy_search import tracking
     from cicy_search.search import study as studies
     from cicy_search.search import studyfile
+    from cicy_search.search.budget import optimize_to_budget
     from cicy_search.search.objective import GC_EVERY, Objective, trial_seed
     from cicy_search.tracking import links
     from cicy_search.reporting.study import report_study
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def tracked(number: int) -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
-        studies.optimize_to_budget(study, objective, budget=budget, n_trials=1, max_failures=0, callbacks=callbacks)
+        optimize_to_budget(study, objective, budget=budget, n_trials=1, max_failures=0, callbacks=callbacks)
         returned = time.perf_counter()
         errors = uploader.flush()
         trial = study.trials[-1]

@@ -396,13 +396,16 @@ def _write_cache(name: str, memo: dict[bytes, tuple[np.ndarray, ...]]) -> None:
     if folder is None:
         return
     merged = {**_read_cache(name), **memo}
+    tmp = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
+            tmp = Path(f.name)
             json.dump({k.hex(): [a.tolist() for a in v] for k, v in merged.items()}, f)
-        os.replace(f.name, folder / name)
+        os.replace(tmp, folder / name)
     except OSError:
-        pass
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no half-written temporary file behind
 
 
 def _rank(keys: list) -> list[int]:

@@ -225,20 +225,22 @@ def test_koszul_counts_are_kept_on_disk_and_a_damaged_cache_is_recomputed(tmp_pa
     def recomputed(matrix):
         raise AssertionError("recomputed a count the cache holds")
 
-    monkeypatch.setattr(invariants, "koszul_h1", recomputed)
-    assert all((a == b).all() for a, b in zip(data.koszul_counts(x), expected))
+    with monkeypatch.context() as m:
+        m.setattr(invariants, "koszul_h1", recomputed)
+        assert all((a == b).all() for a, b in zip(data.koszul_counts(x), expected))
     cache.write_text(damage)
-    monkeypatch.undo()
-    monkeypatch.setenv("CICY_CACHE_DIR", str(tmp_path))
     data.forget()
     assert all((a == b).all() for a, b in zip(data.koszul_counts(x), expected))
     assert len(json.loads(cache.read_text())) == len({m.tobytes() for m in x})
 
 
 def test_the_disk_cache_can_be_turned_off(tmp_path, monkeypatch):
+    """With CICY_CACHE_DIR=none nothing is written, not even to the default folder (here under tmp_path)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("CICY_CACHE_DIR")
+    assert data.cache_dir() == tmp_path / "cicy-search"
     monkeypatch.setenv("CICY_CACHE_DIR", "none")
     assert data.cache_dir() is None
     data.forget()
-    monkeypatch.chdir(tmp_path)
     data.koszul_counts(data.load().x[:5])
     assert not list(tmp_path.iterdir())
