@@ -379,7 +379,7 @@ def worker_main() -> None:
         spec = dataclasses.replace(base, name=job["study"], raw=raw, pruner=job.get("pruner", base.pruner), sampler=sampler)
         budget.counts = budget_counts[job.get("count", "sql")]
         StudySummary.coalesce = job.get("coalesce", True)
-        ran, loaded, objective, error = 0, 0.0, None, None
+        ran, loaded, caught_up, objective, error = 0, 0.0, 0.0, None, None
         methods_before = timers.method_snapshot()
         try:
             if job["storage"] not in storages:
@@ -387,6 +387,11 @@ def worker_main() -> None:
             t0 = time.time()
             study = optuna.load_study(study_name=job["study"], storage=storages[job["storage"]])
             loaded = time.time() - t0
+            # Trials this process has not seen yet (a new worker: the whole study; the growth rows: the copies just
+            # added) are read once, then only unfinished and new ones: timed here, apart from the trials' own costs.
+            t0 = time.time()
+            study.get_trials(deepcopy=False)
+            caught_up = time.time() - t0
             study.pruner = spec.pruner_object()  # as worker.join does
             if not job.get("pruner_cache", True):
                 study.pruner = getattr(study.pruner, "pruner", study.pruner)
@@ -404,7 +409,7 @@ def worker_main() -> None:
             errors = objective.uploader.flush(120)
         methods = {k: [v[0] - methods_before.get(k, [0.0, 0])[0], v[1] - methods_before.get(k, [0.0, 0])[1]]
                    for k, v in timers.method_snapshot().items()}  # fmt: skip
-        print(json.dumps({"ran": ran, "load_s": round(loaded, 3), "records": objective.records if objective else [], "error": error,
+        print(json.dumps({"ran": ran, "load_s": round(loaded, 3), "catch_up_s": round(caught_up, 3), "records": objective.records if objective else [], "error": error,
                           "tracking_errors": errors[:5], "tensorflow": "tensorflow" in sys.modules,
                           "methods": {k: v for k, v in methods.items() if v[1]}}), file=answer, flush=True)  # fmt: skip
 
@@ -497,6 +502,7 @@ class Bench:
             "budget": int(study.user_attrs["budget"]),
             "peak_connections": self.peak.take(),
             "load_study_s_max": max(a["load_s"] for a in answers),
+            "catch_up_s_max": max(a["catch_up_s"] for a in answers),
             "tracking_errors": [e for a in answers for e in a["tracking_errors"]][:5],
             "tensorflow_in_workers": any(a["tensorflow"] for a in answers),
             "worker_errors": [a["error"] for a in answers if a["error"]][:5],
@@ -615,7 +621,8 @@ def growth(bench: Bench, sizes: list[int], workers: int, trials_each: int, secon
             log(f"grow {finished:>6} finished, {variant}: overhead/trial median {p['overhead']['median']:.0f} ms "
                 f"(storage {p.get('storage_trial', {}).get('median', 0):.0f}, sampler {p['sampler_per_suggestion']['median']:.1f}/suggestion, "
                 f"lock {p.get('lock_trial', {}).get('median', 0):.0f}, tracking {p.get('tracking_trial', {}).get('median', 0):.0f} + "
-                f"{p.get('tracking_bg', {}).get('median', 0):.0f} bg); db {row['db_bytes'] / 1e6:.0f} MB")
+                f"{p.get('tracking_bg', {}).get('median', 0):.0f} bg); db {row['db_bytes'] / 1e6:.0f} MB; "
+                f"reading the unseen trials once {row['catch_up_s_max']:.1f} s per worker")
     return rows
 
 

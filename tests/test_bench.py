@@ -109,36 +109,46 @@ def test_the_scale_bench_postgres_starts_answers_and_stops(tmp_path):
         pg.connect("postgres")
 
 
-def test_tracking_bench_pairs_plain_and_tracked_trials_in_one_run(tmp_path):
-    """bench.tracking on a slice: pairs in ABBA order, every tracked trial a real study trial with its MLflow run."""
+def test_tracking_bench_measures_three_arms_in_rotating_order_in_one_run(tmp_path):
+    """bench.tracking on a slice: plain, untracked-search and tracked trials in rounds through every order; the
+    tracked ones real study trials with their MLflow runs, the untracked ones real trials with none."""
     import optuna
 
     from bench import tracking as bench_tracking
     from cicy_search import tracking
 
     out = tmp_path / "tracking.json"
-    result = bench_tracking.main(["--epochs", "2", "--pairs", "4", "--limit", "300", "--dir", str(tmp_path), "--out", str(out)])
+    result = bench_tracking.main(["--epochs", "2", "--rounds", "6", "--limit", "300", "--dir", str(tmp_path), "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
-    pairs = result["pairs"]
-    assert result["complete"] and result["n_pairs"] == 4
-    assert [p["trial"] for p in pairs] == [1, 2, 3, 4] and [p["plain_first"] for p in pairs] == [True, False, False, True]
-    for p in pairs:
-        assert p["plain_s"] > 0 and p["tracked_s"] > p["writes_wait_ms"] / 1000 >= 0
-        assert p["overhead_ms"] == pytest.approx(1000 * (p["tracked_s"] - p["plain_s"]))
-        assert 0 <= p["plain_val_accuracy"] <= 1 and 0 <= p["tracked_val_accuracy"] <= 1
-    low, high = result["overhead_ci95_ms"]
-    assert low <= result["median_overhead_ms"] <= high and result["overhead_share"] == pytest.approx(
-        result["median_overhead_ms"] / 1000 / result["median_plain_trial_s"])
-    assert set(result["one_off_s"]) == {"study_create_s", "prepare_s", "first_fit_s", "first_tracked_trial_s", "study_finish_s", "study_report_s"}
-    # The tracked trials were the real thing: one study, a FINISHED run per trial under the parent run, which ended.
+    rounds = result["rounds"]
+    assert result["complete"] and result["n_rounds"] == 6 and [r["trial"] for r in rounds] == [1, 2, 3, 4, 5, 6]
+    # Every arm comes first, second and third twice over six rounds: drift cancels.
+    for position in range(3):
+        assert sorted(r["order"][position] for r in rounds) == sorted(bench_tracking.ARMS * 2)
+    for r in rounds:
+        assert min(r["plain_s"], r["search_s"], r["tracked_s"]) > 0 and r["tracked_s"] > r["writes_wait_ms"] / 1000 >= 0
+        assert r["tracking_ms"] == pytest.approx(1000 * (r["tracked_s"] - r["search_s"]))
+        assert r["search_ms"] == pytest.approx(1000 * (r["search_s"] - r["plain_s"]))
+        assert r["overhead_ms"] == pytest.approx(r["tracking_ms"] + r["search_ms"])
+        assert all(0 <= r[f"{arm}_val_accuracy"] <= 1 for arm in bench_tracking.ARMS)
+    for name in bench_tracking.DIFFERENCES:
+        low, high = result[f"{name}_ci95_ms"]
+        assert low <= result[f"median_{name}_ms"] <= high
+        assert result[f"{name}_share"] == pytest.approx(result[f"median_{name}_ms"] / 1000 / result["median_plain_trial_s"])
+    assert set(result["one_off_s"]) == {"study_create_s", "prepare_s", "first_fit_s", "first_search_trial_s", "first_tracked_trial_s",
+                                        "study_finish_s", "study_report_s"}
+    # The untracked trials: complete, no MLflow run linked.
+    search = optuna.load_study(study_name="bench-search", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state for t in search.trials] == [optuna.trial.TrialState.COMPLETE] * 7
+    assert all("mlflow_run_id" not in t.user_attrs and "config" in t.user_attrs for t in search.trials)
     study = optuna.load_study(study_name="bench-tracking", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     client = tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 5
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 7
     parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
-    assert parent.info.status == "KILLED" and parent.data.tags["trials_finished"] == "5"  # short of its budget, nothing running
+    assert parent.info.status == "FINISHED" and parent.data.tags["trials_finished"] == "7"  # its budget: the first trial and one a round
     for t in study.trials:
         run = client.get_run(t.user_attrs["mlflow_run_id"])
         assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parent.info.run_id
-    assert [m.step for m in client.get_metric_history(parent.info.run_id, "trial_val_accuracy")] == [0, 1, 2, 3, 4]
+    assert [m.step for m in client.get_metric_history(parent.info.run_id, "trial_val_accuracy")] == list(range(7))
     low, high = bench_tracking.interval([float(v) for v in range(100)])
     assert 35 <= low < 49.5 < high <= 64  # the median's (about +-2 standard errors: 5), far narrower than the values' spread

@@ -169,3 +169,25 @@ def test_sqlite_artifacts_go_beside_the_store_whatever_the_working_folder(tmp_pa
     run.log_artifacts({"note.txt": "x"})
     run.end()
     assert (store / "artifacts").is_dir() and list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("between", ["nothing", "deleted", "deleted and purged from the name"])
+def test_runs_after_the_first_skip_the_experiment_lookup_and_a_deleted_experiment_comes_back(mlflow_client, monkeypatch, between):
+    name = f"looked-up-once-{between.replace(' ', '-')}"  # the store outlives the test; the known ids live in the process
+    real, looked = mlflow_client.get_experiment_by_name, []
+    monkeypatch.setattr(mlflow_client, "get_experiment_by_name", lambda name: looked.append(name) or real(name))
+    first = tracking.Run.start(mlflow_client, name, run_name="a")
+    first.end()
+    exp = real(name)
+    if between == "deleted and purged from the name":  # the name is free: a new experiment takes it
+        mlflow_client.rename_experiment(exp.experiment_id, name + "-old")
+    if between != "nothing":
+        mlflow_client.delete_experiment(exp.experiment_id)
+    second = tracking.Run.start(mlflow_client, name, run_name="b")
+    second.end()
+    now = real(name)
+    assert now.lifecycle_stage == "active" and mlflow_client.get_run(second.run_id).info.experiment_id == now.experiment_id
+    assert mlflow_client.get_run(second.run_id).info.status == "FINISHED"
+    # One lookup for the first run; the second needs one only when the experiment it knew is gone.
+    assert len(looked) == (1 if between == "nothing" else 2)
+    assert (now.experiment_id == exp.experiment_id) == (between != "deleted and purged from the name")

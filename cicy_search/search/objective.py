@@ -80,7 +80,7 @@ class Objective:
             from ..training import prepare
 
             self._prepared[key] = prepared = prepare(config)
-            if self.parent_run_id:  # the study's run lists every split its trials trained on
+            if self.client is not None and self.parent_run_id:  # the study's run lists every split its trials trained on
                 d = config["data"]
                 parent = tracking.Run(self.client, self.parent_run_id, uploader=self.uploader)
                 parent.log_inputs(tracking.dataset_inputs(d, prepared.dataset.hash, prepared.index))
@@ -138,6 +138,14 @@ class Objective:
         from ..training import EpochCallback
 
         callbacks = [*self.callbacks, *callbacks]
+        if self.client is None:  # an untracked search: Optuna's bookkeeping only (bench.tracking's middle arm)
+            from ..tracking.runner import TrackedResult
+            from ..training import fit
+
+            try:
+                return TrackedResult(fit(config, self.prepared(config), callbacks=callbacks, **fit_options), None)
+            finally:
+                keras.backend.clear_session(free_memory=number % GC_EVERY == GC_EVERY - 1)
         if self.uploader is not None:
             # The previous trial's run is closed (and the study's run updated) in the background while this one
             # starts; by the end of this trial's first epoch that is done (waiting costs nothing then), so a

@@ -110,6 +110,9 @@ def fast_sqlite_commits() -> None:
                 pass
 
 
+_experiment_ids: dict[tuple[str, str], str] = {}  # (tracking URI, name) -> id, for the runs this process starts
+
+
 def experiment_id(mlflow_client, name: str) -> str:
     """The id of experiment ``name``, created if missing (artifacts next to a SQLite store's file)."""
     from mlflow.exceptions import MlflowException
@@ -316,8 +319,19 @@ class Run:
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
 
+        key = (mlflow_client.tracking_uri, experiment)
+
         def create():
-            return mlflow_client.create_run(experiment_id(mlflow_client, experiment), tags=tags, run_name=run_name).info
+            known = _experiment_ids.get(key)
+            if known is not None:  # a trial's run: no lookup of the experiment (one request fewer per trial)
+                from mlflow.exceptions import MlflowException
+
+                try:
+                    return mlflow_client.create_run(known, tags=tags, run_name=run_name).info
+                except MlflowException:  # deleted (or gone) since: look it up again, which restores a deleted one
+                    _experiment_ids.pop(key, None)
+            _experiment_ids[key] = found = experiment_id(mlflow_client, experiment)
+            return mlflow_client.create_run(found, tags=tags, run_name=run_name).info
 
         if uploader is None:
             info = create()
