@@ -304,7 +304,7 @@ class SleepObjective:
                 settled.result()
             value = quality * (1 - math.exp(-(epoch + 1) / 3))
             run.log_metrics({"epoch_loss": 1 - value, "epoch_accuracy": value, "epoch_val_loss": 1.1 - value,
-                             "epoch_val_accuracy": value}, step=epoch, flush_after=5.0)  # fmt: skip
+                             "epoch_val_accuracy": value}, step=epoch, flush_after=tracking.METRIC_FLUSH_SECONDS)  # fmt: skip
             if prune:
                 trial.report(value, epoch)
                 if trial.should_prune():

@@ -299,7 +299,7 @@ def _euler_summary(data: CicyData) -> dict:
 # Row and column permutations of a configuration matrix describe the same manifold. The functions below
 # work on zero-padded arrays (N, rows, cols) and treat padding rows and columns as absent.
 
-FEATURES = ("euler", "c2", "koszul")
+FEATURES = ("euler", "c2", "koszul", "koszul_share")
 # Input channels are scaled to order one: Euler numbers lie in -200..200, c2.J_i in 0..60, Koszul counts in 0..20.
 FEATURE_SCALE = {"euler": 100.0, "c2": 50.0, "koszul": 10.0}
 _invariants_memo: dict[bytes, tuple[int, np.ndarray]] = {}
@@ -506,7 +506,10 @@ def model_inputs(x: np.ndarray, *, canonical_form: bool = False, features: Seque
     """What a network reads: the padded matrices (N, rows, cols), optionally in canonical order, and with
     exact invariants as extra channels (N, rows, cols, channels) on the present entries:
     ``euler`` the same on every entry, ``c2`` (c2.J_i) along row i, ``koszul`` two channels: h^1(X, O_X(q_j))
-    along column j and (n_i + 1) h^1(X, O_X(J_i)) along row i (``koszul_counts``). All follow any permutation.
+    along column j and (n_i + 1) h^1(X, O_X(J_i)) along row i (``koszul_counts``); ``koszul_share`` three: the
+    same counts divided among their column's (row's) present entries, and 1/columns on each, so that summed over
+    the matrix they give h^1(N), h^1(V) and the number of rows, and h11 = rows + h^1(N) - h^1(V)
+    (``invariants.h11_koszul``) is a linear function of the input. All follow any permutation.
     """
     if not canonical_form and not features:
         return np.asarray(x)  # an imported 4-fold list stays int8 (0.3 GB, not 1.2): batches are cast when made
@@ -528,6 +531,12 @@ def model_inputs(x: np.ndarray, *, canonical_form: bool = False, features: Seque
             normal, ambient = koszul_counts(x)
             channels.append(present * (normal[:, None, :] / FEATURE_SCALE["koszul"]))
             channels.append(present * (ambient[:, :, None] / FEATURE_SCALE["koszul"]))
+        elif name == "koszul_share":  # the same counts shared out over their row or column: sums, not copies
+            normal, ambient = koszul_counts(x)
+            m, k = (np.maximum(v.sum(axis=1), 1)[:, None, None] for v in (rows, cols))
+            channels.append(present * (normal[:, None, :] / m / FEATURE_SCALE["koszul"]))
+            channels.append(present * (ambient[:, :, None] / k / FEATURE_SCALE["koszul"]))
+            channels.append(present / k)
         else:
             raise CicyError(f"unknown input feature {name!r}: choose from {', '.join(FEATURES)}")
     return np.stack(channels, axis=-1).astype(np.float32)

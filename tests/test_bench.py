@@ -131,6 +131,11 @@ def test_tracking_bench_measures_three_arms_in_rotating_order_in_one_run(tmp_pat
         assert r["search_ms"] == pytest.approx(1000 * (r["search_s"] - r["plain_s"]))
         assert r["overhead_ms"] == pytest.approx(r["tracking_ms"] + r["search_ms"])
         assert all(0 <= r[f"{arm}_val_accuracy"] <= 1 for arm in bench_tracking.ARMS)
+        # The direct figures: time around training on the trial's thread, the uploader's CPU (every tracked trial writes).
+        assert all(0 <= r[f"{arm}_outside_fit_ms"] < 1000 * r[f"{arm}_s"] for arm in bench_tracking.ARMS)
+        assert r["uploader_cpu_ms"] >= r["uploader_cpu_during_ms"] >= 0 and r["uploader_cpu_ms"] > 0
+        assert r["direct_tracking_ms"] == pytest.approx(r["tracked_outside_fit_ms"] - r["search_outside_fit_ms"] + r["uploader_cpu_during_ms"])
+        assert r["direct_search_ms"] == pytest.approx(r["search_outside_fit_ms"] - r["plain_outside_fit_ms"])
     for name in bench_tracking.DIFFERENCES:
         low, high = result[f"{name}_ci95_ms"]
         assert low <= result[f"median_{name}_ms"] <= high

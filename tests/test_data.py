@@ -208,6 +208,25 @@ def test_koszul_channels_follow_the_matrix_and_add_up_to_h11():
     assert np.allclose(np.sort(moved.reshape(300, -1), axis=1), np.sort(inputs.reshape(300, -1), axis=1))
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_koszul_share_channels_make_h11_the_sum_of_the_input(seed):
+    """koszul_share: summed over the matrix its three channels are h^1(N), h^1(V) and the number of rows, so h11
+    is exactly rows + h^1(N) - h^1(V) of the input, whatever the row and column order (and canonical or not)."""
+    d = data.load()
+    pick = np.random.default_rng(seed).choice(len(d.x), 200, replace=False)
+    x, h11 = d.x[pick], d.y("h11")[pick]
+    for canonical_form, matrices in ((False, x), (True, x), (False, data.permute(x, seed))):
+        inputs = data.model_inputs(matrices, canonical_form=canonical_form, features=["euler", "koszul_share"])
+        assert inputs.shape == (200, 12, 15, 5)
+        total = inputs.sum(axis=(1, 2))
+        scale = data.FEATURE_SCALE["koszul"]
+        assert np.allclose(total[:, 2] * scale - total[:, 3] * scale + total[:, 4], h11, atol=1e-3)
+        present = (matrices.sum(axis=2) > 0)[:, :, None] & (matrices.sum(axis=1) > 0)[:, None, :]
+        if not canonical_form:
+            assert (inputs[..., 2:][~present] == 0).all() and (inputs[..., 4][present] > 0).all()
+    assert (h11 != (x.sum(axis=2) > 0).sum(axis=1)).sum() > 30  # non-favourable ones among them
+
+
 @pytest.mark.parametrize("damage", ["", "not json", '{"zz": [[1], [2]]}', '{"00": 5}', "[1, 2]"])
 def test_koszul_counts_are_kept_on_disk_and_a_damaged_cache_is_recomputed(tmp_path, monkeypatch, damage):
     """A second process reads the counts from $CICY_CACHE_DIR instead of recomputing them; a cache file that is

@@ -24,6 +24,24 @@ def test_the_uploader_writes_in_order_and_flush_reports_what_failed():
     assert uploader.flush(timeout=30) == []  # reported once
 
 
+def test_the_uploader_counts_the_cpu_its_writes_take_not_their_waiting():
+    uploader = tracking.Uploader()
+    uploader.submit(time.sleep, 0.3)  # waiting (a slow server) takes no CPU from training
+    uploader.flush(timeout=30)
+    waited = uploader.cpu_seconds
+    assert waited < 0.05
+
+    def spin(seconds):
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+        raise RuntimeError("failed after working")  # a failed write's CPU counts too
+
+    uploader.submit(spin, 0.2)
+    assert uploader.flush(timeout=30) == ["failed after working"]
+    assert 0.2 <= uploader.cpu_seconds - waited < 0.5
+
+
 def test_a_background_run_is_written_after_the_call_returns_and_names_its_failures(mlflow_client, tmp_path):
     uploader = tracking.Uploader()
     run = tracking.Run.start(mlflow_client, EXPERIMENT, run_name="background", tags={"role": "test"}, uploader=uploader)

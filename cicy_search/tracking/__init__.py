@@ -110,6 +110,10 @@ def fast_sqlite_commits() -> None:
                 pass
 
 
+#: A trial's per-epoch metrics are written in batches this often: while a long trial trains, not all at its end;
+#: a short one's (the quickstart's 3 s) in one batch with its end.
+METRIC_FLUSH_SECONDS = 5.0
+
 _experiment_ids: dict[tuple[str, str], str] = {}  # (tracking URI, name) -> id, for the runs this process starts
 
 
@@ -201,6 +205,7 @@ class Uploader:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._errors: list[str] = []
+        self.cpu_seconds = 0.0  # CPU time the thread has spent on writes (what they take from training: bench.tracking)
 
     def submit(self, fn: Callable, *args, what: str = "", **kwargs) -> Future:
         future: Future = Future()
@@ -216,6 +221,7 @@ class Uploader:
             future, fn, args, kwargs, what = self._queue.get()
             try:
                 if future.set_running_or_notify_cancel():
+                    started = time.thread_time()
                     try:
                         future.set_result(fn(*args, **kwargs))
                     except BaseException as exc:  # kept for flush; the thread goes on with the next write
@@ -227,6 +233,8 @@ class Uploader:
                             except AttributeError:
                                 pass
                         future.set_exception(exc)
+                    finally:
+                        self.cpu_seconds += time.thread_time() - started
             finally:
                 self._queue.task_done()
 

@@ -21,7 +21,6 @@ from .. import bundle, tracking
 from ..config import flatten
 from ..training import EpochCallback, Prepared, TrainResult, fit, prepare
 
-METRIC_FLUSH_SECONDS = 5.0  # written while a long trial trains, not all at its end; a short one (the quickstart's 3 s) in one batch with its end
 
 
 class TrainBegin(keras.callbacks.Callback):
@@ -121,7 +120,7 @@ def run_tracked(
             epoch_logger = EpochCallback(
                 lambda epoch, logs: run.log_metrics(
                     {f"epoch_{k}": v for k, v in logs.items() if log_test or not k.startswith("test_")},
-                    step=epoch, flush_after=METRIC_FLUSH_SECONDS,
+                    step=epoch, flush_after=tracking.METRIC_FLUSH_SECONDS,
                 )
             )
             result = fit(
