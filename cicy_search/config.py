@@ -263,7 +263,7 @@ TRAIN: Spec = {
 
 _COMMON: Spec = {
     "head": (_choice("classification", "regression"), "classification"),
-    "activation": (_choice("relu", "elu", "gelu", "selu", "tanh", "swish"), "relu"),
+    "activation": (_choice("relu", "elu", "gelu", "selu", "tanh", "swish", "linear"), "relu"),
     "l1": (_nonneg, 0.0),
     "l2": (_nonneg, 0.0),
     "dropout": (_rate, 0.0),

@@ -199,3 +199,19 @@ def test_cnn_config_is_the_talks_cnn_with_pooling():
     assert all(p.pool_size == (2, 2) for p in pools)
     assert tuple(convs[0].output.shape[1:3]) == (12, 15)  # zero padding, stride one: the matrix keeps its size
     assert tuple(pools[0].output.shape[1:3]) == (6, 8)
+
+
+@pytest.mark.parametrize("depth, width", [(1, 16), (2, 8), (3, 4)])
+def test_a_linear_activation_makes_the_dense_network_affine(depth, width):
+    """activation: linear (configs/koszul_linear.yaml): before its ReLU output the network is affine in its input,
+    so the output at a mixture of two inputs is the mixture of their outputs while both are positive."""
+    config = resolve({"model": {"head": "regression", "depth": depth, "width": width, "activation": "linear"}})
+    model = build(config, (12, 15, 3), H11)
+    rng = np.random.default_rng(depth)
+    a, b = rng.random((2, 8, 12, 15, 3)).astype("float32") * 0.1
+    out = [np.asarray(model(v, training=False)).ravel() for v in (a, b, 0.3 * a + 0.7 * b)]
+    assert (out[0] > 0).all() and (out[1] > 0).all()
+    assert np.allclose(out[2], 0.3 * out[0] + 0.7 * out[1], atol=1e-4)
+    relu = build(resolve({"model": {"head": "regression", "depth": depth, "width": width}}), (12, 15, 3), H11)
+    mixed = [np.asarray(relu(v, training=False)).ravel() for v in (a, b, 0.3 * a + 0.7 * b)]
+    assert not np.allclose(mixed[2], 0.3 * mixed[0] + 0.7 * mixed[1], atol=1e-4)  # the default is not
