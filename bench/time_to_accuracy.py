@@ -7,14 +7,14 @@ accuracy. The test split is not read.
 
 - ``literature``: Erbin & Finotello's inception network as shipped (``configs/inception.yaml``: batch 32,
   Adam 1e-3, MSE regression, no early stopping here);
-- ``project``: ``configs/dense_koszul.yaml`` on h11 alone (canonical form, exact invariants and the Koszul
-  counts), or another shipped config with ``--project``.
+- ``project``: ``configs/koszul_linear.yaml`` on h11 alone (a linear model on the Koszul counts shared out over
+  the canonical matrix: the results table's best), or another shipped config with ``--project``.
 
 The preparation (loading, canonical form, invariants) is timed apart, cold (``prepare_seconds``: nothing
 remembered, an empty invariants cache) and again with the disk cache the first filled (``prepare_cached_seconds``:
 what every later run or study worker pays); ``speedup_with_prepare*`` add each to both recipes' times.
 
-    python -m bench.time_to_accuracy [--thresholds 0.8,0.9,0.93,0.99] [--budget-literature 1200] [--budget-project 600] [--project dense_koszul]
+    python -m bench.time_to_accuracy [--thresholds 0.8,0.9,0.93,0.99] [--budget-literature 1200] [--budget-project 600] [--project koszul_linear]
 
 Thresholds one recipe never reached within its budget are reported as lower bounds of the ratio.
 """
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--thresholds", default="0.8,0.9,0.93,0.99")
     parser.add_argument("--budget-literature", type=float, default=1200.0, help="seconds")
     parser.add_argument("--budget-project", type=float, default=600.0, help="seconds")
-    parser.add_argument("--project", default="dense_koszul", help="the project's recipe: a shipped config")
+    parser.add_argument("--project", default="koszul_linear", help="the project's recipe: a shipped config")
     parser.add_argument("--out", default=str(RESULTS / "time_to_accuracy.json"))
     args = parser.parse_args(argv)
     thresholds = [float(t) for t in args.thresholds.split(",")]

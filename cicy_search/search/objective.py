@@ -59,7 +59,11 @@ def is_best_so_far(study: optuna.Study, values: list[float], directions: list[st
 
 
 class Objective:
-    """Callable for ``study.optimize``; data arrays are prepared once and reused across trials."""
+    """Callable for ``study.optimize``; data arrays are prepared once and reused across trials.
+
+    With ``mlflow_client=None`` the trials are not tracked at all (Optuna's bookkeeping only: what
+    ``bench.tracking`` compares the tracked trials with).
+    """
 
     def __init__(
         self, spec: StudySpec, *, mlflow_client, parent_run_id: str | None, tags: dict | None = None, uploader=None,
