@@ -31,6 +31,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -76,6 +77,30 @@ def summarise(rounds: list[dict]) -> dict:
     return out
 
 
+@contextmanager
+def fit_timer():
+    """While inside, ``training.fit`` (the runner's and the untracked objective's) adds its time to ``fitting["s"]``,
+    so that what surrounds training in a trial can be timed apart; put back on the way out. Yields
+    ``(timed_fit, fitting)``."""
+    from cicy_search import training
+    from cicy_search.tracking import runner
+
+    fit, fitting = training.fit, {"s": 0.0}
+
+    def timed_fit(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return fit(*a, **k)
+        finally:
+            fitting["s"] += time.perf_counter() - t0
+
+    training.fit = runner.fit = timed_fit
+    try:
+        yield timed_fit, fitting
+    finally:
+        training.fit = runner.fit = fit
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20, help="epochs per training (the dense default is 20)")
@@ -84,7 +109,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dir", type=Path, default=None, help="folder for the Optuna and MLflow stores (default: a new temporary one)")
     parser.add_argument("--out", default="bench/results/tracking.json")
     args = parser.parse_args(argv)
+    with fit_timer() as (timed_fit, fitting):
+        return measure(args, timed_fit, fitting)
 
+
+def measure(args, timed_fit, fitting: dict) -> dict:
+    """The rounds ``main`` describes, with ``fit_timer``'s timed fit in place."""
     import keras
     import optuna
 
@@ -96,20 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     from cicy_search.tracking import links
     from cicy_search.reporting.study import report_study
     from cicy_search.tracking.summary import StudySummary
-    from cicy_search import training
-    from cicy_search.tracking import runner
     from cicy_search.training import fit
-
-    fitting = {"s": 0.0}
-
-    def timed_fit(*a, **k):  # the search and tracked arms' training, so that what surrounds it can be timed apart
-        t0 = time.perf_counter()
-        try:
-            return fit(*a, **k)
-        finally:
-            fitting["s"] += time.perf_counter() - t0
-
-    training.fit = runner.fit = timed_fit
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -117,9 +117,13 @@ def test_tracking_bench_measures_three_arms_in_rotating_order_in_one_run(tmp_pat
     from bench import tracking as bench_tracking
     from cicy_search import tracking
 
+    from cicy_search import training
+
+    original = training.fit
     out = tmp_path / "tracking.json"
     result = bench_tracking.main(["--epochs", "2", "--rounds", "6", "--limit", "300", "--dir", str(tmp_path), "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert training.fit is original  # the timed fit is put back
     rounds = result["rounds"]
     assert result["complete"] and result["n_rounds"] == 6 and [r["trial"] for r in rounds] == [1, 2, 3, 4, 5, 6]
     # Every arm comes first, second and third twice over six rounds: drift cancels.

@@ -138,18 +138,10 @@ class Objective:
         """
         import keras  # here, not at the top: trial_seed and is_best_so_far serve workers that never import TensorFlow
 
-        from ..tracking.runner import run_tracked
-        from ..training import EpochCallback
+        from ..tracking.runner import TrackedResult, run_tracked
+        from ..training import EpochCallback, fit
 
         callbacks = [*self.callbacks, *callbacks]
-        if self.client is None:  # an untracked search: Optuna's bookkeeping only (bench.tracking's middle arm)
-            from ..tracking.runner import TrackedResult
-            from ..training import fit
-
-            try:
-                return TrackedResult(fit(config, self.prepared(config), callbacks=callbacks, **fit_options), None)
-            finally:
-                keras.backend.clear_session(free_memory=number % GC_EVERY == GC_EVERY - 1)
         if self.uploader is not None:
             # The previous trial's run is closed (and the study's run updated) in the background while this one
             # starts; by the end of this trial's first epoch that is done (waiting costs nothing then), so a
@@ -157,6 +149,8 @@ class Objective:
             settled = self.uploader.submit(lambda: None)
             callbacks.insert(0, EpochCallback(lambda epoch, logs: settled.result()))  # done after the first: free
         try:
+            if self.client is None:  # an untracked search: Optuna's bookkeeping only (bench.tracking's middle arm)
+                return TrackedResult(fit(config, self.prepared(config), callbacks=callbacks, **fit_options), None)
             return run_tracked(
                 config,
                 mlflow_client=self.client,

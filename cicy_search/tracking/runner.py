@@ -22,7 +22,6 @@ from ..config import flatten
 from ..training import EpochCallback, Prepared, TrainResult, fit, prepare
 
 
-
 class TrainBegin(keras.callbacks.Callback):
     """Calls ``fn(model)`` once the model is built and training begins (``called`` says whether it was)."""
 
