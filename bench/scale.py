@@ -241,8 +241,9 @@ class SleepObjective:
 
     The trial does what a real one does to the services: samples the study's space, stores its seed and
     config, opens its MLflow run (nested under the study's run, params, the trial link) through the
-    uploader, reports each epoch to the pruner and logs its metrics, then logs final metrics, its config
-    and model summary as artifacts and ends the run. Its value is a smooth function of the parameters.
+    uploader, reports each epoch to the pruner and logs its metrics (the params with the first batch, as
+    ``tracking.runner.run_tracked`` does), then logs final metrics, its config and model summary as artifacts
+    and ends the run. Its value is a smooth function of the parameters.
     """
 
     def __init__(self, spec, client, parent_run_id: str, *, seconds: float, epochs: int, timers: Timers, worker: str):
@@ -292,7 +293,7 @@ class SleepObjective:
                 "pruner": spec.pruner["name"], "worker": self.worker, "simulated": "sleep"}  # fmt: skip
         run = tracking.Run.start(self.client, spec.name, run_name=f"trial-{trial.number}", tags=tags,
                                  parent_run_id=self.parent_run_id, uploader=self.uploader)  # fmt: skip
-        run.log_params({**flatten(config), "trial.number": trial.number})
+        run.log_params({**flatten(config), "trial.number": trial.number}, with_metrics=True)
         linked = run.later(lambda: trial.set_user_attr("mlflow_run_id", run.run_id), "link")
         quality = self.quality(trial)
         prune = spec.pruner["name"] != "none" and len(spec.objectives) == 1

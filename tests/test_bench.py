@@ -71,7 +71,7 @@ def test_a_simulated_worker_runs_the_search_and_tracking_path_without_tensorflow
     for r in answer["records"]:
         assert r["slept_s"] <= 0.2 + 1e-9 and r["overhead_ms"] > 0 and r["storage_trial_calls"] > 0 and r["tracking_bg_calls"] >= 1
     # The uploader's writes land in whichever trial's window is open when they run, so count them over the job.
-    assert sum(r["tracking_bg_calls"] for r in answer["records"]) >= 5 * len(answer["records"])
+    assert sum(r["tracking_bg_calls"] for r in answer["records"]) >= 4 * len(answer["records"])
     trials = optuna.load_study(study_name="simulated", storage=storage).get_trials(deepcopy=False)
     assert all(t.state.is_finished() for t in trials) and len(trials) == 4
     # Each trial left what a real one leaves: its MLflow run (nested, params, per-epoch metrics, artifacts) and the link.

@@ -209,3 +209,41 @@ def test_runs_after_the_first_skip_the_experiment_lookup_and_a_deleted_experimen
     # One lookup for the first run; the second needs one only when the experiment it knew is gone.
     assert len(looked) == (1 if between == "nothing" else 2)
     assert (now.experiment_id == exp.experiment_id) == (between != "deleted and purged from the name")
+
+
+@pytest.mark.parametrize(
+    "n_metrics, n_params, n_tags, requests",
+    [(0, 0, 0, 1), (81, 45, 2, 1), (1000, 0, 0, 1), (1001, 0, 0, 2), (950, 100, 5, 2), (0, 250, 0, 3), (10, 0, 150, 2), (2500, 120, 230, 3)],
+)
+def test_batches_take_every_value_once_in_order_within_mlflows_limits(n_metrics, n_params, n_tags, requests):
+    values = {"metrics": [f"m{i}" for i in range(n_metrics)], "params": [f"p{i}" for i in range(n_params)], "tags": [f"t{i}" for i in range(n_tags)]}
+    got = tracking.batches(**values)
+    assert len(got) == requests
+    for batch in got:
+        assert sum(map(len, batch.values())) <= tracking.BATCH_TOTAL
+        assert all(len(v) <= tracking.BATCH_LIMITS[k] for k, v in batch.items())
+    for kind, expected in values.items():
+        assert [v for batch in got for v in batch.get(kind, [])] == expected
+
+
+@pytest.mark.parametrize("outcome", ["batch", "end", "failed"])
+def test_params_with_metrics_go_in_the_first_metric_batch_or_the_end(mlflow_client, monkeypatch, outcome):
+    requests = []
+    monkeypatch.setattr(mlflow_client, "log_batch", lambda run_id, **kw: (requests.append(sorted(k for k, v in kw.items() if v)),
+                                                                          MlflowClient.log_batch(mlflow_client, run_id, **kw))[1])
+    params = {f"model.p{i}": i for i in range(150)}  # more than one request holds (100 params)
+    try:
+        with tracking.Run.start(mlflow_client, EXPERIMENT, run_name=outcome, uploader=tracking.Uploader()) as run:
+            run.log_params(params, with_metrics=True)
+            run.log_metrics({"epoch_loss": 0.5}, step=0, flush_after=0 if outcome == "batch" else 60)
+            if outcome == "failed":
+                raise ValueError("diverged")
+    except ValueError:
+        pass
+    run.uploader.flush(timeout=60)
+    got = mlflow_client.get_run(run.run_id)
+    assert {k: got.data.params[k] for k in params} == {k: str(v) for k, v in params.items()}
+    assert [m.value for m in mlflow_client.get_metric_history(run.run_id, "epoch_loss")] == [0.5]
+    assert got.info.status == ("FAILED" if outcome == "failed" else "FINISHED")
+    # With the metric batch or the end's (2 requests: 150 params); a run that ends with nothing left writes no batch.
+    assert requests == [["metrics", "params", "tags"] if outcome == "failed" else ["metrics", "params"], ["params"]]

@@ -275,6 +275,31 @@ def run_status(exc: BaseException) -> tuple[str, str]:
     return "FAILED", "failed"
 
 
+#: MLflow's limits on one ``log_batch``: values of each kind, and in all.
+BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}
+BATCH_TOTAL = 1000
+
+
+def batches(metrics=(), params=(), tags=()) -> list[dict[str, list]]:
+    """``log_batch`` keyword arguments for the given values in as few requests as MLflow's limits allow.
+
+    Values keep their order within each kind; each request takes as many params and tags as it may (their
+    limits are the small ones), then metrics. At least one batch, possibly empty, is returned.
+    """
+    left = {"params": list(params), "tags": list(tags), "metrics": list(metrics)}
+    out = []
+    while True:
+        batch, room = {}, BATCH_TOTAL
+        for kind, values in left.items():
+            take = min(len(values), BATCH_LIMITS[kind], room)
+            if take:
+                batch[kind], left[kind], room = values[:take], values[take:], room - take
+        if batch or not out:
+            out.append(batch)
+        if not any(left.values()):
+            return out
+
+
 class Run:
     """One MLflow run addressed by id: params, batched metrics, tags, inputs, artifacts, final status.
 
@@ -300,7 +325,8 @@ class Run:
         self._created: Future | None = None
         self.uploader = uploader
         self.name = name or (run_id or "")
-        self._pending: list = []
+        self._pending: list = []  # metrics, written in batches (``log_metrics``)
+        self._pending_params: list = []  # params written with them (``log_params(with_metrics=True)``)
         self._last_flush = time.monotonic()
         self.end_tags: dict[str, Any] = {}  # added to the final tags when ``end`` is written (work queued before it may add some)
         self.errors: list[str] = []
@@ -364,22 +390,27 @@ class Run:
 
         return self.uploader.submit(guarded, what=f"MLflow run {self.name or self._run_id}: {what}")
 
-    def log_params(self, params: dict[str, Any]) -> None:
+    def log_params(self, params: dict[str, Any], *, with_metrics: bool = False) -> None:
+        """Write params now, or (``with_metrics``) in one request with the next metric batch or the run's end."""
         from mlflow.entities import Param
 
         items = [Param(k, _param_value(v)) for k, v in params.items()]
-
-        def write():
-            for i in range(0, len(items), 100):
-                self.client.log_batch(self.run_id, params=items[i : i + 100])
-
-        self.later(write, "params")
+        if with_metrics:
+            self._pending_params += items
+        else:
+            self.later(lambda: self.log_batch(params=items), "params")
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
         items = [RunTag(k, str(v)) for k, v in tags.items()]
-        self.later(lambda: self.client.log_batch(self.run_id, tags=items), "tags")
+        self.later(lambda: self.log_batch(tags=items), "tags")
+
+    def log_batch(self, metrics=(), params=(), tags=()) -> None:
+        """Write now, in the calling thread, in as few requests as MLflow's limits allow (``batches``)."""
+        for batch in batches(metrics, params, tags):
+            if batch:
+                self.client.log_batch(self.run_id, **batch)
 
     def log_inputs(self, datasets: list) -> None:
         """Dataset inputs (``dataset_inputs``): what the run's Dataset column and filter show."""
@@ -396,16 +427,11 @@ class Run:
             self.flush()
 
     def flush(self) -> None:
-        pending, self._pending = self._pending, []
+        """Write the queued metrics (and params queued ``with_metrics``) now."""
+        (metrics, self._pending), (params, self._pending_params) = (self._pending, []), (self._pending_params, [])
         self._last_flush = time.monotonic()
-        if not pending:
-            return
-
-        def write():
-            for i in range(0, len(pending), 1000):
-                self.client.log_batch(self.run_id, metrics=pending[i : i + 1000])
-
-        self.later(write, "metrics")
+        if metrics or params:
+            self.later(lambda: self.log_batch(metrics, params), "metrics")
 
     def log_artifacts(self, files: dict[str, str | bytes] | Callable[[], dict], artifact_path: str | None = None) -> None:
         """Write ``{file name: content}`` to a temporary folder and log it in one call; ``files`` may be a function
@@ -450,22 +476,16 @@ class Run:
             pass
 
     def end(self, status: str = "FINISHED", tags: dict[str, Any] | None = None) -> None:
-        """Write queued metrics and the final tags in one batch, then close the run with ``status``."""
+        """Write queued metrics, params and the final tags in one batch, then close the run with ``status``."""
         from mlflow.entities import RunTag
 
-        pending, self._pending = self._pending, []
+        (metrics, self._pending), (params, self._pending_params) = (self._pending, []), (self._pending_params, [])
 
         def write():
             final = {**self.end_tags, **(tags or {})}
             if self.errors:
                 final["tracking_errors"] = "; ".join(self.errors)[:5000]
-            run_tags = [RunTag(k, str(v)) for k, v in final.items()]
-            if len(pending) <= 1000:
-                self.client.log_batch(self.run_id, metrics=pending, tags=run_tags)
-            else:
-                for i in range(0, len(pending), 1000):
-                    self.client.log_batch(self.run_id, metrics=pending[i : i + 1000])
-                self.client.log_batch(self.run_id, tags=run_tags)
+            self.log_batch(metrics, params, [RunTag(k, str(v)) for k, v in final.items()])
             self.client.set_terminated(self.run_id, status=status)
 
         self.later(write, f"end ({status})")
@@ -543,7 +563,7 @@ class SystemMetrics:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.run.client.log_batch(self.run.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        self.run.log_batch(metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

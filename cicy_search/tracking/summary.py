@@ -185,9 +185,7 @@ class StudySummary:
             for number in numbers
             for k, v in history_point(trials, number, self.names, self.directions).items()
         ]
-        tags = [RunTag(k, v) for k, v in self._tags(trials).items()]
-        for i in range(0, max(len(metrics), 1), 900):  # MLflow takes up to 1000 values a batch; the tags with the last
-            self.client.log_batch(self.run.run_id, metrics=metrics[i : i + 900], tags=tags if i + 900 >= len(metrics) else [])
+        self.run.log_batch(metrics, tags=[RunTag(k, v) for k, v in self._tags(trials).items()])
 
     def _tags(self, trials: list[FrozenTrial]) -> dict[str, str]:
         top = best(trials, self.directions)
