@@ -50,7 +50,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.processes import free_port, stop_process_group
+from bench.processes import CpuMeter, free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY_FILE = ROOT / "studies" / "quickstart.yaml"  # TPE (multivariate), median pruner, 12 epochs, 5 parameters
@@ -242,8 +242,8 @@ class SleepObjective:
     The trial does what a real one does to the services: samples the study's space, stores its seed and
     config, opens its MLflow run (nested under the study's run, params, the trial link) through the
     uploader, reports each epoch to the pruner and logs its metrics (the params with the first batch, as
-    ``tracking.runner.run_tracked`` does), then logs final metrics, its config and model summary as artifacts
-    and ends the run. Its value is a smooth function of the parameters.
+    ``tracking.runner.run_tracked`` does) and its config as an artifact, then its final metrics and its end (a
+    simulated trial keeps no model). Its value is a smooth function of the parameters.
     """
 
     def __init__(self, spec, client, parent_run_id: str, *, seconds: float, epochs: int, timers: Timers, worker: str):
@@ -295,6 +295,7 @@ class SleepObjective:
                                  parent_run_id=self.parent_run_id, uploader=self.uploader)  # fmt: skip
         run.log_params({**flatten(config), "trial.number": trial.number}, with_metrics=True)
         linked = run.later(lambda: trial.set_user_attr("mlflow_run_id", run.run_id), "link")
+        run.log_artifacts({"config.yaml": tracking.config_yaml(config)})
         quality = self.quality(trial)
         prune = spec.pruner["name"] != "none" and len(spec.objectives) == 1
         value = 0.0
@@ -314,7 +315,6 @@ class SleepObjective:
                     raise optuna.TrialPruned()
         linked.result()
         run.log_metrics({"val_accuracy": value, "train_seconds": self.seconds, "epochs_run": self.epochs}, step=self.epochs, flush_after=math.inf)
-        run.log_artifacts({"config.yaml": tracking.config_yaml(config), "model_summary.txt": f"simulated: {values}\n"})
         run.end("FINISHED", tags={"state": "complete"})
         return value if len(spec.objectives) == 1 else [value] * len(spec.objectives)
 
@@ -465,8 +465,9 @@ class Pool:
 
 
 class Bench:
-    def __init__(self, pg: Postgres, tracking_uri: str, pool: Pool, peak: Peak, storage: str):
+    def __init__(self, pg: Postgres, tracking_uri: str, pool: Pool, peak: Peak, storage: str, meter: CpuMeter | None = None):
         self.pg, self.tracking_uri, self.pool, self.peak, self.storage = pg, tracking_uri, pool, peak, storage
+        self.meter = meter
 
     def create(self, name: str, budget: int, pruner: dict | None = None):
         import dataclasses
@@ -484,9 +485,11 @@ class Bench:
         job = {"study": study.study_name, "storage": self.storage, "tracking_uri": self.tracking_uri, "seconds": seconds,
                "epochs": epochs, **VARIANTS[variant], **({"pruner": pruner} if pruner else {})}  # fmt: skip
         self.peak.take()
+        cpu_before = self.meter.read() if self.meter else None
         start = time.time()
         answers = self.pool.run(job, workers)
         wall = time.time() - start
+        cpu = self.meter.since(cpu_before) if self.meter else {}
         study = optuna.load_study(study_name=study.study_name, storage=study._storage)
         trials = study.get_trials(deepcopy=False)
         states = [t.state.name for t in trials]
@@ -508,6 +511,7 @@ class Bench:
             "tensorflow_in_workers": any(a["tensorflow"] for a in answers),
             "worker_errors": [a["error"] for a in answers if a["error"]][:5],
             "profile": profile(answers, len(records)),
+            "cpu_s": cpu,  # CPU seconds during the job: workers, mlflow server, PostgreSQL, this process, the machine
             "records": records,
         }
 
@@ -550,6 +554,12 @@ def throughput_row(result: dict) -> dict:
     row["trials_per_min"] = round(len(result["records"]) / result["wall_s"] * 60, 1)
     row["overshoot"] = result["finished"] - result["budget"]
     row["per_trial"] = summarise(result["records"])
+    if result.get("cpu_s"):
+        # What one trial costs the machine in CPU, and the trials/min its cores could give if nothing else ran.
+        trials = max(1, len(result["records"]))
+        row["cpu_per_trial_s"] = {k: round(v / trials, 3) for k, v in result["cpu_s"].items() if not k.startswith("machine_")}
+        total = sum(row["cpu_per_trial_s"].values())
+        row["cpu_ceiling_trials_per_min"] = round((os.cpu_count() or 1) * 60 / total, 1) if total else None
     return row
 
 
@@ -748,7 +758,8 @@ def main(argv: list[str] | None = None) -> dict:
         stack.callback(pool.close)
         results["pool"] = {"workers": size, "start_s": round(time.time() - t0, 1), "tensorflow_imported": pool.tensorflow}
         log(f"{size} workers ready in {time.time() - t0:.0f} s; TensorFlow imported by any: {pool.tensorflow}")
-        bench = Bench(pg, tracking_uri, pool, peak, storage)
+        meter = CpuMeter({"workers": [p.pid for p in pool.procs], "mlflow_server": [server.pid], "postgres": [pg.proc.pid], "bench": [os.getpid()]})
+        bench = Bench(pg, tracking_uri, pool, peak, storage, meter)
         # Every worker's first trial pays one-off costs (connections, the MLflow experiment's lookup): not measured.
         bench.job(bench.create(f"warmup_{secrets.token_hex(2)}", budget=size), size, 0.01, 1, "after", pruner={"name": "none"})
         log("warm-up done: every worker ran a trial")
@@ -769,6 +780,9 @@ def main(argv: list[str] | None = None) -> dict:
                         f"overshoot {row['overshoot']}, peak connections {row['peak_connections']}"
                         + (f"; worker errors: {row['worker_errors']}" if row["worker_errors"] else ""))  # fmt: skip
                     log("  most time per trial: " + ", ".join(f"{p['method']} {p['ms_per_trial']:.0f} ms ({p['calls_per_trial']:g} calls)" for p in row["profile"][:5]))
+                    log("  CPU per trial: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in row["cpu_per_trial_s"].items())
+                        + f"; the {os.cpu_count()} cores' ceiling at that cost: {row['cpu_ceiling_trials_per_min']} trials/min; machine busy "
+                        f"{row['cpu_s']['machine_busy']:.0f} CPU-s, stolen {row['cpu_s']['machine_steal']:.0f} s, in {row['wall_s']:.0f} s")  # fmt: skip
         results["growth"] = growth(bench, args.grow, args.grow_workers, 2, 1.0, 12, args.variants, log) if args.grow else []
         results["load_after"] = os.getloadavg()
     results["figure"] = str(args.out.with_suffix(".html").name)

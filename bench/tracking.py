@@ -1,6 +1,6 @@
 """Tracking overhead: what MLflow tracking, and Optuna's own bookkeeping, add to a trial, measured in one run.
 
-    .venv/bin/python -m bench.tracking [--epochs 20] [--rounds 30]
+    .venv/bin/python -m bench.tracking [--epochs 20] [--rounds 30] [--server]
 
 Trials of the default dense network (full 80/10/10 split of the original list; 20 epochs, about 3.4 s on a
 quiet machine: the quickstart's kind of trial) run one by one in one process, in rounds of three arms:
@@ -10,8 +10,9 @@ quiet machine: the quickstart's kind of trial) run one by one in one process, in
   attributes, the pruning callback, Optuna's ask and tell in SQLite storage through ``optimize_to_budget``);
 - ``tracked``: one trial through the path ``study run`` takes (the same, plus the MLflow run: creation,
   params, dataset inputs, per-epoch metrics, tags, artifacts, the model for a best-so-far trial, the parent
-  run's summary; SQLite MLflow store). It counts until the background uploader has written all of it
-  (``Uploader.flush``): its writes are never left to overlap the next trial.
+  run's summary; SQLite MLflow store, or with ``--server`` an ``mlflow server`` on one, started by the bench: the
+  cluster's setup, whose CPU per trial is measured apart). It counts until the background uploader has written all
+  of it (``Uploader.flush``): its writes are never left to overlap the next trial.
 
 The tracking overhead is tracked - search (what MLflow adds); Optuna's bookkeeping is search - plain; both
 together tracked - plain. The order of the arms runs through all six permutations in turn, so slow drift
@@ -27,11 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import tempfile
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -67,7 +69,8 @@ def summarise(rounds: list[dict]) -> dict:
             median, ci = statistics.median(values), interval(values)
             out[f"median_{unit}{name}_ms"], out[f"{unit}{name}_ci95_ms"] = median, ci
             out[f"{unit}{name}_share"], out[f"{unit}{name}_share_ci95"] = median / 1000 / base, [v / 1000 / base for v in ci]
-    for key in ("direct_tracking_ms", "direct_search_ms", "uploader_cpu_ms", "uploader_cpu_during_ms", *(f"{a}_outside_fit_ms" for a in ARMS)):
+    for key in ("direct_tracking_ms", "direct_search_ms", "uploader_cpu_ms", "uploader_cpu_during_ms", "server_cpu_ms",
+                *(f"{a}_outside_fit_ms" for a in ARMS)):
         out[f"median_{key}"] = statistics.median(column(key))
     out["direct_tracking_ci95_ms"], out["direct_search_ci95_ms"] = interval(column("direct_tracking_ms")), interval(column("direct_search_ms"))
     out["direct_tracking_share"] = out["median_direct_tracking_ms"] / 1000 / train
@@ -107,14 +110,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=30, help="rounds measured (one trial of each arm per round)")
     parser.add_argument("--limit", type=int, default=None, help="use only this many matrices of the list (tests)")
     parser.add_argument("--dir", type=Path, default=None, help="folder for the Optuna and MLflow stores (default: a new temporary one)")
-    parser.add_argument("--out", default="bench/results/tracking.json")
+    parser.add_argument("--server", action="store_true", help="track through an mlflow server (SQLite backend) started here")
+    parser.add_argument("--out", default=None, help="default: bench/results/tracking.json (tracking-server.json with --server)")
     args = parser.parse_args(argv)
-    with fit_timer() as (timed_fit, fitting):
-        return measure(args, timed_fit, fitting)
+    args.out = args.out or f"bench/results/tracking{'-server' if args.server else ''}.json"
+    args.dir = args.dir or Path(tempfile.mkdtemp(prefix="bench-tracking-"))
+    with fit_timer() as (timed_fit, fitting), ExitStack() as stack:
+        tracking_uri, meter = f"sqlite:///{args.dir / 'mlflow.db'}", None
+        if args.server:
+            from bench.cluster import start_mlflow
+            from bench.processes import CpuMeter, stop_process_group
+
+            server, tracking_uri = start_mlflow(f"sqlite:///{args.dir / 'server.db'}", args.dir, workers=1)
+            stack.callback(stop_process_group, server, signal.SIGTERM, 30)
+            meter = CpuMeter({"mlflow_server": [server.pid]})
+        return measure(args, timed_fit, fitting, tracking_uri, meter)
 
 
-def measure(args, timed_fit, fitting: dict) -> dict:
-    """The rounds ``main`` describes, with ``fit_timer``'s timed fit in place."""
+def measure(args, timed_fit, fitting: dict, tracking_uri: str, meter=None) -> dict:
+    """The rounds ``main`` describes, with ``fit_timer``'s timed fit in place; ``meter`` (a ``CpuMeter``) counts
+    the tracking server's CPU during each tracked trial."""
     import keras
     import optuna
 
@@ -130,7 +145,7 @@ def measure(args, timed_fit, fitting: dict) -> dict:
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    tmp = args.dir or Path(tempfile.mkdtemp(prefix="bench-tracking-"))
+    tmp = args.dir
     os.environ["CICY_SEARCH_HOME"] = str(tmp)
     spec = studyfile.parse(
         {
@@ -143,7 +158,7 @@ def measure(args, timed_fit, fitting: dict) -> dict:
         }
     )
     values = {"train.learning_rate": 1e-3}
-    storage, tracking_uri = f"sqlite:///{tmp / 'optuna.db'}", f"sqlite:///{tmp / 'mlflow.db'}"
+    storage = f"sqlite:///{tmp / 'optuna.db'}"
     budget = args.rounds + 1
     one_off = {}
 
@@ -185,14 +200,16 @@ def measure(args, timed_fit, fitting: dict) -> dict:
         return {"val_accuracy": result.metrics["val_accuracy"], "outside_fit_s": time.perf_counter() - t0 - fitting["s"]}
 
     def one_trial(s: optuna.Study, fn, callbacks, number: int) -> dict:
+        server0 = meter.read() if meter else None
         fitting["s"], cpu0, t0 = 0.0, uploader.cpu_seconds, time.perf_counter()
         optimize_to_budget(s, fn, budget=budget, n_trials=1, max_failures=0, callbacks=callbacks)
         returned, cpu1 = time.perf_counter(), uploader.cpu_seconds
         errors = uploader.flush()
+        server_cpu = meter.since(server0)["mlflow_server"] if meter else 0.0
         trial = s.trials[-1]
         assert trial.number == number and trial.state == optuna.trial.TrialState.COMPLETE and not errors, (trial, errors)
         return {"returned": returned, "val_accuracy": trial.value, "outside_fit_s": time.perf_counter() - t0 - fitting["s"],
-                "uploader_cpu_during_s": cpu1 - cpu0, "uploader_cpu_s": uploader.cpu_seconds - cpu0}
+                "uploader_cpu_during_s": cpu1 - cpu0, "uploader_cpu_s": uploader.cpu_seconds - cpu0, "server_cpu_s": server_cpu}
 
     arms = {
         "plain": plain,
@@ -205,7 +222,8 @@ def measure(args, timed_fit, fitting: dict) -> dict:
 
     def save(complete: bool) -> dict:
         """Write the figures so far (after every round: a run stopped early on a busy machine keeps its rounds)."""
-        result = {"epochs": args.epochs, "limit": args.limit, "complete": complete, **summarise(rounds), "rounds": rounds,
+        result = {"epochs": args.epochs, "limit": args.limit, "tracking": "mlflow server (SQLite backend)" if meter else "SQLite store",
+                  "complete": complete, **summarise(rounds), "rounds": rounds,
                   "one_off_s": one_off, "study_report_s": one_off.get("study_report_s"), "load_average_before": load_before,
                   "load_average_after": os.getloadavg(), "cpus": os.cpu_count()}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -230,6 +248,7 @@ def measure(args, timed_fit, fitting: dict) -> dict:
             row[f"{arm}_outside_fit_ms"] = 1000 * got[arm]["outside_fit_s"]
         row["uploader_cpu_ms"] = 1000 * got["tracked"]["uploader_cpu_s"]
         row["uploader_cpu_during_ms"] = 1000 * got["tracked"]["uploader_cpu_during_s"]
+        row["server_cpu_ms"] = 1000 * got["tracked"]["server_cpu_s"]  # 0 without --server
         row["direct_tracking_ms"] = row["tracked_outside_fit_ms"] - row["search_outside_fit_ms"] + row["uploader_cpu_during_ms"]
         row["direct_search_ms"] = row["search_outside_fit_ms"] - row["plain_outside_fit_ms"]
         row["critical_path_ms"] = 1000 * (got["tracked"]["returned"] - t0["tracked"] - got["search"]["s"])
@@ -244,7 +263,7 @@ def measure(args, timed_fit, fitting: dict) -> dict:
     train, cpu_train = result["median_plain_trial_s"], result["median_plain_trial_cpu_s"]
     what = {"tracking": "MLflow tracking (tracked - search)", "search": "Optuna's bookkeeping (search - plain)",
             "overhead": "both (tracked - plain)"}
-    print(f"{len(rounds)} rounds, {args.epochs} epochs, dense default, SQLite Optuna storage + SQLite MLflow store; "
+    print(f"{len(rounds)} rounds, {args.epochs} epochs, dense default, SQLite Optuna storage + {result['tracking']}; "
           f"median plain trial {train:.2f} s ({cpu_train:.2f} s CPU)")
     for name, label in what.items():
         ci, cpu_ci = result[f"{name}_ci95_ms"], result[f"cpu_{name}_ci95_ms"]
@@ -258,6 +277,8 @@ def measure(args, timed_fit, fitting: dict) -> dict:
           f"Optuna's {result['median_direct_search_ms']:.0f} ms ({ds[0]:.0f} to {ds[1]:.0f}) = {100 * result['direct_search_share']:.2f}%")
     print(f"of the tracking: {result['median_critical_path_ms']:.0f} ms until the tracked trial returns, "
           f"{result['median_writes_wait_ms']:.0f} ms waiting for its writes")
+    if meter:
+        print(f"the mlflow server's CPU per tracked trial: {result['median_server_cpu_ms']:.0f} ms (median; not in the figures above)")
     print("once: " + ", ".join(f"{k} {v:.2f}" for k, v in one_off.items()))
     print(f"load average {' '.join(f'{v:.2f}' for v in load_before)} before, "
           f"{' '.join(f'{v:.2f}' for v in result['load_average_after'])} after ({os.cpu_count()} CPUs)")

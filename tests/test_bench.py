@@ -82,7 +82,7 @@ def test_a_simulated_worker_runs_the_search_and_tracking_path_without_tensorflow
         assert set(t.params) <= set(run.data.params) and t.user_attrs["config"]["seed"] == t.user_attrs["seed"]
         if t.state == optuna.trial.TrialState.COMPLETE:
             assert run.info.status == "FINISHED" and len(mlflow_client.get_metric_history(run.info.run_id, "epoch_val_accuracy")) == 4
-            assert {a.path for a in mlflow_client.list_artifacts(run.info.run_id)} == {"config.yaml", "model_summary.txt"}
+            assert {a.path for a in mlflow_client.list_artifacts(run.info.run_id)} == {"config.yaml"}
         else:
             assert t.state == optuna.trial.TrialState.PRUNED and run.info.status == "KILLED"
 
@@ -109,9 +109,11 @@ def test_the_scale_bench_postgres_starts_answers_and_stops(tmp_path):
         pg.connect("postgres")
 
 
-def test_tracking_bench_measures_three_arms_in_rotating_order_in_one_run(tmp_path):
+@pytest.mark.parametrize("server", [False, True], ids=["sqlite-store", "mlflow-server"])
+def test_tracking_bench_measures_three_arms_in_rotating_order_in_one_run(tmp_path, server):
     """bench.tracking on a slice: plain, untracked-search and tracked trials in rounds through every order; the
-    tracked ones real study trials with their MLflow runs, the untracked ones real trials with none."""
+    tracked ones real study trials with their MLflow runs (in a SQLite store, or through an mlflow server the
+    bench starts and stops, whose CPU it counts), the untracked ones real trials with none."""
     import optuna
 
     from bench import tracking as bench_tracking
@@ -121,7 +123,8 @@ def test_tracking_bench_measures_three_arms_in_rotating_order_in_one_run(tmp_pat
 
     original = training.fit
     out = tmp_path / "tracking.json"
-    result = bench_tracking.main(["--epochs", "2", "--rounds", "6", "--limit", "300", "--dir", str(tmp_path), "--out", str(out)])
+    args = ["--epochs", "2", "--rounds", "6", "--limit", "300", "--dir", str(tmp_path), "--out", str(out)]
+    result = bench_tracking.main(args + (["--server"] if server else []))
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert training.fit is original  # the timed fit is put back
     rounds = result["rounds"]
@@ -140,6 +143,8 @@ def test_tracking_bench_measures_three_arms_in_rotating_order_in_one_run(tmp_pat
         assert r["uploader_cpu_ms"] >= r["uploader_cpu_during_ms"] >= 0 and r["uploader_cpu_ms"] > 0
         assert r["direct_tracking_ms"] == pytest.approx(r["tracked_outside_fit_ms"] - r["search_outside_fit_ms"] + r["uploader_cpu_during_ms"])
         assert r["direct_search_ms"] == pytest.approx(r["search_outside_fit_ms"] - r["plain_outside_fit_ms"])
+        assert r["server_cpu_ms"] > 0 if server else r["server_cpu_ms"] == 0  # every tracked trial's requests cost the server
+    assert result["tracking"] == ("mlflow server (SQLite backend)" if server else "SQLite store")
     for name in bench_tracking.DIFFERENCES:
         low, high = result[f"{name}_ci95_ms"]
         assert low <= result[f"median_{name}_ms"] <= high
@@ -151,7 +156,7 @@ def test_tracking_bench_measures_three_arms_in_rotating_order_in_one_run(tmp_pat
     assert [t.state for t in search.trials] == [optuna.trial.TrialState.COMPLETE] * 7
     assert all("mlflow_run_id" not in t.user_attrs and "config" in t.user_attrs for t in search.trials)
     study = optuna.load_study(study_name="bench-tracking", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
-    client = tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = tracking.client(f"sqlite:///{tmp_path / ('server.db' if server else 'mlflow.db')}")  # the server's store: it has stopped
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 7
     parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["trials_finished"] == "7"  # its budget: the first trial and one a round

@@ -73,6 +73,10 @@ def client(uri: str | None = None):
     _check_reachable(uri)
     if uri.startswith("sqlite:"):
         fast_sqlite_commits()
+    # On a server, MLflow's ``set_terminated`` reads the whole run back to print "View run ... at" on stdout: one more
+    # request a run (with its params and metrics), and lines in the middle of a study's progress from the uploader's
+    # thread. The commands print their own addresses (``study best``, ``study status``); a user may set it to false.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     with creating(uri):  # processes opening a new SQLite store at once race in its schema migrations
         return MlflowClient(tracking_uri=uri)
 

@@ -22,19 +22,6 @@ from ..config import flatten
 from ..training import EpochCallback, Prepared, TrainResult, fit, prepare
 
 
-class TrainBegin(keras.callbacks.Callback):
-    """Calls ``fn(model)`` once the model is built and training begins (``called`` says whether it was)."""
-
-    def __init__(self, fn: Callable):
-        super().__init__()
-        self.fn = fn
-        self.called = False
-
-    def on_train_begin(self, logs=None):
-        self.called = True
-        self.fn(self.model)
-
-
 @dataclass
 class TrackedResult:
     result: TrainResult
@@ -129,7 +116,7 @@ def run_tracked(
         parent_run_id=parent_run_id,
         uploader=uploader,
     )
-    monitor = linked = summarised = None
+    monitor = linked = None
     with run:  # ends it FINISHED, or KILLED (pruned) / FAILED with the error's first line
         try:
             sizes = {f"data.n_{split}": len(prepared.x[split]) for split in ("train", "val", "test")}
@@ -139,8 +126,7 @@ def run_tracked(
             if parent_inputs and parent_run_id:
                 tracking.Run(mlflow_client, parent_run_id, uploader=uploader).log_inputs(inputs)
             linked = run.later(lambda: on_start(run.run_id), "link") if on_start else None
-            # The config and the model's summary, in one upload once the model is built: while it trains, not after.
-            summarised = TrainBegin(lambda model: run.log_artifacts(lambda: _config_files(config, model)))
+            run.log_artifacts(lambda: {"config.yaml": tracking.config_yaml(config)})  # while it trains, not after
             if tracking.system_metrics_enabled():
                 monitor = tracking.SystemMetrics(run)
             epoch_logger = EpochCallback(
@@ -150,7 +136,7 @@ def run_tracked(
                 )
             )
             result = fit(
-                config, prepared, callbacks=[summarised, epoch_logger, *callbacks], progress=progress, initial_weights=initial_weights,
+                config, prepared, callbacks=[epoch_logger, *callbacks], progress=progress, initial_weights=initial_weights,
                 initial_epoch=initial_epoch,
             )
             if isinstance(linked, Future):
@@ -161,41 +147,29 @@ def run_tracked(
             scores = result.metrics if log_test else {k: v for k, v in result.metrics.items() if not k.startswith("test_")}
             final = {**scores, "n_params": result.n_params, "train_seconds": result.seconds, "epochs_run": result.epochs_run}
             run.log_metrics(final, step=result.epochs_run, flush_after=float("inf"))
-            run.later(lambda: _log_artifacts(run, result, log_model, summary=not summarised.called), "artifacts")
+            run.later(lambda: _log_model(run, result, log_model), "model")
             run.end_tags["state"] = "complete"
         except BaseException:
             if monitor is not None:
                 monitor.stop()
-            if summarised is None or not summarised.called:  # it failed before training: the config says what it tried
-                run.log_artifacts(lambda: _config_files(config))
             if isinstance(linked, Future):
                 wait([linked])  # a pruned or failed trial is still running while its link is written
             raise
     return TrackedResult(result, run.run_id)
 
 
-def _config_files(config: dict, model=None) -> dict[str, str]:
-    """``config.yaml`` and, given the model, ``model_summary.txt``: a run's artifacts besides the model."""
-    return {"config.yaml": tracking.config_yaml(config), **({"model_summary.txt": model_summary(model)} if model is not None else {})}
-
-
-def _log_artifacts(run: tracking.Run, result: TrainResult, log_model: bool | Callable[[TrainResult], bool], summary: bool) -> None:
-    """After training: the model folder (when asked) and the config and model summary (``summary``: a model trained
-    without Keras callbacks, the SVM, had none written when training began), in one upload.
+def _log_model(run: tracking.Run, result: TrainResult, log_model: bool | Callable[[TrainResult], bool]) -> None:
+    """After training, when ``log_model`` says so: the model folder and its summary (``model_summary.txt``), in one
+    upload; with an uploader this runs in its thread. A run without its model keeps ``config.yaml`` and ``n_params``.
 
     No learning-curve figure: MLflow charts the ``epoch_*`` metrics itself, and ``report compare`` draws
-    them side by side offline. With an uploader this runs in its thread, after training.
+    them side by side offline.
     """
-    with_model = log_model(result) if callable(log_model) else log_model
-    if not (with_model or summary):
+    if not (log_model(result) if callable(log_model) else log_model):
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        if summary:
-            for name, text in _config_files(result.config, result.model).items():
-                (folder / name).write_text(text)
-        if with_model:
-            bundle.save(folder / "model", result.model, result.config, result.targets)
+        (folder / "model_summary.txt").write_text(model_summary(result.model))
+        bundle.save(folder / "model", result.model, result.config, result.targets)
         run.upload(folder)
-    if with_model:
-        run.end_tags["model_logged"] = "true"
+    run.end_tags["model_logged"] = "true"
