@@ -1,6 +1,7 @@
 """Benchmarks, one module each (``python -m bench.NAME``); ``python -m bench`` runs ``throughput``.
 
-The training loop's (``cluster`` and ``tracking`` measure workers and bookkeeping; see their docstrings):
+The training loop's (``cluster``, ``scale``, ``tracking`` and ``mlflow_requests`` measure workers and bookkeeping; see
+their docstrings):
 
 - ``bench.epoch``: seconds per epoch of the default dense and inception networks (the project's loop).
 - ``bench.throughput``: dense, CNN, inception and SVM; the project's loop against plain ``model.fit`` in

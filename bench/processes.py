@@ -38,8 +38,9 @@ class CpuMeter:
     (pooled connections, a fixed set of server workers).
     """
 
-    def __init__(self, roots: dict[str, list[int]]):
+    def __init__(self, roots: dict[str, list[int]], alone: tuple[str, ...] = ()):
         self.roots = roots
+        self.alone = alone  # groups counted without their descendants (the bench itself: the others are its children)
 
     def read(self) -> dict:
         import psutil
@@ -50,7 +51,7 @@ class CpuMeter:
             for pid in pids:
                 try:
                     root = psutil.Process(pid)
-                    family = [root, *root.children(recursive=True)]
+                    family = [root] if group in self.alone else [root, *root.children(recursive=True)]
                 except psutil.Error:
                     continue
                 for proc in family:

@@ -60,11 +60,14 @@ RECENT = 1000  # n_recent_trials of the bounded TPE ("after")
 # trials ("sql": one statement, stale trials looked for only before a wait; "read": as before, stale trials looked
 # for at every check, then all trials read); TPE's history (all trials, or the last RECENT); whether the median
 # pruner's reads of the complete trials are cached per trial (history.CachedReads); whether the study's summary
-# writes to the parent run are coalesced (summary.StudySummary.coalesce) or one per trial.
+# writes to the parent run are coalesced (summary.StudySummary.coalesce) or one per trial; a trial's MLflow
+# requests ("few": params with the first metric batch, no model summary without a model, no read-back of each ended
+# run to print its address; "more": as before those three cuts).
 VARIANTS = {
-    "before": {"lock": False, "count": "read", "recent": None, "pruner_cache": False, "coalesce": False},
-    "after": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True},
-    "lock": {"lock": True, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True},
+    "before": {"lock": False, "count": "read", "recent": None, "pruner_cache": False, "coalesce": False, "requests": "more"},
+    "after": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "few"},
+    "lock": {"lock": True, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "few"},
+    "requests": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "more"},
 }
 
 
@@ -246,10 +249,10 @@ class SleepObjective:
     simulated trial keeps no model). Its value is a smooth function of the parameters.
     """
 
-    def __init__(self, spec, client, parent_run_id: str, *, seconds: float, epochs: int, timers: Timers, worker: str):
+    def __init__(self, spec, client, parent_run_id: str, *, seconds: float, epochs: int, timers: Timers, worker: str, requests: str = "few"):
         from cicy_search import tracking
 
-        self.spec, self.client, self.parent_run_id = spec, client, parent_run_id
+        self.spec, self.client, self.parent_run_id, self.requests = spec, client, parent_run_id, requests
         self.seconds, self.epochs, self.timers, self.worker = seconds, epochs, timers, worker
         self.uploader = tracking.uploader()
         self.records: list[dict] = []
@@ -293,7 +296,8 @@ class SleepObjective:
                 "pruner": spec.pruner["name"], "worker": self.worker, "simulated": "sleep"}  # fmt: skip
         run = tracking.Run.start(self.client, spec.name, run_name=f"trial-{trial.number}", tags=tags,
                                  parent_run_id=self.parent_run_id, uploader=self.uploader)  # fmt: skip
-        run.log_params({**flatten(config), "trial.number": trial.number}, with_metrics=True)
+        few = self.requests == "few"
+        run.log_params({**flatten(config), "trial.number": trial.number}, with_metrics=few)
         linked = run.later(lambda: trial.set_user_attr("mlflow_run_id", run.run_id), "link")
         run.log_artifacts({"config.yaml": tracking.config_yaml(config)})
         quality = self.quality(trial)
@@ -315,6 +319,8 @@ class SleepObjective:
                     raise optuna.TrialPruned()
         linked.result()
         run.log_metrics({"val_accuracy": value, "train_seconds": self.seconds, "epochs_run": self.epochs}, step=self.epochs, flush_after=math.inf)
+        if not few:  # the model summary every trial wrote, as its own upload
+            run.log_artifacts({"model_summary.txt": f"simulated: {values}\n"})
         run.end("FINISHED", tags={"state": "complete"})
         return value if len(spec.objectives) == 1 else [value] * len(spec.objectives)
 
@@ -380,6 +386,8 @@ def worker_main() -> None:
         spec = dataclasses.replace(base, name=job["study"], raw=raw, pruner=job.get("pruner", base.pruner), sampler=sampler)
         budget.counts = budget_counts[job.get("count", "sql")]
         StudySummary.coalesce = job.get("coalesce", True)
+        # "more": MLflow reads back each run set_terminated ends, to print its address (tracking.client turns it off)
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true" if job.get("requests", "few") == "few" else "false"
         ran, loaded, caught_up, objective, error = 0, 0.0, 0.0, None, None
         methods_before = timers.method_snapshot()
         try:
@@ -399,7 +407,7 @@ def worker_main() -> None:
             client = tracking.client(job["tracking_uri"])
             worker = f"{socket.gethostname()}:{os.getpid()}"
             objective = SleepObjective(spec, client, study.user_attrs["mlflow_parent_run_id"], seconds=job["seconds"],
-                                       epochs=job["epochs"], timers=timers, worker=worker)  # fmt: skip
+                                       epochs=job["epochs"], timers=timers, worker=worker, requests=job.get("requests", "few"))  # fmt: skip
             ran = studies.drive(study, spec, objective, storage=job["storage"], budget=int(study.user_attrs["budget"]),
                                 worker=index, worker_id=worker, report=False, budget_lock=job["lock"])  # fmt: skip
         except Exception as e:  # reported to the bench
@@ -720,7 +728,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--grow", type=int, nargs="*", default=[0, 1000, 2500, 5000, 10000], help="study sizes the growth is measured at")
     parser.add_argument("--grow-workers", type=int, default=4, help="workers of the growth measurements (few: latency, not saturation)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["before", "after"],
-                        help="what each job is measured with (see VARIANTS): before and after this round's fixes, the old lock")
+                        help="what each job is measured with (see VARIANTS): before and after the fixes, the old lock, "
+                             "'requests': after but with a trial's MLflow requests as before the last cuts")
     parser.add_argument("--max-connections", type=int, default=400)
     parser.add_argument("--mlflow-workers", type=int, default=4)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.json")
@@ -758,7 +767,8 @@ def main(argv: list[str] | None = None) -> dict:
         stack.callback(pool.close)
         results["pool"] = {"workers": size, "start_s": round(time.time() - t0, 1), "tensorflow_imported": pool.tensorflow}
         log(f"{size} workers ready in {time.time() - t0:.0f} s; TensorFlow imported by any: {pool.tensorflow}")
-        meter = CpuMeter({"workers": [p.pid for p in pool.procs], "mlflow_server": [server.pid], "postgres": [pg.proc.pid], "bench": [os.getpid()]})
+        meter = CpuMeter({"workers": [p.pid for p in pool.procs], "mlflow_server": [server.pid], "postgres": [pg.proc.pid], "bench": [os.getpid()]},
+                         alone=("bench",))  # fmt: skip
         bench = Bench(pg, tracking_uri, pool, peak, storage, meter)
         # Every worker's first trial pays one-off costs (connections, the MLflow experiment's lookup): not measured.
         bench.job(bench.create(f"warmup_{secrets.token_hex(2)}", budget=size), size, 0.01, 1, "after", pruner={"name": "none"})

@@ -1,6 +1,7 @@
 """bench/ runs end to end on a slice (no timing assertions: timings are what bench/ reports, not tests)."""
 
 import json
+import time
 
 import keras
 import pytest
@@ -166,3 +167,50 @@ def test_tracking_bench_measures_three_arms_in_rotating_order_in_one_run(tmp_pat
     assert [m.step for m in client.get_metric_history(parent.info.run_id, "trial_val_accuracy")] == list(range(7))
     low, high = bench_tracking.interval([float(v) for v in range(100)])
     assert 35 <= low < 49.5 < high <= 64  # the median's (about +-2 standard errors: 5), far narrower than the values' spread
+
+
+def test_mlflow_requests_bench_times_each_request_of_a_trials_run(tmp_path):
+    from bench import mlflow_requests
+
+    from cicy_search import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "requests.json"
+    result = mlflow_requests.main(["--repeat", "2", "--tracking-uri", uri, "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result)) and result["tracking"] == "SQLite store" and result["repeat"] == 2
+    costs = result["requests"]
+    assert list(costs) == ["create_run", "log_inputs", "log_batch: params + first metrics", "log_batch: 77 metrics + a tag (the end)",
+                           "log_batch: one tag", "set_terminated"]
+    assert all(0 < c["p10_ms"] <= c["median_ms"] <= c["p90_ms"] for c in costs.values())
+    # The runs are real: finished, with everything a trial's run holds.
+    client = tracking.client(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}
+    assert all(len(r.data.params) == 45 and len(r.inputs.dataset_inputs) == 3 for r in runs)
+    assert all(len(client.get_metric_history(r.info.run_id, "epoch_loss")) == 20 for r in runs)
+
+
+def test_cpu_meter_counts_a_group_with_its_live_descendants_and_alone_without():
+    import os
+    import subprocess
+    import sys
+
+    from bench.processes import CpuMeter
+
+    meter = CpuMeter({"alone": [os.getpid()], "family": [os.getpid()]}, alone=("alone",))
+    before = meter.read()
+    # A child that spins for 0.6 s of CPU, then stays alive (its CPU is read while it lives).
+    code = "import sys, time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\nprint('done', flush=True)\nsys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "done\n"
+        t = time.process_time()
+        while time.process_time() - t < 0.3:  # this process's own CPU
+            pass
+        used = meter.since(before)
+    finally:
+        child.stdin.close()
+        child.wait(10)
+    assert 0.3 <= used["alone"] < 0.6 + 0.3
+    assert used["family"] - used["alone"] >= 0.6 - 0.05  # the child's CPU, counted with its parent's family only
+    assert used["machine_busy"] >= used["family"] - 0.1 and used["machine_steal"] >= 0
