@@ -103,12 +103,14 @@ def rdb_url(request, tmp_path):
     return request.getfixturevalue("postgres").new("cicy_storage")
 
 
-def dead_trial(study, run_id: str | None = None):
+def dead_trial(study, run_id: str | None = None, config: dict | None = None):
     """A RUNNING trial (a FrozenTrial) that beat once and then stopped: what a worker killed mid-trial leaves."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trial = study.ask()
     trial.suggest_float("x", 0, 10)
+    if config is not None:
+        trial.set_user_attr("config", config)
     if run_id:
         trial.set_user_attr("mlflow_run_id", run_id)
     study._storage.record_heartbeat(trial._trial_id)

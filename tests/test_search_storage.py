@@ -56,11 +56,13 @@ def test_unreachable_postgresql_is_one_line_within_seconds():
     assert time.monotonic() - start < 15
 
 
-def test_a_lost_trial_is_failed_retried_with_its_params_and_its_run_closed(rdb_url, tracking_uri, mlflow_client):
+@pytest.mark.parametrize("written", [{}, {"seed": 7}, {"seed": 7, "model.depth": 3}], ids=["no-params", "some", "all"])
+def test_a_lost_trial_is_failed_retried_with_its_params_and_its_run_closed(rdb_url, tracking_uri, mlflow_client, written):
     storage = storages.open_storage(rdb_url, heartbeat_interval=1, grace_period=2, tracking_uri=tracking_uri)
     study = optuna.create_study(study_name="lost", storage=storage)
     run = tracking.Run.start(mlflow_client, "lost-trials", run_name="trial-0")
-    dead = dead_trial(study, run.run_id)
+    run.log_params(written)  # a run gets its params with its first metric batch: a trial may be lost before, or after
+    dead = dead_trial(study, run.run_id, config={"seed": 7, "model": {"depth": 3}})
     time.sleep(3.5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -72,6 +74,7 @@ def test_a_lost_trial_is_failed_retried_with_its_params_and_its_run_closed(rdb_u
     assert retry.system_attrs["failed_trial"] == 0
     closed = mlflow_client.get_run(run.run_id)
     assert closed.info.status == "FAILED" and closed.data.tags["failure_reason"] == storages.LOST
+    assert closed.data.params == {"seed": "7", "model.depth": "3", "trial.number": "0"}  # what it trained, from the trial
     assert studies.trials_table(study)[0]["fail_reason"] == storages.LOST
     # Noticing it again changes nothing: the trial is failed once and retried once.
     with warnings.catch_warnings():

@@ -132,20 +132,28 @@ class RetryStaleTrial:
             warnings.simplefilter("ignore")
             self._retry(study, retry)
         if run_id:
-            close_lost_run(links.tracking_uri(study, self.tracking_uri), run_id)
+            close_lost_run(links.tracking_uri(study, self.tracking_uri), run_id, trial)
 
 
-def close_lost_run(tracking_uri: str | None, run_id: str) -> bool:
-    """End a RUNNING MLflow run whose worker is gone as FAILED with ``failure_reason``; True when closed."""
+def close_lost_run(tracking_uri: str | None, run_id: str, trial=None) -> bool:
+    """End a RUNNING MLflow run whose worker is gone as FAILED with ``failure_reason``; True when closed.
+
+    A run gets its params with its first metric batch: one lost before that gets them from the trial (``trial``:
+    its ``config`` and number), so that it still says what it trained.
+    """
     from .. import tracking
+    from ..config import flatten
 
     try:
         client = tracking.client(tracking_uri)
-        if client.get_run(run_id).info.status != "RUNNING":
+        got = client.get_run(run_id)
+        if got.info.status != "RUNNING":
             return False
         run = tracking.Run(client, run_id)
-        run.set_tags({"state": "failed", "failure_reason": LOST})
-        run.end("FAILED")
+        if trial is not None and "config" in trial.user_attrs:
+            params = {**flatten(trial.user_attrs["config"]), "trial.number": trial.number}
+            run.log_params({k: v for k, v in params.items() if k not in got.data.params}, with_metrics=True)
+        run.end("FAILED", tags={"state": "failed", "failure_reason": LOST})
         return True
     except Exception as e:  # a tracking outage must not stop the worker that noticed the loss
         log.warning("could not close MLflow run %s of a lost trial: %s", run_id, e)
