@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.mlflow_requests [--repeat 30] [--tracking-uri URI]
 
 A trial's run is made the way ``tracking.runner.run_tracked`` makes it, one request at a time: created with its
-tags (12), its dataset inputs (3 splits), its params (45) with its first metrics, a batch of per-epoch metrics
-(20 epochs x 4 curves) with the final ones and the end's tag, the end; and, for scale, a batch with a single tag.
+tags (12), its dataset inputs (3 splits), its params (45) with the first epoch's 4 curves, the other 19 epochs'
+curves with a final metric and the end's tag, the end; and, for scale, a batch with a single tag.
 Default store: a new SQLite file (the quickstart's); ``--tracking-uri`` points it at a server, whose own CPU is not
 counted here (``bench.tracking --server`` counts it). Writes ``bench/results/mlflow_requests.json``: the median and
 the spread (10th, 90th percentile) of each request's CPU in ms over ``--repeat`` runs, after 3 unmeasured runs.
