@@ -18,6 +18,10 @@ artifacts (config and model summary) and final status. No worker imports TensorF
    runs), then ``--grow-workers`` workers run real trials; the per-trial storage and tracking time is
    recorded against the number of finished trials.
 
+``--storage postgresql journal`` runs every job on both Optuna storages in the same run (the study in the bench's
+PostgreSQL, or in a journal file, ``journal:PATH``; the mlflow server stays on PostgreSQL), alternating which goes
+first; a journal study is grown with ``Study.add_trials``.
+
 Each trial's time outside its sleep is split (exclusive timers in the worker): Optuna storage calls on the
 trial's thread, sampler (its own work, excluding the storage reads it makes), budget-lock wait, MLflow
 calls on the trial's thread, and, off the trial's thread, MLflow calls in the uploader and heartbeats; and
@@ -63,6 +67,7 @@ RECENT = 1000  # n_recent_trials of the bounded TPE ("after")
 # writes to the parent run are coalesced (summary.StudySummary.coalesce) or one per trial; a trial's MLflow
 # requests ("few": params with the first metric batch, no model summary without a model, no read-back of each ended
 # run to print its address; "more": as before those three cuts).
+STORAGES = ("postgresql", "journal")  # the studies' Optuna storage (--storage): the bench's PostgreSQL, a journal file
 VARIANTS = {
     "before": {"lock": False, "count": "read", "recent": None, "pruner_cache": False, "coalesce": False, "requests": "more"},
     "after": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "few"},
@@ -216,17 +221,17 @@ class Timers:
 
 
 def install_timers() -> Timers:
-    """Time Optuna's RDB storage, the samplers, the budget lock and MLflow's client, in this process."""
+    """Time Optuna's storage (RDB or journal), the samplers, the budget lock and MLflow's client, in this process."""
     import optuna
     from mlflow import MlflowClient
 
     from cicy_search.search.storage import BudgetLock
 
     timers = Timers()
-    rdb = optuna.storages.RDBStorage
-    for name in [n for n in vars(rdb) if not n.startswith("__")]:
-        if callable(getattr(rdb, name)) and not isinstance(vars(rdb)[name], (staticmethod, classmethod, property)):
-            timers.wrap(rdb, name, "storage")
+    for cls in (optuna.storages.RDBStorage, optuna.storages.JournalStorage):
+        for name in [n for n in vars(cls) if not n.startswith("__")]:
+            if callable(getattr(cls, name)) and not isinstance(vars(cls)[name], (staticmethod, classmethod, property)):
+                timers.wrap(cls, name, "storage")
     for cls in (optuna.samplers.TPESampler, optuna.samplers.RandomSampler):
         for name in ("infer_relative_search_space", "sample_relative", "sample_independent", "before_trial", "after_trial"):
             if name in vars(cls):
@@ -580,18 +585,23 @@ COPIED_TABLES = {  # Optuna's RDB tables that hang off a trial, and their column
 }
 
 
-def prefill(pg: Postgres, db: str, study, target: int) -> int:
+def prefill(pg: Postgres, db: str | None, study, target: int) -> int:
     """Copy the study's own complete trials (every row a finished trial leaves) until it holds ``target`` trials.
 
-    In SQL, in one transaction: ``Study.add_trial`` managed about 5 trials a second here, too slow for 10,000.
+    On PostgreSQL in SQL, in one transaction: ``Study.add_trial`` managed about 5 trials a second here, too slow for
+    10,000. A journal file (``db`` None) gets them through ``Study.add_trials``: one appended record a trial.
     """
     import optuna
 
     finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
     missing = target - len(finished)
-    templates = [t._trial_id for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
+    complete = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
+    templates = [t._trial_id for t in complete]
     if missing <= 0 or not templates:
         return 0
+    if db is None:
+        study.add_trials([complete[i % len(complete)] for i in range(missing)])
+        return missing
     conn = pg.connect(db)
     conn.autocommit = False
     with conn, conn.cursor() as cur:
@@ -615,34 +625,50 @@ def prefill(pg: Postgres, db: str, study, target: int) -> int:
     return missing
 
 
-def growth(bench: Bench, sizes: list[int], workers: int, trials_each: int, seconds: float, epochs: int, variants: list[str], log) -> list[dict]:
+def growth(benches: dict[str, Bench], sizes: list[int], workers: int, trials_each: int, seconds: float, epochs: int, variants: list[str], log) -> list[dict]:
+    """One study per storage (``benches``: storage kind -> Bench), grown in step; at each size every variant runs on each."""
     import optuna
 
-    study = bench.create(f"grow_{secrets.token_hex(2)}", budget=1)
-    db = bench.storage.rpartition("/")[2]
+    studies = {kind: bench.create(f"grow_{secrets.token_hex(2)}", budget=1) for kind, bench in benches.items()}
     rows = []
     for turn, size in enumerate(sizes):
-        t0 = time.time()
-        copied = prefill(bench.pg, db, study, size)
-        fill_s = time.time() - t0
-        for variant in variants if turn % 2 == 0 else variants[::-1]:
+        copied, fill_s = {}, {}
+        for kind, bench in benches.items():
+            t0 = time.time()
+            copied[kind] = prefill(bench.pg, _database(bench.storage), studies[kind], size)
+            fill_s[kind] = time.time() - t0
+        jobs = [(variant, kind) for variant in variants for kind in benches]
+        for variant, kind in jobs if turn % 2 == 0 else jobs[::-1]:
+            bench, study = benches[kind], studies[kind]
             finished = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)))
             study.set_user_attr("budget", finished + workers * trials_each)
             result = bench.job(study, workers, seconds, epochs, variant)
+            journal, db = journal_path(bench.storage), _database(bench.storage)
             row = {k: v for k, v in result.items() if k != "records"}
-            row.update(finished_before=finished, copied=copied, fill_s=round(fill_s, 1), per_trial=summarise(result["records"]),
-                       db_bytes=bench.pg.query(db, "SELECT pg_database_size(current_database())"),
+            row.update(storage=kind, finished_before=finished, copied=copied[kind], fill_s=round(fill_s[kind], 1), per_trial=summarise(result["records"]),
+                       db_bytes=journal.stat().st_size if journal else bench.pg.query(db, "SELECT pg_database_size(current_database())"),
                        mlflow_db_bytes=bench.pg.query("mlflow", "SELECT pg_database_size(current_database())"),
                        efficiency=round(result["slept_s"] / (workers * result["wall_s"]), 3))  # fmt: skip
             rows.append(row)
-            copied = 0
+            copied[kind] = 0
             p = row["per_trial"]
-            log(f"grow {finished:>6} finished, {variant}: overhead/trial median {p['overhead']['median']:.0f} ms "
+            log(f"grow {finished:>6} finished, {variant}, {kind}: overhead/trial median {p['overhead']['median']:.0f} ms "
                 f"(storage {p.get('storage_trial', {}).get('median', 0):.0f}, sampler {p['sampler_per_suggestion']['median']:.1f}/suggestion, "
                 f"lock {p.get('lock_trial', {}).get('median', 0):.0f}, tracking {p.get('tracking_trial', {}).get('median', 0):.0f} + "
-                f"{p.get('tracking_bg', {}).get('median', 0):.0f} bg); db {row['db_bytes'] / 1e6:.0f} MB; "
+                f"{p.get('tracking_bg', {}).get('median', 0):.0f} bg); {'journal' if journal else 'db'} {row['db_bytes'] / 1e6:.0f} MB; "
                 f"reading the unseen trials once {row['catch_up_s_max']:.1f} s per worker")
     return rows
+
+
+def _database(storage: str) -> str | None:
+    """The bench PostgreSQL's database name of a storage URL; None for a journal file."""
+    return None if journal_path(storage) else storage.rpartition("/")[2]
+
+
+def journal_path(storage: str) -> Path | None:
+    from cicy_search.search.storage import is_journal
+
+    return Path(storage.removeprefix("journal:")) if is_journal(storage) else None
 
 
 def _median(row: dict, part: str) -> float:
@@ -670,7 +696,7 @@ def figures(results: dict, path: Path) -> None:
         rate.add_trace(go.Scatter(x=x, y=[n * 60 / seconds for n in x], name=f"ideal {seconds:g} s", mode="lines", line={"dash": "dash"}))
     rate.update_layout(title="trials/min vs workers (dashed: ideal)", xaxis={"type": "log", "title": "workers"}, yaxis={"type": "log"})
     busy.update_layout(title="busy fraction (slept / workers x wall) vs workers", xaxis={"type": "log", "title": "workers"}, yaxis={"range": [0, 1]})
-    columns = ["workers", "trial_s", "variant", "trials_per_min", "ideal_trials_per_min", "efficiency", "overshoot", "peak_connections"]
+    columns = ["workers", "trial_s", "variant", "storage", "trials_per_min", "ideal_trials_per_min", "efficiency", "overshoot", "peak_connections"]
     table = pd.DataFrame([{**{c: r.get(c) for c in columns}, "overhead_ms": _median(r, "overhead"), "storage_ms": _median(r, "storage_trial"),
                            "sampler_ms": _median(r, "sampler_trial"), "lock_ms": _median(r, "lock_trial"),
                            "tracking_ms": _median(r, "tracking_trial"), "tracking_bg_ms": _median(r, "tracking_bg")} for r in throughput])  # fmt: skip
@@ -679,15 +705,15 @@ def figures(results: dict, path: Path) -> None:
     grown = results.get("growth", [])
     if grown:
         cost, size = go.Figure(), go.Figure()
-        for variant in dict.fromkeys(r["variant"] for r in grown):
-            rows = sorted((r for r in grown if r["variant"] == variant), key=lambda r: r["finished_before"])
+        for variant in dict.fromkeys(_label(r) for r in grown):
+            rows = sorted((r for r in grown if _label(r) == variant), key=lambda r: r["finished_before"])
             x = [r["finished_before"] for r in rows]
             for part in ("overhead", "storage_trial", "sampler_trial", "tracking_bg"):
                 cost.add_trace(go.Scatter(x=x, y=[_median(r, part) for r in rows], name=f"{part}, {variant}", mode="lines+markers"))
-            size.add_trace(go.Scatter(x=x, y=[r["db_bytes"] / 1e6 for r in rows], name=f"Optuna DB, {variant}", mode="lines+markers"))
+            size.add_trace(go.Scatter(x=x, y=[r["db_bytes"] / 1e6 for r in rows], name=f"Optuna storage, {variant}", mode="lines+markers"))
         cost.update_layout(title="ms per trial (median) vs finished trials", xaxis={"title": "finished trials"})
         size.update_layout(title="database size (MB) vs finished trials", xaxis={"title": "finished trials"})
-        table = pd.DataFrame([{"finished": r["finished_before"], "variant": r["variant"], "overhead_ms": _median(r, "overhead"),
+        table = pd.DataFrame([{"finished": r["finished_before"], "variant": _label(r), "overhead_ms": _median(r, "overhead"),
                                "storage_ms": _median(r, "storage_trial"), "storage_calls": _median(r, "storage_trial_calls"),
                                "sampler_ms_per_suggestion": r["per_trial"]["sampler_per_suggestion"]["median"],
                                "tracking_ms": _median(r, "tracking_trial"), "tracking_bg_ms": _median(r, "tracking_bg"),
@@ -697,16 +723,21 @@ def figures(results: dict, path: Path) -> None:
     profiled = [r for r in throughput + grown if r.get("profile")]
     if profiled:
         rows = [{"job": f"{r['workers']} x {r['trial_s']:g} s" + (f", {r['finished_before']} finished" if "finished_before" in r else ""),
-                 "variant": r["variant"], **p} for r in profiled for p in r["profile"]]  # fmt: skip
+                 "variant": _label(r), **p} for r in profiled for p in r["profile"]]  # fmt: skip
         report.add("Where the time goes", text="Per method, exclusive, summed over the workers and divided by the trials "
                    "(trial: the trial's thread; bg: heartbeat and uploader threads).", table=pd.DataFrame(rows))  # fmt: skip
     report.save(path, png=False)
 
 
+def _label(row: dict) -> str:
+    """A job's variant, and its storage when not the default PostgreSQL."""
+    return row["variant"] + (f", {row['storage']}" if row.get("storage", "postgresql") != "postgresql" else "")
+
+
 def _groups(rows: list[dict]) -> dict:
     groups: dict = {}
     for r in rows:
-        groups.setdefault((r["trial_s"], r["variant"]), []).append(r)
+        groups.setdefault((r["trial_s"], _label(r)), []).append(r)
     return {k: sorted(v, key=lambda r: r["workers"]) for k, v in groups.items()}
 
 
@@ -730,6 +761,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["before", "after"],
                         help="what each job is measured with (see VARIANTS): before and after the fixes, the old lock, "
                              "'requests': after but with a trial's MLflow requests as before the last cuts")
+    parser.add_argument("--storage", nargs="+", choices=list(STORAGES), default=["postgresql"],
+                        help="the studies' Optuna storage: the bench's PostgreSQL, or a journal file in its folder (the "
+                             "mlflow server stays on PostgreSQL); with both, every job runs on each in the same run")
     parser.add_argument("--max-connections", type=int, default=400)
     parser.add_argument("--mlflow-workers", type=int, default=4)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.json")
@@ -758,7 +792,7 @@ def main(argv: list[str] | None = None) -> dict:
         peak = Peak(pg)
         peak.start()
         stack.callback(peak.done.set)
-        storage = pg.create("optuna")
+        storages = {kind: pg.create("optuna") if kind == "postgresql" else f"journal:{folder / 'optuna.log'}" for kind in dict.fromkeys(args.storage)}
         server, tracking_uri = start_mlflow(with_driver(pg.create("mlflow")), folder, workers=args.mlflow_workers)
         stack.callback(stop_process_group, server, signal.SIGTERM, 30)
         size = max(args.workers + [args.grow_workers])
@@ -769,7 +803,8 @@ def main(argv: list[str] | None = None) -> dict:
         log(f"{size} workers ready in {time.time() - t0:.0f} s; TensorFlow imported by any: {pool.tensorflow}")
         meter = CpuMeter({"workers": [p.pid for p in pool.procs], "mlflow_server": [server.pid], "postgres": [pg.proc.pid], "bench": [os.getpid()]},
                          alone=("bench",))  # fmt: skip
-        bench = Bench(pg, tracking_uri, pool, peak, storage, meter)
+        benches = {kind: Bench(pg, tracking_uri, pool, peak, storage, meter) for kind, storage in storages.items()}
+        bench = next(iter(benches.values()))
         # Every worker's first trial pays one-off costs (connections, the MLflow experiment's lookup): not measured.
         bench.job(bench.create(f"warmup_{secrets.token_hex(2)}", budget=size), size, 0.01, 1, "after", pruner={"name": "none"})
         log("warm-up done: every worker ran a trial")
@@ -779,12 +814,13 @@ def main(argv: list[str] | None = None) -> dict:
             each = args.trials_each if seconds < 60 else min(2, args.trials_each)
             for n in args.workers if seconds < 60 else args.workers[-1:]:  # a minute a trial: the largest count only
                 turn += 1
-                for variant in args.variants if turn % 2 else args.variants[::-1]:  # the variants alternate which goes first
-                    study = bench.create(f"tp_{n}w_{seconds:g}s_{variant}_{secrets.token_hex(2)}", budget=n * each)
-                    row = throughput_row(bench.job(study, n, seconds, 4, variant, pruner={"name": "none"}))
+                jobs = [(variant, kind) for variant in args.variants for kind in benches]
+                for variant, kind in jobs if turn % 2 else jobs[::-1]:  # the variants (and storages) alternate which goes first
+                    study = benches[kind].create(f"tp_{n}w_{seconds:g}s_{variant}_{secrets.token_hex(2)}", budget=n * each)
+                    row = {"storage": kind, **throughput_row(benches[kind].job(study, n, seconds, 4, variant, pruner={"name": "none"}))}
                     results["throughput"].append(row)
                     save(results, args.out)  # as it goes: an interrupted sweep keeps what it measured
-                    log(f"{n:>3} workers x {seconds:g} s, {variant}: {row['trials_per_min']:.1f} trials/min of "
+                    log(f"{n:>3} workers x {seconds:g} s, {variant}, {kind}: {row['trials_per_min']:.1f} trials/min of "
                         f"{row['ideal_trials_per_min']:.0f} ideal, busy {row['efficiency']:.0%}, overhead/trial median "
                         f"{row['per_trial']['overhead']['median']:.0f} ms, lock wait {row['per_trial'].get('lock_trial', {}).get('median', 0):.0f} ms, "
                         f"overshoot {row['overshoot']}, peak connections {row['peak_connections']}"
@@ -793,7 +829,7 @@ def main(argv: list[str] | None = None) -> dict:
                     log("  CPU per trial: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in row["cpu_per_trial_s"].items())
                         + f"; the {os.cpu_count()} cores' ceiling at that cost: {row['cpu_ceiling_trials_per_min']} trials/min; machine busy "
                         f"{row['cpu_s']['machine_busy']:.0f} CPU-s, stolen {row['cpu_s']['machine_steal']:.0f} s, in {row['wall_s']:.0f} s")  # fmt: skip
-        results["growth"] = growth(bench, args.grow, args.grow_workers, 2, 1.0, 12, args.variants, log) if args.grow else []
+        results["growth"] = growth(benches, args.grow, args.grow_workers, 2, 1.0, 12, args.variants, log) if args.grow else []
         results["load_after"] = os.getloadavg()
     results["figure"] = str(args.out.with_suffix(".html").name)
     save(results, args.out)

@@ -51,7 +51,8 @@ def interval(values: list[float], seed: int = 0) -> list[float]:
 
 
 ARMS = ("plain", "search", "tracked")
-ORDERS = ((0, 1, 2), (2, 1, 0), (1, 2, 0), (0, 2, 1), (2, 0, 1), (1, 0, 2))  # every arm in every position, twice
+# Two Latin squares: over every three rounds from the first (and over all six) each arm runs in each position equally.
+ORDERS = ((0, 1, 2), (1, 2, 0), (2, 0, 1), (0, 2, 1), (2, 1, 0), (1, 0, 2))
 DIFFERENCES = {"tracking": ("tracked", "search"), "search": ("search", "plain"), "overhead": ("tracked", "plain")}
 
 

@@ -45,21 +45,25 @@ def test_pack_runs_workers_side_by_side(tmp_path):
     assert rows[0]["threads_each"] >= 1 and json.loads(out.read_text())["rows"][0]["device"].startswith(("cpu", "gpu"))
 
 
-def test_a_simulated_worker_runs_the_search_and_tracking_path_without_tensorflow(tmp_path, tracking_uri, mlflow_client):
-    """bench.scale's worker process: the real budget loop, storage, pruner and MLflow runs, a sleep for training."""
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_simulated_worker_runs_the_search_and_tracking_path_without_tensorflow(tmp_path, tracking_uri, mlflow_client, kind):
+    """bench.scale's worker process: the real budget loop, storage (a database, or a journal file: ``--storage
+    journal``), pruner and MLflow runs, a sleep for training; ``prefill`` grows the study with copies of its trials."""
     import subprocess
     import sys
 
     import optuna
 
     from bench import scale
+    from cicy_search.search.storage import open_storage
 
     # The modules a cluster worker runs before training, imported alone, bring no TensorFlow or Keras.
     path = "cicy_search.search.worker, cicy_search.search.study, cicy_search.search.storage, cicy_search.tracking.summary, cicy_search.tracking, cicy_search.search.studyfile"
     check = f"import sys, {path}; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'optuna.log'}"
+    assert scale.journal_path(storage) == (None if kind == "sqlite" else tmp_path / "optuna.log")
     study = scale.Bench(None, tracking_uri, None, None, storage).create("simulated", budget=4)
     pool = scale.Pool(1, tmp_path)
     try:
@@ -73,7 +77,7 @@ def test_a_simulated_worker_runs_the_search_and_tracking_path_without_tensorflow
         assert r["slept_s"] <= 0.2 + 1e-9 and r["overhead_ms"] > 0 and r["storage_trial_calls"] > 0 and r["tracking_bg_calls"] >= 1
     # The uploader's writes land in whichever trial's window is open when they run, so count them over the job.
     assert sum(r["tracking_bg_calls"] for r in answer["records"]) >= 4 * len(answer["records"])
-    trials = optuna.load_study(study_name="simulated", storage=storage).get_trials(deepcopy=False)
+    trials = optuna.load_study(study_name="simulated", storage=open_storage(storage)).get_trials(deepcopy=False)
     assert all(t.state.is_finished() for t in trials) and len(trials) == 4
     # Each trial left what a real one leaves: its MLflow run (nested, params, per-epoch metrics, artifacts) and the link.
     parent = study.user_attrs["mlflow_parent_run_id"]
@@ -86,6 +90,13 @@ def test_a_simulated_worker_runs_the_search_and_tracking_path_without_tensorflow
             assert {a.path for a in mlflow_client.list_artifacts(run.info.run_id)} == {"config.yaml"}
         else:
             assert t.state == optuna.trial.TrialState.PRUNED and run.info.status == "KILLED"
+    if kind == "journal":  # grown by copies of its complete trials, read back by another process's view of the file
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        assert scale.prefill(None, None, study, 9) == 5 and scale.prefill(None, None, study, 9) == 0
+        grown = optuna.load_study(study_name="simulated", storage=open_storage(storage)).get_trials(deepcopy=False)
+        assert len(grown) == 9 and [t.number for t in grown] == list(range(9))
+        assert [t.params for t in grown[4:]] == [complete[i % len(complete)].params for i in range(5)]
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in grown[4:])
 
 
 def test_the_scale_bench_postgres_starts_answers_and_stops(tmp_path):
@@ -124,15 +135,17 @@ def test_tracking_bench_measures_three_arms_in_rotating_order_in_one_run(tmp_pat
 
     original = training.fit
     out = tmp_path / "tracking.json"
-    args = ["--epochs", "2", "--rounds", "6", "--limit", "300", "--dir", str(tmp_path), "--out", str(out)]
+    args = ["--epochs", "2", "--rounds", "3", "--limit", "300", "--dir", str(tmp_path), "--out", str(out)]
     result = bench_tracking.main(args + (["--server"] if server else []))
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert training.fit is original  # the timed fit is put back
     rounds = result["rounds"]
-    assert result["complete"] and result["n_rounds"] == 6 and [r["trial"] for r in rounds] == [1, 2, 3, 4, 5, 6]
-    # Every arm comes first, second and third twice over six rounds: drift cancels.
+    assert result["complete"] and result["n_rounds"] == 3 and [r["trial"] for r in rounds] == [1, 2, 3]
+    # Every arm comes first, second and third once over three rounds (and over all six orders): drift cancels.
     for position in range(3):
-        assert sorted(r["order"][position] for r in rounds) == sorted(bench_tracking.ARMS * 2)
+        assert sorted(r["order"][position] for r in rounds) == sorted(bench_tracking.ARMS)
+        assert sorted(order[position] for order in bench_tracking.ORDERS) == [0, 0, 1, 1, 2, 2]
+    assert len(set(bench_tracking.ORDERS)) == 6
     for r in rounds:
         assert min(r["plain_s"], r["search_s"], r["tracked_s"]) > 0 and r["tracked_s"] > r["writes_wait_ms"] / 1000 >= 0
         assert r["tracking_ms"] == pytest.approx(1000 * (r["tracked_s"] - r["search_s"]))
@@ -154,17 +167,17 @@ def test_tracking_bench_measures_three_arms_in_rotating_order_in_one_run(tmp_pat
                                         "study_finish_s", "study_report_s"}
     # The untracked trials: complete, no MLflow run linked.
     search = optuna.load_study(study_name="bench-search", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
-    assert [t.state for t in search.trials] == [optuna.trial.TrialState.COMPLETE] * 7
+    assert [t.state for t in search.trials] == [optuna.trial.TrialState.COMPLETE] * 4
     assert all("mlflow_run_id" not in t.user_attrs and "config" in t.user_attrs for t in search.trials)
     study = optuna.load_study(study_name="bench-tracking", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     client = tracking.client(f"sqlite:///{tmp_path / ('server.db' if server else 'mlflow.db')}")  # the server's store: it has stopped
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 7
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
     parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
-    assert parent.info.status == "FINISHED" and parent.data.tags["trials_finished"] == "7"  # its budget: the first trial and one a round
+    assert parent.info.status == "FINISHED" and parent.data.tags["trials_finished"] == "4"  # its budget: the first trial and one a round
     for t in study.trials:
         run = client.get_run(t.user_attrs["mlflow_run_id"])
         assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parent.info.run_id
-    assert [m.step for m in client.get_metric_history(parent.info.run_id, "trial_val_accuracy")] == list(range(7))
+    assert [m.step for m in client.get_metric_history(parent.info.run_id, "trial_val_accuracy")] == list(range(4))
     low, high = bench_tracking.interval([float(v) for v in range(100)])
     assert 35 <= low < 49.5 < high <= 64  # the median's (about +-2 standard errors: 5), far narrower than the values' spread
 
