@@ -24,7 +24,9 @@ first; a journal study is grown with ``Study.add_trials``.
 
 Each trial's time outside its sleep is split (exclusive timers in the worker): Optuna storage calls on the
 trial's thread, sampler (its own work, excluding the storage reads it makes), budget-lock wait, MLflow
-calls on the trial's thread, and, off the trial's thread, MLflow calls in the uploader and heartbeats; and
+calls on the trial's thread, its waits for the uploader (``upload_wait``: the previous trial's writes, at the end
+of the first epoch, and the run's link, as ``objective.Objective`` waits), and, off the trial's thread, MLflow
+calls in the uploader and heartbeats; and
 per method (``profile``: Optuna storage and MLflow client methods, ms and calls per trial).
 Every job runs in each of ``--variants`` in the same run, alternating which goes first (``VARIANTS``:
 ``before`` and ``after`` this round's fixes, ``lock`` the old global budget lock). Results:
@@ -210,6 +212,21 @@ class Timers:
 
         setattr(owner, name, timed)
 
+    def wait(self, future, category: str = "upload_wait"):
+        """``future.result()``, its wait counted under ``category`` (the trial's thread waiting for the uploader)."""
+        t0 = time.perf_counter()
+        try:
+            return future.result()
+        finally:
+            elapsed = time.perf_counter() - t0
+            stack = self._local.__dict__.get("stack")
+            if stack:
+                stack[-1] += elapsed
+            kind = "trial" if threading.current_thread() is threading.main_thread() else "bg"
+            with self._lock:
+                self.totals[f"{category}_{kind}"] = self.totals.get(f"{category}_{kind}", 0.0) + elapsed
+                self.calls[f"{category}_{kind}"] = self.calls.get(f"{category}_{kind}", 0) + 1
+
     def snapshot(self) -> dict[str, float]:
         """Seconds per category, and calls (``<category>_calls``)."""
         with self._lock:
@@ -312,17 +329,17 @@ class SleepObjective:
             time.sleep(self.seconds / self.epochs)
             self._open["slept_s"] += self.seconds / self.epochs
             if epoch == 0:
-                settled.result()
+                self.timers.wait(settled)
             value = quality * (1 - math.exp(-(epoch + 1) / 3))
             run.log_metrics({"epoch_loss": 1 - value, "epoch_accuracy": value, "epoch_val_loss": 1.1 - value,
                              "epoch_val_accuracy": value}, step=epoch, flush_after=tracking.METRIC_FLUSH_SECONDS)  # fmt: skip
             if prune:
                 trial.report(value, epoch)
                 if trial.should_prune():
-                    linked.result()
+                    self.timers.wait(linked)
                     run.end("KILLED", tags={"state": "pruned"})
                     raise optuna.TrialPruned()
-        linked.result()
+        self.timers.wait(linked)
         run.log_metrics({"val_accuracy": value, "train_seconds": self.seconds, "epochs_run": self.epochs}, step=self.epochs, flush_after=math.inf)
         if not few:  # the model summary every trial wrote, as its own upload
             run.log_artifacts({"model_summary.txt": f"simulated: {values}\n"})
@@ -655,8 +672,9 @@ def growth(benches: dict[str, Bench], sizes: list[int], workers: int, trials_eac
             log(f"grow {finished:>6} finished, {variant}, {kind}: overhead/trial median {p['overhead']['median']:.0f} ms "
                 f"(storage {p.get('storage_trial', {}).get('median', 0):.0f}, sampler {p['sampler_per_suggestion']['median']:.1f}/suggestion, "
                 f"lock {p.get('lock_trial', {}).get('median', 0):.0f}, tracking {p.get('tracking_trial', {}).get('median', 0):.0f} + "
+                f"{p.get('upload_wait_trial', {}).get('median', 0):.0f} waiting for the uploader + "
                 f"{p.get('tracking_bg', {}).get('median', 0):.0f} bg); {'journal' if journal else 'db'} {row['db_bytes'] / 1e6:.0f} MB; "
-                f"reading the unseen trials once {row['catch_up_s_max']:.1f} s per worker")
+                f"a worker's first read of the study (load_study + the unseen trials) {row['load_study_s_max'] + row['catch_up_s_max']:.1f} s")
     return rows
 
 
@@ -699,7 +717,8 @@ def figures(results: dict, path: Path) -> None:
     columns = ["workers", "trial_s", "variant", "storage", "trials_per_min", "ideal_trials_per_min", "efficiency", "overshoot", "peak_connections"]
     table = pd.DataFrame([{**{c: r.get(c) for c in columns}, "overhead_ms": _median(r, "overhead"), "storage_ms": _median(r, "storage_trial"),
                            "sampler_ms": _median(r, "sampler_trial"), "lock_ms": _median(r, "lock_trial"),
-                           "tracking_ms": _median(r, "tracking_trial"), "tracking_bg_ms": _median(r, "tracking_bg")} for r in throughput])  # fmt: skip
+                           "tracking_ms": _median(r, "tracking_trial"), "upload_wait_ms": _median(r, "upload_wait_trial"),
+                           "tracking_bg_ms": _median(r, "tracking_bg")} for r in throughput])  # fmt: skip
     if throughput:
         report.add("Throughput", text="Medians per trial of the time outside the sleep (overhead) and its parts.", figures=[rate, busy], table=table)
     grown = results.get("growth", [])
@@ -716,7 +735,8 @@ def figures(results: dict, path: Path) -> None:
         table = pd.DataFrame([{"finished": r["finished_before"], "variant": _label(r), "overhead_ms": _median(r, "overhead"),
                                "storage_ms": _median(r, "storage_trial"), "storage_calls": _median(r, "storage_trial_calls"),
                                "sampler_ms_per_suggestion": r["per_trial"]["sampler_per_suggestion"]["median"],
-                               "tracking_ms": _median(r, "tracking_trial"), "tracking_bg_ms": _median(r, "tracking_bg"),
+                               "tracking_ms": _median(r, "tracking_trial"), "upload_wait_ms": _median(r, "upload_wait_trial"),
+                               "tracking_bg_ms": _median(r, "tracking_bg"),
                                "db_mb": round(r["db_bytes"] / 1e6, 1)} for r in grown])  # fmt: skip
         report.add("Growth", text="One study grown by copying its own trials; a few workers run real trials at each size.",
                    figures=[cost, size], table=table)  # fmt: skip

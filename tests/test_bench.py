@@ -75,6 +75,7 @@ def test_a_simulated_worker_runs_the_search_and_tracking_path_without_tensorflow
     assert answer["ran"] == 4 and [r["number"] for r in answer["records"]] == [0, 1, 2, 3]
     for r in answer["records"]:
         assert r["slept_s"] <= 0.2 + 1e-9 and r["overhead_ms"] > 0 and r["storage_trial_calls"] > 0 and r["tracking_bg_calls"] >= 1
+        assert r["upload_wait_trial_calls"] == 2 and 0 <= r["upload_wait_trial_ms"] < r["overhead_ms"]  # the previous writes, the link
     # The uploader's writes land in whichever trial's window is open when they run, so count them over the job.
     assert sum(r["tracking_bg_calls"] for r in answer["records"]) >= 4 * len(answer["records"])
     trials = optuna.load_study(study_name="simulated", storage=open_storage(storage)).get_trials(deepcopy=False)
