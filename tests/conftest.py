@@ -103,6 +103,14 @@ def rdb_url(request, tmp_path):
     return request.getfixturevalue("postgres").new("cicy_storage")
 
 
+@pytest.fixture(params=["sqlite", "journal", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def storage_url(request, tmp_path):
+    """Every kind of storage ``storage.open_storage`` gives a heartbeat: SQLite, a journal file, PostgreSQL."""
+    if request.param == "journal":
+        return f"journal:{tmp_path / 'optuna.log'}"
+    return request.getfixturevalue("postgres").new("cicy_storage") if request.param == "postgresql" else f"sqlite:///{tmp_path / 'optuna.db'}"
+
+
 def dead_trial(study, run_id: str | None = None, config: dict | None = None):
     """A RUNNING trial (a FrozenTrial) that beat once and then stopped: what a worker killed mid-trial leaves."""
     with warnings.catch_warnings():

@@ -19,8 +19,10 @@ FAIL, COMPLETE = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE
 
 
 @pytest.mark.timeout(120)
-def test_the_budget_loop_waits_for_a_lost_trial_and_runs_its_retry(tmp_path):
-    storage = storages.open_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=1, grace_period=2)
+@pytest.mark.parametrize("url", ["sqlite:///{tmp}/o.db", "journal:{tmp}/o.log"], ids=["sqlite", "journal"])
+def test_the_budget_loop_waits_for_a_lost_trial_and_runs_its_retry(tmp_path, url):
+    url = url.format(tmp=tmp_path)
+    storage = storages.open_storage(url, heartbeat_interval=1, grace_period=2)
     study = optuna.create_study(study_name="loop", storage=storage)
     dead = dead_trial(study)
     seen, waits = [], []
@@ -43,7 +45,7 @@ def test_the_budget_loop_waits_for_a_lost_trial_and_runs_its_retry(tmp_path):
         seen.append((trial.number, trial.user_attrs.get("retry_of")))
         return trial.suggest_float("x", 0, 10)
 
-    lock = storages.BudgetLock(f"sqlite:///{tmp_path / 'o.db'}", "loop")
+    lock = storages.BudgetLock(url, "loop")
     try:
         ran = optimize_to_budget(study, objective, budget=2, lock=lock, poll=0.2, on_wait=on_wait, worker_id="here:1")
     finally:
@@ -102,9 +104,11 @@ def test_the_budget_check_counts_the_trials_in_one_statement(rdb_url, tmp_path):
     assert storages.count_states(journal) is None and counts(journal).running == 1  # read from the trials
 
 
-def test_journal_storage_has_no_heartbeat_so_running_trials_do_not_hold_the_budget(tmp_path):
-    url = f"journal:{tmp_path / 'o.log'}"
-    study = optuna.create_study(study_name="journal", storage=storages.open_storage(url))
+def test_without_a_heartbeat_running_trials_do_not_hold_the_budget(tmp_path):
+    from optuna.storages.journal import JournalFileBackend
+
+    url = f"journal:{tmp_path / 'o.log'}"  # Optuna's own journal storage: no heartbeat (open_storage gives one)
+    study = optuna.create_study(study_name="journal", storage=optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "o.log"))))
     study.ask()  # a trial left RUNNING by a dead worker: nothing will ever fail it
     ran = optimize_to_budget(
         study, lambda t: t.suggest_float("x", 0, 1), budget=2, lock=storages.BudgetLock(url, "journal"), heartbeat=False

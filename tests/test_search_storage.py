@@ -37,8 +37,9 @@ def test_storage_kinds_and_clear_errors(tmp_path):
     rdb = storages.open_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=3, grace_period=9)
     assert (rdb.heartbeat_interval, rdb.grace_period) == (3, 9)
     assert isinstance(rdb.heartbeat_stale_trial_callback, storages.RetryStaleTrial)
-    journal = storages.open_storage(f"journal:{tmp_path / 'o.log'}")
-    assert isinstance(journal, optuna.storages.JournalStorage)
+    journal = storages.open_storage(f"journal:{tmp_path / 'o.log'}", heartbeat_interval=4, grace_period=11)
+    assert isinstance(journal, optuna.storages.JournalStorage) and (journal.heartbeat_interval, journal.grace_period) == (4, 11)
+    assert isinstance(journal.heartbeat_stale_trial_callback, storages.RetryStaleTrial) and studies.is_heartbeat_enabled(journal)
     assert storages.is_journal(f"{tmp_path}/x.log") and not storages.is_journal("sqlite:///x.db")
     with pytest.raises(CicyError, match="expected a database URL"):
         storages.open_storage("optuna.db")
@@ -57,8 +58,8 @@ def test_unreachable_postgresql_is_one_line_within_seconds():
 
 
 @pytest.mark.parametrize("written", [{}, {"seed": 7}, {"seed": 7, "model.depth": 3}], ids=["no-params", "some", "all"])
-def test_a_lost_trial_is_failed_retried_with_its_params_and_its_run_closed(rdb_url, tracking_uri, mlflow_client, written):
-    storage = storages.open_storage(rdb_url, heartbeat_interval=1, grace_period=2, tracking_uri=tracking_uri)
+def test_a_lost_trial_is_failed_retried_with_its_params_and_its_run_closed(storage_url, tracking_uri, mlflow_client, written):
+    storage = storages.open_storage(storage_url, heartbeat_interval=1, grace_period=2, tracking_uri=tracking_uri)
     study = optuna.create_study(study_name="lost", storage=storage)
     run = tracking.Run.start(mlflow_client, "lost-trials", run_name="trial-0")
     run.log_params(written)  # a run gets its params with its first metric batch: a trial may be lost before, or after
@@ -76,11 +77,42 @@ def test_a_lost_trial_is_failed_retried_with_its_params_and_its_run_closed(rdb_u
     assert closed.info.status == "FAILED" and closed.data.tags["failure_reason"] == storages.LOST
     assert closed.data.params == {"seed": "7", "model.depth": "3", "trial.number": "0"}  # what it trained, from the trial
     assert studies.trials_table(study)[0]["fail_reason"] == storages.LOST
-    # Noticing it again changes nothing: the trial is failed once and retried once.
+    # Noticing it again changes nothing, in this process or another's view of the storage: failed once, retried once.
+    other = optuna.load_study(study_name="lost", storage=storages.open_storage(storage_url, heartbeat_interval=1, grace_period=2))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    assert len(study.get_trials(deepcopy=False)) == 2
+        optuna.storages.fail_stale_trials(other)
+    assert len(study.get_trials(deepcopy=False)) == 2 and len(other.get_trials(deepcopy=False)) == 2
+
+
+@pytest.mark.parametrize("beats", [0, 1, 3])
+def test_a_journal_trial_is_stale_only_after_the_grace_period_since_its_last_beat(tmp_path, beats):
+    """A journal file's heartbeat (``HeartbeatJournalStorage``): the last beat, or the start before the first,
+    is what ages; a beat after the trial ended is ignored; two workers failing one trial at once fail it once."""
+    url = f"journal:{tmp_path / 'o.log'}"
+    storage = storages.open_storage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="beats", storage=storage)
+    trial = study.ask()
+    for _ in range(beats):
+        time.sleep(0.7)
+        storage.record_heartbeat(trial._trial_id)
+    time.sleep(1.2)
+    assert storage._get_stale_trial_ids(study._study_id) == []  # 1.2 s since its last sign of life
+    time.sleep(1.2)
+    assert storage._get_stale_trial_ids(study._study_id) == [trial._trial_id]
+    other = storages.open_storage(url, heartbeat_interval=1, grace_period=2)
+    both = [optuna.load_study(study_name="beats", storage=s) for s in (storage, other)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        threads = [threading.Thread(target=optuna.storages.fail_stale_trials, args=(s,)) for s in both]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [FAIL, WAITING] and trials[1].user_attrs == {"retry_of": 0}
+    storage.record_heartbeat(trial._trial_id)  # the heartbeat thread's last beat, after the trial was failed: ignored
+    assert storage._get_stale_trial_ids(study._study_id) == []
+    assert (storages.HEARTBEAT_ATTR in storage.get_trial(trial._trial_id).system_attrs) == (beats > 0)
 
 
 @pytest.mark.timeout(60)  # a lock that is never freed would block forever

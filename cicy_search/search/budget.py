@@ -75,8 +75,8 @@ def optimize_to_budget(
     one; with one the check is serialised, held until the trial exists, and the budget is exact. With a
     heartbeat, running trials hold their place: a worker that dies keeps it until the heartbeat
     fails its trial and queues the retry, so the others wait for that (``on_wait`` is told once)
-    instead of starting extra trials. Without one (journal files) running trials are not counted,
-    and concurrent workers may overshoot the budget by up to one trial each.
+    instead of starting extra trials. Without one (a storage opened without ``storage.open_storage``) running
+    trials are not counted, and concurrent workers may overshoot the budget by up to one trial each.
 
     Args:
         n_trials: at most this many trials from this call (a worker's share); None: until the budget.

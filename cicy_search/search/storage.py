@@ -1,9 +1,9 @@
 """Optuna storages: the local SQLite default, any RDB URL (PostgreSQL for clusters), journal files.
 
-RDB storages get a heartbeat: a trial whose worker died (kill -9, node lost) is failed after the
+Every storage gets a heartbeat: a trial whose worker died (kill -9, node lost) is failed after the
 grace period by whichever worker looks next, its MLflow run is closed as failed, and the trial is
-re-queued with the same parameters for another worker (``RetryStaleTrial``). Journal files have no
-heartbeat in Optuna 5: a dead worker's trial stays RUNNING there.
+re-queued with the same parameters for another worker (``RetryStaleTrial``). Optuna 5 has one for RDB
+storages; journal files get ``HeartbeatJournalStorage``'s (the time of each beat appended to the file).
 """
 
 from __future__ import annotations
@@ -160,6 +160,54 @@ def close_lost_run(tracking_uri: str | None, run_id: str, trial=None) -> bool:
         return False
 
 
+HEARTBEAT_ATTR = "cicy:heartbeat"  # a journal trial's last heartbeat (Unix time, the worker's clock)
+
+
+def _heartbeat_journal_class():
+    import optuna
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    class HeartbeatJournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
+        """A journal file with Optuna's heartbeat, which Optuna 5 gives only to RDB storages.
+
+        The running trial's heartbeat thread (Optuna's own, started by ``optimize``) appends the time every
+        ``heartbeat_interval`` seconds as the trial's system attribute ``cicy:heartbeat``; a RUNNING trial whose
+        last beat (or start, before its first) is more than ``grace_period`` seconds old is stale, and
+        ``optuna.storages.fail_stale_trials`` fails it and calls ``heartbeat_stale_trial_callback``. When two
+        workers fail one trial at once the journal keeps the first and the second is told
+        (``UpdateFinishedTrialError``), so the callback runs once. The times are the workers' clocks: keep the
+        hosts' clocks in step (NTP) to well within the grace period.
+        """
+
+        def __init__(self, backend, *, heartbeat_interval: int, grace_period: int, heartbeat_stale_trial_callback=None):
+            super().__init__(backend)
+            self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+            self.heartbeat_stale_trial_callback = heartbeat_stale_trial_callback
+
+        def record_heartbeat(self, trial_id: int) -> None:
+            try:
+                self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+            except optuna.exceptions.UpdateFinishedTrialError:  # it ended (or was taken for lost) meanwhile
+                pass
+
+        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+            now = time.time()
+            running = self.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            return [
+                t._trial_id
+                for t in running
+                if now - t.system_attrs.get(HEARTBEAT_ATTR, t.datetime_start.timestamp() if t.datetime_start else now) > self.grace_period
+            ]
+
+        def get_heartbeat_interval(self) -> int | None:
+            return self.heartbeat_interval
+
+        def get_heartbeat_stale_trial_callback(self):
+            return self.heartbeat_stale_trial_callback
+
+    return HeartbeatJournalStorage
+
+
 def open_storage(
     url: str | None = None,
     *,
@@ -170,22 +218,23 @@ def open_storage(
     """An Optuna storage for ``url`` (default: SQLite in ``mlruns/``), checked to answer.
 
     ``journal:PATH`` (or a path ending in ``.log``) is a journal file on a shared file system, for
-    clusters without a database. Database storages get the heartbeat of ``heartbeat_settings``; a
-    PostgreSQL server that does not answer within 10 s is reported as unreachable.
+    clusters without a database. Every storage gets the heartbeat of ``heartbeat_settings`` (a journal file
+    ``HeartbeatJournalStorage``'s); a PostgreSQL server that does not answer within 10 s is reported as unreachable.
     """
     import optuna
 
     url = url or default_url()
+    interval, grace = heartbeat_settings(heartbeat_interval, grace_period)
     if is_journal(url):
         from optuna.storages.journal import JournalFileBackend
 
         path = url.removeprefix("journal:")
         try:
-            return optuna.storages.JournalStorage(JournalFileBackend(path))
+            return _heartbeat_journal_class()(JournalFileBackend(path), heartbeat_interval=interval, grace_period=grace,
+                                              heartbeat_stale_trial_callback=RetryStaleTrial(tracking_uri=tracking_uri))  # fmt: skip
         except OSError as e:
             raise CicyError(f"Optuna journal storage {path}: {e.strerror or e}") from None
     check_url(url)
-    interval, grace = heartbeat_settings(heartbeat_interval, grace_period)
     given, url = url, with_driver(url)
     engine_kwargs = None
     if url.startswith("postgresql"):

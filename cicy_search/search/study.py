@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from optuna.storages._heartbeat import is_heartbeat_enabled  # Optuna's own test (RDB and our journal storages)
 
 from .. import tracking
 from ..errors import CicyError, NoStudy
 from .budget import Counts, count_finished, optimize_to_budget
-from .storage import LOST, BudgetLock, check_url, default_url, is_journal, open_storage, redact
+from .storage import LOST, BudgetLock, check_url, default_url, open_storage, redact
 from .studyfile import StudySpec, check_budget
 from ..tracking import links
 
@@ -231,7 +232,7 @@ def drive(
             objective,
             budget=budget,
             lock=lock,
-            heartbeat=not is_journal(storage),
+            heartbeat=is_heartbeat_enabled(study._storage),
             n_trials=n_trials,
             timeout=timeout,
             max_failures=budget,
