@@ -8,7 +8,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from bench.processes import free_port
 from cicy_search import data, tracking
+from cicy_search.errors import CicyError
 
 EXPERIMENT = "test-tracking"
 
@@ -247,3 +249,59 @@ def test_params_with_metrics_go_in_the_first_metric_batch_or_the_end(mlflow_clie
     assert got.info.status == ("FAILED" if outcome == "failed" else "FINISHED")
     # With the metric batch or the end's (2 requests: 150 params); a run that ends with nothing left writes no batch.
     assert requests == [["metrics", "params", "tags"] if outcome == "failed" else ["metrics", "params"], ["params"]]
+
+
+@pytest.mark.parametrize("slow_answers", [0, 1, 2])
+def test_a_busy_tracking_server_is_waited_for_and_a_silent_or_refusing_one_is_one_line(monkeypatch, slow_answers):
+    """``tracking.client``'s health check: health checks that time out are asked again (a busy server: 64 workers
+    starting at once), within a deadline; a server that never answers, or a closed port, is one line."""
+    import http.server
+    import socket
+    import threading
+
+    from cicy_search.tracking import _check_reachable
+
+    monkeypatch.setattr(tracking, "ANSWER_SECONDS", 0.5)
+    monkeypatch.setattr(tracking, "PATIENCE_SECONDS", 3.0)
+    asked = []
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            if len(asked) <= slow_answers:
+                time.sleep(1.0)  # past the client's 0.5 s: it gives up on this one and asks again
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _check_reachable(f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == ["/health"] * (slow_answers + 1)
+    if slow_answers:
+        return
+    # A port that accepts connections but never answers: asked until the deadline, then one line.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    start = time.monotonic()
+    try:
+        with pytest.raises(CicyError, match=r"^MLflow tracking server http://127\.0\.0\.1:\d+ is unreachable: no answer in 3 s$"):
+            _check_reachable(f"http://127.0.0.1:{silent.getsockname()[1]}")
+    finally:
+        silent.close()
+    assert 3.0 <= time.monotonic() - start < 10
+    # A closed port is not waited for.
+    port = free_port()
+    start = time.monotonic()
+    with pytest.raises(CicyError, match="is unreachable: .*[Cc]onnection refused"):
+        _check_reachable(f"http://127.0.0.1:{port}")
+    assert time.monotonic() - start < 2
+

@@ -46,16 +46,28 @@ def resolve_uri(uri: str | None = None) -> str:
     return f"sqlite:///{home / 'mlflow.db'}"
 
 
+#: A tracking server that does not answer its health check within ``ANSWER_SECONDS`` is asked again until
+#: ``PATIENCE_SECONDS`` have passed: a busy server (64 workers starting at once against a 4-worker ``mlflow server``
+#: took longer than 5 s, ``bench.scale``) is not a missing one. A refused connection or an unknown host fails at once.
+ANSWER_SECONDS, PATIENCE_SECONDS = 5.0, 60.0
+
+
 def _check_reachable(uri: str) -> None:
     if uri.startswith(("http://", "https://")):
         import urllib.error
         import urllib.request
 
-        try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise CicyError(f"MLflow tracking server {uri} is unreachable: {reason}") from None
+        deadline = time.monotonic() + PATIENCE_SECONDS
+        while True:
+            try:
+                urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=ANSWER_SECONDS).read()
+                return
+            except (urllib.error.URLError, OSError) as e:
+                reason = getattr(e, "reason", e)
+                if not isinstance(reason, TimeoutError):
+                    raise CicyError(f"MLflow tracking server {uri} is unreachable: {reason}") from None
+                if time.monotonic() >= deadline:
+                    raise CicyError(f"MLflow tracking server {uri} is unreachable: no answer in {PATIENCE_SECONDS:g} s") from None
     elif uri.startswith("sqlite:///"):
         folder = Path(uri[len("sqlite:///") :]).parent
         if not folder.is_dir():
