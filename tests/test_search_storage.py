@@ -40,6 +40,7 @@ def test_storage_kinds_and_clear_errors(tmp_path):
     journal = storages.open_storage(f"journal:{tmp_path / 'o.log'}", heartbeat_interval=4, grace_period=11)
     assert isinstance(journal, optuna.storages.JournalStorage) and (journal.heartbeat_interval, journal.grace_period) == (4, 11)
     assert isinstance(journal.heartbeat_stale_trial_callback, storages.RetryStaleTrial) and studies.is_heartbeat_enabled(journal)
+    assert type(storages.open_storage(f"journal:{tmp_path / 'p.log'}")) is type(journal)  # one class, however often opened
     assert storages.is_journal(f"{tmp_path}/x.log") and not storages.is_journal("sqlite:///x.db")
     with pytest.raises(CicyError, match="expected a database URL"):
         storages.open_storage("optuna.db")

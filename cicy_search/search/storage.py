@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -163,7 +164,9 @@ def close_lost_run(tracking_uri: str | None, run_id: str, trial=None) -> bool:
 HEARTBEAT_ATTR = "cicy:heartbeat"  # a journal trial's last heartbeat (Unix time, the worker's clock)
 
 
+@functools.lru_cache(maxsize=None)
 def _heartbeat_journal_class():
+    """``HeartbeatJournalStorage``, defined on first use (Optuna is imported only then); one class per process."""
     import optuna
     from optuna.storages._heartbeat import BaseHeartbeat
 
