@@ -64,7 +64,7 @@ def test_a_lost_trial_is_failed_retried_with_its_params_and_its_run_closed(stora
     study = optuna.create_study(study_name="lost", storage=storage)
     run = tracking.Run.start(mlflow_client, "lost-trials", run_name="trial-0")
     run.log_params(written)  # a run gets its params with its first metric batch: a trial may be lost before, or after
-    dead = dead_trial(study, run.run_id, config={"seed": 7, "model": {"depth": 3}})
+    dead = dead_trial(study, run.run_id, config={"seed": 7, "model": {"depth": 3}})  # no data section: no split sizes
     time.sleep(3.5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -85,6 +85,23 @@ def test_a_lost_trial_is_failed_retried_with_its_params_and_its_run_closed(stora
         optuna.storages.fail_stale_trials(study)
         optuna.storages.fail_stale_trials(other)
     assert len(study.get_trials(deepcopy=False)) == 2 and len(other.get_trials(deepcopy=False)) == 2
+
+
+@pytest.mark.parametrize("data_section", [{"limit": 200}, {"limit": 500, "train": 0.5, "val": 0.3, "test": 0.2}, {"stratify": True}])
+def test_a_lost_runs_params_include_the_split_sizes_a_finished_run_has(tmp_path, tracking_uri, mlflow_client, data_section):
+    from cicy_search.config import flatten, resolve
+    from cicy_search.training import prepare
+
+    config = resolve({"data": data_section})
+    prepared = prepare(config)
+    expected = {f"data.n_{k}": str(len(prepared.x[k])) for k in ("train", "val", "test")}  # what run_tracked logs
+    study = optuna.create_study(study_name="sizes", storage=storages.open_storage(f"sqlite:///{tmp_path / 'o.db'}"))
+    run = tracking.Run.start(mlflow_client, "lost-sizes", run_name="trial-0")
+    dead = dead_trial(study, run.run_id, config=config)
+    assert storages.close_lost_run(tracking_uri, run.run_id, dead)
+    params = mlflow_client.get_run(run.run_id).data.params
+    assert {k: params[k] for k in expected} == expected
+    assert set(params) == {*flatten(config), *expected, "trial.number"}
 
 
 @pytest.mark.parametrize("beats", [0, 1, 3])

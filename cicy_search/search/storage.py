@@ -140,7 +140,7 @@ def close_lost_run(tracking_uri: str | None, run_id: str, trial=None) -> bool:
     """End a RUNNING MLflow run whose worker is gone as FAILED with ``failure_reason``; True when closed.
 
     A run gets its params with its first metric batch: one lost before that gets them from the trial (``trial``:
-    its ``config`` and number), so that it still says what it trained.
+    its ``config``, the split sizes that config gives, and its number), so that it still says what it trained.
     """
     from .. import tracking
     from ..config import flatten
@@ -152,7 +152,8 @@ def close_lost_run(tracking_uri: str | None, run_id: str, trial=None) -> bool:
             return False
         run = tracking.Run(client, run_id)
         if trial is not None and "config" in trial.user_attrs:
-            params = {**flatten(trial.user_attrs["config"]), "trial.number": trial.number}
+            config = trial.user_attrs["config"]
+            params = {**flatten(config), **_split_sizes(config), "trial.number": trial.number}
             run.log_params({k: v for k, v in params.items() if k not in got.data.params}, with_metrics=True)
         run.end("FAILED", tags={"state": "failed", "failure_reason": LOST})
         return True
@@ -209,6 +210,18 @@ def _heartbeat_journal_class():
             return self.heartbeat_stale_trial_callback
 
     return HeartbeatJournalStorage
+
+
+def _split_sizes(config: dict) -> dict:
+    """The split sizes (``data.n_train``, ...) a finished trial's run has, from its config's ``data`` section; none
+    when they cannot be had here (a config without one, a list imported on another host)."""
+    from .. import data
+
+    try:
+        _, s = data.select(config["data"])
+    except Exception:
+        return {}
+    return {f"data.n_{k}": len(getattr(s, k)) for k in ("train", "val", "test")}
 
 
 def open_storage(
