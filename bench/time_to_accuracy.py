@@ -14,7 +14,7 @@ The preparation (loading, canonical form, invariants) is timed apart, cold (``pr
 remembered, an empty invariants cache) and again with the disk cache the first filled (``prepare_cached_seconds``:
 what every later run or study worker pays); ``speedup_with_prepare*`` add each to both recipes' times.
 
-    python -m bench.time_to_accuracy [--thresholds 0.8,0.9,0.93,0.99] [--budget-literature 1200] [--budget-project 600] [--project koszul_linear]
+    python -m bench.time_to_accuracy [--thresholds 0.8,0.9,0.93,0.99] [--budget-literature 1200] [--budget-project 600] [--project koszul_linear] [--limit N]
 
 Thresholds one recipe never reached within its budget are reported as lower bounds of the ratio.
 """
@@ -50,9 +50,9 @@ class Budget(EpochCallback):
             self.model.stop_training = True
 
 
-def recipe(name: str, epochs: int) -> dict:
+def recipe(name: str, epochs: int, limit: int | None = None) -> dict:
     config = load_config(name)
-    config["data"] = {**config["data"], "targets": ["h11"], "physics": False}  # h11 is what both learn
+    config["data"] = {**config["data"], "targets": ["h11"], "physics": False, **({"limit": limit} if limit else {})}  # h11: what both learn
     config["train"] = {**config["train"], "epochs": epochs, "early_stopping": 0}
     if config["train"]["lr_schedule"] == "cosine":
         config["train"]["lr_schedule"] = "none"  # a schedule tied to a fixed epoch count would favour it
@@ -109,14 +109,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--budget-literature", type=float, default=1200.0, help="seconds")
     parser.add_argument("--budget-project", type=float, default=600.0, help="seconds")
     parser.add_argument("--project", default="koszul_linear", help="the project's recipe: a shipped config")
+    parser.add_argument("--limit", type=int, default=None, help="a random slice of this many manifolds (a quick check; not the figure)")
     parser.add_argument("--out", default=str(RESULTS / "time_to_accuracy.json"))
     args = parser.parse_args(argv)
     thresholds = [float(t) for t in args.thresholds.split(",")]
     runs = {
-        "literature": (recipe("inception", 1000), args.budget_literature),
-        "project": (recipe(args.project, 1000), args.budget_project),
+        "literature": (recipe("inception", 1000, args.limit), args.budget_literature),
+        "project": (recipe(args.project, 1000, args.limit), args.budget_project),
     }
-    out: dict = {"thresholds": thresholds, "load_before": os.getloadavg(), "recipes": {}}
+    out: dict = {"thresholds": thresholds, "limit": args.limit, "load_before": os.getloadavg(), "recipes": {}}
     for name, (config, budget) in runs.items():
         print(f"{name}: {config['model']['family']}, budget {budget:.0f} s", flush=True)
         prepared, prepare_seconds = timed_prepare(config)

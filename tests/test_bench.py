@@ -228,3 +228,26 @@ def test_cpu_meter_counts_a_group_with_its_live_descendants_and_alone_without():
     assert 0.3 <= used["alone"] < 0.6 + 0.3
     assert used["family"] - used["alone"] >= 0.6 - 0.05  # the child's CPU, counted with its parent's family only
     assert used["machine_busy"] >= used["family"] - 0.1 and used["machine_steal"] >= 0
+
+
+def test_time_to_accuracy_stops_each_recipe_at_its_budget_and_derives_the_speedups_from_the_curves(tmp_path):
+    """bench.time_to_accuracy on a 300-manifold slice with budgets of a second: each recipe trains until its first
+    epoch ends past the budget, its curve and first reaches are recorded, and the speedups follow from them."""
+    from bench import time_to_accuracy as tta
+
+    out = tmp_path / "tta.json"
+    result = tta.main(["--thresholds", "0.05,0.999", "--budget-literature", "0.5", "--budget-project", "0.5", "--limit", "300", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result)) and result["limit"] == 300
+    for name, config in (("literature", "inception"), ("project", "koszul_linear")):
+        r = result["recipes"][name]
+        assert r["config"] == config and len(r["curve"]) == 1 and r["curve"][0][0] >= 0.5  # one epoch: already past the budget
+        assert r["prepare_seconds"] >= 0 and r["prepare_cached_seconds"] >= 0
+        for t in ("0.05", "0.999"):
+            assert r["reached"][t] == tta.first_reach([tuple(c) for c in r["curve"]], float(t))
+    assert result["speedup"] == tta.speedups(result["recipes"], [0.05, 0.999], 0.5)
+    # The ratio's rules on curves made up for it: both reached, only the project (a lower bound), neither.
+    recipes = {"literature": {"reached": {"0.5": {"seconds": 30.0, "epochs": 3}, "0.9": None, "0.99": None}, "prep": 4.0},
+               "project": {"reached": {"0.5": {"seconds": 3.0, "epochs": 1}, "0.9": {"seconds": 5.0, "epochs": 2}, "0.99": None}, "prep": 1.0}}
+    assert tta.speedups(recipes, [0.5, 0.9, 0.99], 100.0) == {"0.5": {"speedup": 10.0}, "0.9": {"speedup_at_least": 20.0}, "0.99": None}
+    assert tta.speedups(recipes, [0.5, 0.9], 100.0, "prep") == {"0.5": {"speedup": 8.5}, "0.9": {"speedup_at_least": 17.3}}
+    assert tta.first_reach([(1.0, 0.2), (2.0, 0.6), (3.0, 0.7)], 0.6) == {"seconds": 2.0, "epochs": 2}
