@@ -251,3 +251,13 @@ def test_time_to_accuracy_stops_each_recipe_at_its_budget_and_derives_the_speedu
     assert tta.speedups(recipes, [0.5, 0.9, 0.99], 100.0) == {"0.5": {"speedup": 10.0}, "0.9": {"speedup_at_least": 20.0}, "0.99": None}
     assert tta.speedups(recipes, [0.5, 0.9], 100.0, "prep") == {"0.5": {"speedup": 8.5}, "0.9": {"speedup_at_least": 17.3}}
     assert tta.first_reach([(1.0, 0.2), (2.0, 0.6), (3.0, 0.7)], 0.6) == {"seconds": 2.0, "epochs": 2}
+
+
+@pytest.mark.parametrize("trials", [10, 300])
+def test_heartbeat_bench_times_the_journal_heartbeats_operations_on_a_study_of_that_size(tmp_path, trials):
+    from bench import heartbeat
+
+    out = tmp_path / "heartbeat.json"
+    result = heartbeat.main(["--trials", str(trials), "--repeat", "5", "--out", str(out)])
+    assert json.loads(out.read_text()) == result and result["trials"] == trials and result["repeat"] == 5
+    assert all(result[k] > 0 for k in ("fail_stale_trials_ms", "record_heartbeat_ms", "get_all_trials_ms"))
