@@ -184,10 +184,9 @@ class Timers:
         self._local = threading.local()
         self._lock = threading.Lock()
 
-    def wrap(self, owner, name: str, category: str) -> None:
-        fn = getattr(owner, name)
+    def timed(self, fn, category: str, method: str | None = None):
+        """``fn`` timed into ``category`` (exclusive of the timed calls it makes) and, given, into ``method``."""
         timers = self
-        method = f"{category} {getattr(owner, '__name__', owner)}.{name}"
 
         @functools.wraps(fn)
         def timed(*args, **kwargs):
@@ -206,26 +205,19 @@ class Timers:
                 with timers._lock:
                     timers.totals[key] = timers.totals.get(key, 0.0) + elapsed - nested
                     timers.calls[key] = timers.calls.get(key, 0) + 1
-                    entry = timers.methods.setdefault(f"{method} {kind}", [0.0, 0])
-                    entry[0] += elapsed - nested
-                    entry[1] += 1
+                    if method is not None:
+                        entry = timers.methods.setdefault(f"{method} {kind}", [0.0, 0])
+                        entry[0] += elapsed - nested
+                        entry[1] += 1
 
-        setattr(owner, name, timed)
+        return timed
+
+    def wrap(self, owner, name: str, category: str) -> None:
+        setattr(owner, name, self.timed(getattr(owner, name), category, f"{category} {getattr(owner, '__name__', owner)}.{name}"))
 
     def wait(self, future, category: str = "upload_wait"):
         """``future.result()``, its wait counted under ``category`` (the trial's thread waiting for the uploader)."""
-        t0 = time.perf_counter()
-        try:
-            return future.result()
-        finally:
-            elapsed = time.perf_counter() - t0
-            stack = self._local.__dict__.get("stack")
-            if stack:
-                stack[-1] += elapsed
-            kind = "trial" if threading.current_thread() is threading.main_thread() else "bg"
-            with self._lock:
-                self.totals[f"{category}_{kind}"] = self.totals.get(f"{category}_{kind}", 0.0) + elapsed
-                self.calls[f"{category}_{kind}"] = self.calls.get(f"{category}_{kind}", 0) + 1
+        return self.timed(future.result, category)()
 
     def snapshot(self) -> dict[str, float]:
         """Seconds per category, and calls (``<category>_calls``)."""
