@@ -124,9 +124,10 @@ def main(argv: list[str] | None = None) -> dict:
         start = time.perf_counter()
         cb = Budget(start, budget, max(thresholds))
         fit(config, prepared, callbacks=[cb])
+        curve = [[round(s, 2), a] for s, a in cb.curve]  # the first reaches are read off the curve as recorded
         out["recipes"][name] = {
-            "config": config["name"], "budget_seconds": budget, **prepare_seconds, "curve": [[round(s, 2), a] for s, a in cb.curve],
-            "reached": {str(t): first_reach(cb.curve, t) for t in thresholds},
+            "config": config["name"], "budget_seconds": budget, **prepare_seconds, "curve": curve,
+            "reached": {str(t): first_reach(curve, t) for t in thresholds},
         }
     out["speedup"] = speedups(out["recipes"], thresholds, args.budget_literature)
     for key in ("prepare_seconds", "prepare_cached_seconds"):  # each recipe's preparation added to its time
