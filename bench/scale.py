@@ -8,7 +8,7 @@ server`` on it, and stops both on exit and on Ctrl-C. Workers are processes runn
 (``study.drive``: the budget loop, heartbeats, the study's summary run, the background MLflow uploader)
 with an objective whose training is a sleep: the trial's params are sampled by the study's sampler, every
 epoch reports its value to the pruner and logs its metrics, and each trial has its MLflow run, params,
-artifacts (config and model summary) and final status. No worker imports TensorFlow (each reports it).
+config (its description) and final status. No worker imports TensorFlow (each reports it).
 
 1. Throughput: N workers (1 to 64) with trials of T seconds run ``--trials-each`` trials each on a fresh
    study; ``efficiency`` is the busy fraction, slept seconds / (N x wall time from the job's start to its
@@ -67,15 +67,20 @@ RECENT = 1000  # n_recent_trials of the bounded TPE ("after")
 # for at every check, then all trials read); TPE's history (all trials, or the last RECENT); whether the median
 # pruner's reads of the complete trials are cached per trial (history.CachedReads); whether the study's summary
 # writes to the parent run are coalesced (summary.StudySummary.coalesce) or one per trial; a trial's MLflow
-# requests ("few": params with the first metric batch, no model summary without a model, no read-back of each ended
-# run to print its address; "more": as before those three cuts).
+# requests ("fewest": the config as the run's description, set with its creation, instead of a config.yaml upload,
+# metric batches and the study's summary writes at most every tracking.FLUSH_SECONDS; "few": as before those cuts,
+# the config uploaded, metric batches every 5 s and a summary write after each trial; "more": as "few" but without
+# its three cuts: the params sent apart from the first metric batch, a model summary without a model, each ended run
+# read back to print its address).
 STORAGES = ("postgresql", "journal")  # the studies' Optuna storage (--storage): the bench's PostgreSQL, a journal file
 VARIANTS = {
     "before": {"lock": False, "count": "read", "recent": None, "pruner_cache": False, "coalesce": False, "requests": "more"},
-    "after": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "few"},
-    "lock": {"lock": True, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "few"},
+    "after": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "fewest"},
+    "lock": {"lock": True, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "fewest"},
     "requests": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "more"},
+    "few": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "few"},
 }
+EARLIER_FLUSH_SECONDS = 5.0  # metric batches before "fewest" (the study's summary was written after each trial)
 
 
 # ----------------------------------------------------------------------------------------------- services
@@ -257,13 +262,13 @@ class SleepObjective:
     """``objective.Objective`` with training replaced by a sleep of ``seconds`` (in ``epochs`` steps).
 
     The trial does what a real one does to the services: samples the study's space, stores its seed and
-    config, opens its MLflow run (nested under the study's run, params, the trial link) through the
-    uploader, reports each epoch to the pruner and logs its metrics (the params with the first batch, as
-    ``tracking.runner.run_tracked`` does) and its config as an artifact, then its final metrics and its end (a
-    simulated trial keeps no model). Its value is a smooth function of the parameters.
+    config, opens its MLflow run (nested under the study's run, its config as the description, params, the trial
+    link) through the uploader, reports each epoch to the pruner and logs its metrics (the params with the first
+    batch, as ``tracking.runner.run_tracked`` does), then its final metrics and its end (a simulated trial keeps
+    no model). Its value is a smooth function of the parameters.
     """
 
-    def __init__(self, spec, client, parent_run_id: str, *, seconds: float, epochs: int, timers: Timers, worker: str, requests: str = "few"):
+    def __init__(self, spec, client, parent_run_id: str, *, seconds: float, epochs: int, timers: Timers, worker: str, requests: str = "fewest"):
         from cicy_search import tracking
 
         self.spec, self.client, self.parent_run_id, self.requests = spec, client, parent_run_id, requests
@@ -308,12 +313,15 @@ class SleepObjective:
         settled = self.uploader.submit(lambda: None)
         tags = {"study": spec.name, "trial": str(trial.number), "sampler": spec.sampler["name"],
                 "pruner": spec.pruner["name"], "worker": self.worker, "simulated": "sleep"}  # fmt: skip
-        run = tracking.Run.start(self.client, spec.name, run_name=f"trial-{trial.number}", tags=tags,
+        fewest, more = self.requests == "fewest", self.requests == "more"
+        run = tracking.Run.start(self.client, spec.name, run_name=f"trial-{trial.number}",
+                                 tags={**tags, **(tracking.config_note(config) if fewest else {})},
                                  parent_run_id=self.parent_run_id, uploader=self.uploader)  # fmt: skip
-        few = self.requests == "few"
-        run.log_params({**flatten(config), "trial.number": trial.number}, with_metrics=few)
+        run.log_params({**flatten(config), "trial.number": trial.number}, with_metrics=not more)
         linked = run.later(lambda: trial.set_user_attr("mlflow_run_id", run.run_id), "link")
-        run.log_artifacts({"config.yaml": tracking.config_yaml(config)})
+        if not fewest:
+            run.log_artifacts({"config.yaml": tracking.config_yaml(config)})
+        flush = tracking.FLUSH_SECONDS if fewest else EARLIER_FLUSH_SECONDS
         quality = self.quality(trial)
         prune = spec.pruner["name"] != "none" and len(spec.objectives) == 1
         value = 0.0
@@ -324,7 +332,7 @@ class SleepObjective:
                 self.timers.wait(settled)
             value = quality * (1 - math.exp(-(epoch + 1) / 3))
             run.log_metrics({"epoch_loss": 1 - value, "epoch_accuracy": value, "epoch_val_loss": 1.1 - value,
-                             "epoch_val_accuracy": value}, step=epoch, flush_after=tracking.METRIC_FLUSH_SECONDS)  # fmt: skip
+                             "epoch_val_accuracy": value}, step=epoch, flush_after=flush)  # fmt: skip
             if prune:
                 trial.report(value, epoch)
                 if trial.should_prune():
@@ -333,7 +341,7 @@ class SleepObjective:
                     raise optuna.TrialPruned()
         self.timers.wait(linked)
         run.log_metrics({"val_accuracy": value, "train_seconds": self.seconds, "epochs_run": self.epochs}, step=self.epochs, flush_after=math.inf)
-        if not few:  # the model summary every trial wrote, as its own upload
+        if more:  # the model summary every trial wrote, as its own upload
             run.log_artifacts({"model_summary.txt": f"simulated: {values}\n"})
         run.end("FINISHED", tags={"state": "complete"})
         return value if len(spec.objectives) == 1 else [value] * len(spec.objectives)
@@ -391,6 +399,7 @@ def worker_main() -> None:
     budget_counts = {"sql": budget.counts, "read": counts_before}
     base = load(STUDY_FILE)
     storages: dict[str, object] = {}
+    flush_seconds = tracking.FLUSH_SECONDS
     index = int(os.environ.get("CICY_WORKER_INDEX", "0"))
     print(json.dumps({"ready": True, "tensorflow": "tensorflow" in sys.modules, "keras": "keras" in sys.modules}), file=answer, flush=True)
     for line in sys.stdin:
@@ -400,8 +409,10 @@ def worker_main() -> None:
         spec = dataclasses.replace(base, name=job["study"], raw=raw, pruner=job.get("pruner", base.pruner), sampler=sampler)
         budget.counts = budget_counts[job.get("count", "sql")]
         StudySummary.coalesce = job.get("coalesce", True)
+        # Before "fewest" the summary was written after each trial (coalesced only while a write was queued).
+        tracking.FLUSH_SECONDS = flush_seconds if job.get("requests", "fewest") == "fewest" else 0.0
         # "more": MLflow reads back each run set_terminated ends, to print its address (tracking.client turns it off)
-        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true" if job.get("requests", "few") == "few" else "false"
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "false" if job.get("requests", "fewest") == "more" else "true"
         ran, loaded, caught_up, objective, error = 0, 0.0, 0.0, None, None
         methods_before = timers.method_snapshot()
         try:
@@ -421,7 +432,7 @@ def worker_main() -> None:
             client = tracking.client(job["tracking_uri"])
             worker = f"{socket.gethostname()}:{os.getpid()}"
             objective = SleepObjective(spec, client, study.user_attrs["mlflow_parent_run_id"], seconds=job["seconds"],
-                                       epochs=job["epochs"], timers=timers, worker=worker, requests=job.get("requests", "few"))  # fmt: skip
+                                       epochs=job["epochs"], timers=timers, worker=worker, requests=job.get("requests", "fewest"))  # fmt: skip
             ran = studies.drive(study, spec, objective, storage=job["storage"], budget=int(study.user_attrs["budget"]),
                                 worker=index, worker_id=worker, report=False, budget_lock=job["lock"])  # fmt: skip
         except Exception as e:  # reported to the bench
@@ -771,8 +782,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--grow", type=int, nargs="*", default=[0, 1000, 2500, 5000, 10000], help="study sizes the growth is measured at")
     parser.add_argument("--grow-workers", type=int, default=4, help="workers of the growth measurements (few: latency, not saturation)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["before", "after"],
-                        help="what each job is measured with (see VARIANTS): before and after the fixes, the old lock, "
-                             "'requests': after but with a trial's MLflow requests as before the last cuts")
+                        help="what each job is measured with (see VARIANTS): before and after the fixes, the old lock; "
+                             "after but with a trial's MLflow requests as before the last cuts ('few') or the ones "
+                             "before ('requests')")
     parser.add_argument("--storage", nargs="+", choices=list(STORAGES), default=["postgresql"],
                         help="the studies' Optuna storage: the bench's PostgreSQL, or a journal file in its folder (the "
                              "mlflow server stays on PostgreSQL); with both, every job runs on each in the same run")

@@ -185,6 +185,9 @@ def measure(args, timed_fit, fitting: dict, tracking_uri: str, meter=None) -> di
     for s in (study, search):
         studies.reseed(s, spec)
     summary = StudySummary(study, client, budget=budget, uploader=uploader)
+    # Every tracked trial writes the study's summary at once, so that the write is counted in its own arm (a study
+    # of back-to-back trials writes it at most every tracking.FLUSH_SECONDS for all of them: an upper bound).
+    summary.coalesce = False
     summary.start()
     reporter = studies.reporter(None, spec, budget)
 

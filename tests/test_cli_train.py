@@ -4,6 +4,7 @@ import numpy as np
 import yaml
 
 from cicy_search import bundle, data
+from cicy_search.config import load_config
 
 from .conftest import run_cli
 
@@ -46,7 +47,12 @@ def test_train_logs_exactly_one_complete_run(tmp_path, mlflow_client, tracking_u
     metrics = evaluate(loaded.model, prepare(loaded.config), "classification")
     assert np.isclose(metrics["test_accuracy"], m["test_accuracy"])
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "model_summary.txt", "model"} <= artifacts
+    assert artifacts == {"model_summary.txt", "model"}
+    # The config is the run's description; saved as a file, it trains the same run again.
+    note = t["mlflow.note.content"]
+    assert "`cicy-search train config.yaml`" in note
+    (tmp_path / "config.yaml").write_text(note.split("```yaml\n", 1)[1].rsplit("```", 1)[0])
+    assert load_config(str(tmp_path / "config.yaml")) == loaded.config
     assert not any(a.endswith(".html") for a in artifacts)  # MLflow charts the epoch_* curves itself; nothing online
     summary = mlflow_client.download_artifacts(run.info.run_id, "model_summary.txt", str(tmp_path))
     assert "58,643" in open(summary).read()

@@ -60,10 +60,12 @@ def test_the_parent_run_summarises_the_study(tmp_path, tracking_uri, mlflow_clie
         assert not any(k.startswith("test_") for k in run.data.metrics), sorted(run.data.metrics)
         assert {i.dataset.digest for i in run.inputs.dataset_inputs} == {i.dataset.digest for i in parent.inputs.dataset_inputs}
         assert "system/cpu_utilization_percentage" in run.data.metrics
-        # The config on every trial; the model and its summary only with a model kept (the best so far when it ended).
+        # The config on every trial (its description); the model and its summary only with a model kept (the best
+        # so far when it ended).
+        assert yaml.safe_load(run.data.tags["mlflow.note.content"].split("```yaml\n")[1].split("```")[0]) == t.user_attrs["config"]
         artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
         kept = run.data.tags.get("model_logged") == "true"
-        assert artifacts == ({"config.yaml", "model_summary.txt", "model"} if kept else {"config.yaml"})
+        assert artifacts == ({"model_summary.txt", "model"} if kept else set())
     assert mlflow_client.get_run(study.best_trial.user_attrs["mlflow_run_id"]).data.tags["model_logged"] == "true"
 
 
@@ -140,7 +142,7 @@ def test_on_a_tracking_server_the_addresses_are_the_servers(tmp_path, capsys):
         assert {a.path for a in client.list_artifacts(parent.info.run_id, "study_report")} >= {"study_report/study-served.html"}
         assert json.loads(next(iter(parent.inputs.dataset_inputs)).dataset.profile)["limit"] == 400
         # The best trial's own artifacts (its model too), written straight to the server's artifact store.
-        assert {a.path for a in client.list_artifacts(study.best_trial.user_attrs["mlflow_run_id"])} == {"config.yaml", "model_summary.txt", "model"}
+        assert {a.path for a in client.list_artifacts(study.best_trial.user_attrs["mlflow_run_id"])} == {"model_summary.txt", "model"}
     finally:
         server.stop()
 
@@ -175,3 +177,55 @@ def test_trials_finishing_while_a_summary_write_is_queued_join_it(tmp_path, trac
     values = [t.value for t in study.trials]
     assert history(mlflow_client, parent_id, "trial_val_accuracy") == list(enumerate(values))
     assert history(mlflow_client, parent_id, "best_val_accuracy") == [(i, max(values[: i + 1])) for i in range(6)]
+
+
+def test_a_process_writes_the_summary_at_once_then_at_most_every_flush_period(tmp_path, tracking_uri, mlflow_client, monkeypatch):
+    """The first trial's point at once; trials within ``tracking.FLUSH_SECONDS`` of a write wait for one timed write;
+    ``finish`` writes what is still waiting. Every point is written exactly once, at its trial's step."""
+    import time
+
+    from cicy_search import tracking
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = studies.create(study_spec("throttled"), storage=storage, tracking_uri=tracking_uri)
+    parent_id = study.user_attrs["mlflow_parent_run_id"]
+    mlflow_client.update_run(parent_id, status="RUNNING")
+    writes = []
+    log_batch = mlflow_client.log_batch
+
+    def counted(run_id, **kw):
+        if kw.get("metrics"):  # the history points (finish's tags come without)
+            writes.append((time.monotonic(), sorted({m.step for m in kw["metrics"]})))
+        return log_batch(run_id, **kw)
+
+    monkeypatch.setattr(mlflow_client, "log_batch", counted)
+    monkeypatch.setattr(tracking, "FLUSH_SECONDS", 1.5)
+    uploader = tracking.uploader()
+    keeper = summary.StudySummary(study, mlflow_client, budget=5, uploader=uploader)
+
+    def finish_trial():
+        trial = study.ask()
+        study.tell(trial, trial.number / 10)
+        keeper.after_trial(study, study.trials[trial.number])
+
+    finish_trial()
+    assert uploader.flush(30) == [] and [steps for _, steps in writes] == [[0]]
+    finish_trial()
+    finish_trial()
+    assert uploader.flush(30) == [] and len(writes) == 1  # within the period: waiting
+    deadline = time.monotonic() + 10
+    while len(writes) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [steps for _, steps in writes] == [[0], [1, 2]] and writes[1][0] - writes[0][0] >= 1.4
+    uploader.flush(30)
+    finish_trial()
+    finish_trial()
+    assert uploader.flush(30) == [] and len(writes) == 2
+    assert keeper.finish() == []  # the last trials' points now, not a period later
+    assert [steps for _, steps in writes] == [[0], [1, 2], [3, 4]]
+    time.sleep(1.6)
+    assert len(writes) == 3  # the timer was cancelled
+    values = [t.value for t in study.trials]
+    assert history(mlflow_client, parent_id, "trial_val_accuracy") == list(enumerate(values))
+    assert history(mlflow_client, parent_id, "best_val_accuracy") == [(i, max(values[: i + 1])) for i in range(5)]
+    assert mlflow_client.get_run(parent_id).info.status == "FINISHED"

@@ -126,9 +126,11 @@ def fast_sqlite_commits() -> None:
                 pass
 
 
-#: A trial's per-epoch metrics are written in batches this often: while a long trial trains, not all at its end;
-#: a short one's (the quickstart's 3 s) in one batch with its end.
-METRIC_FLUSH_SECONDS = 5.0
+#: MLflow writes that can wait are batched this often: a run's per-epoch metrics (while a long trial trains, not
+#: all at its end; a short one's, the quickstart's 3 s, in one batch with its end) and a process's updates of the
+#: study's summary run. Every request costs the tracking server 13-40 ms of CPU whatever it carries (an
+#: ``mlflow server`` on PostgreSQL, ``bench.scale``), so with many workers the requests, not the values, are the load.
+FLUSH_SECONDS = 15.0
 
 _experiment_ids: dict[tuple[str, str], str] = {}  # (tracking URI, name) -> id, for the runs this process starts
 
@@ -630,3 +632,20 @@ def run_url(ui: str, experiment_id: str, run_id: str) -> str:
 
 def config_yaml(config: dict) -> str:
     return yaml.safe_dump(config, sort_keys=False)
+
+
+#: The tag MLflow shows as a run's description.
+NOTE = "mlflow.note.content"
+
+
+def config_note(config: dict) -> dict[str, str]:
+    """A run's config as its description (the ``mlflow.note.content`` tag, shown on the run's page), to be set
+    when the run is created: no request of its own. Empty when it is longer than MLflow allows a tag (8,000
+    characters); ``config.yaml`` is then logged as an artifact instead (``tracking.runner.run_tracked``)."""
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+    note = (
+        "Config of this run: to train it again, save it as `config.yaml` and run `cicy-search train config.yaml`.\n\n"
+        f"```yaml\n{config_yaml(config)}```\n"
+    )
+    return {NOTE: note} if len(note) <= MAX_TAG_VAL_LENGTH else {}

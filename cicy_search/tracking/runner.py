@@ -97,7 +97,7 @@ def run_tracked(
         log_model: log the trained model, or a predicate deciding it from the result (best trial so far).
         log_test: log the test split's scores (``test_*``); study trials do not, so nothing can select on them.
         on_start: called with the run id once the run exists (a trial links to it); its params are written with
-            its first metric batch (``tracking.METRIC_FLUSH_SECONDS`` into training) or its end, one request fewer.
+            its first metric batch (``tracking.FLUSH_SECONDS`` into training) or its end, one request fewer.
         uploader: make every MLflow write in its background thread (study trials): the run is created,
             filled and closed there while training goes on; this returns once ``on_start`` has run, and
             the artifacts and the run's end are written after that (``Uploader.flush`` waits for them).
@@ -108,11 +108,12 @@ def run_tracked(
     """
     prepared = prepared or prepare(config)
     d = config["data"]
+    note = tracking.config_note(config)  # the config as the run's description, with its creation
     run = tracking.Run.start(
         mlflow_client,
         experiment,
         run_name=run_name or config["name"],
-        tags={**tracking.context_tags(d["dataset"], prepared.dataset.hash), **(tags or {})},
+        tags={**tracking.context_tags(d["dataset"], prepared.dataset.hash), **note, **(tags or {})},
         parent_run_id=parent_run_id,
         uploader=uploader,
     )
@@ -126,13 +127,14 @@ def run_tracked(
             if parent_inputs and parent_run_id:
                 tracking.Run(mlflow_client, parent_run_id, uploader=uploader).log_inputs(inputs)
             linked = run.later(lambda: on_start(run.run_id), "link") if on_start else None
-            run.log_artifacts(lambda: {"config.yaml": tracking.config_yaml(config)})  # while it trains, not after
+            if not note:  # too long for a description
+                run.log_artifacts(lambda: {"config.yaml": tracking.config_yaml(config)})  # while it trains, not after
             if tracking.system_metrics_enabled():
                 monitor = tracking.SystemMetrics(run)
             epoch_logger = EpochCallback(
                 lambda epoch, logs: run.log_metrics(
                     {f"epoch_{k}": v for k, v in logs.items() if log_test or not k.startswith("test_")},
-                    step=epoch, flush_after=tracking.METRIC_FLUSH_SECONDS,
+                    step=epoch, flush_after=tracking.FLUSH_SECONDS,
                 )
             )
             result = fit(
@@ -160,7 +162,8 @@ def run_tracked(
 
 def _log_model(run: tracking.Run, result: TrainResult, log_model: bool | Callable[[TrainResult], bool]) -> None:
     """After training, when ``log_model`` says so: the model folder and its summary (``model_summary.txt``), in one
-    upload; with an uploader this runs in its thread. A run without its model keeps ``config.yaml`` and ``n_params``.
+    upload; with an uploader this runs in its thread. A run without its model keeps its config (its description) and
+    ``n_params``.
 
     No learning-curve figure: MLflow charts the ``epoch_*`` metrics itself, and ``report compare`` draws
     them side by side offline.

@@ -3,7 +3,8 @@
 ``study create`` makes the run (status SCHEDULED until a process works on the study). Every ``study run``
 and every worker then keeps it current, through the background uploader (off the training thread):
 
-- after each trial it finishes, metrics at step = trial number, which MLflow charts as the optimisation
+- after the trials it finishes (at once after the first, then at most every ``tracking.FLUSH_SECONDS``, and
+  at its end; each write takes every trial finished since the last one), metrics at step = trial number, which MLflow charts as the optimisation
   history: ``trial_<metric>`` (the trial's objective values, complete trials only), ``best_<metric>``
   (the best value of the complete trials numbered up to it; per objective for several) and the study's
   ``trials_complete``, ``trials_pruned``, ``trials_failed``; with several objectives ``pareto_front_size``;
@@ -18,6 +19,7 @@ and every worker then keeps it current, through the background uploader (off the
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import threading
 import time
@@ -141,6 +143,9 @@ class StudySummary:
         self._experiment: str | None = None
         self._pending: list[int] = []  # trials whose summary is queued and not yet written
         self._pending_lock = threading.Lock()
+        self._queued = False  # a write is queued or timed: trials finishing now join it
+        self._last_write = -math.inf  # time.monotonic() of the last write
+        self._timer: threading.Timer | None = None
 
     def _link(self, run_id: str) -> str:
         """A link to a run of the study: absolute on a tracking server, else relative to the UI page."""
@@ -154,23 +159,42 @@ class StudySummary:
         """Mark the parent run RUNNING (it is SCHEDULED after ``study create``, ended after an earlier run)."""
         self.run.later(lambda: self.client.update_run(self.run.run_id, status="RUNNING"), "status RUNNING")
 
-    #: Trials that finish while this process's summary write is still queued join it: one write for all.
-    #: Every worker writes to the one parent run, and the tracking store locks the run's rows for each
-    #: write, so at saturation those writes queue behind each other (``bench.scale``; False there: before).
+    #: Trials that finish while this process's summary write is queued, or within ``tracking.FLUSH_SECONDS`` of
+    #: its last write, join one write. Every worker writes to the one parent run, each write costs the tracking
+    #: server a request (``bench.scale``), and the tracking store locks the run's rows for each, so at
+    #: saturation those writes queue behind each other. False: one write per trial, at once (``bench.scale``'s
+    #: earlier variants).
     coalesce = True
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Optuna callback: queue the summary of the study as it stands after ``trial``."""
+        """Optuna callback: queue the summary of the study as it stands after ``trial`` (or join a queued one)."""
         with self._pending_lock:
             self._pending.append(trial.number)
-            if self.coalesce and len(self._pending) > 1:
-                return  # the queued write takes this trial too
-        self.run.later(self._write_pending, f"summary after trial {trial.number}")
+            if self.coalesce:
+                if self._queued:
+                    return  # the queued or timed write takes this trial too
+                self._queued = True
+                wait = self._last_write + tracking.FLUSH_SECONDS - time.monotonic()
+                if wait > 0:
+                    self._timer = threading.Timer(wait, self._queue_write)
+                    self._timer.daemon = True
+                    self._timer.start()
+                    return
+        self._queue_write()
+
+    def _queue_write(self) -> None:
+        self.run.later(self._write_pending, "study summary")
+
+    def _take_pending(self, every: bool = True) -> list[int]:
+        with self._pending_lock:
+            numbers = self._pending if every else self._pending[:1]
+            self._pending = [] if every else self._pending[1:]
+            self._queued = False
+            self._last_write = time.monotonic()
+        return numbers
 
     def _write_pending(self) -> None:
-        with self._pending_lock:
-            numbers = self._pending if self.coalesce else self._pending[:1]
-            self._pending = [] if self.coalesce else self._pending[1:]
+        numbers = self._take_pending(self.coalesce)
         if numbers:
             self._update(*numbers)
 
@@ -189,7 +213,7 @@ class StudySummary:
 
     def _tags(self, trials: list[FrozenTrial]) -> dict[str, str]:
         top = best(trials, self.directions)
-        tags = {"mlflow.note.content": note(self.study.study_name, trials, self.names, self.directions, self.budget, self._link)}
+        tags = {tracking.NOTE: note(self.study.study_name, trials, self.names, self.directions, self.budget, self._link)}
         if len(self.directions) > 1:
             tags["pareto_front"] = ",".join(str(t.number) for t in top)
         elif top:
@@ -205,12 +229,17 @@ class StudySummary:
         point is written here; and no report. Never raises: what failed is printed as ``warning:`` lines (or
         logged) and returned.
         """
+        if self._timer is not None:
+            self._timer.cancel()  # its trials are written below
         errors = self.uploader.flush() if self.uploader is not None else []
         sync = tracking.Run(self.client, self.run.run_id)
         try:
             trials = self.study.get_trials(deepcopy=False)
+            numbers = set(self._take_pending())
             if trials and interrupted:
-                self._update(max(t.number for t in trials))
+                numbers.add(max(t.number for t in trials))
+            if numbers:
+                self._update(*sorted(numbers))
             if report is not None and not interrupted:
                 errors += self._report(report, console)
             finished = sum(t.state in FINISHED for t in trials)
