@@ -80,11 +80,20 @@ class Databases:
         self.conn.close()
 
 
+#: The mlflow server's database pool, per server worker (``docker/compose.yaml`` and ``deploy/kubernetes/mlflow.yaml``
+#: set the same). MLflow 3.17's ``log_batch`` holds one connection while it opens another, and a server worker runs up
+#: to 40 requests at once (the ASGI bridge's threads), so with the default pool (5 + 10) 32 concurrent ``log_batch``
+#: requests to one worker took every connection and waited for a second one: 30 s stalls and "QueuePool limit ...
+#: reached" errors (34 of 160 requests). 2 x 40 connections at most: none. Overflow connections close when returned.
+SERVER_POOL = {"MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "5", "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "75"}
+
+
 def start_mlflow(backend: str, folder: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, "--artifacts-destination",
            str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=open(folder / "mlflow.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=open(folder / "mlflow.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, **SERVER_POOL})  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

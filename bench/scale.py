@@ -8,7 +8,7 @@ server`` on it, and stops both on exit and on Ctrl-C. Workers are processes runn
 (``study.drive``: the budget loop, heartbeats, the study's summary run, the background MLflow uploader)
 with an objective whose training is a sleep: the trial's params are sampled by the study's sampler, every
 epoch reports its value to the pruner and logs its metrics, and each trial has its MLflow run, params,
-config (its description) and final status. No worker imports TensorFlow (each reports it).
+config (its description), dataset inputs and final status. No worker imports TensorFlow (each reports it).
 
 1. Throughput: N workers (1 to 64) with trials of T seconds run ``--trials-each`` trials each on a fresh
    study; ``efficiency`` is the busy fraction, slept seconds / (N x wall time from the job's start to its
@@ -262,8 +262,8 @@ class SleepObjective:
     """``objective.Objective`` with training replaced by a sleep of ``seconds`` (in ``epochs`` steps).
 
     The trial does what a real one does to the services: samples the study's space, stores its seed and
-    config, opens its MLflow run (nested under the study's run, its config as the description, params, the trial
-    link) through the uploader, reports each epoch to the pruner and logs its metrics (the params with the first
+    config, opens its MLflow run (nested under the study's run, its config as the description, params, dataset
+    inputs, the trial link) through the uploader, reports each epoch to the pruner and logs its metrics (the params with the first
     batch, as ``tracking.runner.run_tracked`` does), then its final metrics and its end (a simulated trial keeps
     no model). Its value is a smooth function of the parameters.
     """
@@ -276,6 +276,18 @@ class SleepObjective:
         self.uploader = tracking.uploader()
         self.records: list[dict] = []
         self._open: dict | None = None
+        self._inputs: dict[str, list] = {}
+
+    def inputs(self, config: dict) -> list:
+        """The run's dataset inputs, as ``run_tracked`` logs them (the split made once per data section)."""
+        key = json.dumps(config["data"], sort_keys=True)
+        if key not in self._inputs:
+            from cicy_search import data, tracking
+
+            _, split = data.select(config["data"])
+            index = {k: getattr(split, k) for k in ("train", "val", "test")}
+            self._inputs[key] = tracking.dataset_inputs(config["data"], data.dataset_hash(config["data"]["dataset"]), index)
+        return self._inputs[key]
 
     def close_record(self) -> None:
         """End the open record: time and calls since its trial started, less the sleep."""
@@ -318,6 +330,7 @@ class SleepObjective:
                                  tags={**tags, **(tracking.config_note(config) if fewest else {})},
                                  parent_run_id=self.parent_run_id, uploader=self.uploader)  # fmt: skip
         run.log_params({**flatten(config), "trial.number": trial.number}, with_metrics=not more)
+        run.log_inputs(self.inputs(config))
         linked = run.later(lambda: trial.set_user_attr("mlflow_run_id", run.run_id), "link")
         if not fewest:
             run.log_artifacts({"config.yaml": tracking.config_yaml(config)})
@@ -788,7 +801,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--storage", nargs="+", choices=list(STORAGES), default=["postgresql"],
                         help="the studies' Optuna storage: the bench's PostgreSQL, or a journal file in its folder (the "
                              "mlflow server stays on PostgreSQL); with both, every job runs on each in the same run")
-    parser.add_argument("--max-connections", type=int, default=400)
+    parser.add_argument("--max-connections", type=int, default=600, help="PostgreSQL's: the workers' (2-3 each on a "
+                        "PostgreSQL study) and up to 80 per mlflow server worker (bench.cluster.SERVER_POOL)")
     parser.add_argument("--mlflow-workers", type=int, default=4)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.json")
     args = parser.parse_args(argv)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.cluster import SERVER_POOL
 from bench.processes import free_port, stop_process_group
 
 ENV = "CICY_TEST_POSTGRES_URL"
@@ -96,7 +97,9 @@ class MlflowServer:
             "--allowed-hosts", allowed_hosts,
         ]  # fmt: skip
         self.log = log
-        self.proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        # The database pool the recipes give the server (docker/compose.yaml, deploy/kubernetes/mlflow.yaml).
+        env = {**os.environ, **SERVER_POOL}
+        self.proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
         try:
             wait_http(self.uri + "/health", 180, self.proc)
         except Exception:

@@ -88,6 +88,7 @@ def test_a_simulated_worker_runs_the_search_and_tracking_path_without_tensorflow
         run = mlflow_client.get_run(t.user_attrs["mlflow_run_id"])
         assert run.data.tags["mlflow.parentRunId"] == parent and run.data.params["trial.number"] == str(t.number)
         assert set(t.params) <= set(run.data.params) and t.user_attrs["config"]["seed"] == t.user_attrs["seed"]
+        assert {i.tags[0].value for i in run.inputs.dataset_inputs} == {"training", "validation", "test"}
         if t.state == optuna.trial.TrialState.COMPLETE:
             assert run.info.status == "FINISHED" and len(mlflow_client.get_metric_history(run.info.run_id, "epoch_val_accuracy")) == 4
             assert not mlflow_client.list_artifacts(run.info.run_id)  # the config is its description

@@ -73,6 +73,56 @@ def mlflow_server(postgres, tmp_path_factory):
     server.stop()
 
 
+@pytest.mark.postgres
+def test_the_mlflow_server_with_the_recipes_pool_takes_a_burst_of_concurrent_batches(mlflow_server, monkeypatch):
+    """32 workers' log_batch requests at once to one server worker (PostgreSQL backend). MLflow's log_batch holds a
+    connection while it opens another: with its default pool (5 + 10) such a burst stalled 30 s and failed
+    ("QueuePool limit ... reached", 34 of 160 requests here); the recipes' pool (``SERVER_POOL``) takes it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlflow.entities import Metric, Param, RunTag
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a failed request shows, not retried away
+    client = tracking.client(mlflow_server.uri)
+    experiment = tracking.experiment_id(client, "burst")
+    runs = [client.create_run(experiment).info.run_id for _ in range(32)]
+    now = int(time.time() * 1000)
+
+    def write(run_id):
+        for k in range(3):
+            client.log_batch(run_id, params=[Param(f"p{k}.{j}", str(j)) for j in range(20)], metrics=[Metric("m", k, now, k)],
+                             tags=[RunTag("batch", str(k))])  # fmt: skip
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(write, runs))  # raises the first failed request
+    assert time.monotonic() - started < 30  # no request waited out the pool's timeout
+    for run_id in runs:
+        run = client.get_run(run_id)
+        assert len(run.data.params) == 60 and run.data.tags["batch"] == "2" and run.data.metrics["m"] == 2
+
+
+def test_the_recipes_give_the_mlflow_server_the_pool_and_postgres_the_connections_it_needs():
+    """docker/compose.yaml and deploy/kubernetes run the server with bench.cluster.SERVER_POOL (what the tests' and
+    benches' servers use), and PostgreSQL allows every server worker its burst besides the workers' connections."""
+    from bench.cluster import SERVER_POOL
+
+    burst = int(SERVER_POOL["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"]) + int(SERVER_POOL["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"])
+    assert burst >= 2 * 40  # two connections a request, 40 requests at once a server worker
+    services = compose()["services"]
+    assert {k: str(services["mlflow"]["environment"][k]) for k in SERVER_POOL} == SERVER_POOL
+    assert "--workers=${MLFLOW_WORKERS:-2}" in services["mlflow"]["command"]
+    assert services["postgres"]["command"][-1] == "max_connections=${POSTGRES_MAX_CONNECTIONS:-300}" and 300 >= 2 * burst + 50
+    folder = ROOT / "deploy" / "kubernetes"
+    server = next(d for d in yaml.safe_load_all((folder / "mlflow.yaml").read_text()) if d and d["kind"] == "Deployment")
+    container = server["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e["value"] for e in container["env"] if e["name"] in SERVER_POOL} == SERVER_POOL
+    workers = int(next(a for a in container["args"] if a.startswith("--workers=")).split("=")[1])
+    database = next(d for d in yaml.safe_load_all((folder / "postgres.yaml").read_text()) if d and d["kind"] == "StatefulSet")
+    args = database["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert int(args[args.index("-c") + 1].split("=")[1]) >= workers * burst + 100
+
+
 def _kill_one_mid_trial(storage: str, procs: dict[int, subprocess.Popen], seconds: float) -> int:
     """SIGKILL the first worker seen training (its trial has an MLflow run); returns that trial's number."""
     rdb = optuna.storages.RDBStorage(with_driver(storage))
