@@ -429,10 +429,11 @@ def worker_main() -> None:
         ran, loaded, caught_up, objective, error = 0, 0.0, 0.0, None, None
         methods_before = timers.method_snapshot()
         try:
-            if job["storage"] not in storages:
-                storages[job["storage"]] = open_storage(job["storage"], tracking_uri=job["tracking_uri"])
+            key = f"{job['storage']} {job['tracking_uri']}"  # its lost trials' runs are closed on that server
+            if key not in storages:
+                storages[key] = open_storage(job["storage"], tracking_uri=job["tracking_uri"])
             t0 = time.time()
-            study = optuna.load_study(study_name=job["study"], storage=storages[job["storage"]])
+            study = optuna.load_study(study_name=job["study"], storage=storages[key])
             loaded = time.time() - t0
             # Trials this process has not seen yet (a new worker: the whole study; the growth rows: the copies just
             # added) are read once, then only unfinished and new ones: timed here, apart from the trials' own costs.
@@ -511,9 +512,10 @@ class Pool:
 
 
 class Bench:
-    def __init__(self, pg: Postgres, tracking_uri: str, pool: Pool, peak: Peak, storage: str, meter: CpuMeter | None = None):
+    def __init__(self, pg: Postgres, tracking_uri: str, pool: Pool, peak: Peak, storage: str, meter: CpuMeter | None = None,
+                 mlflow_db: str = "mlflow"):  # fmt: skip
         self.pg, self.tracking_uri, self.pool, self.peak, self.storage = pg, tracking_uri, pool, peak, storage
-        self.meter = meter
+        self.meter, self.mlflow_db = meter, mlflow_db
 
     def create(self, name: str, budget: int, pruner: dict | None = None):
         import dataclasses
@@ -680,7 +682,7 @@ def growth(benches: dict[str, Bench], sizes: list[int], workers: int, trials_eac
             row = {k: v for k, v in result.items() if k != "records"}
             row.update(storage=kind, finished_before=finished, copied=copied[kind], fill_s=round(fill_s[kind], 1), per_trial=summarise(result["records"]),
                        db_bytes=journal.stat().st_size if journal else bench.pg.query(db, "SELECT pg_database_size(current_database())"),
-                       mlflow_db_bytes=bench.pg.query("mlflow", "SELECT pg_database_size(current_database())"),
+                       mlflow_db_bytes=bench.pg.query(bench.mlflow_db, "SELECT pg_database_size(current_database())"),
                        efficiency=round(result["slept_s"] / (workers * result["wall_s"]), 3))  # fmt: skip
             rows.append(row)
             copied[kind] = 0
@@ -803,12 +805,14 @@ def main(argv: list[str] | None = None) -> dict:
                              "mlflow server stays on PostgreSQL); with both, every job runs on each in the same run")
     parser.add_argument("--max-connections", type=int, default=600, help="PostgreSQL's: the workers' (2-3 each on a "
                         "PostgreSQL study) and up to 80 per mlflow server worker (bench.cluster.SERVER_POOL)")
-    parser.add_argument("--mlflow-workers", type=int, default=4)
+    parser.add_argument("--mlflow-workers", type=int, nargs="+", default=[4],
+                        help="the mlflow server's workers; with several counts, one server each (its own database) and "
+                             "every job on each in the same run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.json")
     args = parser.parse_args(argv)
     if args.quick:
         args.workers, args.seconds, args.trials_each, args.grow, args.grow_workers = [1, 3], [1], 2, [0, 60], 3
-        args.mlflow_workers = min(args.mlflow_workers, 2)
+        args.mlflow_workers = sorted({min(n, 2) for n in args.mlflow_workers})
 
     def log(text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}] {text}", flush=True)
@@ -824,28 +828,37 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {"cpu_count": os.cpu_count(), "load_before": os.getloadavg(), "args": {k: str(v) for k, v in vars(args).items()}}
     with ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cicy-scale-")))
-        log(f"PostgreSQL (max_connections {args.max_connections}) and mlflow server ({args.mlflow_workers} workers) in {folder}")
+        log(f"PostgreSQL (max_connections {args.max_connections}) and mlflow server ({' and '.join(map(str, args.mlflow_workers))} workers) in {folder}")
         pg = Postgres(folder, args.max_connections)
         stack.callback(pg.stop)
         peak = Peak(pg)
         peak.start()
         stack.callback(peak.done.set)
         storages = {kind: pg.create("optuna") if kind == "postgresql" else f"journal:{folder / 'optuna.log'}" for kind in dict.fromkeys(args.storage)}
-        server, tracking_uri = start_mlflow(with_driver(pg.create("mlflow")), folder, workers=args.mlflow_workers)
-        stack.callback(stop_process_group, server, signal.SIGTERM, 30)
+        servers = {}  # server workers -> (process, tracking URI, its database)
+        for n in dict.fromkeys(args.mlflow_workers):
+            db = "mlflow" if not servers else f"mlflow_{n}w"
+            (folder / db).mkdir()
+            servers[n] = (*start_mlflow(with_driver(pg.create(db)), folder / db, workers=n), db)
+            stack.callback(stop_process_group, servers[n][0], signal.SIGTERM, 30)
         size = max(args.workers + [args.grow_workers])
         t0 = time.time()
         pool = Pool(size, folder)
         stack.callback(pool.close)
         results["pool"] = {"workers": size, "start_s": round(time.time() - t0, 1), "tensorflow_imported": pool.tensorflow}
         log(f"{size} workers ready in {time.time() - t0:.0f} s; TensorFlow imported by any: {pool.tensorflow}")
-        meter = CpuMeter({"workers": [p.pid for p in pool.procs], "mlflow_server": [server.pid], "postgres": [pg.proc.pid], "bench": [os.getpid()]},
-                         alone=("bench",))  # fmt: skip
-        benches = {kind: Bench(pg, tracking_uri, pool, peak, storage, meter) for kind, storage in storages.items()}
-        bench = next(iter(benches.values()))
-        # Every worker's first trial pays one-off costs (connections, the MLflow experiment's lookup): not measured.
-        bench.job(bench.create(f"warmup_{secrets.token_hex(2)}", budget=size), size, 0.01, 1, "after", pruner={"name": "none"})
-        log("warm-up done: every worker ran a trial")
+        benches = {}  # "storage" or, with several server sizes, "storage, N server workers" -> Bench
+        for n, (server, tracking_uri, db) in servers.items():
+            meter = CpuMeter({"workers": [p.pid for p in pool.procs], "mlflow_server": [server.pid], "postgres": [pg.proc.pid],
+                              "bench": [os.getpid()]}, alone=("bench",))  # fmt: skip
+            for kind, storage in storages.items():
+                label = kind if len(servers) == 1 else f"{kind}, {n} server workers"
+                benches[label] = Bench(pg, tracking_uri, pool, peak, storage, meter, mlflow_db=db)
+        # Every worker's first trial pays one-off costs (connections, the MLflow experiment's lookup), and each server
+        # worker's first requests theirs: not measured.
+        for bench in {b.tracking_uri: b for b in benches.values()}.values():
+            bench.job(bench.create(f"warmup_{secrets.token_hex(2)}", budget=size), size, 0.01, 1, "after", pruner={"name": "none"})
+        log(f"warm-up done: every worker ran a trial on each of the {len(servers)} servers")
         results["throughput"] = []
         turn = 0
         for seconds in args.seconds:
