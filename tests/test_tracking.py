@@ -305,3 +305,26 @@ def test_a_busy_tracking_server_is_waited_for_and_a_silent_or_refusing_one_is_on
         _check_reachable(f"http://127.0.0.1:{port}")
     assert time.monotonic() - start < 2
 
+
+
+@pytest.mark.parametrize("family", ["dense", "svm"])
+def test_a_runs_config_is_its_description_or_when_too_long_its_config_yaml(mlflow_client, monkeypatch, tmp_path, family):
+    """The resolved config, set with the run's creation as the description MLflow shows (no upload); a config longer
+    than MLflow allows a tag goes into the artifact ``config.yaml`` instead. Either one reads back as the config."""
+    import mlflow.utils.validation
+    import yaml
+
+    from cicy_search.tracking.runner import run_tracked
+
+    from .conftest import tiny
+
+    config = tiny(family, limit=200)
+    short = run_tracked(config, mlflow_client=mlflow_client, experiment=EXPERIMENT, log_model=False).run_id
+    note = mlflow_client.get_run(short).data.tags[tracking.NOTE]
+    assert yaml.safe_load(note.split("```yaml\n")[1].split("```")[0]) == config
+    assert mlflow_client.list_artifacts(short) == []
+    monkeypatch.setattr(mlflow.utils.validation, "MAX_TAG_VAL_LENGTH", len(note) - 1)
+    assert tracking.config_note(config) == {}
+    long = run_tracked(config, mlflow_client=mlflow_client, experiment=EXPERIMENT, log_model=False).run_id
+    assert tracking.NOTE not in mlflow_client.get_run(long).data.tags
+    assert yaml.safe_load(open(mlflow_client.download_artifacts(long, "config.yaml", str(tmp_path))).read()) == config

@@ -4,9 +4,10 @@
 and every worker then keeps it current, through the background uploader (off the training thread):
 
 - after the trials it finishes (at once after the first, then at most every ``tracking.FLUSH_SECONDS``, and
-  at its end; each write takes every trial finished since the last one), metrics at step = trial number, which MLflow charts as the optimisation
-  history: ``trial_<metric>`` (the trial's objective values, complete trials only), ``best_<metric>``
-  (the best value of the complete trials numbered up to it; per objective for several) and the study's
+  at its end; each write takes every trial finished since the last one), metrics at step = trial number,
+  which MLflow charts as the optimisation history: ``trial_<metric>`` (the trial's objective values, complete
+  trials only), ``best_<metric>`` (the best value of the complete trials numbered up to it; per objective for
+  several) and the study's
   ``trials_complete``, ``trials_pruned``, ``trials_failed``; with several objectives ``pareto_front_size``;
 - tags ``best_trial`` and ``best_run_id`` (``pareto_front`` for several objectives) and the run's
   description (``mlflow.note.content``) linking to the best trial's run;
