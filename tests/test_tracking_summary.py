@@ -147,19 +147,26 @@ def test_on_a_tracking_server_the_addresses_are_the_servers(tmp_path, capsys):
         server.stop()
 
 
+def _watched_parent(name, tmp_path, tracking_uri, mlflow_client, monkeypatch):
+    """A study with its parent run RUNNING, and the list of ``(time, run id, log_batch keywords)`` its client writes."""
+    import time
+
+    study = studies.create(study_spec(name), storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri=tracking_uri)
+    parent_id = study.user_attrs["mlflow_parent_run_id"]
+    mlflow_client.update_run(parent_id, status="RUNNING")
+    writes = []
+    log_batch = mlflow_client.log_batch
+    monkeypatch.setattr(mlflow_client, "log_batch", lambda run_id, **kw: writes.append((time.monotonic(), run_id, kw)) or log_batch(run_id, **kw))
+    return study, parent_id, writes
+
+
 def test_trials_finishing_while_a_summary_write_is_queued_join_it(tmp_path, tracking_uri, mlflow_client, monkeypatch):
     """One write to the parent run for all trials that finished while the uploader was busy, every point kept."""
     import threading
 
     from cicy_search import tracking
 
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = studies.create(study_spec("coalesced"), storage=storage, tracking_uri=tracking_uri)
-    parent_id = study.user_attrs["mlflow_parent_run_id"]
-    mlflow_client.update_run(parent_id, status="RUNNING")
-    writes = []
-    log_batch = mlflow_client.log_batch
-    monkeypatch.setattr(mlflow_client, "log_batch", lambda run_id, **kw: writes.append(run_id) or log_batch(run_id, **kw))
+    study, parent_id, writes = _watched_parent("coalesced", tmp_path, tracking_uri, mlflow_client, monkeypatch)
     for coalesce, expected in [(True, 1), (False, 3)]:
         monkeypatch.setattr(summary.StudySummary, "coalesce", coalesce)
         uploader = tracking.uploader()
@@ -173,7 +180,7 @@ def test_trials_finishing_while_a_summary_write_is_queued_join_it(tmp_path, trac
         writes.clear()
         busy.set()
         assert uploader.flush(30) == []
-        assert writes == [parent_id] * expected
+        assert [run_id for _, run_id, _ in writes] == [parent_id] * expected
     values = [t.value for t in study.trials]
     assert history(mlflow_client, parent_id, "trial_val_accuracy") == list(enumerate(values))
     assert history(mlflow_client, parent_id, "best_val_accuracy") == [(i, max(values[: i + 1])) for i in range(6)]
@@ -186,19 +193,11 @@ def test_a_process_writes_the_summary_at_once_then_at_most_every_flush_period(tm
 
     from cicy_search import tracking
 
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = studies.create(study_spec("throttled"), storage=storage, tracking_uri=tracking_uri)
-    parent_id = study.user_attrs["mlflow_parent_run_id"]
-    mlflow_client.update_run(parent_id, status="RUNNING")
-    writes = []
-    log_batch = mlflow_client.log_batch
+    study, parent_id, batches = _watched_parent("throttled", tmp_path, tracking_uri, mlflow_client, monkeypatch)
 
-    def counted(run_id, **kw):
-        if kw.get("metrics"):  # the history points (finish's tags come without)
-            writes.append((time.monotonic(), sorted({m.step for m in kw["metrics"]})))
-        return log_batch(run_id, **kw)
+    def writes():  # the history points' writes: (when, steps); finish's tags come without metrics
+        return [(t, sorted({m.step for m in kw["metrics"]})) for t, _, kw in batches if kw.get("metrics")]
 
-    monkeypatch.setattr(mlflow_client, "log_batch", counted)
     monkeypatch.setattr(tracking, "FLUSH_SECONDS", 1.5)
     uploader = tracking.uploader()
     keeper = summary.StudySummary(study, mlflow_client, budget=5, uploader=uploader)
@@ -209,22 +208,22 @@ def test_a_process_writes_the_summary_at_once_then_at_most_every_flush_period(tm
         keeper.after_trial(study, study.trials[trial.number])
 
     finish_trial()
-    assert uploader.flush(30) == [] and [steps for _, steps in writes] == [[0]]
+    assert uploader.flush(30) == [] and [steps for _, steps in writes()] == [[0]]
     finish_trial()
     finish_trial()
-    assert uploader.flush(30) == [] and len(writes) == 1  # within the period: waiting
+    assert uploader.flush(30) == [] and len(writes()) == 1  # within the period: waiting
     deadline = time.monotonic() + 10
-    while len(writes) < 2 and time.monotonic() < deadline:
+    while len(writes()) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert [steps for _, steps in writes] == [[0], [1, 2]] and writes[1][0] - writes[0][0] >= 1.4
+    assert [steps for _, steps in writes()] == [[0], [1, 2]] and writes()[1][0] - writes()[0][0] >= 1.4
     uploader.flush(30)
     finish_trial()
     finish_trial()
-    assert uploader.flush(30) == [] and len(writes) == 2
+    assert uploader.flush(30) == [] and len(writes()) == 2
     assert keeper.finish() == []  # the last trials' points now, not a period later
-    assert [steps for _, steps in writes] == [[0], [1, 2], [3, 4]]
+    assert [steps for _, steps in writes()] == [[0], [1, 2], [3, 4]]
     time.sleep(1.6)
-    assert len(writes) == 3  # the timer was cancelled
+    assert len(writes()) == 3  # the timer was cancelled
     values = [t.value for t in study.trials]
     assert history(mlflow_client, parent_id, "trial_val_accuracy") == list(enumerate(values))
     assert history(mlflow_client, parent_id, "best_val_accuracy") == [(i, max(values[: i + 1])) for i in range(5)]
