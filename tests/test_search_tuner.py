@@ -74,12 +74,29 @@ def test_hyperband_trains_the_oracles_epochs_and_continues_the_best_model(tmp_pa
     assert mlflow_client.get_run(summary.parent_run_id).info.status == "FINISHED"
 
 
-def test_an_interrupted_search_keeps_its_finished_trials_and_resumes(tmp_path, tracking_uri, mlflow_client):
+def test_an_interrupted_search_keeps_its_finished_trials_and_resumes(tmp_path, tracking_uri, mlflow_client, monkeypatch):
     from cicy_search import tracking
+    from cicy_search.search import tuner as tuner_module
     from cicy_search.search.tuner import tune
 
     spec = study_spec("ktint", pruner={"name": "median", "n_startup_trials": 1})
     seen = {}
+    fired = threading.Event()
+    printer = tuner_module._printer
+
+    def held_printer(console, spec, budget):
+        """The search cannot end before the Ctrl-C: pruned trials can all finish before the first run's end is in
+        MLflow (its model is written first), and a Ctrl-C after the search is no test of one during it."""
+        report = printer(console, spec, budget)
+
+        def on_trial(end):
+            report(end)
+            if end.number + 1 >= budget:
+                fired.wait(120)
+
+        return on_trial
+
+    monkeypatch.setattr(tuner_module, "_printer", held_printer)
 
     def interrupt_once_a_trial_is_in_mlflow():
         deadline = time.monotonic() + 120
@@ -89,6 +106,7 @@ def test_an_interrupted_search_keeps_its_finished_trials_and_resumes(tmp_path, t
             if done:
                 seen["curve"] = steps(mlflow_client, done[0], "epoch_val_accuracy")
                 _thread.interrupt_main()  # Ctrl-C, while the search goes on
+                fired.set()
                 return
             time.sleep(0.1)
 
