@@ -263,9 +263,9 @@ class SleepObjective:
 
     The trial does what a real one does to the services: samples the study's space, stores its seed and
     config, opens its MLflow run (nested under the study's run, its config as the description, params, dataset
-    inputs, the trial link) through the uploader, reports each epoch to the pruner and logs its metrics (the params with the first
-    batch, as ``tracking.runner.run_tracked`` does), then its final metrics and its end (a simulated trial keeps
-    no model). Its value is a smooth function of the parameters.
+    inputs, the trial link) through the uploader, reports each epoch to the pruner and logs its metrics (the
+    params with the first batch, as ``tracking.runner.run_tracked`` does), then its final metrics and its end (a
+    simulated trial keeps no model). Its value is a smooth function of the parameters.
     """
 
     def __init__(self, spec, client, parent_run_id: str, *, seconds: float, epochs: int, timers: Timers, worker: str, requests: str = "fewest"):

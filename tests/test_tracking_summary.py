@@ -69,10 +69,27 @@ def test_the_parent_run_summarises_the_study(tmp_path, tracking_uri, mlflow_clie
     assert mlflow_client.get_run(study.best_trial.user_attrs["mlflow_run_id"]).data.tags["model_logged"] == "true"
 
 
-def test_a_study_stopped_short_of_its_budget_ends_killed_and_resumes(tmp_path, tracking_uri, mlflow_client):
+def test_a_study_stopped_short_of_its_budget_ends_killed_and_resumes(tmp_path, tracking_uri, mlflow_client, monkeypatch):
+    import time
+
+    from cicy_search.search import budget
+
+    class Clock:  # each reading a second later: the 1e-6 s timeout has passed at the budget loop's first check
+        def __init__(self):
+            self.now = time.monotonic()
+
+        def monotonic(self):
+            self.now += 1.0
+            return self.now
+
+        def __getattr__(self, name):
+            return getattr(time, name)
+
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     spec = study_spec("short", budget={"n_trials": 2})
-    study = studies.run(spec, storage=storage, tracking_uri=tracking_uri, timeout=1e-6, report=False).study
+    with monkeypatch.context() as patched:  # on the real clock a few lines can take under 1e-6 s: a trial then ran
+        patched.setattr(budget, "time", Clock())
+        study = studies.run(spec, storage=storage, tracking_uri=tracking_uri, timeout=1e-6, report=False).study
     parent = mlflow_client.get_run(study.user_attrs["mlflow_parent_run_id"])
     assert parent.info.status == "KILLED" and parent.data.tags["budget_met"] == "false" and parent.data.tags["trials_finished"] == "0"
     assert not mlflow_client.list_artifacts(parent.info.run_id, "study_report")

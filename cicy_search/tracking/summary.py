@@ -199,11 +199,12 @@ class StudySummary:
         if numbers:
             self._update(*numbers)
 
-    def _update(self, *numbers: int) -> None:
-        """One write: the history points at steps ``numbers`` and the tags, from the study as it stands now."""
+    def _update(self, *numbers: int, trials: list[FrozenTrial] | None = None) -> None:
+        """One write: the history points at steps ``numbers`` and the tags, from the study as it stands now
+        (``trials``: as just read)."""
         from mlflow.entities import Metric, RunTag
 
-        trials = self.study.get_trials(deepcopy=False)
+        trials = self.study.get_trials(deepcopy=False) if trials is None else trials
         now = int(time.time() * 1000)
         metrics = [
             Metric(k, v, now, number)
@@ -240,7 +241,7 @@ class StudySummary:
             if trials and interrupted:
                 numbers.add(max(t.number for t in trials))
             if numbers:
-                self._update(*sorted(numbers))
+                self._update(*sorted(numbers), trials=trials)
             if report is not None and not interrupted:
                 errors += self._report(report, console)
             finished = sum(t.state in FINISHED for t in trials)
