@@ -71,7 +71,8 @@ RECENT = 1000  # n_recent_trials of the bounded TPE ("after")
 # metric batches and the study's summary writes at most every tracking.FLUSH_SECONDS; "few": as before those cuts,
 # the config uploaded, metric batches every 5 s and a summary write after each trial; "more": as "few" but without
 # its three cuts: the params sent apart from the first metric batch, a model summary without a model, each ended run
-# read back to print its address).
+# read back to print its address); "index" (default on): a journal's reads answered from storage.FinishedIndex and
+# the median pruner's step values kept between trials (history.CachedReads.incremental), off in "reads".
 STORAGES = ("postgresql", "journal")  # the studies' Optuna storage (--storage): the bench's PostgreSQL, a journal file
 VARIANTS = {
     "before": {"lock": False, "count": "read", "recent": None, "pruner_cache": False, "coalesce": False, "requests": "more"},
@@ -79,6 +80,7 @@ VARIANTS = {
     "lock": {"lock": True, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "fewest"},
     "requests": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "more"},
     "few": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "few"},
+    "reads": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "fewest", "index": False},
 }
 EARLIER_FLUSH_SECONDS = 5.0  # metric batches before "fewest" (the study's summary was written after each trial)
 
@@ -400,6 +402,7 @@ def worker_main() -> None:
     from cicy_search import tracking
     from cicy_search.search import budget
     from cicy_search.search import study as studies
+    from cicy_search.search.history import CachedReads
     from cicy_search.search.storage import open_storage
     from cicy_search.search.studyfile import load
     from cicy_search.tracking.summary import StudySummary
@@ -413,6 +416,11 @@ def worker_main() -> None:
     base = load(STUDY_FILE)
     storages: dict[str, object] = {}
     flush_seconds = tracking.FLUSH_SECONDS
+    # A trial's record ends before the worker's last act (the study run's final summary write and end, once per
+    # worker and job), so a job of few trials a worker does not count it as a trial's tracking.
+    current: dict = {}
+    finish = StudySummary.finish
+    StudySummary.finish = lambda self, **kw: (current["objective"].close_record(), finish(self, **kw))[1]
     index = int(os.environ.get("CICY_WORKER_INDEX", "0"))
     print(json.dumps({"ready": True, "tensorflow": "tensorflow" in sys.modules, "keras": "keras" in sys.modules}), file=answer, flush=True)
     for line in sys.stdin:
@@ -433,6 +441,7 @@ def worker_main() -> None:
             if key not in storages:
                 storages[key] = open_storage(job["storage"], tracking_uri=job["tracking_uri"])
             t0 = time.time()
+            storages[key].indexed = CachedReads.incremental = job.get("index", True)  # (RDB storages ignore it)
             study = optuna.load_study(study_name=job["study"], storage=storages[key])
             loaded = time.time() - t0
             # Trials this process has not seen yet (a new worker: the whole study; the growth rows: the copies just
@@ -447,6 +456,7 @@ def worker_main() -> None:
             worker = f"{socket.gethostname()}:{os.getpid()}"
             objective = SleepObjective(spec, client, study.user_attrs["mlflow_parent_run_id"], seconds=job["seconds"],
                                        epochs=job["epochs"], timers=timers, worker=worker, requests=job.get("requests", "fewest"))  # fmt: skip
+            current["objective"] = objective
             ran = studies.drive(study, spec, objective, storage=job["storage"], budget=int(study.user_attrs["budget"]),
                                 worker=index, worker_id=worker, report=False, budget_lock=job["lock"])  # fmt: skip
         except Exception as e:  # reported to the bench

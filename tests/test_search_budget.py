@@ -15,7 +15,7 @@ from cicy_search.errors import CicyError
 
 from .conftest import dead_trial
 
-FAIL, COMPLETE = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE
+FAIL, COMPLETE, RUNNING = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING
 
 
 @pytest.mark.timeout(120)
@@ -80,6 +80,7 @@ def test_the_budget_loop_stops_at_the_budget_and_at_its_own_share(tmp_path):
 def test_the_budget_check_counts_the_trials_in_one_statement(rdb_url, tmp_path):
     """Finished, running and waiting trials counted by the database (one statement), as reading them all would."""
     import sqlalchemy
+    from optuna.storages.journal import JournalFileBackend
 
     study = optuna.create_study(study_name="count", storage=storages.open_storage(rdb_url))
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
@@ -100,8 +101,12 @@ def test_the_budget_check_counts_the_trials_in_one_statement(rdb_url, tmp_path):
     assert len(statements) == 1 and "count" in statements[0].lower()
     assert count_finished(study) == 4
     journal = optuna.create_study(storage=storages.open_storage(f"journal:{tmp_path / 'o.log'}"))
+    journal.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     journal.ask()
-    assert storages.count_states(journal) is None and counts(journal).running == 1  # read from the trials
+    assert storages.count_states(journal) == {COMPLETE: 2, RUNNING: 1}  # from the journal's index
+    plain = optuna.create_study(storage=optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "p.log"))))
+    plain.ask()
+    assert storages.count_states(plain) is None and counts(plain).running == 1  # read from the trials
 
 
 def test_without_a_heartbeat_running_trials_do_not_hold_the_budget(tmp_path):

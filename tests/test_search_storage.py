@@ -133,6 +133,63 @@ def test_a_journal_trial_is_stale_only_after_the_grace_period_since_its_last_bea
     assert (storages.HEARTBEAT_ATTR in storage.get_trial(trial._trial_id).system_attrs) == (beats > 0)
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask and tell, not optimize: no heartbeat thread wanted
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_journals_index_answers_as_optunas_journal_does(tmp_path, seed):
+    """``FinishedIndex``: two workers' storages on one journal file, against Optuna's own ``JournalStorage`` reading the
+    same file, after each of 150 random steps (trials started, enqueued, finished in any order in every state, two
+    studies; one worker's index now and then off): the same trials in the same order for every set of states
+    asked, and the same counts per state."""
+    import random
+    from collections import Counter
+
+    from optuna.storages.journal import JournalFileBackend
+
+    S = optuna.trial.TrialState
+    rng = random.Random(seed)
+    path = tmp_path / "o.log"
+    workers = [storages.open_storage(f"journal:{path}") for _ in range(2)]
+    reference = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    names = ["a", "b"]
+    for name in names:
+        optuna.create_study(study_name=name, storage=workers[0])
+    asked = []  # (study, trial) of the trials started and not yet finished
+    queries = [None, (S.COMPLETE,), (S.RUNNING,), (S.WAITING,), (S.COMPLETE, S.PRUNED), [S.FAIL, S.PRUNED, S.COMPLETE]]
+
+    def seen(trials):
+        return [(t.number, t.state, t.values, t.params, t.user_attrs, t.intermediate_values) for t in trials]
+
+    for step in range(150):
+        workers[1].indexed = rng.random() < 0.7  # bench.scale's before/after turns the index off and on
+        storage = rng.choice(workers)
+        study = optuna.load_study(study_name=rng.choice(names), storage=storage)
+        roll = rng.random()
+        if roll < 0.1:
+            study.enqueue_trial({"x": rng.random()})
+        elif roll < 0.45 or not asked:
+            trial = study.ask()
+            trial.suggest_float("x", 0, 1)
+            trial.report(rng.random(), 0)
+            asked.append((study, trial))
+        else:
+            owner, trial = asked.pop(rng.randrange(len(asked)))  # any running trial, not only the oldest
+            state = rng.choice([S.COMPLETE, S.COMPLETE, S.PRUNED, S.FAIL])
+            owner.tell(trial, rng.random() if state == S.COMPLETE else None, state=state)
+        study_ids = {s.study_name: s._study_id for s in reference.get_all_studies()}
+        for name in names:
+            expected_all = reference.get_all_trials(study_ids[name], deepcopy=False)
+            for worker in workers:
+                counts = Counter(t.state for t in expected_all) if worker.indexed else None  # None: read the trials
+                assert worker.count_states(study_ids[name]) == counts, (step, name)
+                for states in queries:
+                    expected = seen(reference.get_all_trials(study_ids[name], deepcopy=False, states=states))
+                    assert seen(worker.get_all_trials(study_ids[name], deepcopy=False, states=states)) == expected, (step, name, states)
+                assert seen(worker.get_all_trials(study_ids[name], states=(S.COMPLETE,))) == seen(
+                    reference.get_all_trials(study_ids[name], states=(S.COMPLETE,)))
+    finished = [t for w in workers for i in study_ids.values() for t in w.get_all_trials(i, deepcopy=False) if t.state.is_finished()]
+    assert len(finished) > 60 and {t.state for t in finished} == {S.COMPLETE, S.PRUNED, S.FAIL}
+
+
 @pytest.mark.timeout(60)  # a lock that is never freed would block forever
 def test_the_budget_lock_excludes_a_second_holder_and_dies_with_its_holder(rdb_url):
     first, second = storages.BudgetLock(rdb_url, "s"), storages.BudgetLock(rdb_url, "s")

@@ -2,6 +2,8 @@
 
 import datetime
 
+import math
+
 import pytest
 import yaml
 
@@ -200,6 +202,41 @@ def test_tpe_with_n_recent_trials_models_only_the_last_finished_trials(monkeypat
     seen.clear()
     unbounded.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=8)
     assert seen[-1] == list(range(7))
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+@pytest.mark.parametrize(
+    "pruner",
+    [
+        {"name": "median"},
+        {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 2},
+        {"name": "percentile", "percentile": 25.0, "n_startup_trials": 0, "interval_steps": 2, "n_min_trials": 8},
+        {"name": "percentile", "percentile": 90.0, "n_warmup_steps": 1, "interval_steps": 3},
+    ],
+)
+def test_the_cached_pruner_decides_as_optunas_at_every_step(pruner, direction):
+    """``history.CachedReads`` against the Optuna pruner it wraps, on one study of 80 trials with random values
+    (some NaN, some trials stopping early, some failing): the same decision at every step of every trial."""
+    import random
+
+    import optuna
+
+    rng = random.Random(len(str(pruner)) + len(direction))
+    cached = study_spec("s", pruner=pruner).pruner_object()
+    plain = cached.pruner
+    study = optuna.create_study(direction=direction, pruner=optuna.pruners.NopPruner())
+    decisions = []
+    for _ in range(80):
+        trial = study.ask()
+        steps = rng.randrange(1, 10)
+        for step in range(steps):
+            trial.report(math.nan if rng.random() < 0.05 else rng.gauss(step, 1.0), step)
+            frozen = study._storage.get_trial(trial._trial_id)
+            decisions.append((plain.prune(study, frozen), cached.prune(study, frozen)))
+        state = rng.choice([optuna.trial.TrialState.COMPLETE] * 3 + [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL])
+        study.tell(trial, rng.random() if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+    assert [a for a, _ in decisions] == [b for _, b in decisions]
+    assert 0 < sum(a for a, _ in decisions) < len(decisions)  # both answers seen
 
 
 def test_the_median_pruner_reads_the_complete_trials_once_a_trial_and_prunes_as_before(monkeypatch):

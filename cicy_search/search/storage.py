@@ -8,6 +8,7 @@ storages; journal files get ``HeartbeatJournalStorage``'s (the time of each beat
 
 from __future__ import annotations
 
+import bisect
 import copy
 import fcntl
 import functools
@@ -162,6 +163,60 @@ def close_lost_run(tracking_uri: str | None, run_id: str, trial=None) -> bool:
         return False
 
 
+class FinishedIndex:
+    """A journal study's finished trials, kept up to date as the journal grows, for ``get_all_trials``.
+
+    Optuna's journal storage answers each ``get_all_trials`` by walking every trial of the study (about 11 ms at
+    10,000 trials here), and a trial asks 5 to 10 times (the sampler, the budget check, the heartbeat's look for
+    stale trials, the pruner). A finished trial never changes, so the index keeps the finished ones, by number,
+    one list per set of states asked for, and looks again only at the unfinished and the new ones. Its answers are
+    Optuna's: the same trial objects in the same order.
+    """
+
+    def __init__(self):
+        self.seen = 0  # the study's trial ids looked at so far
+        self.unfinished: list[int] = []  # of those, the trial ids not finished when last looked at, by number
+        self.finished: dict[frozenset | None, list] = {None: []}  # states asked for -> finished trials in them
+        self.counts: dict = {}  # finished trials per state
+
+    def update(self, ids: list[int], trials: dict) -> None:
+        """Look at the trials unfinished so far and the new ones (``ids``: the study's trial ids by number)."""
+        still = []
+        for trial_id in self.unfinished + ids[self.seen :]:  # by number: the unfinished are older than the new
+            trial = trials[trial_id]
+            if not trial.state.is_finished():
+                still.append(trial_id)
+                continue
+            self.counts[trial.state] = self.counts.get(trial.state, 0) + 1
+            for states, finished in self.finished.items():
+                if states is None or trial.state in states:
+                    bisect.insort(finished, trial, key=_number)  # at the end unless an older trial finished late
+        self.unfinished, self.seen = still, len(ids)
+
+    def trials(self, trials: dict, states=None) -> list:
+        """The study's trials in ``states`` (all: None) by number, as ``JournalStorage.get_all_trials`` gives them."""
+        key = None if states is None else frozenset(states)
+        if key not in self.finished:
+            self.finished[key] = [t for t in self.finished[None] if t.state in key]
+        answer = list(self.finished[key])
+        for trial_id in self.unfinished:
+            trial = trials[trial_id]
+            if key is None or trial.state in key:
+                answer.insert(bisect.bisect(answer, trial.number, key=_number), trial)
+        return answer
+
+    def count_states(self, trials: dict) -> dict:
+        counts = dict(self.counts)
+        for trial_id in self.unfinished:
+            state = trials[trial_id].state
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
+
+def _number(trial) -> int:
+    return trial.number
+
+
 HEARTBEAT_ATTR = "cicy:heartbeat"  # a journal trial's last heartbeat (Unix time, the worker's clock)
 
 
@@ -183,10 +238,38 @@ def _heartbeat_journal_class():
         hosts' clocks in step (NTP) to well within the grace period.
         """
 
+        indexed = True  # trial reads from a FinishedIndex (bench.scale turns it off for its before/after)
+
         def __init__(self, backend, *, heartbeat_interval: int, grace_period: int, heartbeat_stale_trial_callback=None):
             super().__init__(backend)
             self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
             self.heartbeat_stale_trial_callback = heartbeat_stale_trial_callback
+            self._indexes: dict[int, FinishedIndex] = {}
+
+        def _index(self, study_id: int) -> FinishedIndex | None:
+            """The study's index, brought up to the journal's end (call under ``_thread_lock``); None if off."""
+            replay = self._replay_result
+            if not self.indexed or study_id not in replay._studies:
+                return None  # Optuna's own read then (it raises for a study that does not exist)
+            index = self._indexes.setdefault(study_id, FinishedIndex())
+            index.update(replay._study_id_to_trial_ids[study_id], replay._trials)
+            return index
+
+        def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list:
+            with self._thread_lock:
+                self._sync_with_backend()
+                index = self._index(study_id)
+                trials = None if index is None else index.trials(self._replay_result._trials, states)
+            if trials is None:
+                return super().get_all_trials(study_id, deepcopy=deepcopy, states=states)  # takes the lock itself
+            return copy.deepcopy(trials) if deepcopy else trials
+
+        def count_states(self, study_id: int) -> dict | None:
+            """Trials per state (``{TrialState: n}``), from the index: no walk over the study's trials."""
+            with self._thread_lock:
+                self._sync_with_backend()
+                index = self._index(study_id)
+                return None if index is None else index.count_states(self._replay_result._trials)
 
         def record_heartbeat(self, trial_id: int) -> None:
             try:
@@ -284,7 +367,8 @@ def open_storage(
 
 
 def count_states(study) -> dict | None:
-    """Trials per state (``{TrialState: n}``) in one ``GROUP BY`` statement, for database storages; None for others.
+    """Trials per state (``{TrialState: n}``): in one ``GROUP BY`` statement on a database, from the ``FinishedIndex``
+    of a journal file (``open_storage``'s); None for other storages.
 
     ``study.get_trials`` would re-read every unfinished trial with all its attributes (Optuna's cached
     storage keeps only finished ones), once per budget check of every worker: with many workers, a cost
@@ -294,7 +378,9 @@ def count_states(study) -> dict | None:
     import sqlalchemy
     from optuna.storages._rdb import models
 
-    backend = getattr(study._storage, "_backend", study._storage)
+    if isinstance(study._storage, _heartbeat_journal_class()):
+        return study._storage.count_states(study._study_id)
+    backend = getattr(study._storage, "_backend", study._storage)  # RDB storages come inside Optuna's cache
     if not isinstance(backend, optuna.storages.RDBStorage):
         return None
     query = (

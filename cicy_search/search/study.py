@@ -128,7 +128,7 @@ def reseed(study: optuna.Study, spec: StudySpec, worker: int = 0) -> None:
     """
     sampler = dict(spec.sampler)
     if sampler.get("seed") is not None:
-        sampler["seed"] = (sampler["seed"] + len(study.trials) + worker * 100_003) % 2**32
+        sampler["seed"] = (sampler["seed"] + len(study.get_trials(deepcopy=False)) + worker * 100_003) % 2**32
     study.sampler = StudySpec.sampler_object(spec, sampler)
 
 
