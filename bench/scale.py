@@ -72,7 +72,9 @@ RECENT = 1000  # n_recent_trials of the bounded TPE ("after")
 # the config uploaded, metric batches every 5 s and a summary write after each trial; "more": as "few" but without
 # its three cuts: the params sent apart from the first metric batch, a model summary without a model, each ended run
 # read back to print its address); "index" (default on): a journal's reads answered from storage.FinishedIndex and
-# the median pruner's step values kept between trials (history.CachedReads.incremental), off in "reads".
+# the median pruner's step values kept between trials (history.CachedReads.incremental); "writers": the summary's
+# writers (StudySummary.writers: each process writes less often when more trials run; None: every process every
+# tracking.FLUSH_SECONDS). "reads" is "after" as it was before both.
 STORAGES = ("postgresql", "journal")  # the studies' Optuna storage (--storage): the bench's PostgreSQL, a journal file
 VARIANTS = {
     "before": {"lock": False, "count": "read", "recent": None, "pruner_cache": False, "coalesce": False, "requests": "more"},
@@ -80,7 +82,7 @@ VARIANTS = {
     "lock": {"lock": True, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "fewest"},
     "requests": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "more"},
     "few": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "few"},
-    "reads": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "fewest", "index": False},
+    "reads": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "fewest", "index": False, "writers": None},
 }
 EARLIER_FLUSH_SECONDS = 5.0  # metric batches before "fewest" (the study's summary was written after each trial)
 
@@ -419,6 +421,7 @@ def worker_main() -> None:
     # A trial's record ends before the worker's last act (the study run's final summary write and end, once per
     # worker and job), so a job of few trials a worker does not count it as a trial's tracking.
     current: dict = {}
+    writers = StudySummary.writers
     finish = StudySummary.finish
     StudySummary.finish = lambda self, **kw: (current["objective"].close_record(), finish(self, **kw))[1]
     index = int(os.environ.get("CICY_WORKER_INDEX", "0"))
@@ -430,6 +433,7 @@ def worker_main() -> None:
         spec = dataclasses.replace(base, name=job["study"], raw=raw, pruner=job.get("pruner", base.pruner), sampler=sampler)
         budget.counts = budget_counts[job.get("count", "sql")]
         StudySummary.coalesce = job.get("coalesce", True)
+        StudySummary.writers = job.get("writers", writers) or math.inf
         # Before "fewest" the summary was written after each trial (coalesced only while a write was queued).
         tracking.FLUSH_SECONDS = flush_seconds if job.get("requests", "fewest") == "fewest" else 0.0
         # "more": MLflow reads back each run set_terminated ends, to print its address (tracking.client turns it off)

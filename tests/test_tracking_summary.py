@@ -3,6 +3,7 @@
 import json
 
 import optuna
+import pytest
 import yaml
 from optuna.trial import TrialState, create_trial
 
@@ -201,6 +202,38 @@ def test_trials_finishing_while_a_summary_write_is_queued_join_it(tmp_path, trac
     values = [t.value for t in study.trials]
     assert history(mlflow_client, parent_id, "trial_val_accuracy") == list(enumerate(values))
     assert history(mlflow_client, parent_id, "best_val_accuracy") == [(i, max(values[: i + 1])) for i in range(6)]
+
+
+def test_with_many_processes_each_writes_the_summary_less_often(tmp_path, tracking_uri, mlflow_client, monkeypatch):
+    """``StudySummary.period``: the flush period while at most ``writers`` trials run, longer in proportion past
+    that, so the parent run gets about as many writes however many workers the study has; the points stay
+    complete."""
+    import time
+
+    from cicy_search import tracking
+
+    study, parent_id, batches = _watched_parent("period", tmp_path, tracking_uri, mlflow_client, monkeypatch)
+    monkeypatch.setattr(tracking, "FLUSH_SECONDS", 0.4)
+    running = [0]
+    uploader = tracking.uploader()
+    keeper = summary.StudySummary(study, mlflow_client, budget=4, uploader=uploader, running=lambda: running[0])
+    periods = []
+    for running[0] in (0, 1, 4, 6, 8, 64):
+        periods.append(keeper.period())
+    assert periods == pytest.approx([0.4, 0.4, 0.4, 0.6, 0.8, 6.4])
+    assert summary.StudySummary(study, mlflow_client, budget=4).period() == 0.4  # no count: this process alone
+    running[0] = 12  # three times the writers: this process writes every 1.2 s
+    for _ in range(2):
+        trial = study.ask()
+        study.tell(trial, trial.number / 10)
+        keeper.after_trial(study, study.trials[trial.number])
+    deadline = time.monotonic() + 10
+    while sum(bool(kw.get("metrics")) for _, _, kw in batches) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    first, second = [t for t, _, kw in batches if kw.get("metrics")]
+    assert second - first >= 1.1  # not the 0.4 s flush period
+    assert keeper.finish() == []
+    assert history(mlflow_client, parent_id, "trial_val_accuracy") == [(0, 0.0), (1, 0.1)]
 
 
 def test_a_process_writes_the_summary_at_once_then_at_most_every_flush_period(tmp_path, tracking_uri, mlflow_client, monkeypatch):

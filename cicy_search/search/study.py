@@ -16,7 +16,7 @@ from optuna.storages._heartbeat import is_heartbeat_enabled  # Optuna's own test
 
 from .. import tracking
 from ..errors import CicyError, NoStudy
-from .budget import Counts, count_finished, optimize_to_budget
+from .budget import Counts, count_finished, counts, optimize_to_budget
 from .storage import LOST, BudgetLock, check_url, default_url, open_storage, redact
 from .studyfile import StudySpec, check_budget
 from ..tracking import links
@@ -223,7 +223,8 @@ def drive(
     lock = BudgetLock(storage, spec.name) if budget_lock else None
     summary = None
     if links.parent_run_id(study) and getattr(objective, "client", None) is not None:
-        summary = StudySummary(study, objective.client, budget=budget, uploader=getattr(objective, "uploader", None))
+        summary = StudySummary(study, objective.client, budget=budget, uploader=getattr(objective, "uploader", None),
+                               running=lambda: counts(study).running)  # fmt: skip
         summary.start()
     interrupted = False
     try:

@@ -3,8 +3,9 @@
 ``study create`` makes the run (status SCHEDULED until a process works on the study). Every ``study run``
 and every worker then keeps it current, through the background uploader (off the training thread):
 
-- after the trials it finishes (at once after the first, then at most every ``tracking.FLUSH_SECONDS``, and
-  at its end; each write takes every trial finished since the last one), metrics at step = trial number,
+- after the trials it finishes (at once after the first, then at most every ``tracking.FLUSH_SECONDS``, longer
+  with many processes (``StudySummary.period``), and at its end; each write takes every trial it finished since
+  its last one), metrics at step = trial number,
   which MLflow charts as the optimisation history: ``trial_<metric>`` (the trial's objective values, complete
   trials only), ``best_<metric>`` (the best value of the complete trials numbered up to it; per objective for
   several) and the study's
@@ -132,11 +133,15 @@ class StudySummary:
         uploader: the background uploader the trials write through (flushed by ``finish``).
     """
 
-    def __init__(self, study: optuna.Study, client, *, budget: int, uploader: tracking.Uploader | None = None):
+    def __init__(
+        self, study: optuna.Study, client, *, budget: int, uploader: tracking.Uploader | None = None,
+        running: Callable[[], int] | None = None,
+    ):
         self.study = study
         self.client = client
         self.budget = budget
         self.uploader = uploader
+        self.running = running  # how many trials of the study run now, in every process (None: this one's alone)
         self.run = tracking.Run(client, parent_run_id(study), uploader=uploader, name=study.study_name)
         self.names = objective_names(study)
         self.directions = list(study.directions)
@@ -160,12 +165,22 @@ class StudySummary:
         """Mark the parent run RUNNING (it is SCHEDULED after ``study create``, ended after an earlier run)."""
         self.run.later(lambda: self.client.update_run(self.run.run_id, status="RUNNING"), "status RUNNING")
 
-    #: Trials that finish while this process's summary write is queued, or within ``tracking.FLUSH_SECONDS`` of
+    #: Trials that finish while this process's summary write is queued, or within its period (``period``) of
     #: its last write, join one write. Every worker writes to the one parent run, each write costs the tracking
     #: server a request (``bench.scale``), and the tracking store locks the run's rows for each, so at
     #: saturation those writes queue behind each other. False: one write per trial, at once (``bench.scale``'s
     #: earlier variants).
     coalesce = True
+    #: About how many processes' writes the parent run gets per ``tracking.FLUSH_SECONDS``, however many work on
+    #: the study: with more trials running than this, each process waits longer between its writes (``period``).
+    writers = 4
+
+    def period(self) -> float:
+        """Seconds between this process's writes: ``tracking.FLUSH_SECONDS``, times the running trials (about the
+        working processes) over ``writers`` when there are more: 64 workers each write every 4 minutes, so the
+        run's best value and tags are a few seconds old at most, and a trial's own point up to that period."""
+        running = self.running() if self.running is not None else 0
+        return tracking.FLUSH_SECONDS * max(1.0, running / self.writers)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Optuna callback: queue the summary of the study as it stands after ``trial`` (or join a queued one)."""
@@ -175,7 +190,7 @@ class StudySummary:
                 if self._queued:
                     return  # the queued or timed write takes this trial too
                 self._queued = True
-                wait = self._last_write + tracking.FLUSH_SECONDS - time.monotonic()
+                wait = self._last_write + self.period() - time.monotonic()
                 if wait > 0:
                     self._timer = threading.Timer(wait, self._queue_write)
                     self._timer.daemon = True
