@@ -222,6 +222,12 @@ def test_with_many_processes_each_writes_the_summary_less_often(tmp_path, tracki
         periods.append(keeper.period())
     assert periods == pytest.approx([0.4, 0.4, 0.4, 0.6, 0.8, 6.4])
     assert summary.StudySummary(study, mlflow_client, budget=4).period() == 0.4  # no count: this process alone
+    for error in (OSError("database is gone"), RuntimeError("x")):  # a storage that fails to count: the flush period
+
+        def failing(error=error):
+            raise error
+
+        assert summary.StudySummary(study, mlflow_client, budget=4, running=failing).period() == 0.4
     running[0] = 12  # three times the writers: this process writes every 1.2 s
     for _ in range(2):
         trial = study.ask()

@@ -179,7 +179,11 @@ class StudySummary:
         """Seconds between this process's writes: ``tracking.FLUSH_SECONDS``, times the running trials (about the
         working processes) over ``writers`` when there are more: 64 workers each write every 4 minutes, so the
         run's best value and tags are a few seconds old at most, and a trial's own point up to that period."""
-        running = self.running() if self.running is not None else 0
+        try:
+            running = self.running() if self.running is not None else 0
+        except Exception as e:  # the storage did not answer: the trial is recorded, so no reason to stop the study
+            log.warning("study summary: could not count the running trials (%s); writing every %s s", one_line(e), tracking.FLUSH_SECONDS)
+            running = 0
         return tracking.FLUSH_SECONDS * max(1.0, running / self.writers)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
