@@ -813,7 +813,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["before", "after"],
                         help="what each job is measured with (see VARIANTS): before and after the fixes, the old lock; "
                              "after but with a trial's MLflow requests as before the last cuts ('few') or the ones "
-                             "before ('requests')")
+                             "before ('requests'); after without the journal's index, the pruner's kept step values "
+                             "and the summary's writers ('reads')")
     parser.add_argument("--storage", nargs="+", choices=list(STORAGES), default=["postgresql"],
                         help="the studies' Optuna storage: the bench's PostgreSQL, or a journal file in its folder (the "
                              "mlflow server stays on PostgreSQL); with both, every job runs on each in the same run")
