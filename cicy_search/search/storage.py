@@ -14,6 +14,7 @@ import fcntl
 import functools
 import hashlib
 import logging
+import operator
 import os
 import re
 import time
@@ -163,6 +164,9 @@ def close_lost_run(tracking_uri: str | None, run_id: str, trial=None) -> bool:
         return False
 
 
+_NUMBER = operator.attrgetter("number")
+
+
 class FinishedIndex:
     """A journal study's finished trials, kept up to date as the journal grows, for ``get_all_trials``.
 
@@ -190,7 +194,7 @@ class FinishedIndex:
             self.counts[trial.state] = self.counts.get(trial.state, 0) + 1
             for states, finished in self.finished.items():
                 if states is None or trial.state in states:
-                    bisect.insort(finished, trial, key=_number)  # at the end unless an older trial finished late
+                    bisect.insort(finished, trial, key=_NUMBER)  # at the end unless an older trial finished late
         self.unfinished, self.seen = still, len(ids)
 
     def trials(self, trials: dict, states=None) -> list:
@@ -202,7 +206,7 @@ class FinishedIndex:
         for trial_id in self.unfinished:
             trial = trials[trial_id]
             if key is None or trial.state in key:
-                answer.insert(bisect.bisect(answer, trial.number, key=_number), trial)
+                answer.insert(bisect.bisect(answer, trial.number, key=_NUMBER), trial)
         return answer
 
     def count_states(self, trials: dict) -> dict:
@@ -211,10 +215,6 @@ class FinishedIndex:
             state = trials[trial_id].state
             counts[state] = counts.get(state, 0) + 1
         return counts
-
-
-def _number(trial) -> int:
-    return trial.number
 
 
 HEARTBEAT_ATTR = "cicy:heartbeat"  # a journal trial's last heartbeat (Unix time, the worker's clock)
