@@ -315,7 +315,7 @@ class SleepObjective:
 
         from cicy_search.search import space
         from cicy_search import tracking
-        from cicy_search.config import flatten
+        from cicy_search.config import dump_yaml, flatten
         from cicy_search.search.objective import trial_seed
 
         self.close_record()
@@ -337,7 +337,7 @@ class SleepObjective:
         run.log_inputs(self.inputs(config))
         linked = run.later(lambda: trial.set_user_attr("mlflow_run_id", run.run_id), "link")
         if not fewest:
-            run.log_artifacts({"config.yaml": tracking.config_yaml(config)})
+            run.log_artifacts({"config.yaml": dump_yaml(config)})
         flush = tracking.FLUSH_SECONDS if fewest else EARLIER_FLUSH_SECONDS
         quality = self.quality(trial)
         prune = spec.pruner["name"] != "none" and len(spec.objectives) == 1

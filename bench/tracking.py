@@ -1,26 +1,32 @@
 """Tracking overhead: what MLflow tracking, and Optuna's own bookkeeping, add to a trial, measured in one run.
 
-    .venv/bin/python -m bench.tracking [--epochs 20] [--rounds 30] [--server]
+    .venv/bin/python -m bench.tracking [--epochs 20] [--rounds 12] [--block 4] [--server]
 
-Trials of the default dense network (full 80/10/10 split of the original list; 20 epochs, about 3.4 s on a
-quiet machine: the quickstart's kind of trial) run one by one in one process, in rounds of three arms:
+Trials of the default dense network (full 80/10/10 split of the original list; 20 epochs, 3.4-7 s here: the
+quickstart's kind of trial) run in one process, in rounds of three arms, each arm a block of ``--block`` trials
+one after the other, as a study runs them:
 
 - ``plain``: the bare training (``training.fit`` with the Keras reset and garbage collection of the objective);
-- ``search``: one trial of an untracked study (the same objective with no MLflow client: sampling, user
+- ``search``: trials of an untracked study (the same objective with no MLflow client: sampling, user
   attributes, the pruning callback, Optuna's ask and tell in SQLite storage through ``optimize_to_budget``);
-- ``tracked``: one trial through the path ``study run`` takes (the same, plus the MLflow run: creation,
+- ``tracked``: trials through the path ``study run`` takes (the same, plus the MLflow run: creation,
   params, dataset inputs, per-epoch metrics, tags, artifacts, the model for a best-so-far trial, the parent
   run's summary; SQLite MLflow store, or with ``--server`` an ``mlflow server`` on one, started by the bench: the
-  cluster's setup, whose CPU per trial is measured apart). It counts until the background uploader has written all
-  of it (``Uploader.flush``): its writes are never left to overlap the next trial.
+  cluster's setup, whose CPU per trial is measured apart). Within a block each trial's last writes (its run's
+  end, the model of a best-so-far trial) overlap the next trial's training, as in a study; the study's summary is
+  written as a study writes it (at once after a block's first trial, then at most every
+  ``tracking.FLUSH_SECONDS``), and once more at the block's end. The block counts until the background uploader
+  has written all of it (``Uploader.flush``): no write is left to overlap the next arm. ``--block 1`` waits for
+  every trial's writes.
 
 The tracking overhead is tracked - search (what MLflow adds); Optuna's bookkeeping is search - plain; both
-together tracked - plain. The order of the arms runs through all six permutations in turn, so slow drift
-cancels; each trial has its own seed, and every arm runs warm: preparing the data, the first training (graph
-tracing), creating the studies, their first trials, the end of the study (the last flush, the parent run's end)
-and the study report are timed once each, apart. Each figure is the median of the per-round differences with a
-bootstrap 95 % interval, in ms and as a share of the median plain trial, in wall time and in CPU time of the
-process (all threads, the uploader's too); the load average is recorded before, after and at every round.
+together tracked - plain; each a block's difference divided by its trials. The order of the arms runs through all
+six permutations in turn, so slow drift cancels; each trial has its own seed, and every arm runs warm: preparing
+the data, the first training (graph tracing), creating the studies, their first trials, the end of the study (the
+last flush, the parent run's end) and the study report are timed once each, apart. Each figure is the median of
+the per-round differences with a bootstrap 95 % interval, in ms and as a share of the median plain trial, in wall
+time and in CPU time of the process (all threads, the uploader's too); the load average is recorded before, after
+and at every round.
 """
 
 from __future__ import annotations
@@ -108,7 +114,8 @@ def fit_timer():
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20, help="epochs per training (the dense default is 20)")
-    parser.add_argument("--rounds", type=int, default=30, help="rounds measured (one trial of each arm per round)")
+    parser.add_argument("--rounds", type=int, default=12, help="rounds measured (one block of each arm per round)")
+    parser.add_argument("--block", type=int, default=4, help="trials one after the other in each arm of a round")
     parser.add_argument("--limit", type=int, default=None, help="use only this many matrices of the list (tests)")
     parser.add_argument("--dir", type=Path, default=None, help="folder for the Optuna and MLflow stores (default: a new temporary one)")
     parser.add_argument("--server", action="store_true", help="track through an mlflow server (SQLite backend) started here")
@@ -160,7 +167,7 @@ def measure(args, timed_fit, fitting: dict, tracking_uri: str, meter=None) -> di
     )
     values = {"train.learning_rate": 1e-3}
     storage = f"sqlite:///{tmp / 'optuna.db'}"
-    budget = args.rounds + 1
+    budget = args.rounds * args.block + 1
     one_off = {}
 
     def timed(name, fn):
@@ -185,9 +192,6 @@ def measure(args, timed_fit, fitting: dict, tracking_uri: str, meter=None) -> di
     for s in (study, search):
         studies.reseed(s, spec)
     summary = StudySummary(study, client, budget=budget, uploader=uploader)
-    # Every tracked trial writes the study's summary at once, so that the write is counted in its own arm (a study
-    # of back-to-back trials writes it at most every tracking.FLUSH_SECONDS for all of them: an upper bound).
-    summary.coalesce = False
     summary.start()
     reporter = studies.reporter(None, spec, budget)
 
@@ -196,37 +200,42 @@ def measure(args, timed_fit, fitting: dict, tracking_uri: str, meter=None) -> di
         out = fn() or {}
         return {"s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, **out}
 
-    def plain(number: int) -> dict:
-        # Its own seed, not the other arms': none reuses another's compiled graph.
-        fitting["s"], t0 = 0.0, time.perf_counter()
-        result = timed_fit(spec.config_for(values, seed=trial_seed(spec.seed + 1, number), name=f"{spec.name}-plain-{number}"), prepared)
-        keras.backend.clear_session(free_memory=number % GC_EVERY == GC_EVERY - 1)  # what the objective does
-        return {"val_accuracy": result.metrics["val_accuracy"], "outside_fit_s": time.perf_counter() - t0 - fitting["s"]}
+    def plain(numbers: range) -> dict:
+        fitting["s"], t0, accuracy = 0.0, time.perf_counter(), []
+        for number in numbers:
+            # Its own seed, not the other arms': none reuses another's compiled graph.
+            config = spec.config_for(values, seed=trial_seed(spec.seed + 1, number), name=f"{spec.name}-plain-{number}")
+            accuracy.append(timed_fit(config, prepared).metrics["val_accuracy"])
+            keras.backend.clear_session(free_memory=number % GC_EVERY == GC_EVERY - 1)  # what the objective does
+        return {"val_accuracy": statistics.mean(accuracy), "outside_fit_s": time.perf_counter() - t0 - fitting["s"]}
 
-    def one_trial(s: optuna.Study, fn, callbacks, number: int) -> dict:
+    def trials(s: optuna.Study, fn, callbacks, numbers: range) -> dict:
         server0 = meter.read() if meter else None
         fitting["s"], cpu0, t0 = 0.0, uploader.cpu_seconds, time.perf_counter()
-        optimize_to_budget(s, fn, budget=budget, n_trials=1, max_failures=0, callbacks=callbacks)
+        optimize_to_budget(s, fn, budget=budget, n_trials=len(numbers), max_failures=0, callbacks=callbacks)
         returned, cpu1 = time.perf_counter(), uploader.cpu_seconds
+        if s is study:
+            summary.flush()  # a study would write the trials waiting for their period later: in another arm here
         errors = uploader.flush()
         server_cpu = meter.since(server0)["mlflow_server"] if meter else 0.0
-        trial = s.trials[-1]
-        assert trial.number == number and trial.state == optuna.trial.TrialState.COMPLETE and not errors, (trial, errors)
-        return {"returned": returned, "val_accuracy": trial.value, "outside_fit_s": time.perf_counter() - t0 - fitting["s"],
+        done = s.trials[-len(numbers):]
+        assert [t.number for t in done] == list(numbers) and not errors, (done, errors)
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in done), done
+        return {"returned": returned, "val_accuracy": statistics.mean(t.value for t in done), "outside_fit_s": time.perf_counter() - t0 - fitting["s"],
                 "uploader_cpu_during_s": cpu1 - cpu0, "uploader_cpu_s": uploader.cpu_seconds - cpu0, "server_cpu_s": server_cpu}
 
     arms = {
         "plain": plain,
-        "search": lambda number: one_trial(search, untracked, [reporter], number),
-        "tracked": lambda number: one_trial(study, objective, [reporter, summary.after_trial], number),
+        "search": lambda numbers: trials(search, untracked, [reporter], numbers),
+        "tracked": lambda numbers: trials(study, objective, [reporter, summary.after_trial], numbers),
     }
-    one_off["first_search_trial_s"] = measured(lambda: arms["search"](0))["s"]
-    one_off["first_tracked_trial_s"] = measured(lambda: arms["tracked"](0))["s"]
+    one_off["first_search_trial_s"] = measured(lambda: arms["search"](range(1)))["s"]
+    one_off["first_tracked_trial_s"] = measured(lambda: arms["tracked"](range(1)))["s"]
     rounds = []
 
     def save(complete: bool) -> dict:
         """Write the figures so far (after every round: a run stopped early on a busy machine keeps its rounds)."""
-        result = {"epochs": args.epochs, "limit": args.limit, "tracking": "mlflow server (SQLite backend)" if meter else "SQLite store",
+        result = {"epochs": args.epochs, "limit": args.limit, "block": args.block, "tracking": "mlflow server (SQLite backend)" if meter else "SQLite store",
                   "complete": complete, **summarise(rounds), "rounds": rounds,
                   "one_off_s": one_off, "study_report_s": one_off.get("study_report_s"), "load_average_before": load_before,
                   "load_average_after": os.getloadavg(), "cpus": os.cpu_count()}
@@ -235,30 +244,31 @@ def measure(args, timed_fit, fitting: dict, tracking_uri: str, meter=None) -> di
         return result
 
     for k in range(args.rounds):
-        number, order = k + 1, [ARMS[i] for i in ORDERS[k % len(ORDERS)]]
+        numbers, order = range(1 + k * args.block, 1 + (k + 1) * args.block), [ARMS[i] for i in ORDERS[k % len(ORDERS)]]
         t0 = {}
         got = {}
         for arm in order:
             t0[arm] = time.perf_counter()
-            got[arm] = measured(lambda: arms[arm](number))
-        row = {"trial": number, "order": order, "load_average": os.getloadavg()[0]}
+            got[arm] = measured(lambda: arms[arm](numbers))
+        per = 1 / args.block  # every figure below is a trial's: the block's divided by its trials
+        row = {"round": k + 1, "trials": [numbers.start, numbers.stop - 1], "order": order, "load_average": os.getloadavg()[0]}
         for arm in ARMS:
-            row.update({f"{arm}_s": got[arm]["s"], f"{arm}_cpu_s": got[arm]["cpu_s"], f"{arm}_val_accuracy": got[arm]["val_accuracy"]})
+            row.update({f"{arm}_s": per * got[arm]["s"], f"{arm}_cpu_s": per * got[arm]["cpu_s"], f"{arm}_val_accuracy": got[arm]["val_accuracy"]})
         for name, (a, b) in DIFFERENCES.items():
-            row[f"{name}_ms"] = 1000 * (got[a]["s"] - got[b]["s"])
-            row[f"cpu_{name}_ms"] = 1000 * (got[a]["cpu_s"] - got[b]["cpu_s"])
-        # Direct, low-noise: the time around training on the trial's thread, and the uploader's CPU while it trained.
+            row[f"{name}_ms"] = 1000 * (row[f"{a}_s"] - row[f"{b}_s"])
+            row[f"cpu_{name}_ms"] = 1000 * (row[f"{a}_cpu_s"] - row[f"{b}_cpu_s"])
+        # Direct, low-noise: the time around training on the trials' thread, and the uploader's CPU while they trained.
         for arm in ARMS:
-            row[f"{arm}_outside_fit_ms"] = 1000 * got[arm]["outside_fit_s"]
-        row["uploader_cpu_ms"] = 1000 * got["tracked"]["uploader_cpu_s"]
-        row["uploader_cpu_during_ms"] = 1000 * got["tracked"]["uploader_cpu_during_s"]
-        row["server_cpu_ms"] = 1000 * got["tracked"]["server_cpu_s"]  # 0 without --server
+            row[f"{arm}_outside_fit_ms"] = 1000 * per * got[arm]["outside_fit_s"]
+        row["uploader_cpu_ms"] = 1000 * per * got["tracked"]["uploader_cpu_s"]
+        row["uploader_cpu_during_ms"] = 1000 * per * got["tracked"]["uploader_cpu_during_s"]
+        row["server_cpu_ms"] = 1000 * per * got["tracked"]["server_cpu_s"]  # 0 without --server
         row["direct_tracking_ms"] = row["tracked_outside_fit_ms"] - row["search_outside_fit_ms"] + row["uploader_cpu_during_ms"]
         row["direct_search_ms"] = row["search_outside_fit_ms"] - row["plain_outside_fit_ms"]
-        row["critical_path_ms"] = 1000 * (got["tracked"]["returned"] - t0["tracked"] - got["search"]["s"])
-        row["writes_wait_ms"] = 1000 * (got["tracked"]["s"] - (got["tracked"]["returned"] - t0["tracked"]))
+        row["critical_path_ms"] = 1000 * per * (got["tracked"]["returned"] - t0["tracked"] - got["search"]["s"])
+        row["writes_wait_ms"] = 1000 * per * (got["tracked"]["s"] - (got["tracked"]["returned"] - t0["tracked"]))
         rounds.append(row)
-        print(f"round {number:3d}: plain {row['plain_s']:.2f} s  search {row['search_s']:.2f} s  tracked {row['tracked_s']:.2f} s"
+        print(f"round {k + 1:3d}, a trial: plain {row['plain_s']:.2f} s  search {row['search_s']:.2f} s  tracked {row['tracked_s']:.2f} s"
               f"  tracking {row['tracking_ms']:6.0f} ms  search {row['search_ms']:6.0f} ms  load {row['load_average']:.2f}", flush=True)
         save(complete=False)
     timed("study_finish_s", lambda: summary.finish(report=None))
@@ -267,7 +277,7 @@ def measure(args, timed_fit, fitting: dict, tracking_uri: str, meter=None) -> di
     train, cpu_train = result["median_plain_trial_s"], result["median_plain_trial_cpu_s"]
     what = {"tracking": "MLflow tracking (tracked - search)", "search": "Optuna's bookkeeping (search - plain)",
             "overhead": "both (tracked - plain)"}
-    print(f"{len(rounds)} rounds, {args.epochs} epochs, dense default, SQLite Optuna storage + {result['tracking']}; "
+    print(f"{len(rounds)} rounds of {args.block} trials an arm, {args.epochs} epochs, dense default, SQLite Optuna storage + {result['tracking']}; "
           f"median plain trial {train:.2f} s ({cpu_train:.2f} s CPU)")
     for name, label in what.items():
         ci, cpu_ci = result[f"{name}_ci95_ms"], result[f"cpu_{name}_ci95_ms"]

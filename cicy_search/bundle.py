@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from .config import dump_yaml
 from .errors import CicyError
 from .models import SvmModel, Target
 
@@ -29,7 +30,7 @@ def save(folder: str | Path, model, config: dict, targets: list[Target]) -> Path
         joblib.dump(model, folder / SVM_FILE)
     else:
         model.save(folder / KERAS_FILE)
-    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (folder / "config.yaml").write_text(dump_yaml(config))
     (folder / "targets.json").write_text(json.dumps([t.to_dict() for t in targets]))
     return folder
 

@@ -478,6 +478,20 @@ def parse_yaml(text: str):
     return data
 
 
+class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
+    """``yaml.SafeDumper`` that quotes what ``Loader`` would read as another type (a string ``1e-3``: PyYAML's
+    own dumper leaves it bare, and this project reads it as a number); libyaml's C emitter when PyYAML has it
+    (about 10x faster: a trial's config becomes its MLflow run's description on the training thread)."""
+
+
+Dumper.yaml_implicit_resolvers = Loader.yaml_implicit_resolvers
+
+
+def dump_yaml(data) -> str:
+    """Python data -> YAML text, keys in their order, that ``parse_yaml`` reads back as the same data."""
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False)
+
+
 def read_text(path: str | Path) -> str:
     """A file's text: UTF-8, with or without a byte order mark; one-line errors naming the file."""
     path = Path(path)

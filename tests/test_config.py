@@ -164,3 +164,26 @@ def test_load_config_merges_overrides_section_by_section_and_says_whose_error_it
     with pytest.raises(CicyError) as e:  # the file is wrong: named, whatever the overrides
         load_config(bad, {"train": {"epochs": 2}})
     assert str(e.value).startswith(f"{bad}: model.depth: expected an integer")
+
+
+@pytest.mark.parametrize(
+    "extra", [{}, {"name": "h11 — ünïcode: 'quoted' # not a comment"}, {"name": "1e-3", "note": "2E5"}, {"name": "yes", "note": "0x10"}]
+)
+def test_dumped_configs_read_back_the_same(extra):
+    """``dump_yaml`` (libyaml's emitter when there) writes every resolved shipped config, with awkward strings, as
+    text that reads back unchanged (a run's description, a model's config.yaml); strings this project reads as
+    numbers (``1e-3``, which PyYAML's own dumper leaves bare) are quoted; the C emitter writes the Python one's text."""
+    import yaml
+
+    from cicy_search.config import Dumper, dump_yaml, parse_yaml
+
+    class PythonDumper(yaml.SafeDumper):
+        yaml_implicit_resolvers = Dumper.yaml_implicit_resolvers
+
+    for name in shipped_configs():
+        config = {**load_config(name), **extra}
+        config["train"] = {**config["train"], "learning_rate": 1e-3, "tiny": 1e-12, "big": 1e20, "inf": float("inf")}
+        text = dump_yaml(config)
+        assert text == yaml.dump(config, Dumper=PythonDumper, sort_keys=False)
+        assert list(parse_yaml(text)) == list(config) and parse_yaml(text) == config
+    assert "name: '1e-3'" in dump_yaml({"name": "1e-3"}) and yaml.safe_dump({"name": "1e-3"}) == "name: 1e-3\n"

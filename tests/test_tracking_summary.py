@@ -244,7 +244,7 @@ def test_with_many_processes_each_writes_the_summary_less_often(tmp_path, tracki
 
 def test_a_process_writes_the_summary_at_once_then_at_most_every_flush_period(tmp_path, tracking_uri, mlflow_client, monkeypatch):
     """The first trial's point at once; trials within ``tracking.FLUSH_SECONDS`` of a write wait for one timed write;
-    ``finish`` writes what is still waiting. Every point is written exactly once, at its trial's step."""
+    ``flush`` queues that write at once; ``finish`` writes what is still waiting. Every point is written exactly once, at its trial's step."""
     import time
 
     from cicy_search import tracking
@@ -256,7 +256,7 @@ def test_a_process_writes_the_summary_at_once_then_at_most_every_flush_period(tm
 
     monkeypatch.setattr(tracking, "FLUSH_SECONDS", 1.5)
     uploader = tracking.uploader()
-    keeper = summary.StudySummary(study, mlflow_client, budget=5, uploader=uploader)
+    keeper = summary.StudySummary(study, mlflow_client, budget=6, uploader=uploader)
 
     def finish_trial():
         trial = study.ask()
@@ -276,11 +276,16 @@ def test_a_process_writes_the_summary_at_once_then_at_most_every_flush_period(tm
     finish_trial()
     finish_trial()
     assert uploader.flush(30) == [] and len(writes()) == 2
-    assert keeper.finish() == []  # the last trials' points now, not a period later
-    assert [steps for _, steps in writes()] == [[0], [1, 2], [3, 4]]
+    keeper.flush()  # the waiting trials' write now (bench.tracking at the end of a block)
+    assert uploader.flush(30) == [] and [steps for _, steps in writes()] == [[0], [1, 2], [3, 4]]
+    keeper.flush()  # nothing waits: no write
+    finish_trial()
+    assert uploader.flush(30) == [] and len(writes()) == 3  # within the period of the flushed write
+    assert keeper.finish() == []  # the last trial's point now, not a period later
+    assert [steps for _, steps in writes()] == [[0], [1, 2], [3, 4], [5]]
     time.sleep(1.6)
-    assert len(writes()) == 3  # the timer was cancelled
+    assert len(writes()) == 4  # the timers were cancelled
     values = [t.value for t in study.trials]
     assert history(mlflow_client, parent_id, "trial_val_accuracy") == list(enumerate(values))
-    assert history(mlflow_client, parent_id, "best_val_accuracy") == [(i, max(values[: i + 1])) for i in range(5)]
+    assert history(mlflow_client, parent_id, "best_val_accuracy") == [(i, max(values[: i + 1])) for i in range(6)]
     assert mlflow_client.get_run(parent_id).info.status == "FINISHED"

@@ -38,6 +38,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import tracking
+from ..config import dump_yaml
 from ..errors import CicyError
 from ..search.objective import Objective
 from ..reporting.html import Report
@@ -192,7 +193,7 @@ def compare(
                                 tags={"study": spec.name, "role": "comparison"})
     parent.log_params({"study": spec.name, "epochs_budget": epochs_budget, "seeds": seeds, "engines": ",".join(ENGINES),
                        "objective": f"{o.metric}:{o.direction}", "pruner": spec.pruner["name"]})
-    parent.log_artifacts({"study.yaml": tracking.config_yaml(spec.raw)})
+    parent.log_artifacts({"study.yaml": dump_yaml(spec.raw)})
     uploader = tracking.uploader()
     runs: list[EngineRun] = []
     try:

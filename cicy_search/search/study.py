@@ -15,6 +15,7 @@ import optuna
 from optuna.storages._heartbeat import is_heartbeat_enabled  # Optuna's own test (RDB and our journal storages)
 
 from .. import tracking
+from ..config import dump_yaml
 from ..errors import CicyError, NoStudy
 from .budget import Counts, count_finished, counts, optimize_to_budget
 from .storage import LOST, BudgetLock, check_url, default_url, open_storage, redact
@@ -74,7 +75,7 @@ def _create(spec: StudySpec, optuna_storage, *, storage: str | None, tracking_ur
                 "space": ",".join(p.name for p in spec.params),
             }
         )
-        parent.log_artifacts({"study.yaml": tracking.config_yaml(spec.raw)})
+        parent.log_artifacts({"study.yaml": dump_yaml(spec.raw)})
         # SCHEDULED until a process works on it; then summary.StudySummary keeps it current and ends it.
         client.update_run(parent.run_id, status="SCHEDULED")
         study.set_user_attr(links.PARENT_RUN_ID, parent.run_id)

@@ -30,6 +30,7 @@ import optuna
 
 from . import space
 from .. import tracking
+from ..config import dump_yaml
 from ..errors import CicyError, one_line
 from .objective import Objective, objective_values, trial_seed
 from .studyfile import StudySpec, check_budget
@@ -311,7 +312,7 @@ def tune(
         )
         parent.log_params({"study": spec.name, "algorithm": algorithm, "space": ",".join(p.name for p in spec.params),
                            "objective": f"{spec.objectives[0].metric}:{spec.objectives[0].direction}", **settings})
-        parent.log_artifacts({"study.yaml": tracking.config_yaml(spec.raw)})
+        parent.log_artifacts({"study.yaml": dump_yaml(spec.raw)})
     objective.parent_run_id = parent.run_id
     status, before = "FAILED", len(tuner.oracle.trials)
     try:

@@ -24,8 +24,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
+from ..config import dump_yaml
 from ..errors import CicyError, one_line
 
 LOCAL_HOME = "mlruns"
@@ -630,10 +629,6 @@ def run_url(ui: str, experiment_id: str, run_id: str) -> str:
     return f"{experiment_url(ui, experiment_id)}/{run_id}"
 
 
-def config_yaml(config: dict) -> str:
-    return yaml.safe_dump(config, sort_keys=False)
-
-
 #: The tag MLflow shows as a run's description.
 NOTE = "mlflow.note.content"
 
@@ -646,6 +641,6 @@ def config_note(config: dict) -> dict[str, str]:
 
     note = (
         "Config of this run: to train it again, save it as `config.yaml` and run `cicy-search train config.yaml`.\n\n"
-        f"```yaml\n{config_yaml(config)}```\n"
+        f"```yaml\n{dump_yaml(config)}```\n"
     )
     return {NOTE: note} if len(note) <= MAX_TAG_VAL_LENGTH else {}

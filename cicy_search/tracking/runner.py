@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import keras
 
 from .. import bundle, tracking
-from ..config import flatten
+from ..config import dump_yaml, flatten
 from ..training import EpochCallback, Prepared, TrainResult, fit, prepare
 
 
@@ -128,7 +128,7 @@ def run_tracked(
                 tracking.Run(mlflow_client, parent_run_id, uploader=uploader).log_inputs(inputs)
             linked = run.later(lambda: on_start(run.run_id), "link") if on_start else None
             if not note:  # too long for a description
-                run.log_artifacts(lambda: {"config.yaml": tracking.config_yaml(config)})  # while it trains, not after
+                run.log_artifacts(lambda: {"config.yaml": dump_yaml(config)})  # while it trains, not after
             if tracking.system_metrics_enabled():
                 monitor = tracking.SystemMetrics(run)
             epoch_logger = EpochCallback(

@@ -202,6 +202,16 @@ class StudySummary:
                     return
         self._queue_write()
 
+    def flush(self) -> None:
+        """Queue the write of the trials waiting for their period now, instead of when it ends."""
+        with self._pending_lock:
+            timer, self._timer = self._timer, None
+            pending = bool(self._pending)
+        if timer is not None:
+            timer.cancel()  # if it fired already, its write finds nothing left to write
+        if pending:
+            self._queue_write()
+
     def _queue_write(self) -> None:
         self.run.later(self._write_pending, "study summary")
 
