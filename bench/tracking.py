@@ -90,19 +90,20 @@ def summarise(rounds: list[dict]) -> dict:
 @contextmanager
 def fit_timer():
     """While inside, ``training.fit`` (the runner's and the untracked objective's) adds its time to ``fitting["s"]``,
-    so that what surrounds training in a trial can be timed apart; put back on the way out. Yields
-    ``(timed_fit, fitting)``."""
-    from cicy_search import training
+    so that what surrounds training in a trial can be timed apart, and the CPU of the uploader's writes done
+    meanwhile to ``fitting["uploader_cpu_s"]``; put back on the way out. Yields ``(timed_fit, fitting)``."""
+    from cicy_search import tracking, training
     from cicy_search.tracking import runner
 
-    fit, fitting = training.fit, {"s": 0.0}
+    fit, fitting, uploader = training.fit, {"s": 0.0, "uploader_cpu_s": 0.0}, tracking.uploader()
 
     def timed_fit(*a, **k):
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), uploader.cpu_seconds
         try:
             return fit(*a, **k)
         finally:
             fitting["s"] += time.perf_counter() - t0
+            fitting["uploader_cpu_s"] += uploader.cpu_seconds - cpu0
 
     training.fit = runner.fit = timed_fit
     try:
@@ -118,6 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--block", type=int, default=4, help="trials one after the other in each arm of a round")
     parser.add_argument("--limit", type=int, default=None, help="use only this many matrices of the list (tests)")
     parser.add_argument("--dir", type=Path, default=None, help="folder for the Optuna and MLflow stores (default: a new temporary one)")
+    parser.add_argument("--hold", type=float, default=None,
+                        help="seconds a trial's last writes wait for the next trial's first epoch (default: the objective's; 0: none)")
     parser.add_argument("--server", action="store_true", help="track through an mlflow server (SQLite backend) started here")
     parser.add_argument("--out", default=None, help="default: bench/results/tracking.json (tracking-server.json with --server)")
     args = parser.parse_args(argv)
@@ -184,6 +187,8 @@ def measure(args, timed_fit, fitting: dict, tracking_uri: str, meter=None) -> di
     # What studies.run and drive set up once per study call; the objective prepares the data once for all trials.
     client, uploader = links.client(study, tracking_uri), tracking.uploader()
     objective = Objective(spec, mlflow_client=client, parent_run_id=links.parent_run_id(study), uploader=uploader)
+    if args.hold is not None:
+        objective.hold_writes = args.hold
     untracked = Objective(spec, mlflow_client=None, parent_run_id=None)
     config = spec.config_for(values, seed=0)
     prepared = timed("prepare_s", lambda: objective.prepared(config))
@@ -211,9 +216,9 @@ def measure(args, timed_fit, fitting: dict, tracking_uri: str, meter=None) -> di
 
     def trials(s: optuna.Study, fn, callbacks, numbers: range) -> dict:
         server0 = meter.read() if meter else None
-        fitting["s"], cpu0, t0 = 0.0, uploader.cpu_seconds, time.perf_counter()
+        fitting["s"], fitting["uploader_cpu_s"], cpu0, t0 = 0.0, 0.0, uploader.cpu_seconds, time.perf_counter()
         optimize_to_budget(s, fn, budget=budget, n_trials=len(numbers), max_failures=0, callbacks=callbacks)
-        returned, cpu1 = time.perf_counter(), uploader.cpu_seconds
+        returned = time.perf_counter()
         if s is study:
             summary.flush()  # a study would write the trials waiting for their period later: in another arm here
         errors = uploader.flush()
@@ -222,7 +227,7 @@ def measure(args, timed_fit, fitting: dict, tracking_uri: str, meter=None) -> di
         assert [t.number for t in done] == list(numbers) and not errors, (done, errors)
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in done), done
         return {"returned": returned, "val_accuracy": statistics.mean(t.value for t in done), "outside_fit_s": time.perf_counter() - t0 - fitting["s"],
-                "uploader_cpu_during_s": cpu1 - cpu0, "uploader_cpu_s": uploader.cpu_seconds - cpu0, "server_cpu_s": server_cpu}
+                "uploader_cpu_during_s": fitting["uploader_cpu_s"], "uploader_cpu_s": uploader.cpu_seconds - cpu0, "server_cpu_s": server_cpu}
 
     arms = {
         "plain": plain,
@@ -235,7 +240,7 @@ def measure(args, timed_fit, fitting: dict, tracking_uri: str, meter=None) -> di
 
     def save(complete: bool) -> dict:
         """Write the figures so far (after every round: a run stopped early on a busy machine keeps its rounds)."""
-        result = {"epochs": args.epochs, "limit": args.limit, "block": args.block, "tracking": "mlflow server (SQLite backend)" if meter else "SQLite store",
+        result = {"epochs": args.epochs, "limit": args.limit, "block": args.block, "hold_writes_s": objective.hold_writes, "tracking": "mlflow server (SQLite backend)" if meter else "SQLite store",
                   "complete": complete, **summarise(rounds), "rounds": rounds,
                   "one_off_s": one_off, "study_report_s": one_off.get("study_report_s"), "load_average_before": load_before,
                   "load_average_after": os.getloadavg(), "cpus": os.cpu_count()}
