@@ -119,8 +119,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--block", type=int, default=4, help="trials one after the other in each arm of a round")
     parser.add_argument("--limit", type=int, default=None, help="use only this many matrices of the list (tests)")
     parser.add_argument("--dir", type=Path, default=None, help="folder for the Optuna and MLflow stores (default: a new temporary one)")
-    parser.add_argument("--hold", type=float, default=None,
-                        help="seconds a trial's last writes wait for the next trial's first epoch (default: the objective's; 0: none)")
     parser.add_argument("--server", action="store_true", help="track through an mlflow server (SQLite backend) started here")
     parser.add_argument("--out", default=None, help="default: bench/results/tracking.json (tracking-server.json with --server)")
     args = parser.parse_args(argv)
@@ -187,8 +185,6 @@ def measure(args, timed_fit, fitting: dict, tracking_uri: str, meter=None) -> di
     # What studies.run and drive set up once per study call; the objective prepares the data once for all trials.
     client, uploader = links.client(study, tracking_uri), tracking.uploader()
     objective = Objective(spec, mlflow_client=client, parent_run_id=links.parent_run_id(study), uploader=uploader)
-    if args.hold is not None:
-        objective.hold_writes = args.hold
     untracked = Objective(spec, mlflow_client=None, parent_run_id=None)
     config = spec.config_for(values, seed=0)
     prepared = timed("prepare_s", lambda: objective.prepared(config))
@@ -240,7 +236,7 @@ def measure(args, timed_fit, fitting: dict, tracking_uri: str, meter=None) -> di
 
     def save(complete: bool) -> dict:
         """Write the figures so far (after every round: a run stopped early on a busy machine keeps its rounds)."""
-        result = {"epochs": args.epochs, "limit": args.limit, "block": args.block, "hold_writes_s": objective.hold_writes, "tracking": "mlflow server (SQLite backend)" if meter else "SQLite store",
+        result = {"epochs": args.epochs, "limit": args.limit, "block": args.block, "tracking": "mlflow server (SQLite backend)" if meter else "SQLite store",
                   "complete": complete, **summarise(rounds), "rounds": rounds,
                   "one_off_s": one_off, "study_report_s": one_off.get("study_report_s"), "load_average_before": load_before,
                   "load_average_after": os.getloadavg(), "cpus": os.cpu_count()}

@@ -57,61 +57,6 @@ def test_trials_and_mlflow_runs_match_one_to_one_and_resume_adds(tmp_path, track
     assert len(set(seen)) == 5  # a resumed sampler does not replay its first draws
 
 
-@pytest.mark.parametrize("epochs", [1, 3])
-def test_a_trials_last_writes_wait_for_the_next_trials_first_epoch_and_end_before_its_second(tmp_path, tracking_uri, mlflow_client,
-                                                                                             monkeypatch, epochs):
-    """After a trial its MLflow writes (its run's end, the next run's creation, the study's summary) are held while
-    the next trial starts (``Objective.hold_writes``): they start once that trial's first epoch has trained, and
-    are done before its second epoch ends. With one epoch a trial does not wait for them, its run still links."""
-    import keras
-
-    from cicy_search import tracking
-    from cicy_search.search.objective import Objective
-
-    writes, epochs_seen = {}, []  # what -> (start, end); (trial, epoch, "trained" | "ended", time)
-    submit = tracking.Uploader.submit
-
-    def timed_submit(self, fn, *args, what="", **kwargs):
-        def timed(*a, **k):
-            start = time.monotonic()
-            try:
-                return fn(*a, **k)
-            finally:
-                writes.setdefault(what, (start, time.monotonic()))
-        return submit(self, timed, *args, what=what, **kwargs)
-
-    class Recorder(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.trial = sum(1 for e in epochs_seen if e[1:3] == (0, "trained"))
-
-        def on_train_batch_end(self, batch, logs=None):  # the epoch's training is done; its validation and callbacks follow
-            epochs_seen.append((self.trial, len([e for e in epochs_seen if e[0] == self.trial and e[2] == "ended"]), "trained", time.monotonic()))
-
-        def on_epoch_end(self, epoch, logs=None):  # after the objective's own callback
-            epochs_seen.append((self.trial, epoch, "ended", time.monotonic()))
-
-    init = Objective.__init__
-
-    def init_with_recorder(self, *a, **k):
-        init(self, *a, **k)
-        self.callbacks.append(Recorder())
-
-    monkeypatch.setattr(tracking.Uploader, "submit", timed_submit)
-    monkeypatch.setattr(Objective, "__init__", init_with_recorder)
-    spec = study_spec(f"held-{epochs}", train={"epochs": epochs})
-    study = studies.run(spec, storage=f"sqlite:///{tmp_path / 'o.db'}", tracking_uri=tracking_uri).study
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
-    at = {(trial, epoch, what): t for trial, epoch, what, t in epochs_seen}
-    for n in range(2):
-        start, end = writes[f"MLflow run trial-{n}: end (FINISHED)"]
-        created, _ = writes[f"MLflow run trial-{n + 1} in {spec.name}: create"]
-        assert start > at[(n + 1, 0, "trained")] and created > at[(n + 1, 0, "trained")]
-        if epochs > 1:
-            assert end <= at[(n + 1, 1, "ended")]
-    for t in study.trials:
-        assert mlflow_client.get_run(t.user_attrs["mlflow_run_id"]).info.status == "FINISHED"
-
-
 def test_pruned_trials_are_pruned_in_optuna_and_mlflow(tmp_path, tracking_uri, mlflow_client):
     spec = study_spec("pruned", pruner={"name": "threshold", "lower": 1.01}, budget={"n_trials": 2})
     study = studies.run(spec, storage=f"sqlite:///{tmp_path / 'o.db'}", tracking_uri=tracking_uri).study

@@ -44,46 +44,6 @@ def test_the_uploader_counts_the_cpu_its_writes_take_not_their_waiting():
     assert 0.2 <= uploader.cpu_seconds - waited < 0.5
 
 
-def test_held_writes_wait_until_released_or_their_deadline_and_never_block_a_waiting_thread():
-    """``hold``: no write starts until ``release``, ``result`` (another thread waiting for one), ``flush``, or the
-    deadline; the write already running finishes; ``hold(0)`` holds nothing."""
-    uploader = tracking.Uploader()
-    started = []
-
-    def write(name):
-        started.append((name, time.monotonic()))
-        return name
-
-    uploader.submit(write, "before")
-    uploader.flush(30)
-    for release in ("release", "result", "flush", "deadline"):
-        uploader.hold(1.5 if release == "deadline" else 30)
-        held_at = time.monotonic()
-        future = uploader.submit(write, release)
-        time.sleep(0.3)
-        assert release not in [n for n, _ in started]  # still waiting
-        if release == "release":
-            uploader.release()
-            assert future.result(10) == "release"
-        elif release == "result":
-            assert uploader.result(future, 10) == "result"
-        elif release == "flush":
-            assert uploader.flush(10) == [] and future.done()
-        else:
-            assert future.result(10) == "deadline" and started[-1][1] - held_at >= 1.4
-        assert started[-1][0] == release
-    uploader.hold(0)
-    assert uploader.submit(write, "not held").result(10) == "not held"
-    # A write running when the hold starts finishes; the next waits.
-    uploader.submit(time.sleep, 0.3)
-    time.sleep(0.1)
-    uploader.hold(30)
-    after = uploader.submit(write, "after")
-    time.sleep(0.5)
-    assert not after.done()
-    assert uploader.flush(10) == [] and after.result() == "after"
-
-
 def test_a_background_run_is_written_after_the_call_returns_and_names_its_failures(mlflow_client, tmp_path):
     uploader = tracking.Uploader()
     run = tracking.Run.start(mlflow_client, EXPERIMENT, run_name="background", tags={"role": "test"}, uploader=uploader)

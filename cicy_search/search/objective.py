@@ -23,10 +23,6 @@ if TYPE_CHECKING:
 
 
 GC_EVERY = 10
-#: After a trial the MLflow writes wait (``Uploader.hold``) until the next trial's first epoch has ended, at most
-#: this long: the trial's end in Optuna, the next one's start, model and graph tracing are the training thread's
-#: Python and would share the GIL with the writes' (MLflow's SQLAlchemy store); an epoch runs outside it.
-HOLD_WRITES_SECONDS = 3.0
 
 
 def trial_seed(study_seed: int, trial_number: int) -> int:
@@ -81,9 +77,6 @@ class Objective:
         self.experiment = experiment or spec.name
         self.callbacks = list(callbacks)  # Keras callbacks for every trial, before pruning (an epoch budget)
         self._prepared: dict[str, Prepared] = {}
-
-    #: Seconds the MLflow writes wait after a trial (``HOLD_WRITES_SECONDS``; 0: they start at once).
-    hold_writes = HOLD_WRITES_SECONDS
 
     def prepared(self, config: dict) -> Prepared:
         key = json.dumps(config["data"], sort_keys=True)
@@ -149,22 +142,12 @@ class Objective:
         from ..training import EpochCallback, fit
 
         callbacks = [*self.callbacks, *callbacks]
-        uploader = self.uploader
-        if uploader is not None:
-            # The previous trial's run is closed (and the study's run updated) in the background once this one's
-            # first epoch has ended (HOLD_WRITES_SECONDS); by the end of its second that is done (waiting costs
-            # nothing then), so a worker killed later leaves no finished trial with a RUNNING run or missing from
-            # the summary.
-            settled, epochs = uploader.submit(lambda: None), []
-
-            def after_epoch(epoch, logs):
-                epochs.append(epoch)
-                if len(epochs) == 1:
-                    uploader.release()  # this trial's graph is traced: the held writes run beside its epochs
-                else:
-                    uploader.result(settled)
-
-            callbacks.insert(0, EpochCallback(after_epoch))
+        if self.uploader is not None:
+            # The previous trial's run is closed (and the study's run updated) in the background while this one
+            # starts; by the end of this trial's first epoch that is done (waiting costs nothing then), so a
+            # worker killed later leaves no finished trial with a RUNNING run or missing from the summary.
+            settled = self.uploader.submit(lambda: None)
+            callbacks.insert(0, EpochCallback(lambda epoch, logs: settled.result()))  # done after the first: free
         try:
             if self.client is None:  # an untracked search: Optuna's bookkeeping only (bench.tracking's middle arm)
                 return TrackedResult(fit(config, self.prepared(config), callbacks=callbacks, **fit_options), None)
@@ -182,7 +165,6 @@ class Objective:
                 log_test=False,  # the test split is scored once, by export, for the chosen model
                 on_start=on_start,
                 uploader=self.uploader,
-                hold_writes=self.hold_writes,
                 **fit_options,
             )
         finally:

@@ -207,9 +207,7 @@ class Uploader:
 
     ``submit`` returns a ``Future``; a write that fails is kept (as one line) until ``flush``, which waits
     for everything submitted so far and returns those lines. The thread starts on the first submit and
-    is flushed once more when the interpreter exits. ``hold`` keeps writes waiting for a while (the training
-    thread's own Python work then runs without them competing for the GIL); ``release``, ``result`` and
-    ``flush`` let them go on.
+    is flushed once more when the interpreter exits.
 
     Example::
 
@@ -225,23 +223,6 @@ class Uploader:
         self._lock = threading.Lock()
         self._errors: list[str] = []
         self.cpu_seconds = 0.0  # CPU time the thread has spent on writes (what they take from training: bench.tracking)
-        self._open = threading.Event()  # cleared by hold: the next write waits for release or the deadline
-        self._open.set()
-        self._hold_deadline = 0.0
-
-    def hold(self, seconds: float) -> None:
-        """Start no write (the one running finishes) until ``release``, at most ``seconds`` from now."""
-        if seconds > 0:
-            self._hold_deadline = time.monotonic() + seconds
-            self._open.clear()
-
-    def release(self) -> None:
-        self._open.set()
-
-    def result(self, future: Future, timeout: float | None = None) -> Any:
-        """``future.result()`` for a write of this uploader, from another thread: held writes go on first."""
-        self.release()
-        return future.result(timeout)
 
     def submit(self, fn: Callable, *args, what: str = "", **kwargs) -> Future:
         future: Future = Future()
@@ -255,8 +236,6 @@ class Uploader:
     def _work(self) -> None:
         while True:
             future, fn, args, kwargs, what = self._queue.get()
-            while not self._open.is_set() and (left := self._hold_deadline - time.monotonic()) > 0:
-                self._open.wait(left)
             try:
                 if future.set_running_or_notify_cancel():
                     started = time.thread_time()
@@ -278,7 +257,6 @@ class Uploader:
 
     def flush(self, timeout: float | None = None) -> list[str]:
         """Wait until every write submitted so far has run; returns (and forgets) the ones that failed."""
-        self.release()
         if self._thread is not None:
             marker = self.submit(lambda: None)
             try:
@@ -373,7 +351,7 @@ class Run:
     @property
     def run_id(self) -> str:
         if self._run_id is None:
-            info = self.uploader.result(self._created)
+            info = self._created.result()
             self._run_id, self._artifact_uri = info.run_id, info.artifact_uri
         return self._run_id
 

@@ -84,7 +84,6 @@ def run_tracked(
     parent_inputs: bool = False,
     initial_weights: str | None = None,
     initial_epoch: int = 0,
-    hold_writes: float = 0.0,
 ) -> TrackedResult:
     """Train ``config`` inside one MLflow run.
 
@@ -106,8 +105,6 @@ def run_tracked(
         parent_inputs: also list the run's data set among the parent run's inputs (a recipe's runs).
         initial_weights, initial_epoch: continue a saved model from that epoch (``training.fit``; keras-tuner's
             Hyperband); its ``epoch_*`` metrics are logged at their epochs, from ``initial_epoch`` on.
-        hold_writes: once trained, hold the uploader's writes, this run's last ones first, for at most this many
-            seconds (``Uploader.hold``; a study's next trial releases them after its first epoch).
     """
     prepared = prepared or prepare(config)
     d = config["data"]
@@ -145,9 +142,7 @@ def run_tracked(
                 initial_epoch=initial_epoch,
             )
             if isinstance(linked, Future):
-                uploader.result(linked)  # the run could not be made or linked: the trial must not look tracked
-            if uploader is not None:
-                uploader.hold(hold_writes)
+                linked.result()  # the run could not be made or linked: the trial must not look tracked
             if monitor is not None:
                 monitor.stop()
                 monitor = None
@@ -160,7 +155,6 @@ def run_tracked(
             if monitor is not None:
                 monitor.stop()
             if isinstance(linked, Future):
-                uploader.release()
                 wait([linked])  # a pruned or failed trial is still running while its link is written
             raise
     return TrackedResult(result, run.run_id)
