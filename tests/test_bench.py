@@ -127,8 +127,8 @@ def test_the_scale_bench_postgres_starts_answers_and_stops(tmp_path):
         pg.connect("postgres")
 
 
-@pytest.mark.parametrize("server", [False, True], ids=["sqlite-store", "mlflow-server"])
-def test_tracking_bench_measures_three_arms_in_rotating_order_in_one_run(tmp_path, server):
+@pytest.mark.parametrize("server,block", [(False, 2), (True, 1)], ids=["sqlite-store-blocks-of-2", "mlflow-server-one-at-a-time"])
+def test_tracking_bench_measures_three_arms_in_rotating_order_in_one_run(tmp_path, server, block):
     """bench.tracking on a slice: blocks of plain, untracked-search and tracked trials in rounds through every order;
     the tracked ones real study trials with their MLflow runs (in a SQLite store, or through an mlflow server the
     bench starts and stops, whose CPU it counts), the untracked ones real trials with none."""
@@ -141,13 +141,15 @@ def test_tracking_bench_measures_three_arms_in_rotating_order_in_one_run(tmp_pat
 
     original = training.fit
     out = tmp_path / "tracking.json"
-    args = ["--epochs", "2", "--rounds", "3", "--block", "2", "--limit", "300", "--dir", str(tmp_path), "--out", str(out)]
+    args = ["--epochs", "2", "--rounds", "3", "--block", str(block), "--limit", "300", "--dir", str(tmp_path), "--out", str(out)]
     result = bench_tracking.main(args + (["--server"] if server else []))
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert training.fit is original  # the timed fit is put back
     rounds = result["rounds"]
-    assert result["complete"] and result["n_rounds"] == 3 and result["block"] == 2
-    assert [r["round"] for r in rounds] == [1, 2, 3] and [r["trials"] for r in rounds] == [[1, 2], [3, 4], [5, 6]]
+    assert result["complete"] and result["n_rounds"] == 3 and result["block"] == block
+    trials = 1 + 3 * block  # the first, untimed, and a block a round
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+    assert [r["trials"] for r in rounds] == ([[1, 2], [3, 4], [5, 6]] if block == 2 else [[1, 1], [2, 2], [3, 3]])
     # Every arm comes first, second and third once over three rounds (and over all six orders): drift cancels.
     for position in range(3):
         assert sorted(r["order"][position] for r in rounds) == sorted(bench_tracking.ARMS)
@@ -174,18 +176,18 @@ def test_tracking_bench_measures_three_arms_in_rotating_order_in_one_run(tmp_pat
                                         "study_finish_s", "study_report_s"}
     # The untracked trials: complete, no MLflow run linked.
     search = optuna.load_study(study_name="bench-search", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
-    assert [t.state for t in search.trials] == [optuna.trial.TrialState.COMPLETE] * 7
+    assert [t.state for t in search.trials] == [optuna.trial.TrialState.COMPLETE] * trials
     assert all("mlflow_run_id" not in t.user_attrs and "config" in t.user_attrs for t in search.trials)
     study = optuna.load_study(study_name="bench-tracking", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     client = tracking.client(f"sqlite:///{tmp_path / ('server.db' if server else 'mlflow.db')}")  # the server's store: it has stopped
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 7
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * trials
     parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
-    assert parent.info.status == "FINISHED" and parent.data.tags["trials_finished"] == "7"  # its budget: the first trial and a block a round
+    assert parent.info.status == "FINISHED" and parent.data.tags["trials_finished"] == str(trials)  # its budget
     for t in study.trials:
         run = client.get_run(t.user_attrs["mlflow_run_id"])
         assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parent.info.run_id
     # Every trial's point, each written once, though the study's summary was written as a study writes it.
-    assert sorted(m.step for m in client.get_metric_history(parent.info.run_id, "trial_val_accuracy")) == list(range(7))
+    assert sorted(m.step for m in client.get_metric_history(parent.info.run_id, "trial_val_accuracy")) == list(range(trials))
     low, high = bench_tracking.interval([float(v) for v in range(100)])
     assert 35 <= low < 49.5 < high <= 64  # the median's (about +-2 standard errors: 5), far narrower than the values' spread
 
