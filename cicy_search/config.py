@@ -481,10 +481,10 @@ def parse_yaml(text: str):
 class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
     """``yaml.SafeDumper`` that quotes what ``Loader`` would read as another type (a string ``1e-3``: PyYAML's
     own dumper leaves it bare, and this project reads it as a number); libyaml's C emitter when PyYAML has it
-    (about 10x faster: a trial's config becomes its MLflow run's description on the training thread)."""
+    (a dense config in 0.5 ms against 1.5 ms here: it becomes a trial's MLflow run description on the training
+    thread)."""
 
-
-Dumper.yaml_implicit_resolvers = Loader.yaml_implicit_resolvers
+    yaml_implicit_resolvers = Loader.yaml_implicit_resolvers
 
 
 def dump_yaml(data) -> str:

@@ -204,13 +204,17 @@ class StudySummary:
 
     def flush(self) -> None:
         """Queue the write of the trials waiting for their period now, instead of when it ends."""
+        self._cancel_timer()
         with self._pending_lock:
-            timer, self._timer = self._timer, None
             pending = bool(self._pending)
-        if timer is not None:
-            timer.cancel()  # if it fired already, its write finds nothing left to write
         if pending:
             self._queue_write()
+
+    def _cancel_timer(self) -> None:
+        with self._pending_lock:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()  # if it fired already, its write finds nothing left to write
 
     def _queue_write(self) -> None:
         self.run.later(self._write_pending, "study summary")
@@ -260,8 +264,7 @@ class StudySummary:
         point is written here; and no report. Never raises: what failed is printed as ``warning:`` lines (or
         logged) and returned.
         """
-        if self._timer is not None:
-            self._timer.cancel()  # its trials are written below
+        self._cancel_timer()  # its trials are written below
         errors = self.uploader.flush() if self.uploader is not None else []
         sync = tracking.Run(self.client, self.run.run_id)
         try:
