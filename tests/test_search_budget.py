@@ -61,6 +61,50 @@ def test_the_budget_loop_waits_for_a_lost_trial_and_runs_its_retry(tmp_path, url
     assert len(waits) == 1 and (waits[0].finished, waits[0].running) == (1, 1)
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("url", ["sqlite:///{tmp}/o.db", "journal:{tmp}/o.log"], ids=["sqlite", "journal"])
+@pytest.mark.parametrize("lost", [True, False], ids=["lost", "alive"])
+def test_a_trial_running_when_the_budget_is_met_is_waited_for_and_retried_if_lost(tmp_path, url, lost):
+    """Workers that checked the budget at the same moment can meet it with an extra trial while another trial
+    is still running. A worker waits for that trial before it leaves: a live one finishes, a lost one is failed
+    after the grace period and its retry runs, instead of the study keeping a RUNNING trial for good."""
+    url = url.format(tmp=tmp_path)
+    storage = storages.open_storage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="met", storage=storage)
+    running = dead_trial(study)
+    study.optimize(lambda t: t.suggest_float("x", 0, 10), n_trials=2)  # the budget (2) is met beside it
+    waits, seen = [], []
+    done = threading.Event()
+
+    def live():  # its worker beats on, then finishes the trial
+        for _ in range(8):
+            storage.record_heartbeat(running._trial_id)
+            time.sleep(0.25)
+        study.tell(running.number, 1.0)
+        done.set()
+
+    worker = threading.Thread(target=live)
+    if not lost:
+        worker.start()
+
+    def objective(trial):
+        seen.append((trial.number, trial.user_attrs.get("retry_of")))
+        return trial.suggest_float("x", 0, 10)
+
+    started = time.monotonic()
+    ran = optimize_to_budget(study, objective, budget=2, poll=0.2, on_wait=waits.append, worker_id="here:1")
+    waited = time.monotonic() - started
+    if not lost:
+        worker.join()
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert len(waits) == 1 and (waits[0].finished, waits[0].running) == (2, 1)
+    if lost:  # failed once its heartbeat was 2 s old, and retried with its params: a third finished trial
+        assert ran == 1 and seen == [(3, 0)] and states == [FAIL, COMPLETE, COMPLETE, COMPLETE]
+        assert study.trials[3].params == running.params and waited >= 1.5
+    else:  # it finished in its own worker: nothing failed, nothing more ran, and the loop left once it had
+        assert ran == 0 and seen == [] and states == [COMPLETE] * 3 and done.is_set()
+
+
 def test_the_budget_loop_stops_at_the_budget_and_at_its_own_share(tmp_path):
     url = f"sqlite:///{tmp_path / 'o.db'}"
     study = optuna.create_study(study_name="share", storage=storages.open_storage(url))

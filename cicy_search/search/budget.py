@@ -6,6 +6,11 @@ once the study holds ``budget`` finished trials. The check takes no lock (Optuna
 rule): workers that check in the same few milliseconds near the end may each start one trial more, so a
 study ends with between ``budget`` and ``budget + workers - 1`` finished trials (``bench.scale`` measures
 how many: a lock that serialised every trial start cost more than the rare extra trial).
+
+With a heartbeat, a worker leaves only once no trial is running or queued. Such an extra trial can take the
+place of a trial whose worker died, and meet the budget before that trial is noticed as lost. The workers
+then wait for it as they would before the budget is met: it is failed after the grace period, its MLflow run
+closed, and its retry run, instead of being left RUNNING in a study that nobody looks at again.
 """
 
 from __future__ import annotations
@@ -75,7 +80,8 @@ def optimize_to_budget(
     one; with one the check is serialised, held until the trial exists, and the budget is exact. With a
     heartbeat, running trials hold their place: a worker that dies keeps it until the heartbeat
     fails its trial and queues the retry, so the others wait for that (``on_wait`` is told once)
-    instead of starting extra trials. Without one (a storage opened without ``storage.open_storage``) running
+    instead of starting extra trials, and once the budget is met they still wait for running trials and run
+    queued retries before they leave. Without one (a storage opened without ``storage.open_storage``) running
     trials are not counted, and concurrent workers may overshoot the budget by up to one trial each.
 
     Args:
@@ -102,14 +108,14 @@ def optimize_to_budget(
             lock.acquire()
         try:
             c = counts(study)
-            if heartbeat and c.finished < budget and not has_room(c, budget, heartbeat):
+            if heartbeat and c.running and not has_room(c, budget, heartbeat):
                 # A lost worker's trial holds its place until it is failed and its retry queued: look before
-                # waiting (a trial that starts is looked for by Optuna's optimize itself).
+                # waiting or leaving (a trial that starts is looked for by Optuna's optimize itself).
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(study)
                 c = counts(study)
-            if c.finished >= budget:
+            if c.finished >= budget and not c.waiting and not (heartbeat and c.running):
                 break
             go = has_room(c, budget, heartbeat)
             if go:
