@@ -91,16 +91,15 @@ def test_a_trial_running_when_the_budget_is_met_is_waited_for_and_retried_if_los
         seen.append((trial.number, trial.user_attrs.get("retry_of")))
         return trial.suggest_float("x", 0, 10)
 
-    started = time.monotonic()
     ran = optimize_to_budget(study, objective, budget=2, poll=0.2, on_wait=waits.append, worker_id="here:1")
-    waited = time.monotonic() - started
     if not lost:
         worker.join()
     states = [t.state for t in study.get_trials(deepcopy=False)]
     assert len(waits) == 1 and (waits[0].finished, waits[0].running) == (2, 1)
     if lost:  # failed once its heartbeat was 2 s old, and retried with its params: a third finished trial
         assert ran == 1 and seen == [(3, 0)] and states == [FAIL, COMPLETE, COMPLETE, COMPLETE]
-        assert study.trials[3].params == running.params and waited >= 1.5
+        assert study.trials[3].params == running.params
+        assert (study.trials[0].datetime_complete - running.datetime_start).total_seconds() >= 2  # not before its grace
     else:  # it finished in its own worker: nothing failed, nothing more ran, and the loop left once it had
         assert ran == 0 and seen == [] and states == [COMPLETE] * 3 and done.is_set()
 
