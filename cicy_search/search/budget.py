@@ -4,7 +4,7 @@ The budget belongs to the study, not to a process: ``optimize_to_budget`` starts
 finished + running trials stay under it, so any number of workers sharing one storage stop together
 once the study holds ``budget`` finished trials. The check takes no lock (Optuna's ``MaxTrialsCallback``
 rule): workers that check in the same few milliseconds near the end may each start one trial more, so a
-study ends with between ``budget`` and ``budget + workers - 1`` finished trials (``bench.scale`` measures
+study ends with between ``budget`` and ``budget + workers - 1`` finished trials, plus any lost trials' retries (``bench.scale`` measures
 how many: a lock that serialised every trial start cost more than the rare extra trial).
 
 With a heartbeat, a worker leaves only once no trial is running or queued. Such an extra trial can take the
