@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.tracking [--epochs 20] [--rounds 12] [--block 4] [--server]
 
-Trials of the default dense network (full 80/10/10 split of the original list; 20 epochs, 3.4-7 s here: the
+Trials of the default dense network (full 80/10/10 split of the original list; 20 epochs, 2.7-7 s here: the
 quickstart's kind of trial) run in one process, in rounds of three arms, each arm a block of ``--block`` trials
 one after the other, as a study runs them:
 
