@@ -37,9 +37,10 @@ def per_epoch(model, n_train: int, n_val: int) -> int:
 def profiled_forward(model, shape: tuple[int, int]) -> int:
     """Forward FLOP per sample as TensorFlow's (v1) profiler counts them on the frozen inference graph."""
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from cicy_search.compat import frozen_graph
 
     fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(tf.TensorSpec([1, *shape], tf.float32))
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
-    return tf.compat.v1.profiler.profile(graph=convert_variables_to_constants_v2(fn).graph, options=options).total_float_ops
+    return tf.compat.v1.profiler.profile(graph=frozen_graph(fn), options=options).total_float_ops

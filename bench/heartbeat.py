@@ -52,12 +52,14 @@ def main(argv: list[str] | None = None) -> dict:
         study.tell(first, 0.5)
         study.add_trials([study.trials[0]] * (args.trials - 1))
         running = study.ask()
+        study_id = storage.get_study_id_from_name("heartbeat")
+        running_id = storage.get_trial_id_from_study_id_trial_number(study_id, running.number)
         result = {
             "trials": len(study.get_trials(deepcopy=False)) - 1,
             "repeat": args.repeat,
             "fail_stale_trials_ms": cpu_ms(lambda: optuna.storages.fail_stale_trials(study), args.repeat),
-            "record_heartbeat_ms": cpu_ms(lambda: storage.record_heartbeat(running._trial_id), args.repeat),
-            "get_all_trials_ms": cpu_ms(lambda: storage.get_all_trials(study._study_id, deepcopy=False), args.repeat),
+            "record_heartbeat_ms": cpu_ms(lambda: storage.record_heartbeat(running_id), args.repeat),
+            "get_all_trials_ms": cpu_ms(lambda: storage.get_all_trials(study_id, deepcopy=False), args.repeat),
         }
         assert study.trials[-1].state == optuna.trial.TrialState.RUNNING  # it beat: nothing was taken for lost
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -544,6 +544,8 @@ class Bench:
     def job(self, study, workers: int, seconds: float, epochs: int, variant: str, pruner: dict | None = None) -> dict:
         import optuna
 
+        from cicy_search import compat
+
         job = {"study": study.study_name, "storage": self.storage, "tracking_uri": self.tracking_uri, "seconds": seconds,
                "epochs": epochs, **VARIANTS[variant], **({"pruner": pruner} if pruner else {})}  # fmt: skip
         self.peak.take()
@@ -552,7 +554,7 @@ class Bench:
         answers = self.pool.run(job, workers)
         wall = time.time() - start
         cpu = self.meter.since(cpu_before) if self.meter else {}
-        study = optuna.load_study(study_name=study.study_name, storage=study._storage)
+        study = optuna.load_study(study_name=study.study_name, storage=compat.study_storage(study))
         trials = study.get_trials(deepcopy=False)
         states = [t.state.name for t in trials]
         records = sorted((r for a in answers for r in a["records"]), key=lambda r: r["number"])
@@ -645,8 +647,7 @@ def prefill(pg: Postgres, db: str | None, study, target: int) -> int:
     finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
     missing = target - len(finished)
     complete = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
-    templates = [t._trial_id for t in complete]
-    if missing <= 0 or not templates:
+    if missing <= 0 or not complete:
         return 0
     if db is None:
         study.add_trials([complete[i % len(complete)] for i in range(missing)])
@@ -656,6 +657,8 @@ def prefill(pg: Postgres, db: str | None, study, target: int) -> int:
     with conn, conn.cursor() as cur:
         cur.execute("SELECT study_id FROM studies WHERE study_name = %s", (study.study_name,))
         study_id = cur.fetchone()[0]
+        cur.execute("SELECT trial_id FROM trials WHERE study_id = %s AND state = 'COMPLETE' ORDER BY number", (study_id,))
+        templates = [row[0] for row in cur.fetchall()]
         cur.execute("SELECT coalesce(max(number), -1) FROM trials WHERE study_id = %s", (study_id,))
         last = cur.fetchone()[0]
         cur.execute("CREATE TEMP TABLE copies (n int, src int) ON COMMIT DROP")

@@ -599,7 +599,8 @@ def _run(args: list[str] | None) -> None:
     import warnings
 
     from rich.markup import escape
-    from typer._click import exceptions as typer_click
+
+    from .compat import OPTUNA_TRIAL_LOGGER, click_exceptions
 
     try:
         import optuna
@@ -607,7 +608,7 @@ def _run(args: list[str] | None) -> None:
         # Optuna flags group mode as experimental (users chose it) and logs each trial (the CLI prints its own line).
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        trial_log = logging.getLogger("optuna.study._optimize")
+        trial_log = logging.getLogger(OPTUNA_TRIAL_LOGGER)
         if not os.environ.get("CICY_DEBUG") and not any(isinstance(f, _NoTrialTracebacks) for f in trial_log.filters):
             trial_log.addFilter(_NoTrialTracebacks())
         code = app(args=args, standalone_mode=False, prog_name="cicy-search")
@@ -629,6 +630,7 @@ def _run(args: list[str] | None) -> None:
         # Usage errors: typer 0.29 raises its bundled click's exceptions, which click's own classes miss.
         import click
 
+        typer_click = click_exceptions()
         if isinstance(e, typer_click.NoArgsIsHelpError):
             e.show()  # the help text, asked for by giving no command
             sys.exit(2)

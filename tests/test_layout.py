@@ -103,3 +103,126 @@ def test_the_walker_finds_an_upward_import(tmp_path):
 def test_each_layer_is_a_package_with_a_docstring(package):
     init = PACKAGE / package / "__init__.py"
     assert ast.get_docstring(ast.parse(init.read_text())), f"{init} says what flows through it"
+
+
+# --- Private names of the libraries: only cicy_search/compat.py may use them -------------------------------------
+
+ROOT = PACKAGE.parent
+ADAPTER = PACKAGE / "compat.py"
+LIBRARIES = ("optuna", "optuna_integration", "mlflow", "typer", "click", "keras", "keras_tuner", "tensorflow")
+# Packages the libraries keep private without an underscore: Keras's and keras-tuner's implementation, TensorFlow's.
+PRIVATE_PACKAGES = ("keras.src", "keras_tuner.src", "tensorflow.python")
+# The libraries' private names the package has used (compat.py's contract tests cover them): refused everywhere else
+# even where the package names something of its own so, since a reader could not tell the two apart.
+LIBRARY_PRIVATE = {
+    "_storage", "_study_id", "_trial_id", "_backend", "_sync_with_backend", "_thread_lock", "_replay_result", "_studies",
+    "_study_id_to_trial_ids", "_trials", "_get_trials", "_get_stale_trial_ids", "_percentile", "_n_startup_trials",
+    "_n_warmup_steps", "_interval_steps", "_n_min_trials", "_keras_history", "_click", "_cached_frozen_trial",
+    "_get_checkpoint_fname",
+}  # fmt: skip
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _library_path(dotted: str) -> bool:
+    """A dotted module path of one of the libraries that names a private module or package."""
+    parts = dotted.split(".")
+    return parts[0] in LIBRARIES and (any(map(_private, parts[1:])) or any(dotted == p or dotted.startswith(p + ".") for p in PRIVATE_PACKAGES))
+
+
+def _defined(tree: ast.AST) -> set[str]:
+    """The private names a file defines itself: functions, classes, class and module attributes, ``x._name = ...``."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.add(node.name)
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+        for target in targets:
+            for t in ast.walk(target):
+                if isinstance(t, ast.Attribute) and isinstance(t.ctx, ast.Store):
+                    found.add(t.attr)
+                elif isinstance(t, ast.Name):
+                    found.add(t.id)
+    return {n for n in found if _private(n)}
+
+
+def private_uses(files: list[Path], adapter: Path = ADAPTER) -> list[str]:
+    """``file:line: what`` for every private name of the libraries a file other than ``adapter`` imports, reads, defines
+    or names in a string (a logger's name): a private module (``optuna.storages._heartbeat``, ``keras.src``), an
+    underscore name imported from a library, an attribute ``x._name`` that no file given defines itself, or one of
+    ``LIBRARY_PRIVATE`` whoever defines it."""
+    trees = {path: ast.parse(path.read_text()) for path in files if path != adapter}
+    own = set().union(*map(_defined, trees.values())) - LIBRARY_PRIVATE
+    bad = []
+    for path, tree in sorted(trees.items()):
+        parts = path.parts
+        where = "/".join(parts[max(i for i, p in enumerate(parts) if p in ("cicy_search", "bench")):])
+        for node in ast.walk(tree):
+            found = []
+            if isinstance(node, ast.Import):
+                found = [a.name for a in node.names if _library_path(a.name)]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                if _library_path(node.module):
+                    found = [node.module]
+                elif node.module.split(".")[0] in LIBRARIES:
+                    found = [f"{node.module}.{a.name}" for a in node.names if _private(a.name)]
+            elif isinstance(node, ast.Attribute) and _private(node.attr):
+                if node.attr in LIBRARY_PRIVATE or node.attr not in own:
+                    found = [f"{ast.unparse(node.value)}.{node.attr}"]
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in LIBRARY_PRIVATE:
+                found = [f"def {node.name}"]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr", "setattr", "delattr"):
+                name = node.args[1] if len(node.args) > 1 else None
+                if isinstance(name, ast.Constant) and isinstance(name.value, str) and _private(name.value):
+                    if name.value in LIBRARY_PRIVATE or name.value not in own:
+                        found = [f"{node.func.id}(..., {name.value!r})"]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _library_path(node.value):
+                found = [repr(node.value)]
+            bad += [(where, node.lineno, what) for what in found]
+    return [f"{where}:{line}: {what}" for where, line, what in sorted(bad)]
+
+
+def checked_files() -> list[Path]:
+    return sorted([*PACKAGE.rglob("*.py"), *(ROOT / "bench").glob("*.py")])
+
+
+def test_only_the_adapter_uses_private_names_of_the_libraries():
+    """Optuna, MLflow, typer, Keras and keras-tuner through their public APIs only, but in ``cicy_search/compat.py``
+    (whose contract tests say when a release changes a name it uses): add a function there, not a private use here."""
+    assert private_uses(checked_files()) == []
+
+
+def test_the_private_name_check_finds_planted_uses(tmp_path):
+    """The check can fail: each kind of private use, planted in a copy of a real module, is found; the module's own
+    private names and the adapter's uses are not."""
+    real = PACKAGE / "search" / "history.py"
+    planted = tmp_path / "cicy_search" / "search" / "history.py"
+    planted.parent.mkdir(parents=True)
+    lines = [
+        "from optuna.storages._heartbeat import BaseHeartbeat",
+        "import keras.src.layers",
+        "from optuna.pruners import _percentile",
+        "x = study._storage",
+        "y = trial.some_private._new_name",
+        "z = getattr(storage, '_backend', None)",
+        "logger = logging.getLogger('optuna.study._optimize')",
+        "def _get_stale_trial_ids(self, study_id): ...",
+    ]
+    planted.write_text(real.read_text() + "\n" + "\n".join(lines) + "\n")
+    adapter = tmp_path / "cicy_search" / "compat.py"
+    adapter.write_text("from optuna.storages._heartbeat import BaseHeartbeat\nx = study._storage\n")
+    found = private_uses([planted, adapter], adapter=adapter)
+    n = len(real.read_text().splitlines()) + 1
+    assert found == [
+        f"cicy_search/search/history.py:{n + 1}: optuna.storages._heartbeat",
+        f"cicy_search/search/history.py:{n + 2}: keras.src.layers",
+        f"cicy_search/search/history.py:{n + 3}: optuna.pruners._percentile",
+        f"cicy_search/search/history.py:{n + 4}: study._storage",
+        f"cicy_search/search/history.py:{n + 5}: trial.some_private._new_name",
+        f"cicy_search/search/history.py:{n + 6}: getattr(..., '_backend')",
+        f"cicy_search/search/history.py:{n + 7}: 'optuna.study._optimize'",
+        f"cicy_search/search/history.py:{n + 8}: def _get_stale_trial_ids",
+    ]
+    assert private_uses([real]) == []

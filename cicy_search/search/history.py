@@ -19,16 +19,17 @@ import time
 
 import numpy as np
 from optuna.pruners import BasePruner, PercentilePruner
-from optuna.pruners._percentile import _get_best_intermediate_result_over_steps, _is_first_in_interval_step
 from optuna.study import StudyDirection
 from optuna.samplers import TPESampler
 from optuna.trial import TrialState
+
+from ..compat import StudyView, percentile_settings
 
 FINISHED_STATES = {TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL}
 PRUNER_READ_SECONDS = 10.0
 
 
-class RecentTrials:
+class RecentTrials(StudyView):
     """A study as a sampler should see it: its trials from the ``n``-th last finished one on (by number).
 
     Running trials older than that are left out too (with many workers, only a lost worker's trial can be).
@@ -37,28 +38,16 @@ class RecentTrials:
     """
 
     def __init__(self, study, n: int):
-        self._study, self._n = study, n
+        super().__init__(study)
+        self._n = n
 
-    def __getattr__(self, name: str):
-        return getattr(self._study, name)
-
-    def _cut(self, trials: list) -> list:
+    def select(self, trials: list) -> list:
         seen = 0
         for i in range(len(trials) - 1, -1, -1):  # Optuna returns trials in order of number
             seen += trials[i].state.is_finished()
             if seen == self._n:
                 return trials[i:]
         return trials
-
-    def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list:
-        return self._cut(self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache))
-
-    def get_trials(self, deepcopy: bool = True, states=None) -> list:
-        return self._cut(self._study.get_trials(deepcopy=deepcopy, states=states))
-
-    @property
-    def trials(self) -> list:
-        return self.get_trials()
 
 
 class RecentTPESampler(TPESampler):
@@ -78,6 +67,22 @@ class RecentTPESampler(TPESampler):
         return super().sample_independent(RecentTrials(study, self.n_recent_trials), trial, param_name, param_distribution)
 
 
+def best_intermediate_value(trial, direction: StudyDirection) -> float:
+    """The trial's best reported value over its steps (NaN when it has none but NaN): what a percentile pruner
+    compares."""
+    values = np.asarray(list(trial.intermediate_values.values()), dtype=float)
+    if values.size > 0 and np.isnan(values).all():
+        return math.nan
+    return float(np.nanmax(values) if direction == StudyDirection.MAXIMIZE else np.nanmin(values))
+
+
+def first_in_interval(step: int, steps, n_warmup_steps: int, interval_steps: int) -> bool:
+    """Whether ``step`` is the first of the trial's reported ``steps`` at or after its latest pruning step (every
+    ``interval_steps`` after ``n_warmup_steps``): a percentile pruner decides only there."""
+    latest = (step - n_warmup_steps) // interval_steps * interval_steps + n_warmup_steps
+    return max([-1, *(s for s in steps if s != step)]) < latest
+
+
 class CachedReads(BasePruner):
     """A percentile (or median) ``pruner`` reading the study's finished trials once per trial, again only after
     ``seconds``, and keeping each step's values over the complete trials as they come.
@@ -87,66 +92,63 @@ class CachedReads(BasePruner):
     unfinished trials go to the storage as before. Optuna's ``PercentilePruner`` also walks every complete trial
     at each step for that step's values (12 ms at 10,000 trials here, every epoch of every trial); here each
     complete trial's values are added once, and a step's percentile is computed again only when it has new ones.
-    The decisions are Optuna's (``PercentilePruner.prune`` of Optuna 5, whose helpers it calls).
+    The rule is ``PercentilePruner.prune``'s, with the pruner's own settings (``tests/test_search_studyfile.py``
+    checks the decisions against Optuna's).
     """
-
-    incremental = True  # the step values kept between trials (bench.scale turns it off for its before/after)
 
     def __init__(self, pruner: PercentilePruner, seconds: float = PRUNER_READ_SECONDS):
         self.pruner, self.seconds = pruner, seconds
+        self.settings = percentile_settings(pruner)
         self._key = None
         self._read_at = 0.0
-        self._trials: dict = {}
-        self._study_id = None
-        self._added: set[int] = set()  # the complete trials (ids) whose values are in _steps
+        self._cache: dict = {}
+        self._study = None
+        self._added: set[int] = set()  # the complete trials (numbers) whose values are in _steps
         self._steps: dict[int, list[float]] = {}  # step -> the complete trials' values at it
         self._percentiles: dict[int, tuple[int, float]] = {}  # step -> (values it was computed from, percentile)
 
     def prune(self, study, trial) -> bool:
-        key = (study._study_id, trial.number)
+        key = (study.study_name, trial.number)
         if key != self._key or time.monotonic() - self._read_at > self.seconds:
-            self._key, self._read_at, self._trials = key, time.monotonic(), {}
-        reads = _Reads(study, self._trials)
-        if not self.incremental:
-            return self.pruner.prune(reads, trial)
-        completed = reads.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        self._add(study._study_id, completed)
-        p = self.pruner
-        if not completed or len(completed) < p._n_startup_trials:
+            self._key, self._read_at, self._cache = key, time.monotonic(), {}
+        completed = _Reads(study, self._cache).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        self._add(study.study_name, completed)
+        p = self.settings
+        if not completed or len(completed) < p.n_startup_trials:
             return False
         step = trial.last_step
-        if step is None or step < p._n_warmup_steps:
+        if step is None or step < p.n_warmup_steps:
             return False
-        if not _is_first_in_interval_step(step, trial.intermediate_values.keys(), p._n_warmup_steps, p._interval_steps):
+        if not first_in_interval(step, trial.intermediate_values.keys(), p.n_warmup_steps, p.interval_steps):
             return False
-        best = _get_best_intermediate_result_over_steps(trial, study.direction)
+        best = best_intermediate_value(trial, study.direction)
         if math.isnan(best):
             return True
-        percentile = self._percentile(step, study.direction)
+        percentile = self._step_percentile(step, study.direction)
         if math.isnan(percentile):
             return False
         return best < percentile if study.direction == StudyDirection.MAXIMIZE else best > percentile
 
-    def _add(self, study_id: int, completed: list) -> None:
-        if study_id != self._study_id:
-            self._study_id, self._added, self._steps, self._percentiles = study_id, set(), {}, {}
+    def _add(self, study: str, completed: list) -> None:
+        if study != self._study:
+            self._study, self._added, self._steps, self._percentiles = study, set(), {}, {}
         if len(completed) == len(self._added):
             return  # complete trials are only ever added: the same count is the same trials
         for t in completed:
-            if t._trial_id not in self._added:
-                self._added.add(t._trial_id)
+            if t.number not in self._added:
+                self._added.add(t.number)
                 for step, value in t.intermediate_values.items():
                     self._steps.setdefault(step, []).append(value)
 
-    def _percentile(self, step: int, direction) -> float:
-        """``_get_percentile_intermediate_result_over_trials`` from the kept values of ``step``."""
-        values = self._steps.get(step, [])
+    def _step_percentile(self, step: int, direction) -> float:
+        """The percentile of the complete trials' values at ``step`` (NaN with fewer than ``n_min_trials``, or all NaN)."""
+        values = np.array(self._steps.get(step, []), dtype=float)
         if step not in self._percentiles or self._percentiles[step][0] != len(values):
-            if len(values) < self.pruner._n_min_trials:
+            if len(values) < self.settings.n_min_trials or np.isnan(values).all():
                 result = math.nan
             else:
-                q = 100 - self.pruner._percentile if direction == StudyDirection.MAXIMIZE else self.pruner._percentile
-                result = float(np.nanpercentile(np.array(values, dtype=float), q))
+                q = 100 - self.settings.percentile if direction == StudyDirection.MAXIMIZE else self.settings.percentile
+                result = float(np.nanpercentile(values, q))
             self._percentiles[step] = (len(values), result)
         return self._percentiles[step][1]
 

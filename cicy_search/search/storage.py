@@ -21,6 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
+from .. import compat
 from ..errors import CicyError, one_line
 from ..tracking import local_home
 from ..tracking import links
@@ -224,9 +225,8 @@ HEARTBEAT_ATTR = "cicy:heartbeat"  # a journal trial's last heartbeat (Unix time
 def _heartbeat_journal_class():
     """``HeartbeatJournalStorage``, defined on first use (Optuna is imported only then); one class per process."""
     import optuna
-    from optuna.storages._heartbeat import BaseHeartbeat
 
-    class HeartbeatJournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
+    class HeartbeatJournalStorage(optuna.storages.JournalStorage, compat.heartbeat_base()):
         """A journal file with Optuna's heartbeat, which Optuna 5 gives only to RDB storages.
 
         The running trial's heartbeat thread (Optuna's own, started by ``optimize``) appends the time every
@@ -236,40 +236,36 @@ def _heartbeat_journal_class():
         workers fail one trial at once the journal keeps the first and the second is told
         (``UpdateFinishedTrialError``), so the callback runs once. The times are the workers' clocks: keep the
         hosts' clocks in step (NTP) to well within the grace period.
-        """
 
-        indexed = True  # trial reads from a FinishedIndex (bench.scale turns it off for its before/after)
+        Reads of a study's trials come from a ``FinishedIndex`` of the journal's replayed log: Optuna's own
+        ``get_all_trials`` walks every trial of the study at each call, which a trial makes 5 to 10 times.
+        """
 
         def __init__(self, backend, *, heartbeat_interval: int, grace_period: int, heartbeat_stale_trial_callback=None):
             super().__init__(backend)
             self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
             self.heartbeat_stale_trial_callback = heartbeat_stale_trial_callback
-            self._indexes: dict[int, FinishedIndex] = {}
+            self.indexes: dict[int, FinishedIndex] = {}
 
-        def _index(self, study_id: int) -> FinishedIndex | None:
-            """The study's index, brought up to the journal's end (call under ``_thread_lock``); None if off."""
-            replay = self._replay_result
-            if not self.indexed or study_id not in replay._studies:
-                return None  # Optuna's own read then (it raises for a study that does not exist)
-            index = self._indexes.setdefault(study_id, FinishedIndex())
-            index.update(replay._study_id_to_trial_ids[study_id], replay._trials)
-            return index
+        def _indexed(self, study_id: int, read):
+            """``read(index, trials)`` on the study's index brought up to the journal's end; None for a study that
+            does not exist (Optuna's own read then raises for it)."""
+            with compat.journal_replay(self) as replay:
+                if study_id not in replay.studies:
+                    return None
+                index = self.indexes.setdefault(study_id, FinishedIndex())
+                index.update(replay.trial_ids[study_id], replay.trials)
+                return read(index, replay.trials)
 
         def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list:
-            with self._thread_lock:
-                self._sync_with_backend()
-                index = self._index(study_id)
-                trials = None if index is None else index.trials(self._replay_result._trials, states)
+            trials = self._indexed(study_id, lambda index, all_trials: index.trials(all_trials, states))
             if trials is None:
-                return super().get_all_trials(study_id, deepcopy=deepcopy, states=states)  # takes the lock itself
+                return super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
             return copy.deepcopy(trials) if deepcopy else trials
 
         def count_states(self, study_id: int) -> dict | None:
             """Trials per state (``{TrialState: n}``), from the index: no walk over the study's trials."""
-            with self._thread_lock:
-                self._sync_with_backend()
-                index = self._index(study_id)
-                return None if index is None else index.count_states(self._replay_result._trials)
+            return self._indexed(study_id, lambda index, all_trials: index.count_states(all_trials))
 
         def record_heartbeat(self, trial_id: int) -> None:
             try:
@@ -277,11 +273,11 @@ def _heartbeat_journal_class():
             except optuna.exceptions.UpdateFinishedTrialError:  # it ended (or was taken for lost) meanwhile
                 pass
 
-        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        def stale_trial_ids(self, study_id: int) -> list[int]:
             now = time.time()
             running = self.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
             return [
-                t._trial_id
+                self.get_trial_id_from_study_id_trial_number(study_id, t.number)
                 for t in running
                 if now - t.system_attrs.get(HEARTBEAT_ATTR, t.datetime_start.timestamp() if t.datetime_start else now) > self.grace_period
             ]
@@ -374,22 +370,10 @@ def count_states(study) -> dict | None:
     storage keeps only finished ones), once per budget check of every worker: with many workers, a cost
     that grows with the workers squared (``bench.scale``).
     """
-    import optuna
-    import sqlalchemy
-    from optuna.storages._rdb import models
-
-    if isinstance(study._storage, _heartbeat_journal_class()):
-        return study._storage.count_states(study._study_id)
-    backend = getattr(study._storage, "_backend", study._storage)  # RDB storages come inside Optuna's cache
-    if not isinstance(backend, optuna.storages.RDBStorage):
-        return None
-    query = (
-        sqlalchemy.select(models.TrialModel.state, sqlalchemy.func.count())
-        .where(models.TrialModel.study_id == study._study_id)
-        .group_by(models.TrialModel.state)
-    )
-    with backend.engine.connect() as conn:
-        return dict(conn.execute(query).all())
+    storage = compat.study_storage(study)
+    if isinstance(storage, _heartbeat_journal_class()):
+        return storage.count_states(storage.get_study_id_from_name(study.study_name))
+    return compat.rdb_count_states(study)
 
 
 class BudgetLock:

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.storages._heartbeat import is_heartbeat_enabled  # Optuna's own test (RDB and our journal storages)
 
-from .. import tracking
+from .. import compat, tracking
 from ..config import dump_yaml
 from ..errors import CicyError, NoStudy
 from .budget import Counts, count_finished, counts, optimize_to_budget
@@ -234,7 +233,7 @@ def drive(
             objective,
             budget=budget,
             lock=lock,
-            heartbeat=is_heartbeat_enabled(study._storage),
+            heartbeat=compat.heartbeat_enabled(compat.study_storage(study)),
             n_trials=n_trials,
             timeout=timeout,
             max_failures=budget,

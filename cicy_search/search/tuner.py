@@ -30,6 +30,7 @@ import optuna
 
 from . import space
 from .. import tracking
+from ..compat import checkpoint_path
 from ..config import dump_yaml
 from ..errors import CicyError, one_line
 from .objective import Objective, objective_values, trial_seed
@@ -145,7 +146,7 @@ class TrialRunner:
                 fit_options["initial_epoch"] = hp.values["tuner/initial_epoch"]
                 tags.update({"tuner.bracket": hp.values["tuner/bracket"], "tuner.round": hp.values["tuner/round"]})
                 if "tuner/trial_id" in hp.values:
-                    fit_options["initial_weights"] = self._get_checkpoint_fname(hp.values["tuner/trial_id"])
+                    fit_options["initial_weights"] = checkpoint_path(self, hp.values["tuner/trial_id"])
                     tags["tuner.continues"] = str(int(hp.values["tuner/trial_id"]))
             config = spec.config_for(values, seed=trial_seed(spec.seed, number), name=f"{spec.name}-kt-{number}")
             pruning = self.pruning.ask() if self.pruning is not None else None
@@ -158,7 +159,7 @@ class TrialRunner:
                 log_model=lambda r: self._best_so_far(objective_values(spec, r)[0], number),
             )
             if self.algorithm == "hyperband":  # a later round may continue it
-                tracked.result.model.save_weights(self._get_checkpoint_fname(trial.trial_id))
+                tracked.result.model.save_weights(checkpoint_path(self, trial.trial_id))
             value = objective_values(spec, tracked.result)[0]
             if not math.isfinite(value):
                 raise CicyError(f"objective is not finite: {value}")
@@ -243,19 +244,17 @@ def build_tuner(
 
 def search(tuner: keras_tuner.Tuner) -> str:
     """Run the search; returns how it ended: ``done``, or ``stopped`` (``should_stop``). Failures are one line."""
-    from keras_tuner.src import config as kt_config
+    from ..compat import keras_tuner_quiet
 
-    debug, kt_config.DEBUG = kt_config.DEBUG, False  # no traceback printed per failed trial: its reason is logged
     try:
-        tuner.search(verbose=0)
+        with keras_tuner_quiet():  # no traceback printed per failed trial: its reason is logged
+            tuner.search(verbose=0)
     except SearchStopped:
         return "stopped"
     except RuntimeError as e:  # keras-tuner gives up after max_consecutive_failed_trials failures in a row
         if "consecutive failures" not in str(e):
             raise
         raise CicyError(f"keras-tuner stopped: the last {FAILURES_IN_A_ROW} trials failed ({tuner.last_failure})") from None
-    finally:
-        kt_config.DEBUG = debug
     return "done"
 
 

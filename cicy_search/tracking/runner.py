@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import keras
 
 from .. import bundle, tracking
+from ..compat import source_layer
 from ..config import dump_yaml, flatten
 from ..training import EpochCallback, Prepared, TrainResult, fit, prepare
 
@@ -61,8 +62,8 @@ def _inputs(layer) -> str:
         tensors = layer.input
     except (AttributeError, ValueError):
         return ""
-    names = [t._keras_history.operation.name for t in keras.tree.flatten(tensors) if hasattr(t, "_keras_history")]
-    return ", ".join(dict.fromkeys(names))
+    names = [source_layer(t) for t in keras.tree.flatten(tensors)]
+    return ", ".join(dict.fromkeys(n for n in names if n))
 
 
 def run_tracked(
