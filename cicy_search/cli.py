@@ -519,7 +519,10 @@ def schema_command(
     if out is None:
         sys.stdout.write(text)
     else:
-        out.write_text(text)
+        try:
+            out.write_text(text)
+        except OSError as e:
+            raise CicyError(f"{out}: cannot be written: {e.strerror or e}") from None
         console.print(f"wrote {out}", highlight=False)
 
 

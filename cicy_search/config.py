@@ -403,15 +403,20 @@ def _model_union():
     return Annotated[Union[tuple(FAMILIES.values())], Field(discriminator="family")]
 
 
+def _or_null(section):
+    """A section that may also be written ``null`` (all defaults), as ``Section`` reads it."""
+    return Annotated[section, BeforeValidator(lambda v: v, json_schema_input_type=Optional[section])]
+
+
 class RunConfig(Section):
     """A run config: every key not given takes its default."""
 
     top_level: ClassVar[bool] = True
     seed: Seed = Field(0, description="Seed of the weights' initialisation and of the training order.")
     name: Annotated[Optional[str], BeforeValidator(_string)] = Field(None, description="The run's name (default: the model family).")
-    data: Data = Field(Data(), description="Which list, which targets, the split and the inputs.")
-    model: _model_union() = Field(Dense(), description="The model family and its settings.")
-    train: Train = Field(Train(), description="How the model is fitted.")
+    data: _or_null(Data) = Field(Data(), description="Which list, which targets, the split and the inputs.")
+    model: _or_null(_model_union()) = Field(Dense(), description="The model family and its settings.")
+    train: _or_null(Train) = Field(Train(), description="How the model is fitted.")
 
     @model_validator(mode="before")
     @classmethod
