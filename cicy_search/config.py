@@ -8,26 +8,72 @@ all become this mapping::
      "model": {"family": "dense", "head": "classification", "depth": 3, ...},
      "train": {"epochs": 20, "batch_size": 32, "learning_rate": 0.001, ...}}
 
-``resolve`` fills in defaults and rejects unknown keys and wrong types with one line naming the key.
+One pydantic class per section (``Data``, ``Train``, one per model family in ``FAMILIES``) gives every key its
+type, default, bounds and description. ``resolve`` validates with them, fills in every default and rejects unknown
+keys and wrong values with one line naming the key; ``json_schema`` and ``reference_rows`` describe them for
+editors and the docs.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import operator
 import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-import yaml
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
-from .errors import CicyError
 from . import schema
+from .errors import CicyError
 from .schema import Section, first_error
 from .schema import short as _short
 
-# --- value checkers: each returns the normalised value or raises ValueError with a short reason ---
+# Reading YAML has its own module; run configs are read with it, and callers have always imported it from here.
+from .yamlfiles import MAX_YAML_VALUES, Dumper, Loader, decode, dump_yaml, load_file, parse_yaml, read_text  # noqa: F401
+
+# Upper bounds: far above anything useful on 12x15 matrices, low enough that a typo cannot ask for a
+# network that exhausts memory or a run that never ends.
+MAX_DEPTH = 64
+MAX_WIDTH = 16_384
+MAX_EPOCHS = 100_000
+MAX_BATCH = 65_536
+MAX_KERNEL = 64
+MAX_SEED = 2**32 - 1  # NumPy's and Keras's seeds are 32-bit
+#: The exact invariants ``data.FEATURES`` computes (kept equal by a test: ``data`` is too heavy to import here).
+FEATURES = ("euler", "c2", "koszul", "koszul_share")
+
+# --- value types: the type and bounds editors and the docs see, and the checker that refuses a value with a
+# short reason (``ValueError``; ``schema.first_error`` puts the key in front) and returns it normalised ---
+
+
+def checked(kind, check, **bounds):
+    """``kind`` within ``bounds`` (pydantic's ge, gt, le, lt), checked first by ``check``, whose reasons users read."""
+    return Annotated[kind, Field(**bounds), BeforeValidator(check)]
+
+
+def _inputs(kind, check, inputs):
+    """``kind`` as validated, with ``inputs`` (every spelling a user may write) as its JSON Schema."""
+    return Annotated[kind, BeforeValidator(check, json_schema_input_type=inputs)]
+
+
+def _optional(check):
+    return lambda v: None if v is None else check(v)
+
+
+_COMPARE = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
+
+
+def _bounded(kind, what: str, bounds: dict):
+    """A checker: ``kind`` (a checker itself) then ``bounds``, refused as ``expected {what}``."""
+
+    def check(v):
+        if not all(_COMPARE[k](kind(v), b) for k, b in bounds.items()):
+            raise ValueError(f"expected {what}, got {_short(v)}")
+        return kind(v)
+
+    return check
 
 
 def _int(v):
@@ -38,30 +84,14 @@ def _int(v):
 
 def int_in(low: int, high: int):
     """An integer within [low, high]; the bounds are said in the error."""
-
-    def check(v):
-        if not low <= _int(v) <= high:
-            raise ValueError(f"expected an integer from {low:,} to {high:,}, got {_short(v)}")
-        return v
-
-    return check
+    return _bounded(_int, f"an integer from {low:,} to {high:,}", {"ge": low, "le": high})
 
 
-# Upper bounds: far above anything useful on 12x15 matrices, low enough that a typo cannot ask for a
-# network that exhausts memory or a run that never ends.
-MAX_DEPTH = 64
-MAX_WIDTH = 16_384
-MAX_EPOCHS = 100_000
-MAX_BATCH = 65_536
-MAX_KERNEL = 64
-MAX_SEED = 2**32 - 1  # NumPy's and Keras's seeds are 32-bit
-_seed = int_in(0, MAX_SEED)
+def _between(low: int, high: int):
+    return checked(int, int_in(low, high), ge=low, le=high)
 
 
-def _pos_int(v):
-    if _int(v) < 1:
-        raise ValueError(f"expected a positive integer, got {v!r}")
-    return v
+_pos_int = _bounded(_int, "a positive integer", {"ge": 1})
 
 
 def _float(v):
@@ -76,44 +106,15 @@ def _float(v):
     return f
 
 
-def _nonneg(v):
-    if _float(v) < 0:
-        raise ValueError(f"expected a non-negative number, got {v!r}")
-    return float(v)
-
-
-def _positive(v):
-    if _float(v) <= 0:
-        raise ValueError(f"expected a positive number, got {v!r}")
-    return float(v)
-
-
-def _rate(v):
-    if not 0 <= _float(v) < 1:
-        raise ValueError(f"expected a rate in [0, 1), got {v!r}")
-    return float(v)
-
-
-def _fraction(v):
-    if not 0 <= _float(v) <= 1:
-        raise ValueError(f"expected a fraction in [0, 1], got {v!r}")
-    return float(v)
+def _number(what: str, **bounds):
+    """A finite number within ``bounds``; refused as ``expected {what}``."""
+    return checked(float, _bounded(_float, what, bounds), **bounds)
 
 
 def _bool(v):
     if not isinstance(v, bool):
-        raise ValueError(f"expected true or false, got {v!r}")
+        raise ValueError(f"expected true or false, got {_short(v)}")
     return v
-
-
-def _optional(check):
-    return lambda v: None if v is None else check(v)
-
-
-def _factor(v):
-    if not 0 < _float(v) < 1:
-        raise ValueError(f"expected a factor in (0, 1), got {_short(v)}")
-    return float(v)
 
 
 def _choice(*options):
@@ -124,6 +125,10 @@ def _choice(*options):
         return v
 
     return check
+
+
+def _one_of(*options):
+    return Annotated[Literal[options], BeforeValidator(_choice(*options))]
 
 
 def _int_or_list(v):
@@ -140,9 +145,9 @@ def _int_or_list(v):
 
 def _pair(v):
     if isinstance(v, str):
-        m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", v)
+        m = re.fullmatch(_SHAPE.replace(r"\d+", r"(\d+)"), v)
         if not m:
-            raise ValueError(f"expected a shape like '12x1', got {v!r}")
+            raise ValueError(f"expected a shape like '12x1', got {_short(v)}")
         v = [int(m.group(1)), int(m.group(2))]
     if isinstance(v, int) and not isinstance(v, bool):
         v = [v, v]
@@ -190,20 +195,16 @@ def _targets(v):
 
 def _dataset(v):
     """A shipped 3-fold list, or the path of an imported 4-fold list (``cicy-search data import-cicy4``)."""
-    if v in ("original", "favourable") and isinstance(v, str):
-        return v
-    if isinstance(v, str) and v.endswith(".npz") and len(v) <= 4096:
+    if isinstance(v, str) and (v in ("original", "favourable") or (v.endswith(".npz") and len(v) <= 4096)):
         return v
     raise ValueError(f"expected original, favourable or an imported 4-fold list (a path ending in .npz), got {_short(v)}")
 
 
 def _features(v):
-    from .data import FEATURES
-
     if isinstance(v, str):  # "euler,c2" (how a search space's categorical choice writes a list), "" for none
         v = [f.strip() for f in v.split(",") if f.strip()]
     if not isinstance(v, list) or len(set(v)) != len(v) or any(f not in FEATURES for f in v):
-        raise ValueError(f"expected a list of exact invariants from {', '.join(FEATURES)}, got {v!r}")
+        raise ValueError(f"expected a list of exact invariants from {', '.join(FEATURES)}, got {_short(v)}")
     return v
 
 
@@ -213,42 +214,16 @@ def _string(v):
     return v
 
 
-def _gamma(v):
-    if v in ("scale", "auto"):
-        return v
-    return _positive(v)
-
-
-# --- the schema: one typed section per key of a run config, its checker as the validator ---
-
-
-def checked(kind, check, **bounds):
-    """``kind`` with the bounds editors and the docs see, checked by ``check`` (today's exact messages)."""
-    return Annotated[kind, Field(**bounds), BeforeValidator(check)] if bounds else Annotated[kind, BeforeValidator(check)]
-
-
-def _between(low: int, high: int):
-    return checked(int, int_in(low, high), ge=low, le=high)
-
-
-def _one_of(*options):
-    return Annotated[Literal[options], BeforeValidator(_choice(*options))]
-
-
-def _inputs(kind, check, inputs):
-    """``kind`` as validated, with ``inputs`` (every spelling a user may write) as its JSON Schema."""
-    return Annotated[kind, BeforeValidator(check, json_schema_input_type=inputs)]
-
-
 Seed = _between(0, MAX_SEED)
 PositiveInt = checked(int, _pos_int, ge=1)
-Fraction = checked(float, _fraction, ge=0, le=1)
-Rate = checked(float, _rate, ge=0, lt=1)
-NonNegative = checked(float, _nonneg, ge=0)
-Positive = checked(float, _positive, gt=0)
-Bool = checked(bool, _bool)
+Fraction = _number("a fraction in [0, 1]", ge=0, le=1)
+Rate = _number("a rate in [0, 1)", ge=0, lt=1)
+NonNegative = _number("a non-negative number", ge=0)
+Positive = _number("a positive number", gt=0)
+Bool = Annotated[bool, BeforeValidator(_bool)]
+Head = _one_of("classification", "regression")
 _Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
-Widths = checked(_Width | Annotated[list[_Width], Field(min_length=1, max_length=MAX_DEPTH)], _int_or_list)
+Widths = Annotated[_Width | Annotated[list[_Width], Field(min_length=1, max_length=MAX_DEPTH)], BeforeValidator(_int_or_list)]
 _Side = Annotated[int, Field(ge=1, le=MAX_KERNEL)]
 _SHAPE = r"\s*\d+\s*x\s*\d+\s*"
 _ShapeInput = Annotated[str, Field(pattern=f"^{_SHAPE}$")] | _Side | Annotated[list[_Side], Field(min_length=2, max_length=2)]
@@ -262,17 +237,13 @@ Kernels = _inputs(
     _kernels,
     _KernelSetInput | Annotated[list[_KernelSetInput], Field(min_length=1, max_length=MAX_DEPTH)],
 )
-Head = _one_of("classification", "regression")
+_UNIQUE = {"uniqueItems": True}
 _TARGET = Literal["h11", "h21", "h31", "h22"]
-Targets = _inputs(list[str], _targets, _TARGET | Annotated[list[_TARGET], Field(min_length=1, json_schema_extra={"uniqueItems": True})])
-#: The exact invariants ``data.FEATURES`` computes (kept equal by a test: ``data`` is too heavy to import here).
-FEATURES = ("euler", "c2", "koszul", "koszul_share")
-_FEATURE = Literal[FEATURES]
-Features = _inputs(list[str], _features, str | Annotated[list[_FEATURE], Field(json_schema_extra={"uniqueItems": True})])
-Dataset = _inputs(
-    str, _dataset, Literal["original", "favourable"] | Annotated[str, Field(pattern=r"\.npz$", max_length=4096)]
-)
-Gamma = checked(Literal["scale", "auto"] | Annotated[float, Field(gt=0)], _gamma)
+Targets = _inputs(list[str], _targets, _TARGET | Annotated[list[_TARGET], Field(min_length=1, json_schema_extra=_UNIQUE)])
+Features = _inputs(list[str], _features, str | Annotated[list[Literal[FEATURES]], Field(json_schema_extra=_UNIQUE)])
+Dataset = _inputs(str, _dataset, Literal["original", "favourable"] | Annotated[str, Field(pattern=r"\.npz$", max_length=4096)])
+_positive = _bounded(_float, "a positive number", {"gt": 0})
+Gamma = Annotated[Literal["scale", "auto"] | Annotated[float, Field(gt=0)], BeforeValidator(lambda v: v if v in ("scale", "auto") else _positive(v))]
 
 
 class Data(Section):
@@ -303,7 +274,7 @@ class Train(Section):
     learning_rate: Positive = Field(1e-3, description="The optimizer's (initial) learning rate.")
     early_stopping: _between(0, MAX_EPOCHS) = Field(0, description="Stop after this many epochs without a lower validation loss and keep the best weights; 0 never stops early.")
     lr_schedule: _one_of("none", "reduce_on_plateau", "cosine") = Field("none", description="How the learning rate changes during training.")
-    lr_factor: checked(float, _factor, gt=0, lt=1) = Field(0.3, description="reduce_on_plateau: the factor the learning rate is multiplied by.")
+    lr_factor: _number("a factor in (0, 1)", gt=0, lt=1) = Field(0.3, description="reduce_on_plateau: the factor the learning rate is multiplied by.")
     lr_patience: _between(1, MAX_EPOCHS) = Field(5, description="reduce_on_plateau: epochs without a lower validation loss before the rate is reduced.")
     steps_per_execution: Annotated[Optional[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]], BeforeValidator(_optional(int_in(1, MAX_EPOCHS)))] = Field(
         None, description="loop: keras: training steps per compiled call; null for up to 32."
@@ -491,140 +462,6 @@ def _check_consistency(c: dict) -> None:
     kernels = m.get("kernels")
     if kernels and isinstance(kernels[0][0], list) and len(kernels) != m["modules"]:
         raise CicyError(f"model.kernels: {len(kernels)} kernel sets given for modules = {m['modules']}")
-
-
-# --- reading YAML files ---
-
-#: How many values (scalars, lists, mappings) a file may expand to through aliases (``*name``): a few
-#: aliases nested in each other ("billion laughs") turn a 1 kB file into gigabytes once copied or stored.
-MAX_YAML_VALUES = 10_000
-
-# YAML 1.1 reads ``1e-3`` as a string (its floats need a dot); every other reader, and every user, takes a number.
-_FLOAT = re.compile(
-    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
-    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
-    |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""",
-    re.X,
-)
-
-
-class Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses duplicate keys, reads ``1e-3`` as a float and counts aliases."""
-
-    def __init__(self, stream):
-        super().__init__(stream)
-        self.aliases = 0
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            self.aliases += 1
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen = set()
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue  # ``<<: *base`` then overriding a merged key is what merges are for
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    duplicate = key in seen
-                    seen.add(key)
-                except TypeError:
-                    continue  # unhashable: the base class reports it
-                if duplicate:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {str(key)[:60]!r}", key_node.start_mark
-                    )
-        return super().construct_mapping(node, deep)
-
-
-Loader.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:float"] for k, v in Loader.yaml_implicit_resolvers.items()}
-Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
-
-
-def _count_values(data, limit: int) -> int:
-    """Values in ``data`` as expanded (shared aliases counted each time), stopping past ``limit``."""
-    count, stack = 0, [data]
-    while stack and count <= limit:
-        v = stack.pop()
-        count += 1
-        if isinstance(v, dict):
-            stack.extend(v.keys())
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-    return count
-
-
-def parse_yaml(text: str):
-    """YAML text -> Python data with ``Loader``; ``yaml.YAMLError`` or ``ValueError`` say what is wrong."""
-    loader = Loader(text)
-    try:
-        data = loader.get_single_data()
-    finally:
-        loader.dispose()
-    if loader.aliases and _count_values(data, MAX_YAML_VALUES) > MAX_YAML_VALUES:
-        raise ValueError(f"its aliases expand to more than {MAX_YAML_VALUES:,} values")
-    return data
-
-
-class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
-    """``yaml.SafeDumper`` that quotes what ``Loader`` would read as another type (a string ``1e-3``: PyYAML's
-    own dumper leaves it bare, and this project reads it as a number); libyaml's C emitter when PyYAML has it
-    (a dense config in 0.5 ms against 1.5 ms here: it becomes a trial's MLflow run description on the training
-    thread)."""
-
-    yaml_implicit_resolvers = Loader.yaml_implicit_resolvers
-
-
-def dump_yaml(data) -> str:
-    """Python data -> YAML text, keys in their order, that ``parse_yaml`` reads back as the same data."""
-    return yaml.dump(data, Dumper=Dumper, sort_keys=False)
-
-
-def read_text(path: str | Path) -> str:
-    """A file's text: UTF-8, with or without a byte order mark; one-line errors naming the file."""
-    path = Path(path)
-    if path.is_dir():
-        raise CicyError(f"{path}: is a folder, expected a file")
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CicyError(f"{path}: no such file") from None
-    except OSError as e:
-        raise CicyError(f"{path}: cannot be read: {e.strerror or e}") from None
-    return decode(raw, str(path))
-
-
-def decode(raw: bytes, name: str) -> str:
-    """UTF-8 bytes (a leading byte order mark is dropped) -> text; other bytes are a one-line error."""
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise CicyError(f"{name}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
-
-
-def load_file(path: str | Path) -> dict:
-    """Read a YAML mapping; one-line errors that name the file (missing, a folder, not UTF-8, bad YAML)."""
-    path = Path(path)
-    text = read_text(path)
-    try:
-        data = parse_yaml(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise CicyError(f"{path}: not valid YAML{where}" + (f": {problem}" if problem else "")) from None
-    except (ValueError, RecursionError) as e:
-        reason = str(e) if isinstance(e, ValueError) else "nested too deep"
-        raise CicyError(f"{path}: {reason}") from None
-    if not isinstance(data, dict):
-        raise CicyError(f"{path}: expected a YAML mapping at the top level")
-    return data
 
 
 def shipped_configs() -> dict[str, Path]:
