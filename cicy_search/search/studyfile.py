@@ -10,6 +10,7 @@ is created in a storage or in MLflow.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import json
 import math
@@ -51,25 +52,57 @@ EPOCH_METRICS = {"val_accuracy", "val_loss"}
 #: ``NAME-keras-tuner`` for ``study tune``) and every trial's run config (``NAME-17``).
 MAX_NAME = 200
 MAX_TRIALS = 1_000_000
-# Lower bounds of numeric sampler and pruner settings that Optuna checks only once it samples or prunes
-# (n_ei_candidates: 0 fails at TPE's eleventh trial); the types come from the classes' signatures.
-_RANGES = {
-    "seed": (0, MAX_SEED),
-    "n_startup_trials": (0, None),
-    "n_ei_candidates": (1, None),
-    "prior_weight": (0, None),
-    "n_warmup_steps": (0, None),
-    "interval_steps": (1, None),
-    "n_min_trials": (1, None),
-    "population_size": (2, None),
-    "popsize": (1, None),
-    "sigma0": (0, None),
-    "min_resource": (1, None),
-    "max_resource": (1, None),
-    "reduction_factor": (2, None),
-    "min_early_stopping_rate": (0, None),
-    "bootstrap_count": (0, None),
-}
+
+
+# Sampler and pruner settings: the names, the common settings and their bounds, for editors and the docs. Any other
+# argument of the Optuna class may be given too; ``_check_settings`` checks the types its signature gives and
+# these bounds, which Optuna checks only once it samples or prunes.
+def _setting(kind, description: str, **bounds):
+    return Annotated[Optional[kind], Field(None, description=description, **bounds)]
+
+
+_AUTO_OR_EPOCHS = Union[Literal["auto"], Annotated[int, Field(ge=1)]]
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="allow")  # any other setting of the Optuna class, checked against its signature
+
+
+class Sampler(_Settings):
+    """The Optuna sampler and the common settings; any other argument of its class may be given too."""
+
+    name: Literal[tuple(SAMPLERS)] = Field("tpe", description="tpe, random, cmaes, gp or nsga2 (Optuna's samplers).")
+    seed: _setting(int, "Seed of the sampler (default: the study's seed).", ge=0, le=MAX_SEED)
+    n_startup_trials: _setting(int, "tpe, gp: random trials before the model is used (tpe: 10).", ge=0)
+    multivariate: _setting(bool, "tpe: model the parameters jointly (default: true).")
+    group: _setting(bool, "tpe: model each set of parameters that occur together apart (default: true when the space has per entries).")
+    constant_liar: _setting(bool, "tpe: count running trials as bad, so parallel workers spread out (default: true).")
+    n_recent_trials: _setting(int, "tpe: model only the last N finished trials (at least n_startup_trials); null for all.", ge=1)
+    n_ei_candidates: _setting(int, "tpe: candidates drawn to pick each new value from.", ge=1)
+    prior_weight: _setting(float, "tpe: weight of the prior against the observed trials.", ge=0)
+    population_size: _setting(int, "nsga2: individuals per generation.", ge=2)
+    popsize: _setting(int, "cmaes: individuals per generation.", ge=1)
+    sigma0: _setting(float, "cmaes: the initial step size.", ge=0)
+
+
+class Pruner(_Settings):
+    """The Optuna pruner and the common settings; any other argument of its class may be given too."""
+
+    name: Literal[tuple(PRUNERS)] = Field("none", description="none, median, percentile, hyperband, successive_halving or threshold (Optuna's pruners).")
+    n_startup_trials: _setting(int, "median, percentile: trials that finish before any is pruned.", ge=0)
+    n_warmup_steps: _setting(int, "median, percentile, threshold: epochs of a trial before it may be pruned.", ge=0)
+    interval_steps: _setting(int, "median, percentile, threshold: epochs between two pruning checks.", ge=1)
+    n_min_trials: _setting(int, "median, percentile: trials that must have reached an epoch before it is compared.", ge=1)
+    percentile: _setting(float, "percentile: prune below this percentile of the other trials (0 to 100).")
+    min_resource: _setting(_AUTO_OR_EPOCHS, "hyperband, successive_halving: epochs a trial gets at least (successive_halving: or auto).")
+    max_resource: _setting(_AUTO_OR_EPOCHS, "hyperband: epochs a trial gets at most (or auto: the most seen).")
+    reduction_factor: _setting(int, "hyperband, successive_halving: 1 / the share of trials kept at each rung.", ge=2)
+    min_early_stopping_rate: _setting(int, "successive_halving: the rung pruning starts at.", ge=0)
+    bootstrap_count: _setting(int, "hyperband: trials to finish before brackets start.", ge=0)
+    lower: _setting(float, "threshold: prune a trial whose value falls below this.")
+    upper: _setting(float, "threshold: prune a trial whose value rises above this.")
+
+
 _TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "None": "null"}
 
 
@@ -164,6 +197,15 @@ def _matches(atom: str, value) -> bool:
     return value is None  # "None"
 
 
+@functools.cache
+def _bounds(kind: str, key: str) -> tuple[Any, Any]:
+    """The bounds the ``Sampler`` or ``Pruner`` schema gives a numeric setting. Optuna checks some only once it
+    samples or prunes (n_ei_candidates: 0 fails at TPE's eleventh trial); the types come from its signatures."""
+    prop = {"sampler": Sampler, "pruner": Pruner}[kind].model_json_schema()["properties"].get(key, {})
+    numbers = [b for b in prop.get("anyOf", [prop]) if b.get("type") in ("integer", "number")]
+    return (numbers[0].get("minimum"), numbers[0].get("maximum")) if numbers else (None, None)
+
+
 def _check_settings(kind: str, name: str, cls, settings: dict) -> None:
     """Known names, and values of the types the class's signature gives (``int | None``, ...)."""
     params = inspect.signature(cls).parameters
@@ -176,7 +218,7 @@ def _check_settings(kind: str, name: str, cls, settings: dict) -> None:
         atoms = [a.strip() for a in str(annotation).split("|")]
         if all(a in _TYPE_WORDS for a in atoms) and not any(_matches(a, value) for a in atoms):
             raise CicyError(f"{kind}.{key}: expected {' or '.join(_TYPE_WORDS[a] for a in atoms)}, got {_short(value)}")
-        low, high = _RANGES.get(key, (None, None))
+        low, high = _bounds(kind, key)
         if _matches("float", value) and ((low is not None and value < low) or (high is not None and value > high)):
             bound = f"from {low:,} to {high:,}" if high is not None else f"at least {low}"
             raise CicyError(f"{kind}.{key}: expected a value {bound}, got {_short(value)}")
@@ -439,51 +481,6 @@ class Budget(Section):
     timeout: checked(Optional[Annotated[float, Field(gt=0)]], _optional(_seconds)) = Field(
         None, description="Seconds after which a worker starts no new trial; null for no limit."
     )
-
-
-def _setting(kind, key: str, description: str):
-    """An Optuna setting's schema; the bounds are those ``_check_settings`` enforces (``_RANGES``)."""
-    low, high = _RANGES.get(key, (None, None))
-    return Annotated[Optional[kind], Field(None, ge=low, le=high, description=description)]
-
-
-class _Settings(BaseModel):
-    model_config = ConfigDict(extra="allow")  # any other setting of the Optuna class, checked against its signature
-
-
-class Sampler(_Settings):
-    """The Optuna sampler and the common settings; any other argument of its class may be given too."""
-
-    name: Literal[tuple(SAMPLERS)] = Field("tpe", description="tpe, random, cmaes, gp or nsga2 (Optuna's samplers).")
-    seed: _setting(int, "seed", "Seed of the sampler (default: the study's seed).")
-    n_startup_trials: _setting(int, "n_startup_trials", "tpe, gp: random trials before the model is used (tpe: 10).")
-    multivariate: _setting(bool, "multivariate", "tpe: model the parameters jointly (default: true).")
-    group: _setting(bool, "group", "tpe: model each set of parameters that occur together apart (default: true when the space has per entries).")
-    constant_liar: _setting(bool, "constant_liar", "tpe: count running trials as bad, so parallel workers spread out (default: true).")
-    n_recent_trials: _setting(int, "n_recent_trials", "tpe: model only the last N finished trials (at least n_startup_trials); null for all.")
-    n_ei_candidates: _setting(int, "n_ei_candidates", "tpe: candidates drawn to pick each new value from.")
-    prior_weight: _setting(float, "prior_weight", "tpe: weight of the prior against the observed trials.")
-    population_size: _setting(int, "population_size", "nsga2: individuals per generation.")
-    popsize: _setting(int, "popsize", "cmaes: individuals per generation.")
-    sigma0: _setting(float, "sigma0", "cmaes: the initial step size.")
-
-
-class Pruner(_Settings):
-    """The Optuna pruner and the common settings; any other argument of its class may be given too."""
-
-    name: Literal[tuple(PRUNERS)] = Field("none", description="none, median, percentile, hyperband, successive_halving or threshold (Optuna's pruners).")
-    n_startup_trials: _setting(int, "n_startup_trials", "median, percentile: trials that finish before any is pruned.")
-    n_warmup_steps: _setting(int, "n_warmup_steps", "median, percentile, threshold: epochs of a trial before it may be pruned.")
-    interval_steps: _setting(int, "interval_steps", "median, percentile, threshold: epochs between two pruning checks.")
-    n_min_trials: _setting(int, "n_min_trials", "median, percentile: trials that must have reached an epoch before it is compared.")
-    percentile: _setting(float, "percentile", "percentile: prune below this percentile of the other trials (0 to 100).")
-    min_resource: _setting(int, "min_resource", "hyperband, successive_halving: epochs a trial gets at least.")
-    max_resource: Annotated[Optional[Union[Literal["auto"], Annotated[int, Field(ge=1)]]], Field(None, description="hyperband: epochs a trial gets at most (auto: the most seen).")]
-    reduction_factor: _setting(int, "reduction_factor", "hyperband, successive_halving: 1 / the share of trials kept at each rung.")
-    min_early_stopping_rate: _setting(int, "min_early_stopping_rate", "successive_halving: the rung pruning starts at.")
-    bootstrap_count: _setting(int, "bootstrap_count", "hyperband: trials to finish before brackets start.")
-    lower: _setting(float, "lower", "threshold: prune a trial whose value falls below this.")
-    upper: _setting(float, "upper", "threshold: prune a trial whose value rises above this.")
 
 
 _METRIC = Literal[tuple(["val_accuracy", "val_loss", "n_params", "train_seconds"] + [
