@@ -22,7 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SkipValidati
 from . import space as space_mod
 from .samplers import PRUNERS, SAMPLERS, Pruner, Sampler, pruner_settings, sampler_settings
 from .. import config, schema
-from ..config import MAX_SEED, checked, config_path, load_file, resolve, set_path, shipped_configs
+from ..config import MAX_SEED, checked, config_path, optional, load_file, resolve, set_path, shipped_configs
 from ..errors import CicyError
 from ..schema import Section, first_error
 from ..schema import short as _short
@@ -283,10 +283,6 @@ def _whole(low: int, high: int):
 _n_trials = _whole(1, MAX_TRIALS)
 
 
-def _optional(check):
-    return lambda v: None if v is None else check(v)
-
-
 def _name(v):
     if not isinstance(v, str) or not v.strip():
         raise ValueError("the study needs a name (study: my_study)")
@@ -303,16 +299,16 @@ class Budget(Section):
 
     not_a_mapping: ClassVar[str] = "expected a mapping"
     none_is_empty: ClassVar[bool] = False
-    n_trials: checked(Optional[Annotated[int, Field(ge=1, le=MAX_TRIALS)]], _optional(_n_trials)) = Field(
+    n_trials: checked(Optional[Annotated[int, Field(ge=1, le=MAX_TRIALS)]], optional(_n_trials)) = Field(
         10, description="Finished trials the study runs, shared by all its workers; null for no limit."
     )
-    timeout: checked(Optional[Annotated[float, Field(gt=0)]], _optional(_seconds)) = Field(
+    timeout: checked(Optional[Annotated[float, Field(gt=0)]], optional(_seconds)) = Field(
         None, description="Seconds after which a worker starts no new trial; null for no limit."
     )
 
 
 _METRIC = Literal[tuple(["val_accuracy", "val_loss", "n_params", "train_seconds"] + [
-    f"val_{t}_{m}" for t in ("h11", "h21", "h31", "h22") for m in ("accuracy", "mae", "mse")
+    f"val_{t}_{m}" for t in config.TARGETS for m in ("accuracy", "mae", "mse")
 ])]
 
 
@@ -353,7 +349,7 @@ class StudyFile(Section):
     def _plain_and_named(cls, given: Any) -> Any:
         if not isinstance(given, dict) or not set(given) <= set(cls.model_fields):
             return given  # the section check reports it
-        _check_plain(given)
+        _check_plain(given)  # its CicyError passes through pydantic as it is: it names the place itself
         return {"study": None, **given}  # a missing name is told as an empty one
 
 
@@ -376,27 +372,27 @@ def parse(raw: dict, *, folder: Path = Path(".")) -> StudySpec:
     if not isinstance(raw, dict):
         raise CicyError("a study file must be a YAML mapping")
     try:
-        checked_ = StudyFile.model_validate(raw)
+        valid = StudyFile.model_validate(raw)
     except ValidationError as e:
         raise CicyError(first_error(e)) from None
     base = _base(raw, folder)
     try:
-        fixed = resolve({**base, "seed": checked_.seed})  # the fixed part alone must be a valid run config
+        fixed = resolve({**base, "seed": valid.seed})  # the fixed part alone must be a valid run config
     except CicyError as e:
         raise CicyError(f"fixed settings: {e}") from None
     params = space_mod.parse(raw.get("space"))
     objectives = _objectives(raw, fixed["data"]["targets"], fixed["model"]["family"])
     spec = StudySpec(
-        name=checked_.study,
+        name=valid.study,
         base=base,
         params=params,
         objectives=objectives,
-        sampler=sampler_settings(raw.get("sampler"), checked_.seed, params, len(objectives)),
+        sampler=sampler_settings(raw.get("sampler"), valid.seed, params, len(objectives)),
         pruner=pruner_settings(raw.get("pruner"), len(objectives)),
-        n_trials=checked_.budget.n_trials,
-        timeout=checked_.budget.timeout,
-        seed=checked_.seed,
-        description=checked_.description,
+        n_trials=valid.budget.n_trials,
+        timeout=valid.budget.timeout,
+        seed=valid.seed,
+        description=valid.description,
         raw=raw,
     )
     _validate_space(spec)
