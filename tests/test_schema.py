@@ -177,3 +177,10 @@ def test_schema_to_a_missing_folder_is_one_error_line(tmp_path, capsys):
     assert run_cli("schema", "config", "--out", str(tmp_path / "no" / "such.json")) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "such.json" in lines[0], lines
+
+
+def test_schema_help_says_how_to_point_an_editor_at_the_shipped_files(capsys):
+    assert run_cli("schema", "--help") == 0
+    text = capsys.readouterr().out
+    assert "# yaml-language-server: $schema=../schemas/study.schema.json" in text and "config.schema.json" in text
+    assert (ROOT / "studies" / "../schemas/study.schema.json").resolve().exists()
