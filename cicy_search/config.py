@@ -17,13 +17,14 @@ editors and the docs.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import operator
 import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, create_model, model_validator
 
 from . import schema
 from .errors import CicyError
@@ -367,13 +368,14 @@ class Svm(Section):
     epsilon: NonNegative = Field(0.1, description="regression: the width of the tube inside which errors cost nothing.")
 
 
-#: The model families and their settings; a plugin family adds its section class here (``family`` a Literal).
+#: The model families and their settings. A plugin adds its family here: a ``Section`` whose ``family`` is a
+#: required ``Literal`` of its name; run configs, the JSON Schema and the reference rows know it from then on.
 FAMILIES: dict[str, type[Section]] = {"dense": Dense, "cnn": Cnn, "inception": Inception, "equivariant": Equivariant, "svm": Svm}
 
 
-def _model_union():
-    """Every family's section, told apart by ``family`` (dense when none is given)."""
-    return Annotated[Union[tuple(FAMILIES.values())], Field(discriminator="family")]
+def _model_union(families: tuple[type[Section], ...]):
+    """The families' sections, told apart by ``family`` (dense when none is given)."""
+    return Annotated[Union[families], Field(discriminator="family")]
 
 
 def _or_null(section):
@@ -388,7 +390,7 @@ class RunConfig(Section):
     seed: Seed = Field(0, description="Seed of the weights' initialisation and of the training order.")
     name: Annotated[Optional[str], BeforeValidator(_string)] = Field(None, description="The run's name (default: the model family).")
     data: _or_null(Data) = Field(Data(), description="Which list, which targets, the split and the inputs.")
-    model: _or_null(_model_union()) = Field(Dense(), description="The model family and its settings.")
+    model: _or_null(_model_union(tuple(FAMILIES.values()))) = Field(Dense(), description="The model family and its settings.")
     train: _or_null(Train) = Field(Train(), description="How the model is fitted.")
 
     @model_validator(mode="before")
@@ -406,13 +408,23 @@ class RunConfig(Section):
         return {**given, "model": {**model, "family": family}}
 
 
+@functools.cache
+def _run_config(families: tuple[type[Section], ...]) -> type[RunConfig]:
+    """``RunConfig`` whose model section is one of ``families`` (those of ``FAMILIES`` now, plugins included)."""
+    if families == RunConfig.model_fields["model"].annotation.__args__:
+        return RunConfig
+    shipped = RunConfig.model_fields["model"]
+    model = (_or_null(_model_union(families)), Field(shipped.default, description=shipped.description))
+    return create_model("RunConfig", __base__=RunConfig, __doc__=RunConfig.__doc__, model=model)
+
+
 def resolve(config: dict | None) -> dict:
     """Validate a run config and fill in every default; the result is complete and self-describing."""
     config = copy.deepcopy(config or {})
     if not isinstance(config, dict):
         raise CicyError(f"a run config must be a mapping, got {type(config).__name__}")
     try:
-        c = RunConfig.model_validate(config)
+        c = _run_config(tuple(FAMILIES.values())).model_validate(config)
     except ValidationError as e:
         raise CicyError(first_error(e, skip=tuple(FAMILIES))) from None
     resolved = {
@@ -428,7 +440,7 @@ def resolve(config: dict | None) -> dict:
 
 def json_schema() -> dict:
     """The JSON Schema of a run config (what ``cicy-search schema config`` prints)."""
-    return schema.json_schema(RunConfig, "cicy-search run config", "A run config: data, model and train settings; every key not given takes its default.")
+    return schema.json_schema(_run_config(tuple(FAMILIES.values())), "cicy-search run config", "A run config: data, model and train settings; every key not given takes its default.")
 
 
 def reference_rows() -> list[dict]:

@@ -10,6 +10,7 @@ is created in a storage or in MLflow.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import warnings
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SkipValidation, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SkipValidation, ValidationError, create_model, model_validator
 
 from . import space as space_mod
 from .samplers import PRUNERS, SAMPLERS, Pruner, Sampler, pruner_settings, sampler_settings
@@ -353,9 +354,16 @@ class StudyFile(Section):
         return {"study": None, **given}  # a missing name is told as an empty one
 
 
+@functools.cache
+def _study_file(families: tuple[type[Section], ...]) -> type[StudyFile]:
+    """``StudyFile`` whose model section is described as one of ``families`` (``config.FAMILIES`` now, plugins included)."""
+    model = (Annotated[Union[families], SkipValidation], Field(default_factory=dict, description=StudyFile.model_fields["model"].description))
+    return create_model("StudyFile", __base__=StudyFile, __doc__=StudyFile.__doc__, model=model)
+
+
 def json_schema() -> dict:
     """The JSON Schema of a study file (what ``cicy-search schema study`` prints)."""
-    js = schema.json_schema(StudyFile, "cicy-search study file", "A study file: one Optuna study, its fixed settings, search space, objective(s), sampler, pruner and budget.")
+    js = schema.json_schema(_study_file(tuple(config.FAMILIES.values())), "cicy-search study file", "A study file: one Optuna study, its fixed settings, search space, objective(s), sampler, pruner and budget.")
     for cls in config.FAMILIES.values():  # a study's model section lays keys on its base's: the family may come from there
         js["$defs"][cls.__name__].pop("required", None)
     js["properties"]["space"]["propertyNames"] = {"pattern": r"^(model|train|data)\."}
