@@ -126,7 +126,7 @@ def _bounds(schema: dict, node: dict) -> str:
         low, high = branch.get("minItems"), branch.get("maxItems")
         if low is not None or high is not None:
             count = f"{low}" if low == high else f"at least {low}" if high is None else f"{low or 0} to {high}"
-            parts.append(f"{count} items")
+            parts.append(f"{count} item{'' if count == '1' else 's'}")
     return "; ".join(dict.fromkeys(parts))
 
 

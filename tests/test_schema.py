@@ -79,9 +79,12 @@ def test_reference_rows_cover_every_key_the_loader_fills_in(family):
 
 def test_reference_rows_of_a_study_file():
     rows = {r["key"]: r for r in studyfile.reference_rows()}
-    assert {"study", "base", "seed", "space", "objective", "sampler.name", "sampler.seed", "pruner.name", "budget.n_trials", "budget.timeout"} <= set(rows)
+    assert {"study", "base", "seed", "data", "model", "train", "objective", "sampler.name", "sampler.seed", "pruner.name", "budget.n_trials", "budget.timeout"} <= set(rows)
     assert rows["budget.n_trials"]["bounds"] == ">= 1, <= 1,000,000" and rows["budget.n_trials"]["default"] == 10
     assert rows["seed"]["bounds"] == ">= 0, <= 4,294,967,295"
+    entries = [(r["key"], r["family"]) for r in studyfile.reference_rows() if r["key"].startswith("space.")]
+    assert {key for key, _ in entries} == {f"space.KEY.{k}" for k in ("type", "low", "high", "step", "log", "choices", "per")}
+    assert ("space.KEY.choices", "categorical") in entries and ("space.KEY.step", "int") in entries
 
 
 @pytest.mark.parametrize(

@@ -371,9 +371,15 @@ def json_schema() -> dict:
 
 
 def reference_rows() -> list[dict]:
-    """One row per key of a study file ({key, family, type, default, bounds, description})."""
+    """One row per key of a study file ({key, family, type, default, bounds, description}); a space entry's keys
+    once per entry type (in ``family``), as ``space.KEY.low``."""
     js = json_schema()
-    return schema.rows(js, {key: [(None, js["$defs"][name])] for key, name in (("sampler", "Sampler"), ("pruner", "Pruner"), ("budget", "Budget"))})
+    sections = {key: [(None, js["$defs"][key.capitalize()])] for key in ("sampler", "pruner", "budget")}
+    sections["space"] = [(cls.model_fields["type"].annotation.__args__[0], js["$defs"][cls.__name__]) for cls in space_mod.ENTRIES]
+    rows = schema.rows(js, sections)
+    for row in rows:
+        row["key"] = row["key"].replace("space.", "space.KEY.", 1)
+    return rows
 
 
 def parse(raw: dict, *, folder: Path = Path(".")) -> StudySpec:
