@@ -35,8 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def default_url() -> str:
-    home = local_home()
-    home.mkdir(parents=True, exist_ok=True)
+    home = local_home(create=True)
     return f"sqlite:///{home / 'optuna.db'}"
 
 

@@ -30,9 +30,22 @@ from ..errors import CicyError, one_line
 LOCAL_HOME = "mlruns"
 
 
-def local_home() -> Path:
-    """The git-ignored folder for local state (MLflow's SQLite store and artifacts, the default Optuna storage)."""
-    return Path(os.environ.get("CICY_SEARCH_HOME", LOCAL_HOME)).resolve()
+def local_home(*, create: bool = False) -> Path:
+    """The git-ignored folder for local state (MLflow's SQLite store and artifacts, the default Optuna storage).
+
+    With ``create``, the folder is made if missing and must be writable: a read-only working folder is a one-line
+    ``CicyError`` (a SQLite store there would fail on its first write, deep inside MLflow or Optuna).
+    """
+    home = Path(os.environ.get("CICY_SEARCH_HOME", LOCAL_HOME)).resolve()
+    if create:
+        hint = "run from a writable folder, or set CICY_SEARCH_HOME to one"
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CicyError(f"{home}: cannot create the local store folder ({e.strerror or e}): {hint}") from None
+        if not os.access(home, os.W_OK | os.X_OK):
+            raise CicyError(f"{home}: the local store folder is not writable: {hint}")
+    return home
 
 
 def resolve_uri(uri: str | None = None) -> str:
@@ -40,9 +53,7 @@ def resolve_uri(uri: str | None = None) -> str:
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    home = local_home()
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'mlflow.db'}"
+    return f"sqlite:///{local_home(create=True) / 'mlflow.db'}"
 
 
 #: A tracking server that does not answer its health check within ``ANSWER_SECONDS`` is asked again until
@@ -88,8 +99,20 @@ def client(uri: str | None = None):
     # request a run (with its params and metrics), and lines in the middle of a study's progress from the uploader's
     # thread. The commands print their own addresses (``study best``, ``study status``); a user may set it to false.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    from mlflow.exceptions import MlflowException
+
     with creating(uri):  # processes opening a new SQLite store at once race in its schema migrations
-        return MlflowClient(tracking_uri=uri)
+        try:
+            return MlflowClient(tracking_uri=uri)
+        except MlflowException as e:  # a scheme MLflow has no store for: it says so in a paragraph
+            import re
+
+            scheme = uri.partition(":")[0]
+            listed = re.search(r"Supported URI schemes are: \[([^\]]*)\]", str(e))
+            if not listed:
+                raise CicyError(f"MLflow tracking URI {scheme}:...: {one_line(e, 200)}") from None
+            known = ", ".join(f"{k}:" for k in re.findall(r"'([\w+.-]+)'", listed.group(1)))
+            raise CicyError(f"MLflow tracking URI {scheme}:...: MLflow has no store for the scheme {scheme!r} (it knows {known})") from None
 
 
 def check_experiment_name(name: str) -> None:
