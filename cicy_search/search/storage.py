@@ -324,11 +324,11 @@ def open_storage(
     url = url or default_url()
     interval, grace = heartbeat_settings(heartbeat_interval, grace_period)
     if is_journal(url):
-        from optuna.storages.journal import JournalFileBackend
+        from .journal import TornTailJournalFileBackend
 
         path = url.removeprefix("journal:")
         try:
-            return _heartbeat_journal_class()(JournalFileBackend(path), heartbeat_interval=interval, grace_period=grace,
+            return _heartbeat_journal_class()(TornTailJournalFileBackend(path), heartbeat_interval=interval, grace_period=grace,
                                               heartbeat_stale_trial_callback=RetryStaleTrial(tracking_uri=tracking_uri))  # fmt: skip
         except OSError as e:
             raise CicyError(f"Optuna journal storage {path}: {e.strerror or e}") from None
