@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import CicyError, one_line
-from ..tracking import local_home
+from ..tracking import check_sqlite, local_home
 from ..tracking import links
 
 HEARTBEAT_SECONDS = 30
@@ -79,6 +79,7 @@ def check_url(url: str | None) -> None:
         raise CicyError(f"Optuna storage {redact(url)}: folder {path.parent} does not exist")
     if path is not None and path.is_dir():
         raise CicyError(f"Optuna storage {redact(url)}: {path} is a folder")
+    check_sqlite(path)
 
 
 def _seconds(value: int | None, env: str, default: int) -> int:

@@ -9,6 +9,7 @@ is on the training thread's path; ``Uploader.flush`` waits for them and returns 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import hashlib
 import json
@@ -82,6 +83,32 @@ def _check_reachable(uri: str) -> None:
         folder = Path(uri[len("sqlite:///") :]).parent
         if not folder.is_dir():
             raise CicyError(f"MLflow tracking store {uri}: folder {folder} does not exist")
+        from ..locks import sqlite_path
+
+        check_sqlite(sqlite_path(uri))
+
+
+def check_sqlite(path: Path | None) -> None:
+    """Refuse a damaged SQLite file (a store: MLflow's or Optuna's) before anything writes to it.
+
+    The file is opened read-only and given SQLite's ``PRAGMA quick_check`` (every page and record, not the
+    indexes' contents): overwritten pages are found here, with one line, instead of deep inside MLflow's schema
+    migrations or Optuna's table creation, which would first write to the damaged file. A missing or empty file is
+    left to be created.
+    """
+    import sqlite3
+    import urllib.parse
+
+    if path is None or not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, timeout=30)) as db:
+            found = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+    except sqlite3.DatabaseError as e:
+        found = [str(e)]
+    if found != ["ok"]:
+        detail = " ".join("; ".join(found).replace("*** in database main ***", "").split())[:200]
+        raise CicyError(f"{path}: a damaged SQLite database ({detail}): nothing was written to it; restore it from a copy")
 
 
 @functools.lru_cache(maxsize=None)
