@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from .config import dump_yaml
-from .errors import CicyError
+from .config import dump_yaml, load_file, read_text, resolve
+from .errors import CicyError, one_line
 from .models import SvmModel, Target
 
 KERAS_FILE = "model.keras"
@@ -55,22 +54,57 @@ class Loaded:
 
 
 def load(folder: str | Path) -> Loaded:
+    """Read a model folder; a missing, truncated or malformed file is a one-line ``CicyError`` naming it."""
     folder = Path(folder)
     if not (folder / "config.yaml").is_file():
         raise CicyError(f"{folder}: not a model folder (no config.yaml)")
-    config = yaml.safe_load((folder / "config.yaml").read_text())
-    targets = [Target(**t) for t in json.loads((folder / "targets.json").read_text())]
-    if (folder / SVM_FILE).is_file():
-        import joblib
+    config = _read_config(folder / "config.yaml")
+    targets = _read_targets(folder / "targets.json")
+    svm = (folder / SVM_FILE).is_file()
+    path = folder / (SVM_FILE if svm else KERAS_FILE)
+    if not path.is_file():
+        raise CicyError(f"{path}: no such file (the model folder has no {KERAS_FILE} nor {SVM_FILE})")
+    try:
+        if svm:
+            import joblib
 
-        model = joblib.load(folder / SVM_FILE)
-    else:
-        import keras
+            model = joblib.load(path)
+        else:
+            import keras
 
-        from . import training  # noqa: F401  (registers the custom accuracy metric)
+            from . import training  # noqa: F401  (registers the custom accuracy metric)
 
-        model = keras.models.load_model(folder / KERAS_FILE)
+            model = keras.models.load_model(path)
+    except Exception as e:  # a damaged file raises whatever its reader trips on (zipfile, h5py, pickle, ValueError)
+        raise CicyError(f"{path}: not a readable model file ({type(e).__name__}: {one_line(e, 200)})") from None
     return Loaded(model, config, targets)
+
+
+def _read_config(path: Path) -> dict:
+    config = load_file(path)
+    try:
+        resolve(config)
+    except CicyError as e:
+        raise CicyError(f"{path}: not a run config: {e}") from None
+    return config
+
+
+def _read_targets(path: Path) -> list[Target]:
+    try:
+        raw = json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise CicyError(f"{path}: not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    good = isinstance(raw, list) and raw and all(
+        isinstance(t, dict)
+        and set(t) == {"name", "low", "high"}
+        and isinstance(t["name"], str)
+        and all(isinstance(t[k], int) and not isinstance(t[k], bool) for k in ("low", "high"))
+        and t["low"] <= t["high"]
+        for t in raw
+    )
+    if not good:
+        raise CicyError(f'{path}: expected a non-empty list of {{"name": str, "low": int, "high": int}} with low <= high')
+    return [Target(**t) for t in raw]
 
 
 def locate(folder: str | Path) -> Path:

@@ -45,6 +45,10 @@ _TO_JSON = str.maketrans("{}", "[]")
 _LEADING_ID = re.compile(r"\s*,?\s*\{\s*(-?\d+)")
 READ_CHARS = 1 << 21
 EULER_SLAB = 1 << 17
+# The largest value each integer column holds (see the module docstring): a larger one would wrap silently.
+INT32_MAX = np.iinfo(np.int32).max
+INT16_MAX = np.iinfo(np.int16).max
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def relations(h11, h21, h31):
@@ -134,6 +138,10 @@ def check_record(rec) -> str | None:
             return f"{name} = {_show(v)} is not an integer"
     if ident < 1:
         return f"ID = {ident} is not positive"
+    if ident > INT32_MAX:
+        return f"ID = {ident} is larger than the id column holds ({INT32_MAX}, int32)"
+    if abs(euler) > INT32_MAX:
+        return f"euler = {euler} is outside what the euler column holds (+-{INT32_MAX}, int32)"
     for name, v in (("direct-product flag", product), ("last flag", flag)):
         if not (isinstance(v, str) and v in _FLAG):
             return f"{name} = {_show(v)} is not True, False or Null"
@@ -154,6 +162,8 @@ def check_record(rec) -> str | None:
             return f"{name} = {_show(v)} is not an integer" + ("" if v != "N" else " (Null is accepted for products only)")
         if v < 0:
             return f"{name} = {v} is negative"
+        if v > INT16_MAX:
+            return f"{name} = {v} is larger than the {name} column holds ({INT16_MAX}, int16)"
     if not is_product:
         h11, h21, h31, h22 = hodge
         if h11 < 1:
@@ -277,7 +287,9 @@ class _Reader:
             if type(rec) is not list or len(rec) != 11:
                 raise _Bad(k)
             ident, r, cc, matrix, euler, product, h11, h21, h31, h22, flag = rec
-            if not (_is_int(ident) and _is_int(r) and _is_int(cc) and _is_int(euler) and ident > 0):
+            if not (_is_int(ident) and _is_int(r) and _is_int(cc) and _is_int(euler) and 0 < ident <= INT32_MAX):
+                raise _Bad(k)
+            if abs(euler) > INT32_MAX:
                 raise _Bad(k)
             if type(product) is not str or type(flag) is not str or product not in _FLAG or flag not in _FLAG:
                 raise _Bad(k)
@@ -288,7 +300,7 @@ class _Reader:
                     raise _Bad(k)
             flat.extend(chain.from_iterable(matrix))
             for t, v in enumerate((h11, h21, h31, h22)):
-                if _is_int(v):
+                if _is_int(v) and abs(v) <= INT16_MAX:
                     hodge[k, t] = v
                 elif v == "N":
                     null[k, t] = True
@@ -351,9 +363,12 @@ def _chunks(path: Path, progress) -> tuple:
     done: list[str] = []
 
     def pieces():
+        offset = 0
         with open(path, "rb") as f:
             while True:
                 raw = f.read(READ_CHARS)
+                if offset == 0 and raw.startswith(_GZIP_MAGIC):
+                    raise CicyError(f"{path}: is gzip-compressed: decompress it first (gunzip {path.name})")
                 digest.update(raw)
                 if progress is not None:
                     progress.update(len(raw))
@@ -363,7 +378,13 @@ def _chunks(path: Path, progress) -> tuple:
                         yield tail
                     done.append(digest.hexdigest())
                     return
-                yield decoder.decode(raw)
+                try:
+                    yield decoder.decode(raw)
+                except UnicodeDecodeError as e:
+                    raise CicyError(
+                        f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} near offset {offset + e.start}): not the published list"
+                    ) from None
+                offset += len(raw)
 
     return pieces(), done
 
@@ -411,6 +432,21 @@ def _strip_separator(text: str, n_before: int, where: str) -> str:
     return stripped
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an output the import could not write, before minutes of work: a folder, a wrong suffix, no write access."""
+    if out.is_dir():
+        raise CicyError(f"--out {out}: is a folder, expected a .npz file")
+    if out.suffix != ".npz":
+        raise CicyError(f"{out}: the columnar file must end in .npz")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise CicyError(f"--out {out}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise CicyError(f"--out {out}: not writable")
+
+
 @dataclass(frozen=True)
 class Imported:
     """What ``import_list`` wrote: the file, its record counts and the seconds spent."""
@@ -446,8 +482,7 @@ def import_list(source: str | os.PathLike, out: str | os.PathLike | None = None,
     if not source.is_file():
         raise CicyError(f"{source}: no such file (download cicy4list.txt first; see README, CICY 4-folds)")
     out = Path(out) if out is not None else source.with_suffix(".npz")
-    if out.suffix != ".npz":
-        raise CicyError(f"{out}: the columnar file must end in .npz")
+    _check_out(out)
     size = source.stat().st_size
     columns = _Columns(size // 34 + 1)  # a record is at least 34 characters: an upper bound, allocated lazily
     bar = tqdm(total=size, unit="B", unit_scale=True, desc="parse", disable=not progress, leave=False)

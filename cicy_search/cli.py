@@ -49,7 +49,7 @@ def data_import_cicy4(
     """Validate the CICY 4-fold list once and write the columnar .npz that data.dataset can point at."""
     from . import cicy4
 
-    r = cicy4.import_list(file, out, progress=True)
+    r = cicy4.import_list(file, out, progress=sys.stderr.isatty())  # bars only on a terminal
     table = Table(title=f"CICY 4-folds: {r.out}", show_header=False)
     for k, v in cicy4.summary(cicy4.read(r.out), name=str(r.out)).items():
         table.add_row(k, " .. ".join(map(str, v)) if isinstance(v, tuple) and k != "padding" else str(v))
@@ -81,7 +81,7 @@ def train(
     from .tracking.runner import run_tracked
 
     console.print(f"training [bold]{escape(cfg['name'])}[/] ({cfg['model']['family']}) -> {client.tracking_uri}")
-    tracked = run_tracked(cfg, mlflow_client=client, experiment=experiment, progress=True)
+    tracked = run_tracked(cfg, mlflow_client=client, experiment=experiment, progress=console.is_terminal)
     m = tracked.result.metrics
     console.print(
         f"run {tracked.run_id}: train {m['train_accuracy']:.4f}  val {m['val_accuracy']:.4f}  "
@@ -344,7 +344,7 @@ def biasvar(
     param, values = bv.parse_vary(vary)
     result = bv.run(
         cfg, param, values, mlflow_client=tracking.client(tracking_uri), replicas=replicas, resample=resample,
-        seed=seed, experiment=experiment, out=out, png=png,
+        seed=seed, experiment=experiment, out=out, png=png, progress=console.is_terminal,
     )
     console.print(result.table[[param, "target", "error", "noise", "bias", "variance", "net_variance"]].to_string(index=False, float_format=lambda v: f"{v:.4g}"), soft_wrap=True)
     console.print(f"MLflow run {result.run_id} (experiment {experiment})")
@@ -385,7 +385,7 @@ def report_recipe(
     from .experiments.compare import run_recipe
 
     if tradeoff.is_recipe(recipe):
-        bv = tradeoff.run_recipe(recipe, tracking.client(tracking_uri), epochs=epochs, limit=limit, replicas=replicas, out=out, png=png)
+        bv = tradeoff.run_recipe(recipe, tracking.client(tracking_uri), epochs=epochs, limit=limit, replicas=replicas, out=out, png=png, progress=console.is_terminal)
         columns = [bv.param, "target", "error", "error_sd", "bias", "variance", "net_variance"]
         console.print(bv.table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"), soft_wrap=True)
         console.print(f"MLflow parent run {bv.run_id}")
@@ -393,7 +393,7 @@ def report_recipe(
         return
     if replicas is not None:
         raise CicyError("--replicas: only for bias-variance recipes (with vary)")
-    result = run_recipe(recipe, tracking.client(tracking_uri), epochs=epochs, limit=limit, out=out, png=png)
+    result = run_recipe(recipe, tracking.client(tracking_uri), epochs=epochs, limit=limit, out=out, png=png, progress=console.is_terminal)
     console.print(result.table.drop(columns=["run_id"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"), soft_wrap=True)
     console.print(f"MLflow parent run {result.run_id}")
     _report_written(result.html, result.png_note)

@@ -349,13 +349,24 @@ def koszul_counts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     added = False
     for i, m in enumerate(x):
         key = np.ascontiguousarray(m, dtype=np.int8).tobytes()
-        if key not in _koszul_memo:
-            _koszul_memo[key] = invariants.koszul_h1(m)
+        if not _counts_fit(_koszul_memo.get(key), int(cols[i].sum()), int(rows[i].sum())):
+            _koszul_memo[key] = invariants.koszul_h1(m)  # new, or a damaged cache entry: computed again
             added = True
         normal[i, cols[i]], ambient[i, rows[i]] = _koszul_memo[key]
     if added:
         _write_cache(KOSZUL_CACHE, _koszul_memo)
     return normal, ambient
+
+
+def _counts_fit(counts, n_cols: int, n_rows: int) -> bool:
+    """Whether remembered Koszul counts are what ``koszul_h1`` gives a matrix of this size: two arrays of
+    non-negative counts, one per column and one per row."""
+    return (
+        isinstance(counts, tuple)
+        and len(counts) == 2
+        and all(a.ndim == 1 and a.dtype.kind in "iu" and (a >= 0).all() for a in counts)
+        and (len(counts[0]), len(counts[1])) == (n_cols, n_rows)
+    )
 
 
 # Koszul counts cost about 3 ms a matrix (25 s for the original list, 250 s for the favourable one), so they are
@@ -384,9 +395,19 @@ def _read_cache(name: str) -> dict[bytes, tuple[np.ndarray, ...]]:
     folder = cache_dir()
     try:
         raw = json.loads((folder / name).read_text()) if folder else {}
-        return {bytes.fromhex(k): tuple(np.asarray(a, dtype=np.int64) for a in v) for k, v in raw.items()}
+        items = raw.items()
     except (OSError, ValueError, TypeError, AttributeError):
         return {}
+    entries = {}
+    for k, v in items:  # a damaged entry is dropped alone (and recomputed), the others are kept
+        try:
+            arrays = tuple(np.asarray(a) for a in v)
+            key = bytes.fromhex(k)
+        except (ValueError, TypeError, OverflowError):
+            continue
+        if all(a.dtype.kind in "iu" or a.size == 0 for a in arrays):  # 0.5 must not be read as 0
+            entries[key] = tuple(a.astype(np.int64) for a in arrays)
+    return entries
 
 
 def _write_cache(name: str, memo: dict[bytes, tuple[np.ndarray, ...]]) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .. import compat
 from ..errors import CicyError, one_line
-from ..tracking import local_home
+from ..tracking import check_sqlite, local_home
 from ..tracking import links
 
 HEARTBEAT_SECONDS = 30
@@ -36,8 +36,7 @@ log = logging.getLogger(__name__)
 
 
 def default_url() -> str:
-    home = local_home()
-    home.mkdir(parents=True, exist_ok=True)
+    home = local_home(create=True)
     return f"sqlite:///{home / 'optuna.db'}"
 
 
@@ -81,6 +80,7 @@ def check_url(url: str | None) -> None:
         raise CicyError(f"Optuna storage {redact(url)}: folder {path.parent} does not exist")
     if path is not None and path.is_dir():
         raise CicyError(f"Optuna storage {redact(url)}: {path} is a folder")
+    check_sqlite(path)
 
 
 def _seconds(value: int | None, env: str, default: int) -> int:
@@ -321,11 +321,11 @@ def open_storage(
     url = url or default_url()
     interval, grace = heartbeat_settings(heartbeat_interval, grace_period)
     if is_journal(url):
-        from optuna.storages.journal import JournalFileBackend
+        from .journal import TornTailJournalFileBackend
 
         path = url.removeprefix("journal:")
         try:
-            return _heartbeat_journal_class()(JournalFileBackend(path), heartbeat_interval=interval, grace_period=grace,
+            return _heartbeat_journal_class()(TornTailJournalFileBackend(path), heartbeat_interval=interval, grace_period=grace,
                                               heartbeat_stale_trial_callback=RetryStaleTrial(tracking_uri=tracking_uri))  # fmt: skip
         except OSError as e:
             raise CicyError(f"Optuna journal storage {path}: {e.strerror or e}") from None

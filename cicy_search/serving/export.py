@@ -275,7 +275,10 @@ def export(
                 f"run {run_id} was trained on {dataset} data with sha256 {logged_hash[:12]}..., the shipped data "
                 f"differs ({cicy_data.dataset_hash(dataset)[:12]}...): export it with --retrain"
             )
-        loaded = bundle.load(stage)  # evaluate what was written, not what is in memory
+        try:
+            loaded = bundle.load(stage)  # evaluate what was written, not what is in memory
+        except CicyError as e:  # a damaged logged model: name the run's artifact, not the temporary copy
+            raise CicyError(str(e).replace(str(stage), f"runs:/{run_id}/model")) from None
         prepared = training.prepare(loaded.config)
         metrics = training.evaluate(loaded.model, prepared, loaded.config["model"]["head"])
         logged = _scores(run.data.metrics)

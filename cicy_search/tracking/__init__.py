@@ -9,6 +9,7 @@ is on the training thread's path; ``Uploader.flush`` waits for them and returns 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import hashlib
 import json
@@ -30,9 +31,22 @@ from ..errors import CicyError, one_line
 LOCAL_HOME = "mlruns"
 
 
-def local_home() -> Path:
-    """The git-ignored folder for local state (MLflow's SQLite store and artifacts, the default Optuna storage)."""
-    return Path(os.environ.get("CICY_SEARCH_HOME", LOCAL_HOME)).resolve()
+def local_home(*, create: bool = False) -> Path:
+    """The git-ignored folder for local state (MLflow's SQLite store and artifacts, the default Optuna storage).
+
+    With ``create``, the folder is made if missing and must be writable: a read-only working folder is a one-line
+    ``CicyError`` (a SQLite store there would fail on its first write, deep inside MLflow or Optuna).
+    """
+    home = Path(os.environ.get("CICY_SEARCH_HOME", LOCAL_HOME)).resolve()
+    if create:
+        hint = "run from a writable folder, or set CICY_SEARCH_HOME to one"
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CicyError(f"{home}: cannot create the local store folder ({e.strerror or e}): {hint}") from None
+        if not os.access(home, os.W_OK | os.X_OK):
+            raise CicyError(f"{home}: the local store folder is not writable: {hint}")
+    return home
 
 
 def resolve_uri(uri: str | None = None) -> str:
@@ -40,9 +54,7 @@ def resolve_uri(uri: str | None = None) -> str:
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    home = local_home()
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'mlflow.db'}"
+    return f"sqlite:///{local_home(create=True) / 'mlflow.db'}"
 
 
 #: A tracking server that does not answer its health check within ``ANSWER_SECONDS`` is asked again until
@@ -71,6 +83,32 @@ def _check_reachable(uri: str) -> None:
         folder = Path(uri[len("sqlite:///") :]).parent
         if not folder.is_dir():
             raise CicyError(f"MLflow tracking store {uri}: folder {folder} does not exist")
+        from ..locks import sqlite_path
+
+        check_sqlite(sqlite_path(uri))
+
+
+def check_sqlite(path: Path | None) -> None:
+    """Refuse a damaged SQLite file (a store: MLflow's or Optuna's) before anything writes to it.
+
+    The file is opened read-only and given SQLite's ``PRAGMA quick_check`` (every page and record, not the
+    indexes' contents): overwritten pages are found here, with one line, instead of deep inside MLflow's schema
+    migrations or Optuna's table creation, which would first write to the damaged file. A missing or empty file is
+    left to be created.
+    """
+    import sqlite3
+    import urllib.parse
+
+    if path is None or not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, timeout=30)) as db:
+            found = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+    except sqlite3.DatabaseError as e:
+        found = [str(e)]
+    if found != ["ok"]:
+        detail = " ".join("; ".join(found).replace("*** in database main ***", "").split())[:200]
+        raise CicyError(f"{path}: a damaged SQLite database ({detail}): nothing was written to it; restore it from a copy")
 
 
 @functools.lru_cache(maxsize=None)
@@ -88,8 +126,20 @@ def client(uri: str | None = None):
     # request a run (with its params and metrics), and lines in the middle of a study's progress from the uploader's
     # thread. The commands print their own addresses (``study best``, ``study status``); a user may set it to false.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    from mlflow.exceptions import MlflowException
+
     with creating(uri):  # processes opening a new SQLite store at once race in its schema migrations
-        return MlflowClient(tracking_uri=uri)
+        try:
+            return MlflowClient(tracking_uri=uri)
+        except MlflowException as e:  # a scheme MLflow has no store for: it says so in a paragraph
+            import re
+
+            scheme = uri.partition(":")[0]
+            listed = re.search(r"Supported URI schemes are: \[([^\]]*)\]", str(e))
+            if not listed:
+                raise CicyError(f"MLflow tracking URI {scheme}:...: {one_line(e, 200)}") from None
+            known = ", ".join(f"{k}:" for k in re.findall(r"'([\w+.-]+)'", listed.group(1)))
+            raise CicyError(f"MLflow tracking URI {scheme}:...: MLflow has no store for the scheme {scheme!r} (it knows {known})") from None
 
 
 def check_experiment_name(name: str) -> None:
