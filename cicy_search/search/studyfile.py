@@ -16,14 +16,16 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SkipValidation, ValidationError, model_validator
 
 from . import space as space_mod
-from ..config import MAX_SEED, config_path, load_file, resolve, set_path, shipped_configs
+from .. import config, schema
+from ..config import MAX_SEED, checked, config_path, load_file, resolve, set_path, shipped_configs
 from ..errors import CicyError
-
-TOP = {"study", "description", "base", "seed", "data", "model", "train", "space", "objective", "objectives",
-       "sampler", "pruner", "budget"}
+from ..schema import Section, first_error
+from ..schema import short as _short
 
 SAMPLERS = {
     "tpe": "TPESampler",
@@ -148,18 +150,6 @@ class StudySpec:
 
             return CachedReads(pruner)
         return pruner
-
-
-def _section(raw: dict, key: str, default: Any) -> Any:
-    value = raw.get(key, default)
-    if isinstance(default, dict) and not isinstance(value, dict):
-        raise CicyError(f"{key}: expected a mapping")
-    return value
-
-
-def _short(v) -> str:
-    text = repr(v)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _matches(atom: str, value) -> bool:
@@ -298,7 +288,9 @@ def _base(raw: dict, folder: Path) -> dict:
     for section in ("data", "model", "train"):
         if not isinstance(base.get(section, {}), dict):
             raise CicyError(f"base: {section}: expected a mapping of settings")
-        given = _section(raw, section, {})
+        given = raw.get(section, {})
+        if not isinstance(given, dict):
+            raise CicyError(f"{section}: expected a mapping")
         if section == "model" and "family" in given and given["family"] != base.get("model", {}).get("family", given["family"]):
             base["model"] = {}
         base.setdefault(section, {}).update(given)
@@ -398,48 +390,188 @@ def _check_plain(raw: dict) -> None:
         raise CicyError("the study file holds values that cannot be stored") from None
 
 
+# --- the schema: one typed section per key of a study file ---
+
+
+def _seconds(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+        raise ValueError(f"expected seconds > 0 (or none), got {_short(v)}")
+    return v
+
+
+def _whole(low: int, high: int):
+    """An integer in [low, high]; unlike ``config.int_in`` every refusal says the bounds, as study files always did."""
+
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise ValueError(f"expected an integer from {low:,} to {high:,}, got {_short(v)}")
+        return v
+
+    return check
+
+
+_n_trials = _whole(1, MAX_TRIALS)
+
+
+def _optional(check):
+    return lambda v: None if v is None else check(v)
+
+
+def _name(v):
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError("the study needs a name (study: my_study)")
+    if len(v) > MAX_NAME or v != v.strip() or not v.isprintable():
+        raise ValueError(
+            f"{_short(v)}: a name of at most {MAX_NAME} printable characters, without leading or trailing "
+            f"spaces, is needed (it also names the MLflow experiment); this one has {len(v):,}"
+        )
+    return v
+
+
+class Budget(Section):
+    """When the study stops: trials finished by all its workers together, and seconds."""
+
+    not_a_mapping: ClassVar[str] = "expected a mapping"
+    none_is_empty: ClassVar[bool] = False
+    n_trials: checked(Optional[Annotated[int, Field(ge=1, le=MAX_TRIALS)]], _optional(_n_trials)) = Field(
+        10, description="Finished trials the study runs, shared by all its workers; null for no limit."
+    )
+    timeout: checked(Optional[Annotated[float, Field(gt=0)]], _optional(_seconds)) = Field(
+        None, description="Seconds after which a worker starts no new trial; null for no limit."
+    )
+
+
+def _setting(kind, key: str, description: str):
+    """An Optuna setting's schema; the bounds are those ``_check_settings`` enforces (``_RANGES``)."""
+    low, high = _RANGES.get(key, (None, None))
+    return Annotated[Optional[kind], Field(None, ge=low, le=high, description=description)]
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="allow")  # any other setting of the Optuna class, checked against its signature
+
+
+class Sampler(_Settings):
+    """The Optuna sampler and the common settings; any other argument of its class may be given too."""
+
+    name: Literal[tuple(SAMPLERS)] = Field("tpe", description="tpe, random, cmaes, gp or nsga2 (Optuna's samplers).")
+    seed: _setting(int, "seed", "Seed of the sampler (default: the study's seed).")
+    n_startup_trials: _setting(int, "n_startup_trials", "tpe, gp: random trials before the model is used (tpe: 10).")
+    multivariate: _setting(bool, "multivariate", "tpe: model the parameters jointly (default: true).")
+    group: _setting(bool, "group", "tpe: model each set of parameters that occur together apart (default: true when the space has per entries).")
+    constant_liar: _setting(bool, "constant_liar", "tpe: count running trials as bad, so parallel workers spread out (default: true).")
+    n_recent_trials: _setting(int, "n_recent_trials", "tpe: model only the last N finished trials (at least n_startup_trials); null for all.")
+    n_ei_candidates: _setting(int, "n_ei_candidates", "tpe: candidates drawn to pick each new value from.")
+    prior_weight: _setting(float, "prior_weight", "tpe: weight of the prior against the observed trials.")
+    population_size: _setting(int, "population_size", "nsga2: individuals per generation.")
+    popsize: _setting(int, "popsize", "cmaes: individuals per generation.")
+    sigma0: _setting(float, "sigma0", "cmaes: the initial step size.")
+
+
+class Pruner(_Settings):
+    """The Optuna pruner and the common settings; any other argument of its class may be given too."""
+
+    name: Literal[tuple(PRUNERS)] = Field("none", description="none, median, percentile, hyperband, successive_halving or threshold (Optuna's pruners).")
+    n_startup_trials: _setting(int, "n_startup_trials", "median, percentile: trials that finish before any is pruned.")
+    n_warmup_steps: _setting(int, "n_warmup_steps", "median, percentile, threshold: epochs of a trial before it may be pruned.")
+    interval_steps: _setting(int, "interval_steps", "median, percentile, threshold: epochs between two pruning checks.")
+    n_min_trials: _setting(int, "n_min_trials", "median, percentile: trials that must have reached an epoch before it is compared.")
+    percentile: _setting(float, "percentile", "percentile: prune below this percentile of the other trials (0 to 100).")
+    min_resource: _setting(int, "min_resource", "hyperband, successive_halving: epochs a trial gets at least.")
+    max_resource: Annotated[Optional[Union[Literal["auto"], Annotated[int, Field(ge=1)]]], Field(None, description="hyperband: epochs a trial gets at most (auto: the most seen).")]
+    reduction_factor: _setting(int, "reduction_factor", "hyperband, successive_halving: 1 / the share of trials kept at each rung.")
+    min_early_stopping_rate: _setting(int, "min_early_stopping_rate", "successive_halving: the rung pruning starts at.")
+    bootstrap_count: _setting(int, "bootstrap_count", "hyperband: trials to finish before brackets start.")
+    lower: _setting(float, "lower", "threshold: prune a trial whose value falls below this.")
+    upper: _setting(float, "upper", "threshold: prune a trial whose value rises above this.")
+
+
+_METRIC = Literal[tuple(["val_accuracy", "val_loss", "n_params", "train_seconds"] + [
+    f"val_{t}_{m}" for t in ("h11", "h21", "h31", "h22") for m in ("accuracy", "mae", "mse")
+])]
+
+
+class ObjectiveEntry(BaseModel):
+    """One objective: a metric and whether more is better."""
+
+    model_config = ConfigDict(extra="forbid", title="Objective")
+    metric: _METRIC = Field(description="A validation metric (val_TARGET_accuracy|mae|mse for the study's targets), n_params or train_seconds.")
+    direction: Optional[Literal["maximize", "minimize"]] = Field(None, description="maximize or minimize (default: maximize for accuracies, else minimize).")
+
+
+_Objective = Union[_METRIC, ObjectiveEntry]
+
+
+class StudyFile(Section):
+    """A study file: the fixed run settings, the search space, the objective(s), the sampler, the pruner and the budget.
+
+    Keys whose checks need more than their own value (the base file beside the study file, the targets an objective
+    may name, the Optuna classes) are typed here for editors and the docs, and checked by ``parse``."""
+
+    top_level: ClassVar[bool] = True
+    study: Annotated[str, BeforeValidator(_name)] = Field(description="The study's name; it also names its MLflow experiment.")
+    description: Annotated[str, BeforeValidator(str)] = Field("", description="One line on what the study searches.")
+    seed: checked(int, _whole(0, MAX_SEED), ge=0, le=MAX_SEED) = Field(0, description="Seed of the sampler (unless sampler.seed is given) and base seed of the trials.")
+    base: Annotated[Optional[str], SkipValidation] = Field(None, description="A run config the fixed settings start from: a file (beside the study file, or a path) or a shipped example (dense, cnn, ...).")
+    data: Annotated[config.Data, SkipValidation] = Field(default_factory=dict, description="Fixed data settings, laid over the base's.")
+    model: Annotated[Union[tuple(config.FAMILIES.values())], SkipValidation] = Field(default_factory=dict, description="Fixed model settings, laid over the base's (a new family starts from that family's defaults).")
+    train: Annotated[config.Train, SkipValidation] = Field(default_factory=dict, description="Fixed training settings, laid over the base's.")
+    space: Annotated[dict[str, space_mod.Entry], SkipValidation] = Field(default_factory=dict, description="The search space: dotted run config keys (model.depth) and the values to sample for each.")
+    objective: Annotated[_Objective, SkipValidation] = Field("val_accuracy", description="What the study optimizes: a metric, or {metric, direction}.")
+    objectives: Annotated[list[_Objective], SkipValidation] = Field(default_factory=list, description="Several objectives (a multi-objective study), instead of objective.")
+    sampler: Annotated[Union[Literal[tuple(SAMPLERS)], Sampler], SkipValidation] = Field("tpe", description="The sampler: a name, or a mapping of its name and settings.")
+    pruner: Annotated[Union[Literal[tuple(PRUNERS)], None, Pruner], SkipValidation] = Field("none", description="The pruner: a name, or a mapping of its name and settings.")
+    budget: Budget = Field(Budget(), description="When the study stops.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_and_named(cls, given: Any) -> Any:
+        if not isinstance(given, dict) or not set(given) <= set(cls.model_fields):
+            return given  # the section check reports it
+        _check_plain(given)
+        return {"study": None, **given}  # a missing name is told as an empty one
+
+
+def json_schema() -> dict:
+    """The JSON Schema of a study file (what ``cicy-search schema study`` prints)."""
+    js = schema.json_schema(StudyFile, "cicy-search study file", "A study file: one Optuna study, its fixed settings, search space, objective(s), sampler, pruner and budget.")
+    for cls in config.FAMILIES.values():  # a study's model section lays keys on its base's: the family may come from there
+        js["$defs"][cls.__name__].pop("required", None)
+    js["properties"]["space"]["propertyNames"] = {"pattern": r"^(model|train|data)\."}
+    return js
+
+
+def reference_rows() -> list[dict]:
+    """One row per key of a study file ({key, family, type, default, bounds, description})."""
+    js = json_schema()
+    return schema.rows(js, {key: [(None, js["$defs"][name])] for key, name in (("sampler", "Sampler"), ("pruner", "Pruner"), ("budget", "Budget"))})
+
+
 def parse(raw: dict, *, folder: Path = Path(".")) -> StudySpec:
     if not isinstance(raw, dict):
         raise CicyError("a study file must be a YAML mapping")
-    unknown = sorted(set(raw) - TOP, key=str)
-    if unknown:
-        raise CicyError(f"unknown key {_short(unknown[0])} (allowed: {', '.join(sorted(TOP))})")
-    _check_plain(raw)
-    name = raw.get("study")
-    if not isinstance(name, str) or not name.strip():
-        raise CicyError("study: the study needs a name (study: my_study)")
-    if len(name) > MAX_NAME or name != name.strip() or not name.isprintable():
-        raise CicyError(
-            f"study: {_short(name)}: a name of at most {MAX_NAME} printable characters, without leading or trailing "
-            f"spaces, is needed (it also names the MLflow experiment); this one has {len(name):,}"
-        )
-    seed = raw.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise CicyError(f"seed: expected an integer from 0 to {MAX_SEED:,}, got {_short(seed)}")
+    try:
+        checked_ = StudyFile.model_validate(raw)
+    except ValidationError as e:
+        raise CicyError(first_error(e)) from None
     base = _base(raw, folder)
     try:
-        fixed = resolve({**base, "seed": seed})  # the fixed part alone must be a valid run config
+        fixed = resolve({**base, "seed": checked_.seed})  # the fixed part alone must be a valid run config
     except CicyError as e:
         raise CicyError(f"fixed settings: {e}") from None
     params = space_mod.parse(raw.get("space"))
     objectives = _objectives(raw, fixed["data"]["targets"], fixed["model"]["family"])
-    budget = _section(raw, "budget", {})
-    unknown = sorted(set(budget) - {"n_trials", "timeout"}, key=str)
-    if unknown:
-        raise CicyError(f"unknown key budget.{str(unknown[0])[:60]} (allowed: n_trials, timeout)")
-    n_trials, timeout = budget.get("n_trials", 10), budget.get("timeout")
-    check_budget(n_trials, timeout, n_trials_name="budget.n_trials", timeout_name="budget.timeout")
     spec = StudySpec(
-        name=name,
+        name=checked_.study,
         base=base,
         params=params,
         objectives=objectives,
-        sampler=_sampler(raw.get("sampler"), seed, params, len(objectives)),
+        sampler=_sampler(raw.get("sampler"), checked_.seed, params, len(objectives)),
         pruner=_pruner(raw.get("pruner"), len(objectives)),
-        n_trials=n_trials,
-        timeout=timeout,
-        seed=seed,
-        description=str(raw.get("description", "")),
+        n_trials=checked_.budget.n_trials,
+        timeout=checked_.budget.timeout,
+        seed=checked_.seed,
+        description=checked_.description,
         raw=raw,
     )
     _validate_space(spec)
@@ -451,14 +583,12 @@ def check_budget(
     n_trials: Any = None, timeout: Any = None, *, n_trials_name: str = "--n-trials", timeout_name: str = "--timeout"
 ) -> None:
     """A trial count (a positive integer) and a timeout (seconds > 0), each optional; one-line errors."""
-    if n_trials is not None and (
-        isinstance(n_trials, bool) or not isinstance(n_trials, int) or not 1 <= n_trials <= MAX_TRIALS
-    ):
-        raise CicyError(f"{n_trials_name}: expected an integer from 1 to {MAX_TRIALS:,}, got {_short(n_trials)}")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf
-    ):
-        raise CicyError(f"{timeout_name}: expected seconds > 0 (or none), got {_short(timeout)}")
+    for name, check, value in ((n_trials_name, _n_trials, n_trials), (timeout_name, _seconds, timeout)):
+        if value is not None:
+            try:
+                check(value)
+            except ValueError as e:
+                raise CicyError(f"{name}: {e}") from None
 
 
 def load(path: str | Path) -> StudySpec:
