@@ -89,6 +89,7 @@ def test_the_site_builds_strictly_with_every_page_and_the_generated_reference(si
 # --- examples and commands ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:Argument ``group`` is an experimental feature")
 def test_every_yaml_example_loads_through_the_config_or_study_loader():
     """A block with ``study:`` is a study file (relative bases read from studies/), any other a run config."""
     examples = list(blocks("yaml"))

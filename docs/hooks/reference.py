@@ -12,6 +12,7 @@ imports this module for ``commands`` and ``check_command_line``.
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -189,13 +190,29 @@ INTRO = {
 
 
 def _value(v) -> str:
+    """A default as it is written in YAML (``true``, ``[h11]``), blank for none."""
     if v is None or v == "":
         return ""
-    return f"`{v}`" if not str(v).startswith("`") else str(v)
+    return f"`{v if isinstance(v, str) else json.dumps(v)}`"
+
+
+def _bounds(text) -> str:
+    """Bounds as the schema words them; regular expressions keep their backslashes and stars."""
+    return _cell(text).replace("\\", "\\\\").replace("*", "\\*").replace("<", "&lt;")
+
+
+def _table(rows: list[dict]) -> list[str]:
+    lines = ["| key | type | default | bounds | meaning |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| `{r['key']}` | {_cell(r.get('type'))} | {_cell(_value(r.get('default')))} | {_bounds(r.get('bounds'))} | {_cell(r.get('description'))} |"
+        )
+    return [*lines, ""]
 
 
 def keys_markdown(kind: str, rows: list[dict]) -> str:
-    """A reference page from ``reference_rows()``: one table per section (the key's first dotted part)."""
+    """A reference page from ``reference_rows()``: one table per section (the key's first dotted part); keys that
+    belong to one model family (``family``) get one table per family."""
     title, intro = INTRO[kind]
     sections: dict[str, list[dict]] = {}
     for row in rows:
@@ -204,12 +221,15 @@ def keys_markdown(kind: str, rows: list[dict]) -> str:
     lines = [title, "", intro, ""]
     for head, group in sections.items():
         lines += [f"## `{head}`" if head else "## Top level", ""]
-        lines += ["| key | type | default | bounds | meaning |", "|---|---|---|---|---|"]
+        families: dict[str, list[dict]] = {}
         for r in group:
-            lines.append(
-                f"| `{r['key']}` | {_cell(r.get('type'))} | {_cell(_value(r.get('default')))} | {_cell(r.get('bounds'))} | {_cell(r.get('description'))} |"
-            )
-        lines.append("")
+            families.setdefault(r.get("family") or "", []).append(r)
+        if list(families) == [""]:
+            lines += _table(group)
+            continue
+        lines += ["Which keys a model takes depends on its `model.family`; each family's keys and defaults:", ""]
+        for family, members in families.items():
+            lines += [f"### `family: {family}`" if family else "### Every family", "", *_table(members)]
     return "\n".join(lines) + "\n"
 
 
