@@ -336,7 +336,7 @@ def koszul_counts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Line-bundle cohomology counts of padded 3-fold matrices (``invariants.koszul_h1``) at their positions:
     h^1(X, O_X(q_j)) by column (N, cols) and (n_i + 1) h^1(X, O_X(J_i)) by row (N, rows), 0 on padding.
     Their difference, summed, plus the number of rows is h^{1,1} (``invariants.h11_koszul``).
-    Computed once per distinct matrix and remembered for the process (about 3 ms a matrix of the original list).
+    Computed once per distinct matrix and remembered for the process (they cost milliseconds a matrix).
     """
     from . import invariants
 
@@ -369,8 +369,8 @@ def _counts_fit(counts, n_cols: int, n_rows: int) -> bool:
     )
 
 
-# Koszul counts cost about 3 ms a matrix (25 s for the original list, 250 s for the favourable one), so they are
-# kept on disk too, in $CICY_CACHE_DIR (default $XDG_CACHE_HOME/cicy-search or ~/.cache/cicy-search; "none"
+# Koszul counts cost milliseconds a matrix (tens of seconds for a list, minutes for the favourable one: see
+# docs/performance.md), so they are kept on disk too, in $CICY_CACHE_DIR (default $XDG_CACHE_HOME/cicy-search or ~/.cache/cicy-search; "none"
 # turns the file off). Bump the file's version when invariants.koszul_h1 changes what it computes.
 KOSZUL_CACHE = "koszul-v1.json"
 

@@ -127,18 +127,18 @@ def rounded_accuracy(y_true, y_pred):
     return ops.cast(ops.equal(ops.round(y_pred), ops.cast(y_true, y_pred.dtype)), "float32")
 
 
-# On a CPU, XLA takes 1-2.5 s longer to compile the dense network's epoch than TensorFlow's graph optimiser,
-# then saves about 0.55 ms per step (0.19 -> 0.08 s per 197-step epoch; bench/throughput.py): it pays
-# from 2,000-4,000 steps on. The default run (20 epochs of 197 steps) is about even; longer ones gain.
+# On a CPU, XLA compiles the dense network's epoch for longer than TensorFlow's graph optimiser, then saves a
+# little on every step: it pays only from a few thousand steps on (the default run, 20 epochs of 197 steps, is
+# about even). The measurements behind this bound: docs/performance.md, bench.throughput.
 XLA_MIN_STEPS = 3000
 
 
 def use_xla(config: dict, model, steps_per_epoch: int) -> bool:
     """Whether training compiles with XLA: ``train.jit_compile``, where ``"auto"`` means where it helps.
 
-    On a GPU it always helps. On a CPU it fuses a dense network's many small ops (2-2.5x faster per
-    epoch) once the run is long enough to repay its compile time, but its convolutions are far slower
-    than TensorFlow's oneDNN kernels (6x for the CNN, about 50x for inception), so never with those.
+    On a GPU it always helps. On a CPU it fuses a dense network's many small ops (faster epochs) once the run
+    is long enough to repay its compile time, but its convolutions are far slower than TensorFlow's oneDNN
+    kernels, so never with those (docs/performance.md gives the measured ratios).
     """
     choice = config["train"]["jit_compile"]
     if choice != "auto":
@@ -418,8 +418,8 @@ def predict(model, x: np.ndarray, targets: list[Target], head: str) -> dict[str,
     """Integer Hodge numbers for padded matrices ``x`` (N, rows, cols)."""
     if isinstance(model, SvmModel):
         return decode(model.predict(x), targets, head)
-    # Eager calls in large batches: model.predict traces a new function per call and input size, which cost
-    # more than the whole forward pass for these small models (0.22 s against 0.06 s per evaluation, dense).
+    # Eager calls in large batches: model.predict traces a new function per call and input size, which costs
+    # more than the whole forward pass for these small models.
     x = np.asarray(x)
     floats = (lambda a: a.astype(np.float32)) if x.dtype.kind in "iu" else (lambda a: a)  # int8 4-fold matrices
     chunks = [model(floats(x[i : i + PREDICT_BATCH]), training=False) for i in range(0, len(x), PREDICT_BATCH)] or [

@@ -95,7 +95,7 @@ PHONE = (390, 844)  # a phone held upright, CSS pixels
 # Headless Chromium keeps windows at least 500 px wide: the report is loaded in a frame of the asked size
 # inside a page that copies the recorder's attributes from it.
 FRAME = """<!DOCTYPE html><html><head><style>body {{ margin: 0; }} iframe {{ border: 0; display: block; }}</style></head>
-<body><iframe id="report" src="page.html" style="width: {width}px; height: {height}px"></iframe><script>
+<body><iframe id="report" src="{src}" style="width: {width}px; height: {height}px"></iframe><script>
 window.addEventListener("load", function () {{ setTimeout(function () {{
   var inner = document.getElementById("report").contentDocument.documentElement;
   ["data-js-errors", "data-figures", "data-page"].forEach(function (name) {{
@@ -107,10 +107,11 @@ window.addEventListener("load", function () {{ setTimeout(function () {{
 
 
 def check_render(
-    report: str | Path, *, screenshot: str | Path | None = None, size=(1280, 2000), timeout: float = 120
+    report: str | Path, *, screenshot: str | Path | None = None, size=(1280, 2000), timeout: float = 120, beside: bool = False
 ) -> RenderCheck:
     """Open ``report`` in headless Chromium at window ``size``; the figures it drew, their sizes, the page's
-    width and the JavaScript errors it raised."""
+    width and the JavaScript errors it raised. ``beside``: load the copy with the recorder from the report's own
+    folder (removed afterwards), for a page of a site whose assets and scripts are found from its location."""
     exe = find()
     if exe is None:
         raise FileNotFoundError("no Chromium found (apt-get install chromium)")
@@ -119,17 +120,21 @@ def check_render(
     if head is None:
         raise ValueError(f"{report}: no <head> to inject the recorder into")
     with tempfile.TemporaryDirectory() as tmp:
-        page = Path(tmp) / "page.html"
+        page = Path(report).resolve().with_name(f".render-check-{os.getpid()}.html") if beside else Path(tmp) / "page.html"
         page.write_text(source[: head.end()] + RECORDER + source[head.end() :])
         frame = Path(tmp) / "frame.html"
-        frame.write_text(FRAME.format(width=size[0], height=size[1]))
+        frame.write_text(FRAME.format(width=size[0], height=size[1], src=page.as_uri()))
         shot = Path(screenshot).resolve() if screenshot is not None else None
         command = [
             exe, *FLAGS, "--allow-file-access-from-files", f"--user-data-dir={tmp}/profile",
             f"--window-size={max(size[0], 500)},{size[1]}", "--virtual-time-budget=15000", "--dump-dom",
             *([f"--screenshot={shot}"] if shot else []), frame.as_uri(),
         ]
-        dom = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=True).stdout
+        try:
+            dom = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=True).stdout
+        finally:
+            if beside:
+                page.unlink(missing_ok=True)
     errors = _attribute(dom, "data-js-errors")
     figures = _attribute(dom, "data-figures")
     page = _attribute(dom, "data-page") or {}
