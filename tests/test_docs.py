@@ -90,19 +90,26 @@ def test_the_site_builds_strictly_with_every_page_and_the_generated_reference(si
 
 
 @pytest.mark.filterwarnings("ignore:Argument ``group`` is an experimental feature")
-def test_every_yaml_example_loads_through_the_config_or_study_loader():
-    """A block with ``study:`` is a study file (relative bases read from studies/), any other a run config."""
+def test_every_yaml_example_loads_through_the_config_or_study_loader_and_its_json_schema():
+    """A block with ``study:`` is a study file (relative bases read from studies/), any other a run config; each
+    also passes the JSON Schema that editors are pointed at (schemas/*.schema.json)."""
+    import json
+
+    import jsonschema
+
+    schemas = {kind: json.loads((ROOT / "schemas" / f"{kind}.schema.json").read_text()) for kind in ("config", "study")}
     examples = list(blocks("yaml"))
     assert len(examples) >= 5
     for page, text in examples:
         raw = config.parse_yaml(text)
+        kind = "study" if isinstance(raw, dict) and "study" in raw else "config"
         try:
-            if isinstance(raw, dict) and "study" in raw:
-                studyfile.parse(raw, folder=ROOT / "studies")
-            else:
-                config.resolve(raw)
+            studyfile.parse(raw, folder=ROOT / "studies") if kind == "study" else config.resolve(raw)
         except Exception as e:
             pytest.fail(f"{page}: YAML example does not load: {e}\n{text}")
+        validator = jsonschema.validators.validator_for(schemas[kind])(schemas[kind])
+        errors = [e.message for e in validator.iter_errors(raw)]
+        assert errors == [], (page, text)
 
 
 def test_every_command_shown_exists_with_the_options_shown():
