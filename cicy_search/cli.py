@@ -494,11 +494,12 @@ def predict_matrices(
 
 SCHEMA_HELP = """Print the JSON Schema of a run config or a study file, for editors that check YAML as you type.
 
+The same two schemas are shipped in schemas/. With the YAML language server (VS Code's YAML extension and others), a first line naming one makes the editor complete and check every key; in studies/*.yaml:
+
 \b
-With the YAML language server (VS Code's YAML extension, and others), a first line like
   # yaml-language-server: $schema=../schemas/study.schema.json
-in a study file (config.schema.json in a run config) completes and checks its keys; the two files are
-shipped in schemas/ and are what this command prints.
+
+and in a run config, config.schema.json. A URL works too, or a file written with --out.
 """
 
 

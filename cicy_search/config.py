@@ -17,13 +17,14 @@ editors and the docs.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import operator
 import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, create_model, model_validator
 
 from . import schema
 from .errors import CicyError
@@ -43,6 +44,8 @@ MAX_KERNEL = 64
 MAX_SEED = 2**32 - 1  # NumPy's and Keras's seeds are 32-bit
 #: The exact invariants ``data.FEATURES`` computes (kept equal by a test: ``data`` is too heavy to import here).
 FEATURES = ("euler", "c2", "koszul", "koszul_share")
+TARGETS = ("h11", "h21", "h31", "h22")  # h31 and h22: 4-folds only
+_SHAPE = r"\s*\d+\s*x\s*\d+\s*"  # a kernel shape written "12x1"
 
 # --- value types: the type and bounds editors and the docs see, and the checker that refuses a value with a
 # short reason (``ValueError``; ``schema.first_error`` puts the key in front) and returns it normalised ---
@@ -58,7 +61,8 @@ def _inputs(kind, check, inputs):
     return Annotated[kind, BeforeValidator(check, json_schema_input_type=inputs)]
 
 
-def _optional(check):
+def optional(check):
+    """``check``, or null."""
     return lambda v: None if v is None else check(v)
 
 
@@ -188,7 +192,7 @@ def _targets(v):
     if not isinstance(v, list) or not v or not all(isinstance(t, str) for t in v) or len(set(v)) != len(v):
         raise ValueError(f"expected h11, h21 or [h11, h21], got {_short(v)}")
     for t in v:
-        if t not in ("h11", "h21", "h31", "h22"):
+        if t not in TARGETS:
             raise ValueError(f"unknown target {_short(t)}: choose from h11, h21 (and h31, h22 for 4-folds)")
     return v
 
@@ -225,7 +229,6 @@ Head = _one_of("classification", "regression")
 _Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 Widths = Annotated[_Width | Annotated[list[_Width], Field(min_length=1, max_length=MAX_DEPTH)], BeforeValidator(_int_or_list)]
 _Side = Annotated[int, Field(ge=1, le=MAX_KERNEL)]
-_SHAPE = r"\s*\d+\s*x\s*\d+\s*"
 _ShapeInput = Annotated[str, Field(pattern=f"^{_SHAPE}$")] | _Side | Annotated[list[_Side], Field(min_length=2, max_length=2)]
 Shape = _inputs(list[int], _pair, _ShapeInput)
 _KernelSetInput = (
@@ -238,7 +241,7 @@ Kernels = _inputs(
     _KernelSetInput | Annotated[list[_KernelSetInput], Field(min_length=1, max_length=MAX_DEPTH)],
 )
 _UNIQUE = {"uniqueItems": True}
-_TARGET = Literal["h11", "h21", "h31", "h22"]
+_TARGET = Literal[TARGETS]
 Targets = _inputs(list[str], _targets, _TARGET | Annotated[list[_TARGET], Field(min_length=1, json_schema_extra=_UNIQUE)])
 Features = _inputs(list[str], _features, str | Annotated[list[Literal[FEATURES]], Field(json_schema_extra=_UNIQUE)])
 Dataset = _inputs(str, _dataset, Literal["original", "favourable"] | Annotated[str, Field(pattern=r"\.npz$", max_length=4096)])
@@ -257,7 +260,7 @@ class Data(Section):
     seed: Seed = Field(0, description="Seed of the split: the same seed gives the same rows in every run.")
     stratify: Bool = Field(True, description="Split each h11 class in the same proportions.")
     keep_products: Bool = Field(False, description="Keep the product manifolds (h11 = 0), dropped by default.")
-    limit: Annotated[Optional[Annotated[int, Field(ge=1)]], BeforeValidator(_optional(_pos_int))] = Field(
+    limit: checked(Optional[Annotated[int, Field(ge=1)]], optional(_pos_int)) = Field(
         None, description="Use only the first this many matrices (quick runs and tests); null for the whole list."
     )
     canonical: Bool = Field(False, description="Feed every matrix in its canonical row and column order, the same for every permutation.")
@@ -276,7 +279,7 @@ class Train(Section):
     lr_schedule: _one_of("none", "reduce_on_plateau", "cosine") = Field("none", description="How the learning rate changes during training.")
     lr_factor: _number("a factor in (0, 1)", gt=0, lt=1) = Field(0.3, description="reduce_on_plateau: the factor the learning rate is multiplied by.")
     lr_patience: _between(1, MAX_EPOCHS) = Field(5, description="reduce_on_plateau: epochs without a lower validation loss before the rate is reduced.")
-    steps_per_execution: Annotated[Optional[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]], BeforeValidator(_optional(int_in(1, MAX_EPOCHS)))] = Field(
+    steps_per_execution: checked(Optional[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]], optional(int_in(1, MAX_EPOCHS))) = Field(
         None, description="loop: keras: training steps per compiled call; null for up to 32."
     )
     loop: _one_of("fast", "keras") = Field("fast", description="How an epoch runs: fast is one compiled call over in-memory tensors, keras is model.fit.")
@@ -365,13 +368,14 @@ class Svm(Section):
     epsilon: NonNegative = Field(0.1, description="regression: the width of the tube inside which errors cost nothing.")
 
 
-#: The model families and their settings; a plugin family adds its section class here (``family`` a Literal).
+#: The model families and their settings. A plugin adds its family here: a ``Section`` whose ``family`` is a
+#: required ``Literal`` of its name; run configs, the JSON Schema and the reference rows know it from then on.
 FAMILIES: dict[str, type[Section]] = {"dense": Dense, "cnn": Cnn, "inception": Inception, "equivariant": Equivariant, "svm": Svm}
 
 
-def _model_union():
-    """Every family's section, told apart by ``family`` (dense when none is given)."""
-    return Annotated[Union[tuple(FAMILIES.values())], Field(discriminator="family")]
+def _model_union(families: tuple[type[Section], ...]):
+    """The families' sections, told apart by ``family`` (dense when none is given)."""
+    return Annotated[Union[families], Field(discriminator="family")]
 
 
 def _or_null(section):
@@ -386,7 +390,7 @@ class RunConfig(Section):
     seed: Seed = Field(0, description="Seed of the weights' initialisation and of the training order.")
     name: Annotated[Optional[str], BeforeValidator(_string)] = Field(None, description="The run's name (default: the model family).")
     data: _or_null(Data) = Field(Data(), description="Which list, which targets, the split and the inputs.")
-    model: _or_null(_model_union()) = Field(Dense(), description="The model family and its settings.")
+    model: _or_null(_model_union(tuple(FAMILIES.values()))) = Field(Dense(), description="The model family and its settings.")
     train: _or_null(Train) = Field(Train(), description="How the model is fitted.")
 
     @model_validator(mode="before")
@@ -404,13 +408,23 @@ class RunConfig(Section):
         return {**given, "model": {**model, "family": family}}
 
 
+@functools.cache
+def _run_config(families: tuple[type[Section], ...]) -> type[RunConfig]:
+    """``RunConfig`` whose model section is one of ``families`` (those of ``FAMILIES`` now, plugins included)."""
+    if families == RunConfig.model_fields["model"].annotation.__args__:
+        return RunConfig
+    shipped = RunConfig.model_fields["model"]
+    model = (_or_null(_model_union(families)), Field(shipped.default, description=shipped.description))
+    return create_model("RunConfig", __base__=RunConfig, __doc__=RunConfig.__doc__, model=model)
+
+
 def resolve(config: dict | None) -> dict:
     """Validate a run config and fill in every default; the result is complete and self-describing."""
     config = copy.deepcopy(config or {})
     if not isinstance(config, dict):
         raise CicyError(f"a run config must be a mapping, got {type(config).__name__}")
     try:
-        c = RunConfig.model_validate(config)
+        c = _run_config(tuple(FAMILIES.values())).model_validate(config)
     except ValidationError as e:
         raise CicyError(first_error(e, skip=tuple(FAMILIES))) from None
     resolved = {
@@ -426,7 +440,7 @@ def resolve(config: dict | None) -> dict:
 
 def json_schema() -> dict:
     """The JSON Schema of a run config (what ``cicy-search schema config`` prints)."""
-    return schema.json_schema(RunConfig, "cicy-search run config", "A run config: data, model and train settings; every key not given takes its default.")
+    return schema.json_schema(_run_config(tuple(FAMILIES.values())), "cicy-search run config", "A run config: data, model and train settings; every key not given takes its default.")
 
 
 def reference_rows() -> list[dict]:

@@ -126,7 +126,7 @@ def _bounds(schema: dict, node: dict) -> str:
         low, high = branch.get("minItems"), branch.get("maxItems")
         if low is not None or high is not None:
             count = f"{low}" if low == high else f"at least {low}" if high is None else f"{low or 0} to {high}"
-            parts.append(f"{count} items")
+            parts.append(f"{count} item{'' if count.endswith(' 1') or count == '1' else 's'}")
     return "; ".join(dict.fromkeys(parts))
 
 
@@ -137,8 +137,9 @@ def _text(v) -> str:
 def rows(schema: dict, sections: dict[str, list[tuple[str | None, dict]]] | None = None) -> list[dict]:
     """One reference row per key of ``schema``: {key, family, type, default, bounds, description}.
 
-    ``sections`` names the keys whose value is a section of settings, each with its variants (a model family and
-    its definition); their settings become rows of their own (``model.depth`` once per family that has it)."""
+    ``sections`` names the keys whose value is a section of settings, each with its variants (a model family, or a
+    space entry's type, with its definition; None where there is one); their settings become rows of their own,
+    with the variant in ``family`` (``model.depth`` once per family that has it)."""
     out = []
     for key, node in schema["properties"].items():
         for family, section in (sections or {}).get(key, [(None, None)]):

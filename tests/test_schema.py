@@ -79,9 +79,12 @@ def test_reference_rows_cover_every_key_the_loader_fills_in(family):
 
 def test_reference_rows_of_a_study_file():
     rows = {r["key"]: r for r in studyfile.reference_rows()}
-    assert {"study", "base", "seed", "space", "objective", "sampler.name", "sampler.seed", "pruner.name", "budget.n_trials", "budget.timeout"} <= set(rows)
+    assert {"study", "base", "seed", "data", "model", "train", "objective", "sampler.name", "sampler.seed", "pruner.name", "budget.n_trials", "budget.timeout"} <= set(rows)
     assert rows["budget.n_trials"]["bounds"] == ">= 1, <= 1,000,000" and rows["budget.n_trials"]["default"] == 10
     assert rows["seed"]["bounds"] == ">= 0, <= 4,294,967,295"
+    entries = [(r["key"], r["family"]) for r in studyfile.reference_rows() if r["key"].startswith("space.")]
+    assert {key for key, _ in entries} == {f"space.KEY.{k}" for k in ("type", "low", "high", "step", "log", "choices", "per")}
+    assert ("space.KEY.choices", "categorical") in entries and ("space.KEY.step", "int") in entries
 
 
 @pytest.mark.parametrize(
@@ -177,3 +180,40 @@ def test_schema_to_a_missing_folder_is_one_error_line(tmp_path, capsys):
     assert run_cli("schema", "config", "--out", str(tmp_path / "no" / "such.json")) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "such.json" in lines[0], lines
+
+
+def test_schema_help_says_how_to_point_an_editor_at_the_shipped_files(capsys):
+    assert run_cli("schema", "--help") == 0
+    text = capsys.readouterr().out
+    assert "# yaml-language-server: $schema=../schemas/study.schema.json" in text and "config.schema.json" in text
+    assert (ROOT / "studies" / "../schemas/study.schema.json").resolve().exists()
+
+
+def test_a_family_added_to_the_registry_is_validated_and_described_like_the_shipped_ones(monkeypatch):
+    """A plugin family is one ``Section`` class in ``config.FAMILIES``: run configs, both JSON Schemas and the
+    reference rows know it, and its mistakes read like the shipped families'."""
+    from typing import Literal
+
+    from pydantic import Field
+
+    from cicy_search.config import Bool, PositiveInt, Section
+
+    class Linear(Section):
+        family: Literal["linear"] = Field(description="The model family.")
+        units: PositiveInt = Field(16, description="Units of the one hidden layer.")
+        bias: Bool = Field(True, description="Whether the layer has a bias.")
+
+    monkeypatch.setitem(config.FAMILIES, "linear", Linear)
+    assert resolve({"model": {"family": "linear", "units": 4}})["model"] == {"family": "linear", "units": 4, "bias": True}
+    with pytest.raises(CicyError, match=r"^model.units: expected a positive integer, got 0$"):
+        resolve({"model": {"family": "linear", "units": 0}})
+    with pytest.raises(CicyError, match=r"^unknown key model.depth \(allowed: bias, units\)$"):
+        resolve({"model": {"family": "linear", "depth": 2}})
+    rows = [r for r in config.reference_rows() if r["family"] == "linear"]
+    assert [(r["key"], r["default"]) for r in rows] == [("model.family", "linear"), ("model.units", 16), ("model.bias", True)]
+    assert list(validator("config").iter_errors({"model": {"family": "linear", "units": 0}}))
+    assert list(validator("config").iter_errors({"model": {"family": "linear", "units": 3}})) == []
+    assert list(validator("study").iter_errors({"study": "s", "model": {"units": 3}})) == []
+    monkeypatch.delitem(config.FAMILIES, "linear")
+    with pytest.raises(CicyError, match="unknown model family 'linear'"):
+        resolve({"model": {"family": "linear"}})

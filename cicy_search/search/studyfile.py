@@ -10,7 +10,7 @@ is created in a storage or in MLflow.
 from __future__ import annotations
 
 import copy
-import inspect
+import functools
 import json
 import math
 import warnings
@@ -18,59 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SkipValidation, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SkipValidation, ValidationError, create_model, model_validator
 
 from . import space as space_mod
+from .samplers import PRUNERS, SAMPLERS, Pruner, Sampler, pruner_settings, sampler_settings
 from .. import config, schema
-from ..config import MAX_SEED, checked, config_path, load_file, resolve, set_path, shipped_configs
+from ..config import MAX_SEED, checked, config_path, optional, load_file, resolve, set_path, shipped_configs
 from ..errors import CicyError
 from ..schema import Section, first_error
 from ..schema import short as _short
 
-SAMPLERS = {
-    "tpe": "TPESampler",
-    "random": "RandomSampler",
-    "cmaes": "CmaEsSampler",
-    "gp": "GPSampler",
-    "nsga2": "NSGAIISampler",
-}
-PRUNERS = {
-    "none": "NopPruner",
-    "median": "MedianPruner",
-    "percentile": "PercentilePruner",
-    "hyperband": "HyperbandPruner",
-    "successive_halving": "SuccessiveHalvingPruner",
-    "threshold": "ThresholdPruner",
-}
-# Settings that take Python callables or objects cannot come from YAML.
-_NOT_FROM_YAML = {"gamma", "weights", "constraints_func", "mutation", "crossover", "independent_sampler",
-                  "x0", "source_trials", "elite_population_selection_strategy", "child_generation_strategy",
-                  "after_trial_strategy"}
 EPOCH_METRICS = {"val_accuracy", "val_loss"}
 #: Longest study name: it also names the MLflow experiment (at most 500 characters, and
 #: ``NAME-keras-tuner`` for ``study tune``) and every trial's run config (``NAME-17``).
 MAX_NAME = 200
 MAX_TRIALS = 1_000_000
-# Lower bounds of numeric sampler and pruner settings that Optuna checks only once it samples or prunes
-# (n_ei_candidates: 0 fails at TPE's eleventh trial); the types come from the classes' signatures.
-_RANGES = {
-    "seed": (0, MAX_SEED),
-    "n_startup_trials": (0, None),
-    "n_ei_candidates": (1, None),
-    "prior_weight": (0, None),
-    "n_warmup_steps": (0, None),
-    "interval_steps": (1, None),
-    "n_min_trials": (1, None),
-    "population_size": (2, None),
-    "popsize": (1, None),
-    "sigma0": (0, None),
-    "min_resource": (1, None),
-    "max_resource": (1, None),
-    "reduction_factor": (2, None),
-    "min_early_stopping_rate": (0, None),
-    "bootstrap_count": (0, None),
-}
-_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "None": "null"}
 
 
 @dataclass(frozen=True)
@@ -150,97 +112,6 @@ class StudySpec:
 
             return CachedReads(pruner)
         return pruner
-
-
-def _matches(atom: str, value) -> bool:
-    if atom == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if atom == "float":
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if atom == "bool":
-        return isinstance(value, bool)
-    if atom == "str":
-        return isinstance(value, str)
-    return value is None  # "None"
-
-
-def _check_settings(kind: str, name: str, cls, settings: dict) -> None:
-    """Known names, and values of the types the class's signature gives (``int | None``, ...)."""
-    params = inspect.signature(cls).parameters
-    allowed = {p for p in params if p not in _NOT_FROM_YAML}
-    for key, value in settings.items():
-        if not isinstance(key, str) or key not in allowed:
-            raise CicyError(f"{kind}.{str(key)[:60]}: not a setting of the {name} {kind} (allowed: {', '.join(sorted(allowed))})")
-        annotation = params[key].annotation
-        annotation = annotation.__name__ if isinstance(annotation, type) else annotation
-        atoms = [a.strip() for a in str(annotation).split("|")]
-        if all(a in _TYPE_WORDS for a in atoms) and not any(_matches(a, value) for a in atoms):
-            raise CicyError(f"{kind}.{key}: expected {' or '.join(_TYPE_WORDS[a] for a in atoms)}, got {_short(value)}")
-        low, high = _RANGES.get(key, (None, None))
-        if _matches("float", value) and ((low is not None and value < low) or (high is not None and value > high)):
-            bound = f"from {low:,} to {high:,}" if high is not None else f"at least {low}"
-            raise CicyError(f"{kind}.{key}: expected a value {bound}, got {_short(value)}")
-
-
-def _settings(kind: str, raw: Any, default: str) -> dict:
-    if raw is None or isinstance(raw, str):
-        return {"name": raw or default}
-    if not isinstance(raw, dict):
-        raise CicyError(f"{kind}: expected a name or a mapping like {{name: {default}, ...}}, got {_short(raw)}")
-    return dict(raw)
-
-
-def _sampler(raw: Any, seed: int, params: list, n_objectives: int) -> dict:
-    import optuna
-
-    raw = _settings("sampler", raw, "tpe")
-    name = raw.get("name", "tpe")
-    if not isinstance(name, str) or name not in SAMPLERS:
-        raise CicyError(f"sampler.name: unknown sampler {_short(name)}: choose one of {', '.join(SAMPLERS)}")
-    cls = getattr(optuna.samplers, SAMPLERS[name])
-    settings = {k: v for k, v in raw.items() if k != "name"}
-    recent = settings.pop("n_recent_trials", None) if name == "tpe" else None  # ours (history.RecentTPESampler)
-    _check_settings("sampler", name, cls, settings)
-    settings.setdefault("seed", seed)
-    if name == "tpe":
-        # Optuna 5 changed TPE's defaults; spell out the ones that matter so a study file means one thing.
-        conditional = any(p.per for p in params)
-        settings.setdefault("multivariate", True)
-        settings.setdefault("group", conditional)
-        settings.setdefault("n_startup_trials", 10)
-        settings.setdefault("constant_liar", True)
-        if settings["group"] and not settings["multivariate"]:
-            raise CicyError("sampler.group: group mode needs multivariate: true")
-        if recent is not None:
-            startup = settings["n_startup_trials"]
-            if isinstance(recent, bool) or not isinstance(recent, int) or recent < max(1, startup):
-                raise CicyError(f"sampler.n_recent_trials: expected an integer of at least n_startup_trials ({startup}), got {_short(recent)}")
-    if name == "cmaes" and n_objectives > 1:
-        raise CicyError("sampler: cmaes is single-objective; use tpe or nsga2 for several objectives")
-    try:
-        cls(**settings)
-    except (TypeError, ValueError) as e:
-        raise CicyError(f"sampler: {name}: {e}") from None
-    return {"name": name, **settings, **({"n_recent_trials": recent} if recent is not None else {})}
-
-
-def _pruner(raw: Any, n_objectives: int) -> dict:
-    import optuna
-
-    raw = _settings("pruner", raw, "none")
-    name = raw.get("name") or "none"
-    if not isinstance(name, str) or name not in PRUNERS:
-        raise CicyError(f"pruner.name: unknown pruner {_short(name)}: choose one of {', '.join(PRUNERS)}")
-    if name != "none" and n_objectives > 1:
-        raise CicyError("pruner: Optuna cannot prune multi-objective studies; use pruner: none")
-    cls = getattr(optuna.pruners, PRUNERS[name])
-    settings = {k: v for k, v in raw.items() if k != "name"}
-    _check_settings("pruner", name, cls, settings)
-    try:
-        cls(**settings)
-    except (TypeError, ValueError) as e:
-        raise CicyError(f"pruner: {name}: {e}") from None
-    return {"name": name, **settings}
 
 
 def _objectives(raw: dict, targets: list[str], family: str) -> list[Objective]:
@@ -413,10 +284,6 @@ def _whole(low: int, high: int):
 _n_trials = _whole(1, MAX_TRIALS)
 
 
-def _optional(check):
-    return lambda v: None if v is None else check(v)
-
-
 def _name(v):
     if not isinstance(v, str) or not v.strip():
         raise ValueError("the study needs a name (study: my_study)")
@@ -433,61 +300,16 @@ class Budget(Section):
 
     not_a_mapping: ClassVar[str] = "expected a mapping"
     none_is_empty: ClassVar[bool] = False
-    n_trials: checked(Optional[Annotated[int, Field(ge=1, le=MAX_TRIALS)]], _optional(_n_trials)) = Field(
+    n_trials: checked(Optional[Annotated[int, Field(ge=1, le=MAX_TRIALS)]], optional(_n_trials)) = Field(
         10, description="Finished trials the study runs, shared by all its workers; null for no limit."
     )
-    timeout: checked(Optional[Annotated[float, Field(gt=0)]], _optional(_seconds)) = Field(
+    timeout: checked(Optional[Annotated[float, Field(gt=0)]], optional(_seconds)) = Field(
         None, description="Seconds after which a worker starts no new trial; null for no limit."
     )
 
 
-def _setting(kind, key: str, description: str):
-    """An Optuna setting's schema; the bounds are those ``_check_settings`` enforces (``_RANGES``)."""
-    low, high = _RANGES.get(key, (None, None))
-    return Annotated[Optional[kind], Field(None, ge=low, le=high, description=description)]
-
-
-class _Settings(BaseModel):
-    model_config = ConfigDict(extra="allow")  # any other setting of the Optuna class, checked against its signature
-
-
-class Sampler(_Settings):
-    """The Optuna sampler and the common settings; any other argument of its class may be given too."""
-
-    name: Literal[tuple(SAMPLERS)] = Field("tpe", description="tpe, random, cmaes, gp or nsga2 (Optuna's samplers).")
-    seed: _setting(int, "seed", "Seed of the sampler (default: the study's seed).")
-    n_startup_trials: _setting(int, "n_startup_trials", "tpe, gp: random trials before the model is used (tpe: 10).")
-    multivariate: _setting(bool, "multivariate", "tpe: model the parameters jointly (default: true).")
-    group: _setting(bool, "group", "tpe: model each set of parameters that occur together apart (default: true when the space has per entries).")
-    constant_liar: _setting(bool, "constant_liar", "tpe: count running trials as bad, so parallel workers spread out (default: true).")
-    n_recent_trials: _setting(int, "n_recent_trials", "tpe: model only the last N finished trials (at least n_startup_trials); null for all.")
-    n_ei_candidates: _setting(int, "n_ei_candidates", "tpe: candidates drawn to pick each new value from.")
-    prior_weight: _setting(float, "prior_weight", "tpe: weight of the prior against the observed trials.")
-    population_size: _setting(int, "population_size", "nsga2: individuals per generation.")
-    popsize: _setting(int, "popsize", "cmaes: individuals per generation.")
-    sigma0: _setting(float, "sigma0", "cmaes: the initial step size.")
-
-
-class Pruner(_Settings):
-    """The Optuna pruner and the common settings; any other argument of its class may be given too."""
-
-    name: Literal[tuple(PRUNERS)] = Field("none", description="none, median, percentile, hyperband, successive_halving or threshold (Optuna's pruners).")
-    n_startup_trials: _setting(int, "n_startup_trials", "median, percentile: trials that finish before any is pruned.")
-    n_warmup_steps: _setting(int, "n_warmup_steps", "median, percentile, threshold: epochs of a trial before it may be pruned.")
-    interval_steps: _setting(int, "interval_steps", "median, percentile, threshold: epochs between two pruning checks.")
-    n_min_trials: _setting(int, "n_min_trials", "median, percentile: trials that must have reached an epoch before it is compared.")
-    percentile: _setting(float, "percentile", "percentile: prune below this percentile of the other trials (0 to 100).")
-    min_resource: _setting(int, "min_resource", "hyperband, successive_halving: epochs a trial gets at least.")
-    max_resource: Annotated[Optional[Union[Literal["auto"], Annotated[int, Field(ge=1)]]], Field(None, description="hyperband: epochs a trial gets at most (auto: the most seen).")]
-    reduction_factor: _setting(int, "reduction_factor", "hyperband, successive_halving: 1 / the share of trials kept at each rung.")
-    min_early_stopping_rate: _setting(int, "min_early_stopping_rate", "successive_halving: the rung pruning starts at.")
-    bootstrap_count: _setting(int, "bootstrap_count", "hyperband: trials to finish before brackets start.")
-    lower: _setting(float, "lower", "threshold: prune a trial whose value falls below this.")
-    upper: _setting(float, "upper", "threshold: prune a trial whose value rises above this.")
-
-
 _METRIC = Literal[tuple(["val_accuracy", "val_loss", "n_params", "train_seconds"] + [
-    f"val_{t}_{m}" for t in ("h11", "h21", "h31", "h22") for m in ("accuracy", "mae", "mse")
+    f"val_{t}_{m}" for t in config.TARGETS for m in ("accuracy", "mae", "mse")
 ])]
 
 
@@ -528,13 +350,20 @@ class StudyFile(Section):
     def _plain_and_named(cls, given: Any) -> Any:
         if not isinstance(given, dict) or not set(given) <= set(cls.model_fields):
             return given  # the section check reports it
-        _check_plain(given)
+        _check_plain(given)  # its CicyError passes through pydantic as it is: it names the place itself
         return {"study": None, **given}  # a missing name is told as an empty one
+
+
+@functools.cache
+def _study_file(families: tuple[type[Section], ...]) -> type[StudyFile]:
+    """``StudyFile`` whose model section is described as one of ``families`` (``config.FAMILIES`` now, plugins included)."""
+    model = (Annotated[Union[families], SkipValidation], Field(default_factory=dict, description=StudyFile.model_fields["model"].description))
+    return create_model("StudyFile", __base__=StudyFile, __doc__=StudyFile.__doc__, model=model)
 
 
 def json_schema() -> dict:
     """The JSON Schema of a study file (what ``cicy-search schema study`` prints)."""
-    js = schema.json_schema(StudyFile, "cicy-search study file", "A study file: one Optuna study, its fixed settings, search space, objective(s), sampler, pruner and budget.")
+    js = schema.json_schema(_study_file(tuple(config.FAMILIES.values())), "cicy-search study file", "A study file: one Optuna study, its fixed settings, search space, objective(s), sampler, pruner and budget.")
     for cls in config.FAMILIES.values():  # a study's model section lays keys on its base's: the family may come from there
         js["$defs"][cls.__name__].pop("required", None)
     js["properties"]["space"]["propertyNames"] = {"pattern": r"^(model|train|data)\."}
@@ -542,36 +371,42 @@ def json_schema() -> dict:
 
 
 def reference_rows() -> list[dict]:
-    """One row per key of a study file ({key, family, type, default, bounds, description})."""
+    """One row per key of a study file ({key, family, type, default, bounds, description}); a space entry's keys
+    once per entry type (in ``family``), as ``space.KEY.low``."""
     js = json_schema()
-    return schema.rows(js, {key: [(None, js["$defs"][name])] for key, name in (("sampler", "Sampler"), ("pruner", "Pruner"), ("budget", "Budget"))})
+    sections = {key: [(None, js["$defs"][key.capitalize()])] for key in ("sampler", "pruner", "budget")}
+    sections["space"] = [(cls.model_fields["type"].annotation.__args__[0], js["$defs"][cls.__name__]) for cls in space_mod.ENTRIES]
+    rows = schema.rows(js, sections)
+    for row in rows:
+        row["key"] = row["key"].replace("space.", "space.KEY.", 1)
+    return rows
 
 
 def parse(raw: dict, *, folder: Path = Path(".")) -> StudySpec:
     if not isinstance(raw, dict):
         raise CicyError("a study file must be a YAML mapping")
     try:
-        checked_ = StudyFile.model_validate(raw)
+        valid = StudyFile.model_validate(raw)
     except ValidationError as e:
         raise CicyError(first_error(e)) from None
     base = _base(raw, folder)
     try:
-        fixed = resolve({**base, "seed": checked_.seed})  # the fixed part alone must be a valid run config
+        fixed = resolve({**base, "seed": valid.seed})  # the fixed part alone must be a valid run config
     except CicyError as e:
         raise CicyError(f"fixed settings: {e}") from None
     params = space_mod.parse(raw.get("space"))
     objectives = _objectives(raw, fixed["data"]["targets"], fixed["model"]["family"])
     spec = StudySpec(
-        name=checked_.study,
+        name=valid.study,
         base=base,
         params=params,
         objectives=objectives,
-        sampler=_sampler(raw.get("sampler"), checked_.seed, params, len(objectives)),
-        pruner=_pruner(raw.get("pruner"), len(objectives)),
-        n_trials=checked_.budget.n_trials,
-        timeout=checked_.budget.timeout,
-        seed=checked_.seed,
-        description=checked_.description,
+        sampler=sampler_settings(raw.get("sampler"), valid.seed, params, len(objectives)),
+        pruner=pruner_settings(raw.get("pruner"), len(objectives)),
+        n_trials=valid.budget.n_trials,
+        timeout=valid.budget.timeout,
+        seed=valid.seed,
+        description=valid.description,
         raw=raw,
     )
     _validate_space(spec)
