@@ -208,3 +208,13 @@ def test_pages_open_in_chromium_without_errors_and_fit_a_phone(site, page, chrom
         check = browser.check_render(site / page, size=size, beside=True)
         assert check.errors == [], (page, size)
         assert 0 < check.page_width <= check.viewport, (page, size, check.page_width)
+
+
+def test_the_readmes_links_and_images_point_at_files_that_exist():
+    """mkdocs checks the site's links; the READMEs (read on the forge, outside the site) are checked here."""
+    for readme in (ROOT / "README.md", ROOT / "bench" / "README.md"):
+        targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme.read_text())
+        local = [t for t in targets if not re.match(r"[a-z]+://", t)]
+        assert [t for t in local if not (readme.parent / t).exists()] == [], readme
+        if readme.name == "README.md" and readme.parent == ROOT:
+            assert len(local) >= 10
