@@ -90,19 +90,26 @@ def test_the_site_builds_strictly_with_every_page_and_the_generated_reference(si
 
 
 @pytest.mark.filterwarnings("ignore:Argument ``group`` is an experimental feature")
-def test_every_yaml_example_loads_through_the_config_or_study_loader():
-    """A block with ``study:`` is a study file (relative bases read from studies/), any other a run config."""
+def test_every_yaml_example_loads_through_the_config_or_study_loader_and_its_json_schema():
+    """A block with ``study:`` is a study file (relative bases read from studies/), any other a run config; each
+    also passes the JSON Schema that editors are pointed at (schemas/*.schema.json)."""
+    import json
+
+    import jsonschema
+
+    schemas = {kind: json.loads((ROOT / "schemas" / f"{kind}.schema.json").read_text()) for kind in ("config", "study")}
     examples = list(blocks("yaml"))
     assert len(examples) >= 5
     for page, text in examples:
         raw = config.parse_yaml(text)
+        kind = "study" if isinstance(raw, dict) and "study" in raw else "config"
         try:
-            if isinstance(raw, dict) and "study" in raw:
-                studyfile.parse(raw, folder=ROOT / "studies")
-            else:
-                config.resolve(raw)
+            studyfile.parse(raw, folder=ROOT / "studies") if kind == "study" else config.resolve(raw)
         except Exception as e:
             pytest.fail(f"{page}: YAML example does not load: {e}\n{text}")
+        validator = jsonschema.validators.validator_for(schemas[kind])(schemas[kind])
+        errors = [e.message for e in validator.iter_errors(raw)]
+        assert errors == [], (page, text)
 
 
 def test_every_command_shown_exists_with_the_options_shown():
@@ -201,3 +208,13 @@ def test_pages_open_in_chromium_without_errors_and_fit_a_phone(site, page, chrom
         check = browser.check_render(site / page, size=size, beside=True)
         assert check.errors == [], (page, size)
         assert 0 < check.page_width <= check.viewport, (page, size, check.page_width)
+
+
+def test_the_readmes_links_and_images_point_at_files_that_exist():
+    """mkdocs checks the site's links; the READMEs (read on the forge, outside the site) are checked here."""
+    for readme in (ROOT / "README.md", ROOT / "bench" / "README.md"):
+        targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme.read_text())
+        local = [t for t in targets if not re.match(r"[a-z]+://", t)]
+        assert [t for t in local if not (readme.parent / t).exists()] == [], readme
+        if readme.name == "README.md" and readme.parent == ROOT:
+            assert len(local) >= 10

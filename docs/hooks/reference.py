@@ -212,7 +212,7 @@ def _table(rows: list[dict]) -> list[str]:
 
 def keys_markdown(kind: str, rows: list[dict]) -> str:
     """A reference page from ``reference_rows()``: one table per section (the key's first dotted part); keys that
-    belong to one model family (``family``) get one table per family."""
+    belong to one variant (``family``: a model family, a space entry's type) get one table per variant."""
     title, intro = INTRO[kind]
     sections: dict[str, list[dict]] = {}
     for row in rows:
@@ -227,9 +227,12 @@ def keys_markdown(kind: str, rows: list[dict]) -> str:
         if list(families) == [""]:
             lines += _table(group)
             continue
-        lines += ["Which keys a model takes depends on its `model.family`; each family's keys and defaults:", ""]
+        # The key that picks the variant is the one whose default is the variant's name (model.family: dense).
+        chooser = next((r["key"] for r in group if r.get("family") and r.get("default") == r["family"]), "")
+        name = chooser.rsplit(".", 1)[-1]
+        lines += [f"Which keys apply depends on `{chooser}`; each choice's keys and defaults:", ""]
         for family, members in families.items():
-            lines += [f"### `family: {family}`" if family else "### Every family", "", *_table(members)]
+            lines += [f"### `{name}: {family}`" if family else "### Every choice", "", *_table(members)]
     return "\n".join(lines) + "\n"
 
 
