@@ -17,7 +17,7 @@ from .. import compat, tracking
 from ..config import dump_yaml
 from ..errors import CicyError, NoStudy
 from .budget import Counts, count_finished, counts, optimize_to_budget
-from .storage import LOST, BudgetLock, check_url, default_url, open_storage, redact
+from .storage import LOST, StudyLock, check_url, default_url, open_storage, redact
 from .studyfile import StudySpec, check_budget
 from ..tracking import links
 
@@ -38,7 +38,7 @@ def create(
     check_url(storage)  # before the tracking store is opened (a SQLite one is created by opening it)
     check_tracking(tracking.client(tracking_uri))
     optuna_storage = open_storage(storage, tracking_uri=tracking_uri)
-    lock = BudgetLock(storage, spec.name)
+    lock = StudyLock(storage, spec.name)
     lock.acquire()
     try:
         return _create(spec, optuna_storage, storage=storage, tracking_uri=tracking_uri, n_trials=n_trials)
@@ -190,7 +190,7 @@ def run(
     objective = Objective(
         spec, mlflow_client=client, parent_run_id=links.parent_run_id(study), uploader=tracking.uploader()
     )
-    ran = drive(study, spec, objective, storage=storage, budget=budget, worker=worker, timeout=timeout, console=console, report=report)
+    ran = drive(study, spec, objective, budget=budget, worker=worker, timeout=timeout, console=console, report=report)
     return RunSummary(study, ran, count_finished(study), budget, time.monotonic() - start)
 
 
@@ -199,7 +199,6 @@ def drive(
     spec: StudySpec,
     objective,
     *,
-    storage: str | None,
     budget: int,
     worker: int = 0,
     timeout: float | None = None,
@@ -207,20 +206,16 @@ def drive(
     worker_id: str | None = None,
     console=None,
     report: bool = True,
-    budget_lock: bool = False,
 ) -> int:
     """Run ``objective`` on ``study`` until the study's budget is met; returns trials run.
 
-    What ``study run`` and every cluster worker share: a reseeded sampler, the budget loop (without a lock
-    unless ``budget_lock``: the old rule, serialised and exact, kept for ``bench.scale``'s before/after), and
-    the study's MLflow parent run kept as its summary (``summary.StudySummary``: updated after each
-    trial; at the end the queued MLflow writes flushed, the study report logged unless ``report`` is
+    What ``study run`` and every cluster worker share: a reseeded sampler, the budget loop, and the study's
+    MLflow parent run kept as its summary (``summary.StudySummary``: updated after each trial; at the end the queued MLflow writes flushed, the study report logged unless ``report`` is
     False or the run was interrupted, and the run ended as the budget says).
     """
     from ..tracking.summary import StudySummary
 
     reseed(study, spec, worker)
-    lock = BudgetLock(storage, spec.name) if budget_lock else None
     summary = None
     if links.parent_run_id(study) and getattr(objective, "client", None) is not None:
         summary = StudySummary(study, objective.client, budget=budget, uploader=getattr(objective, "uploader", None),
@@ -232,7 +227,6 @@ def drive(
             study,
             objective,
             budget=budget,
-            lock=lock,
             heartbeat=compat.heartbeat_enabled(compat.study_storage(study)),
             n_trials=n_trials,
             timeout=timeout,
@@ -246,8 +240,6 @@ def drive(
         interrupted = True
         raise
     finally:
-        if lock is not None:
-            lock.close()
         if summary is not None:
             from ..reporting.study import report_study
 
@@ -288,7 +280,10 @@ def trials_table(study: optuna.Study) -> list[dict]:
 
 
 def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The best trial, or the Pareto front of a multi-objective study."""
-    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    """The best trial, or the Pareto front of a multi-objective study (``summary.best``)."""
+    from ..tracking.summary import best
+
+    top = best(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)), list(study.directions))
+    if not top:
         raise CicyError(f"study {study.study_name!r} has no complete trial yet")
-    return study.best_trials if len(study.directions) > 1 else [study.best_trial]
+    return top

@@ -169,7 +169,6 @@ def join(
         study,
         spec,
         objective,
-        storage=storage,
         budget=budget,
         worker=worker_index(),
         n_trials=n_trials,
