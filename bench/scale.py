@@ -427,8 +427,9 @@ def worker_main() -> None:
             objective = SleepObjective(spec, client, study.user_attrs["mlflow_parent_run_id"], seconds=job["seconds"],
                                        epochs=job["epochs"], timers=timers, worker=worker, requests=job.get("requests", "fewest"))  # fmt: skip
             current["objective"] = objective
-            ran = studies.drive(study, spec, objective, budget=int(study.user_attrs["budget"]), worker=index, worker_id=worker,
-                                report=False)  # fmt: skip
+            work = studies.StudyRun(spec, study, int(study.user_attrs["budget"]), client=client, uploader=objective.uploader,
+                                    worker=index, worker_id=worker, report=False)  # fmt: skip
+            ran = studies.drive(work, objective)
         except Exception as e:  # reported to the bench
             error = f"{type(e).__name__}: {str(e)[:500]}"
         errors = []
