@@ -9,8 +9,8 @@
    port, as on a cluster. The machine's cores are split between the workers (``--threads``).
    Trials per minute counts from the first trial's start to the last one's end, so the workers'
    start-up (importing TensorFlow, about 10 s) is not in it; the wall time including it is reported too.
-2. Storage overhead: the same budget loop the workers run (``budget.optimize_to_budget``: budget lock,
-   stale-trial check, counting, ask, the user attributes a real trial writes, tell) around an objective
+2. Storage overhead: the same budget loop the workers run (``budget.optimize_to_budget``: stale-trial
+   check, counting, ask, the user attributes a real trial writes, tell) around an objective
    that does no work, on SQLite, PostgreSQL, a journal file and (as the floor) Optuna's in-memory storage.
 
 Results go to ``bench/results/cluster.json``. On a shared machine timings are noisy; compare the ratios
@@ -146,7 +146,7 @@ def throughput(dbs: Databases, tracking_uri: str, workers: int, trials: int, fol
 def overhead(url: str | None, label: str, trials: int) -> dict:
     """Milliseconds per trial of the workers' budget loop around an objective that does nothing."""
     from cicy_search.search.budget import optimize_to_budget
-    from cicy_search.search.storage import BudgetLock, is_journal, open_storage
+    from cicy_search.search.storage import is_journal, open_storage
 
     storage = optuna.storages.InMemoryStorage() if url is None else open_storage(url)
     study = optuna.create_study(study_name=f"overhead_{label}", storage=storage)
@@ -161,16 +161,13 @@ def overhead(url: str | None, label: str, trials: int) -> dict:
         trial.set_user_attr("mlflow_run_id", secrets.token_hex(16))
         return float(x)
 
-    lock = BudgetLock(url, study.study_name) if url is not None else None
     times = []
     for _ in range(trials):
         t0 = time.perf_counter()
         optimize_to_budget(
-            study, objective, budget=len(times) + 1, lock=lock, heartbeat=url is not None and not is_journal(url), worker_id="bench:1"
+            study, objective, budget=len(times) + 1, heartbeat=url is not None and not is_journal(url), worker_id="bench:1"
         )
         times.append((time.perf_counter() - t0) * 1000)
-    if lock is not None:
-        lock.close()
     tail = times[len(times) // 2 :]
     return {
         "storage": label,

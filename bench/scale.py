@@ -23,13 +23,17 @@ PostgreSQL, or in a journal file, ``journal:PATH``; the mlflow server stays on P
 first; a journal study is grown with ``Study.add_trials``.
 
 Each trial's time outside its sleep is split (exclusive timers in the worker): Optuna storage calls on the
-trial's thread, sampler (its own work, excluding the storage reads it makes), budget-lock wait, MLflow
+trial's thread, sampler (its own work, excluding the storage reads it makes), MLflow
 calls on the trial's thread, its waits for the uploader (``upload_wait``: the previous trial's writes, at the end
 of the first epoch, and the run's link, as ``objective.Objective`` waits), and, off the trial's thread, MLflow
 calls in the uploader and heartbeats; and
 per method (``profile``: Optuna storage and MLflow client methods, ms and calls per trial).
-Every job runs in each of ``--variants`` in the same run, alternating which goes first (``VARIANTS``:
-``before`` and ``after`` this round's fixes, ``lock`` the old global budget lock). Results:
+Every job runs in each of ``--variants`` in the same run, alternating which goes first (``VARIANTS``: the
+product as it is, and the bench's simulated trial making the MLflow requests of earlier versions). The product
+has one behaviour: to compare it before and after a change, run the bench on both commits (``git worktree add``)
+and compare the two results files. The objective is simulated, not ``objective.Objective`` with a sleeping
+training function, because that imports TensorFlow in every worker process (64 of them at the largest size) and
+the bench measures the services, not training. Results:
 ``bench/results/scale.json`` and ``bench/results/scale.html`` (``reporting.html``: offline, with the
 figures as plotly JSON and the tables as CSV in ``bench/results/scale/``).
 """
@@ -62,27 +66,18 @@ ROOT = Path(__file__).resolve().parent.parent
 STUDY_FILE = ROOT / "studies" / "quickstart.yaml"  # TPE (multivariate), median pruner, 12 epochs, 5 parameters
 N_PARAMS = 5
 RECENT = 1000  # n_recent_trials of the bounded TPE ("after")
-# What a job runs with: the budget rule (the old global lock or the lock-free check); how the check counts the
-# trials ("sql": one statement, stale trials looked for only before a wait; "read": as before, stale trials looked
-# for at every check, then all trials read); TPE's history (all trials, or the last RECENT); whether the median
-# pruner's reads of the complete trials are cached per trial (history.CachedReads); whether the study's summary
-# writes to the parent run are coalesced (summary.StudySummary.coalesce) or one per trial; a trial's MLflow
-# requests ("fewest": the config as the run's description, set with its creation, instead of a config.yaml upload,
+# What a job runs with: a trial's MLflow requests ("fewest": the config as the run's description, set with its creation, instead of a config.yaml upload,
 # metric batches and the study's summary writes at most every tracking.FLUSH_SECONDS; "few": as before those cuts,
 # the config uploaded, metric batches every 5 s and a summary write after each trial; "more": as "few" but without
 # its three cuts: the params sent apart from the first metric batch, a model summary without a model, each ended run
-# read back to print its address); "index" (default on): a journal's reads answered from storage.FinishedIndex and
-# the median pruner's step values kept between trials (history.CachedReads.incremental); "writers": the summary's
-# writers (StudySummary.writers: each process writes less often when more trials run; None: every process every
-# tracking.FLUSH_SECONDS). "reads" is "after" as it was before both.
+# read back to print its address). The study file's TPE sees the last RECENT finished trials. The variants that
+# switched product behaviour ("before", "lock", "reads": the old budget lock, uncoalesced summary writes, no journal
+# index) went with those switches; their results stay in bench/results as measured.
 STORAGES = ("postgresql", "journal")  # the studies' Optuna storage (--storage): the bench's PostgreSQL, a journal file
 VARIANTS = {
-    "before": {"lock": False, "count": "read", "recent": None, "pruner_cache": False, "coalesce": False, "requests": "more"},
-    "after": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "fewest"},
-    "lock": {"lock": True, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "fewest"},
-    "requests": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "more"},
-    "few": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "few"},
-    "reads": {"lock": False, "count": "sql", "recent": RECENT, "pruner_cache": True, "coalesce": True, "requests": "fewest", "index": False, "writers": None},
+    "after": {"requests": "fewest"},
+    "requests": {"requests": "more"},
+    "few": {"requests": "few"},
 }
 EARLIER_FLUSH_SECONDS = 5.0  # metric batches before "fewest" (the study's summary was written after each trial)
 
@@ -239,11 +234,9 @@ class Timers:
 
 
 def install_timers() -> Timers:
-    """Time Optuna's storage (RDB or journal), the samplers, the budget lock and MLflow's client, in this process."""
+    """Time Optuna's storage (RDB or journal), the samplers and MLflow's client, in this process."""
     import optuna
     from mlflow import MlflowClient
-
-    from cicy_search.search.storage import BudgetLock
 
     timers = Timers()
     for cls in (optuna.storages.RDBStorage, optuna.storages.JournalStorage):
@@ -254,7 +247,6 @@ def install_timers() -> Timers:
         for name in ("infer_relative_search_space", "sample_relative", "sample_independent", "before_trial", "after_trial"):
             if name in vars(cls):
                 timers.wrap(cls, name, "sampler")
-    timers.wrap(BudgetLock, "acquire", "lock")
     timers.wrap(time, "sleep", "sleep")  # the trial's sleep and the budget loop's waits are not overhead
     for name in [n for n in vars(MlflowClient) if not n.startswith("_")]:
         if callable(vars(MlflowClient)[name]):
@@ -379,22 +371,6 @@ class SleepObjective:
         return 0.5 + 0.45 * math.exp(-distance)
 
 
-def counts_before(study):
-    """The budget check as it was before: stale trials looked for at every check, then every trial read."""
-    import warnings
-    from collections import Counter
-
-    import optuna
-
-    from cicy_search.search import budget
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-    states = Counter(t.state for t in study.get_trials(deepcopy=False))
-    return budget.Counts(sum(states[s] for s in budget.FINISHED), states[optuna.trial.TrialState.RUNNING], states[optuna.trial.TrialState.WAITING])
-
-
 def worker_main() -> None:
     """A pool worker: reads jobs (JSON lines) on stdin, runs each to its study's budget, answers one line each."""
     import dataclasses
@@ -402,9 +378,7 @@ def worker_main() -> None:
     import optuna
 
     from cicy_search import tracking
-    from cicy_search.search import budget
     from cicy_search.search import study as studies
-    from cicy_search.search.history import CachedReads
     from cicy_search.search.storage import open_storage
     from cicy_search.search.studyfile import load
     from cicy_search.tracking.summary import StudySummary
@@ -414,14 +388,12 @@ def worker_main() -> None:
     sys.stdout = sys.stderr
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     timers = install_timers()
-    budget_counts = {"sql": budget.counts, "read": counts_before}
     base = load(STUDY_FILE)
     storages: dict[str, object] = {}
     flush_seconds = tracking.FLUSH_SECONDS
     # A trial's record ends before the worker's last act (the study run's final summary write and end, once per
     # worker and job), so a job of few trials a worker does not count it as a trial's tracking.
     current: dict = {}
-    writers = StudySummary.writers
     finish = StudySummary.finish
     StudySummary.finish = lambda self, **kw: (current["objective"].close_record(), finish(self, **kw))[1]
     index = int(os.environ.get("CICY_WORKER_INDEX", "0"))
@@ -429,11 +401,8 @@ def worker_main() -> None:
     for line in sys.stdin:
         job = json.loads(line)
         raw = {**base.raw, "study": job["study"], "pruner": job.get("pruner", base.raw.get("pruner"))}
-        sampler = {**base.sampler, **({"n_recent_trials": job["recent"]} if job.get("recent") else {})}
+        sampler = {**base.sampler, "n_recent_trials": RECENT}
         spec = dataclasses.replace(base, name=job["study"], raw=raw, pruner=job.get("pruner", base.pruner), sampler=sampler)
-        budget.counts = budget_counts[job.get("count", "sql")]
-        StudySummary.coalesce = job.get("coalesce", True)
-        StudySummary.writers = job.get("writers", writers) or math.inf
         # Before "fewest" the summary was written after each trial (coalesced only while a write was queued).
         tracking.FLUSH_SECONDS = flush_seconds if job.get("requests", "fewest") == "fewest" else 0.0
         # "more": MLflow reads back each run set_terminated ends, to print its address (tracking.client turns it off)
@@ -445,7 +414,6 @@ def worker_main() -> None:
             if key not in storages:
                 storages[key] = open_storage(job["storage"], tracking_uri=job["tracking_uri"])
             t0 = time.time()
-            storages[key].indexed = CachedReads.incremental = job.get("index", True)  # (RDB storages ignore it)
             study = optuna.load_study(study_name=job["study"], storage=storages[key])
             loaded = time.time() - t0
             # Trials this process has not seen yet (a new worker: the whole study; the growth rows: the copies just
@@ -454,15 +422,14 @@ def worker_main() -> None:
             study.get_trials(deepcopy=False)
             caught_up = time.time() - t0
             study.pruner = spec.pruner_object()  # as worker.join does
-            if not job.get("pruner_cache", True):
-                study.pruner = getattr(study.pruner, "pruner", study.pruner)
             client = tracking.client(job["tracking_uri"])
             worker = f"{socket.gethostname()}:{os.getpid()}"
             objective = SleepObjective(spec, client, study.user_attrs["mlflow_parent_run_id"], seconds=job["seconds"],
                                        epochs=job["epochs"], timers=timers, worker=worker, requests=job.get("requests", "fewest"))  # fmt: skip
             current["objective"] = objective
-            ran = studies.drive(study, spec, objective, storage=job["storage"], budget=int(study.user_attrs["budget"]),
-                                worker=index, worker_id=worker, report=False, budget_lock=job["lock"])  # fmt: skip
+            work = studies.StudyRun(spec, study, int(study.user_attrs["budget"]), client=client, uploader=objective.uploader,
+                                    worker=index, worker_id=worker, report=False)  # fmt: skip
+            ran = studies.drive(work, objective)
         except Exception as e:  # reported to the bench
             error = f"{type(e).__name__}: {str(e)[:500]}"
         errors = []
@@ -706,7 +673,7 @@ def growth(benches: dict[str, Bench], sizes: list[int], workers: int, trials_eac
             p = row["per_trial"]
             log(f"grow {finished:>6} finished, {variant}, {kind}: overhead/trial median {p['overhead']['median']:.0f} ms "
                 f"(storage {p.get('storage_trial', {}).get('median', 0):.0f}, sampler {p['sampler_per_suggestion']['median']:.1f}/suggestion, "
-                f"lock {p.get('lock_trial', {}).get('median', 0):.0f}, tracking {p.get('tracking_trial', {}).get('median', 0):.0f} + "
+                f"tracking {p.get('tracking_trial', {}).get('median', 0):.0f} + "
                 f"{p.get('upload_wait_trial', {}).get('median', 0):.0f} waiting for the uploader + "
                 f"{p.get('tracking_bg', {}).get('median', 0):.0f} bg); {'journal' if journal else 'db'} {row['db_bytes'] / 1e6:.0f} MB; "
                 f"a worker's first read of the study (load_study + the unseen trials) {row['load_study_s_max'] + row['catch_up_s_max']:.1f} s")
@@ -751,7 +718,7 @@ def figures(results: dict, path: Path) -> None:
     busy.update_layout(title="busy fraction (slept / workers x wall) vs workers", xaxis={"type": "log", "title": "workers"}, yaxis={"range": [0, 1]})
     columns = ["workers", "trial_s", "variant", "storage", "trials_per_min", "ideal_trials_per_min", "efficiency", "overshoot", "peak_connections"]
     table = pd.DataFrame([{**{c: r.get(c) for c in columns}, "overhead_ms": _median(r, "overhead"), "storage_ms": _median(r, "storage_trial"),
-                           "sampler_ms": _median(r, "sampler_trial"), "lock_ms": _median(r, "lock_trial"),
+                           "sampler_ms": _median(r, "sampler_trial"),
                            "tracking_ms": _median(r, "tracking_trial"), "upload_wait_ms": _median(r, "upload_wait_trial"),
                            "tracking_bg_ms": _median(r, "tracking_bg")} for r in throughput])  # fmt: skip
     if throughput:
@@ -813,11 +780,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--trials-each", type=int, default=3, help="trials per worker in a throughput job (60 s trials: 2)")
     parser.add_argument("--grow", type=int, nargs="*", default=[0, 1000, 2500, 5000, 10000], help="study sizes the growth is measured at")
     parser.add_argument("--grow-workers", type=int, default=4, help="workers of the growth measurements (few: latency, not saturation)")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["before", "after"],
-                        help="what each job is measured with (see VARIANTS): before and after the fixes, the old lock; "
-                             "after but with a trial's MLflow requests as before the last cuts ('few') or the ones "
-                             "before ('requests'); after without the journal's index, the pruner's kept step values "
-                             "and the summary's writers ('reads')")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["after"],
+                        help="what each job is measured with (see VARIANTS): the product as it is ('after'); with a "
+                             "trial's MLflow requests as before the last cuts ('few') or the ones before ('requests')")
     parser.add_argument("--storage", nargs="+", choices=list(STORAGES), default=["postgresql"],
                         help="the studies' Optuna storage: the bench's PostgreSQL, or a journal file in its folder (the "
                              "mlflow server stays on PostgreSQL); with both, every job runs on each in the same run")
@@ -891,7 +856,7 @@ def main(argv: list[str] | None = None) -> dict:
                     save(results, args.out)  # as it goes: an interrupted sweep keeps what it measured
                     log(f"{n:>3} workers x {seconds:g} s, {variant}, {kind}: {row['trials_per_min']:.1f} trials/min of "
                         f"{row['ideal_trials_per_min']:.0f} ideal, busy {row['efficiency']:.0%}, overhead/trial median "
-                        f"{row['per_trial']['overhead']['median']:.0f} ms, lock wait {row['per_trial'].get('lock_trial', {}).get('median', 0):.0f} ms, "
+                        f"{row['per_trial']['overhead']['median']:.0f} ms, "
                         f"overshoot {row['overshoot']}, peak connections {row['peak_connections']}"
                         + (f"; worker errors: {row['worker_errors']}" if row["worker_errors"] else ""))  # fmt: skip
                     log("  most time per trial: " + ", ".join(f"{p['method']} {p['ms_per_trial']:.0f} ms ({p['calls_per_trial']:g} calls)" for p in row["profile"][:5]))

@@ -7,8 +7,9 @@ quickstart's kind of trial) run in one process, in rounds of three arms, each ar
 one after the other, as a study runs them:
 
 - ``plain``: the bare training (``training.fit`` with the Keras reset and garbage collection of the objective);
-- ``search``: trials of an untracked study (the same objective with no MLflow client: sampling, user
-  attributes, the pruning callback, Optuna's ask and tell in SQLite storage through ``optimize_to_budget``);
+- ``search``: trials of an untracked study (the study's objective with its ``train`` fitting the config and
+  recording nothing in MLflow, ``untracked``: sampling, user attributes, the pruning callback, Optuna's ask and
+  tell in SQLite storage through ``optimize_to_budget``);
 - ``tracked``: trials through the path ``study run`` takes (the same, plus the MLflow run: creation,
   params, dataset inputs, per-epoch metrics, tags, artifacts, the model for a best-so-far trial, the parent
   run's summary; SQLite MLflow store, or with ``--server`` an ``mlflow server`` on one, started by the bench: the
@@ -85,6 +86,25 @@ def summarise(rounds: list[dict]) -> dict:
     out["median_critical_path_ms"] = statistics.median(column("critical_path_ms"))
     out["median_writes_wait_ms"] = statistics.median(column("writes_wait_ms"))
     return out
+
+
+def untracked(spec):
+    """``objective.Objective`` whose ``train`` fits the config (``training.fit``, timed by ``fit_timer``) and records
+    nothing in MLflow, with the Keras reset the real one does: the search arm."""
+    import keras
+
+    from cicy_search import training
+    from cicy_search.search.objective import GC_EVERY, Objective
+    from cicy_search.tracking.runner import TrackedResult
+
+    class Untracked(Objective):
+        def train(self, config: dict, *, number: int, tags: dict, callbacks=(), log_model=True, on_start=None, **fit_options):
+            try:
+                return TrackedResult(training.fit(config, self.prepared(config), callbacks=[*self.callbacks, *callbacks], **fit_options), None)
+            finally:
+                keras.backend.clear_session(free_memory=number % GC_EVERY == GC_EVERY - 1)
+
+    return Untracked(spec, mlflow_client=None, parent_run_id=None)
 
 
 @contextmanager
@@ -185,10 +205,10 @@ def measure(args, timed_fit, fitting: dict, tracking_uri: str, meter=None) -> di
     # What studies.run and drive set up once per study call; the objective prepares the data once for all trials.
     client, uploader = links.client(study, tracking_uri), tracking.uploader()
     objective = Objective(spec, mlflow_client=client, parent_run_id=links.parent_run_id(study), uploader=uploader)
-    untracked = Objective(spec, mlflow_client=None, parent_run_id=None)
+    search_objective = untracked(spec)
     config = spec.config_for(values, seed=0)
     prepared = timed("prepare_s", lambda: objective.prepared(config))
-    untracked.prepared(config)
+    search_objective.prepared(config)
     timed("first_fit_s", lambda: (fit(config, prepared), keras.backend.clear_session()))
     for s in (study, search):
         studies.reseed(s, spec)
@@ -227,7 +247,7 @@ def measure(args, timed_fit, fitting: dict, tracking_uri: str, meter=None) -> di
 
     arms = {
         "plain": plain,
-        "search": lambda numbers: trials(search, untracked, [reporter], numbers),
+        "search": lambda numbers: trials(search, search_objective, [reporter], numbers),
         "tracked": lambda numbers: trials(study, objective, [reporter, summary.after_trial], numbers),
     }
     one_off["first_search_trial_s"] = measured(lambda: arms["search"](range(1)))["s"]

@@ -68,7 +68,7 @@ def test_a_simulated_worker_runs_the_search_and_tracking_path_without_tensorflow
     study = scale.Bench(None, tracking_uri, None, None, storage).create("simulated", budget=4)
     pool = scale.Pool(1, tmp_path)
     try:
-        job = {"study": "simulated", "storage": storage, "tracking_uri": tracking_uri, "seconds": 0.2, "epochs": 4, "lock": False}
+        job = {"study": "simulated", "storage": storage, "tracking_uri": tracking_uri, "seconds": 0.2, "epochs": 4}
         [answer] = pool.run(job, 1)
     finally:
         pool.close()

@@ -32,7 +32,7 @@ def test_the_budget_loop_waits_for_a_lost_trial_and_runs_its_retry(tmp_path, url
 
     def beat():
         while not died.wait(0.2):
-            storage.record_heartbeat(dead._trial_id)
+            storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("loop"), dead.number))
 
     beating = threading.Thread(target=beat)
     beating.start()
@@ -45,13 +45,11 @@ def test_the_budget_loop_waits_for_a_lost_trial_and_runs_its_retry(tmp_path, url
         seen.append((trial.number, trial.user_attrs.get("retry_of")))
         return trial.suggest_float("x", 0, 10)
 
-    lock = storages.BudgetLock(url, "loop")
     try:
-        ran = optimize_to_budget(study, objective, budget=2, lock=lock, poll=0.2, on_wait=on_wait, worker_id="here:1")
+        ran = optimize_to_budget(study, objective, budget=2, poll=0.2, on_wait=on_wait, worker_id="here:1")
     finally:
         died.set()
         beating.join()
-        lock.close()
     trials = study.get_trials(deepcopy=False)
     # Trial 1 takes the free place; then the lost trial holds the other until the heartbeat fails
     # it, and its retry (trial 2, same x) takes that place: exactly the budget, nothing extra.
@@ -78,7 +76,7 @@ def test_a_trial_running_when_the_budget_is_met_is_waited_for_and_retried_if_los
 
     def live():  # its worker beats on, then finishes the trial
         for _ in range(8):
-            storage.record_heartbeat(running._trial_id)
+            storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("met"), running.number))
             time.sleep(0.25)
         study.tell(running.number, 1.0)
         done.set()
@@ -107,16 +105,14 @@ def test_a_trial_running_when_the_budget_is_met_is_waited_for_and_retried_if_los
 def test_the_budget_loop_stops_at_the_budget_and_at_its_own_share(tmp_path):
     url = f"sqlite:///{tmp_path / 'o.db'}"
     study = optuna.create_study(study_name="share", storage=storages.open_storage(url))
-    lock = storages.BudgetLock(url, "share")
-    assert optimize_to_budget(study, lambda t: t.suggest_float("x", 0, 1), budget=5, lock=lock, n_trials=2) == 2
-    assert optimize_to_budget(study, lambda t: t.suggest_float("x", 0, 1), budget=5, lock=lock) == 3
-    assert optimize_to_budget(study, lambda t: t.suggest_float("x", 0, 1), budget=5, lock=lock) == 0
+    assert optimize_to_budget(study, lambda t: t.suggest_float("x", 0, 1), budget=5, n_trials=2) == 2
+    assert optimize_to_budget(study, lambda t: t.suggest_float("x", 0, 1), budget=5) == 3
+    assert optimize_to_budget(study, lambda t: t.suggest_float("x", 0, 1), budget=5) == 0
 
     def broken(trial):
         raise ValueError("no")
 
-    assert optimize_to_budget(study, broken, budget=6, lock=lock, max_failures=2) == 3
-    lock.close()
+    assert optimize_to_budget(study, broken, budget=6, max_failures=2) == 3
     assert count_finished(study) == 5
 
 
@@ -125,14 +121,15 @@ def test_the_budget_check_counts_the_trials_in_one_statement(rdb_url, tmp_path):
     import sqlalchemy
     from optuna.storages.journal import JournalFileBackend
 
-    study = optuna.create_study(study_name="count", storage=storages.open_storage(rdb_url))
+    storage = storages.open_storage(rdb_url)
+    study = optuna.create_study(study_name="count", storage=storage)
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
     pruned, failed, running = study.ask(), study.ask(), study.ask()
     study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
     study.tell(failed, state=FAIL)
     running.set_user_attr("config", {"big": list(range(100))})
     study.enqueue_trial({"x": 0.5})
-    engine = study._storage._backend.engine
+    engine = storage.engine
     statements: list[str] = []
     listen = lambda *args: statements.append(args[2])  # noqa: E731 (before_cursor_execute: conn, cursor, statement, ...)
     sqlalchemy.event.listen(engine, "before_cursor_execute", listen)
@@ -155,11 +152,11 @@ def test_the_budget_check_counts_the_trials_in_one_statement(rdb_url, tmp_path):
 def test_without_a_heartbeat_running_trials_do_not_hold_the_budget(tmp_path):
     from optuna.storages.journal import JournalFileBackend
 
-    url = f"journal:{tmp_path / 'o.log'}"  # Optuna's own journal storage: no heartbeat (open_storage gives one)
+    # Optuna's own journal storage: no heartbeat (open_storage gives one)
     study = optuna.create_study(study_name="journal", storage=optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "o.log"))))
     study.ask()  # a trial left RUNNING by a dead worker: nothing will ever fail it
     ran = optimize_to_budget(
-        study, lambda t: t.suggest_float("x", 0, 1), budget=2, lock=storages.BudgetLock(url, "journal"), heartbeat=False
+        study, lambda t: t.suggest_float("x", 0, 1), budget=2, heartbeat=False
     )
     assert ran == 2 and count_finished(study) == 2
 
@@ -189,24 +186,20 @@ def test_the_budget_loop_gives_up_when_every_trial_fails_the_same_way(tmp_path, 
             trial.set_user_attr("fail_reason", reason)
         raise RuntimeError(reason or "?")
 
-    lock = storages.BudgetLock(url, "fails")
-    try:
-        if gives_up:
-            with pytest.raises(CicyError) as e:
-                optimize_to_budget(study, objective, budget=10, lock=lock, max_failures=4, give_up_after=3)
-            reason = reasons[ran - 1] or "no reason recorded"
-            assert str(e.value) == (
-                f"study 'fails': the last 3 trials all failed with the same error and none finished, so the study stops: {reason}"
-            )
-        else:
-            assert optimize_to_budget(study, objective, budget=10, lock=lock, max_failures=4, give_up_after=3, n_trials=ran) == ran
-        assert len(calls) == ran
-    finally:
-        lock.close()
+    if gives_up:
+        with pytest.raises(CicyError) as e:
+            optimize_to_budget(study, objective, budget=10, max_failures=4, give_up_after=3)
+        reason = reasons[ran - 1] or "no reason recorded"
+        assert str(e.value) == (
+            f"study 'fails': the last 3 trials all failed with the same error and none finished, so the study stops: {reason}"
+        )
+    else:
+        assert optimize_to_budget(study, objective, budget=10, max_failures=4, give_up_after=3, n_trials=ran) == ran
+    assert len(calls) == ran
 
 
 @pytest.mark.timeout(120)
-def test_without_a_lock_concurrent_workers_meet_the_budget_and_overshoot_by_at_most_one_each(rdb_url):
+def test_concurrent_workers_meet_the_budget_and_overshoot_by_at_most_one_each(rdb_url):
     """``drive``'s rule (no lock): each worker checks finished + running < budget on its own."""
     optuna.create_study(study_name="free", storage=storages.open_storage(rdb_url))
     ran, errors = [], []

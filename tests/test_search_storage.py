@@ -193,8 +193,8 @@ def test_a_journals_index_answers_as_optunas_journal_does(tmp_path, seed):
 
 
 @pytest.mark.timeout(60)  # a lock that is never freed would block forever
-def test_the_budget_lock_excludes_a_second_holder_and_dies_with_its_holder(rdb_url):
-    first, second = storages.BudgetLock(rdb_url, "s"), storages.BudgetLock(rdb_url, "s")
+def test_the_study_lock_excludes_a_second_holder_and_dies_with_its_holder(rdb_url):
+    first, second = storages.StudyLock(rdb_url, "s"), storages.StudyLock(rdb_url, "s")
     assert first.kind in ("sqlite", "postgresql")
     got = threading.Event()
 

@@ -4,8 +4,11 @@ The budget belongs to the study, not to a process: ``optimize_to_budget`` starts
 finished + running trials stay under it, so any number of workers sharing one storage stop together
 once the study holds ``budget`` finished trials. The check takes no lock (Optuna's ``MaxTrialsCallback``
 rule): workers that check in the same few milliseconds near the end may each start one trial more, so a
-study ends with between ``budget`` and ``budget + workers - 1`` finished trials, plus any lost trials' retries (``bench.scale`` measures
-how many: a lock that serialised every trial start cost more than the rare extra trial).
+study ends with between ``budget`` and ``budget + workers - 1`` finished trials, plus any lost trials' retries (a lock
+that serialised every trial start cost more than the rare extra trial in ``bench.scale``).
+
+Optuna's own ``MaxTrialsCallback`` is not used: it counts one process's view after a trial ends, so it neither waits
+for a lost worker's trial to be retried nor counts running trials against the budget before one starts.
 
 With a heartbeat, a worker leaves only once no trial is running or queued. Such an extra trial can take the
 place of a trial whose worker died, and meet the budget before that trial is noticed as lost. The workers
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 import optuna
 
 from ..errors import CicyError
-from .storage import BudgetLock, count_states
+from .storage import count_states
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 POLL_SECONDS = 2.0
@@ -62,7 +65,6 @@ def optimize_to_budget(
     objective,
     *,
     budget: int,
-    lock: BudgetLock | None = None,
     heartbeat: bool = True,
     n_trials: int | None = None,
     timeout: float | None = None,
@@ -76,9 +78,7 @@ def optimize_to_budget(
     """Run trials one at a time until the study holds ``budget`` finished trials; returns how many ran.
 
     A trial starts only when a queued (WAITING) trial exists or finished + running trials are under
-    the budget. Without ``lock`` (what ``drive`` does) workers checking at the same moment may each start
-    one; with one the check is serialised, held until the trial exists, and the budget is exact. With a
-    heartbeat, running trials hold their place: a worker that dies keeps it until the heartbeat
+    the budget; workers checking at the same moment may each start one. With a heartbeat, running trials hold their place: a worker that dies keeps it until the heartbeat
     fails its trial and queues the retry, so the others wait for that (``on_wait`` is told once)
     instead of starting extra trials, and once the budget is met they still wait for running trials and run
     queued retries before they leave. Without one (a storage opened without ``storage.open_storage``) running
@@ -102,52 +102,43 @@ def optimize_to_budget(
             break
         if max_failures is not None and failed > max_failures:
             break
-        states: list = []
-        reasons: list = []
-        if lock is not None:
-            lock.acquire()
-        try:
+        c = counts(study)
+        if heartbeat and c.running and not has_room(c, budget, heartbeat):
+            # A lost worker's trial holds its place until it is failed and its retry queued: look before
+            # waiting or leaving (a trial that starts is looked for by Optuna's optimize itself).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
             c = counts(study)
-            if heartbeat and c.running and not has_room(c, budget, heartbeat):
-                # A lost worker's trial holds its place until it is failed and its retry queued: look before
-                # waiting or leaving (a trial that starts is looked for by Optuna's optimize itself).
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(study)
-                c = counts(study)
-            if c.finished >= budget and not c.waiting and not (heartbeat and c.running):
-                break
-            go = has_room(c, budget, heartbeat)
-            if go:
-
-                def one_trial(trial: optuna.Trial):
-                    if lock is not None:
-                        lock.release()
-                    if worker_id:
-                        trial.set_user_attr("worker", worker_id)
-                    return objective(trial)
-
-                try:
-                    study.optimize(
-                        one_trial,
-                        n_trials=1,
-                        catch=(Exception,),
-                        callbacks=[*callbacks, lambda s, t: (states.append(t.state), reasons.append(t.user_attrs.get("fail_reason")))],
-                        # No gc_after_trial: the objective's keras.backend.clear_session() already collects.
-                    )
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    # Another worker took this one for lost (a heartbeat stalled past the grace period)
-                    # and queued its retry; this result is dropped.
-                    states.append(optuna.trial.TrialState.FAIL)
-        finally:
-            if lock is not None:
-                lock.release()
-        if not go:
+        if c.finished >= budget and not c.waiting and not (heartbeat and c.running):
+            break
+        if not has_room(c, budget, heartbeat):
             if on_wait is not None and not waiting:
                 on_wait(c)
             waiting = True
             time.sleep(poll)
             continue
+
+        states: list = []
+        reasons: list = []
+
+        def one_trial(trial: optuna.Trial):
+            if worker_id:
+                trial.set_user_attr("worker", worker_id)
+            return objective(trial)
+
+        try:
+            study.optimize(
+                one_trial,
+                n_trials=1,
+                catch=(Exception,),
+                callbacks=[*callbacks, lambda s, t: (states.append(t.state), reasons.append(t.user_attrs.get("fail_reason")))],
+                # No gc_after_trial: the objective's keras.backend.clear_session() already collects.
+            )
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Another worker took this one for lost (a heartbeat stalled past the grace period)
+            # and queued its retry; this result is dropped.
+            states.append(optuna.trial.TrialState.FAIL)
         waiting = False
         ran += 1
         failed += states[:1] == [optuna.trial.TrialState.FAIL]

@@ -16,6 +16,7 @@ from . import space
 from .. import tracking
 from .studyfile import StudySpec
 from ..tracking import links
+from ..tracking.summary import dominates
 from ..errors import one_line
 
 if TYPE_CHECKING:
@@ -38,12 +39,6 @@ def objective_values(spec: StudySpec, result: TrainResult) -> list[float]:
     return [float(metrics[o.metric]) for o in spec.objectives]
 
 
-def _dominates(a: list[float], b: list[float], directions: list[str]) -> bool:
-    sign = [1 if d == "minimize" else -1 for d in directions]
-    pairs = [(s * x, s * y) for s, x, y in zip(sign, a, b)]
-    return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
-
-
 def is_best_so_far(study: optuna.Study, values: list[float], directions: list[str], number: int | None = None) -> bool:
     """True when no other complete trial beats ``values`` (single objective) or dominates them (several).
 
@@ -52,18 +47,14 @@ def is_best_so_far(study: optuna.Study, values: list[float], directions: list[st
     """
     done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.number != number]
     return not any(
-        _dominates(t.values, values, directions)
+        dominates(t.values, values, directions)
         or (len(values) == 1 and t.values == values and (number is None or t.number < number))
         for t in done
     )
 
 
 class Objective:
-    """Callable for ``study.optimize``; data arrays are prepared once and reused across trials.
-
-    With ``mlflow_client=None`` the trials are not tracked at all (Optuna's bookkeeping only: what
-    ``bench.tracking`` compares the tracked trials with).
-    """
+    """Callable for ``study.optimize``; data arrays are prepared once and reused across trials."""
 
     def __init__(
         self, spec: StudySpec, *, mlflow_client, parent_run_id: str | None, tags: dict | None = None, uploader=None,
@@ -84,7 +75,7 @@ class Objective:
             from ..training import prepare
 
             self._prepared[key] = prepared = prepare(config)
-            if self.client is not None and self.parent_run_id:  # the study's run lists every split its trials trained on
+            if self.parent_run_id:  # the study's run lists every split its trials trained on
                 d = config["data"]
                 parent = tracking.Run(self.client, self.parent_run_id, uploader=self.uploader)
                 parent.log_inputs(tracking.dataset_inputs(d, prepared.dataset.hash, prepared.index))
@@ -138,8 +129,8 @@ class Objective:
         """
         import keras  # here, not at the top: trial_seed and is_best_so_far serve workers that never import TensorFlow
 
-        from ..tracking.runner import TrackedResult, run_tracked
-        from ..training import EpochCallback, fit
+        from ..tracking.runner import run_tracked
+        from ..training import EpochCallback
 
         callbacks = [*self.callbacks, *callbacks]
         if self.uploader is not None:
@@ -149,8 +140,6 @@ class Objective:
             settled = self.uploader.submit(lambda: None)
             callbacks.insert(0, EpochCallback(lambda epoch, logs: settled.result()))  # done after the first: free
         try:
-            if self.client is None:  # an untracked search: Optuna's bookkeeping only (bench.tracking's middle arm)
-                return TrackedResult(fit(config, self.prepared(config), callbacks=callbacks, **fit_options), None)
             return run_tracked(
                 config,
                 mlflow_client=self.client,

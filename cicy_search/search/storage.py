@@ -376,13 +376,12 @@ def count_states(study) -> dict | None:
     return compat.rdb_count_states(study)
 
 
-class BudgetLock:
-    """Serializes "count the trials the budget has left, then start one" across workers.
+class StudyLock:
+    """Serializes creating one study (its Optuna study and MLflow parent run) across processes (``study.create``).
 
     PostgreSQL: a session advisory lock keyed on the study name (the server drops it with the
-    connection of a worker that dies); SQLite: an ``flock`` on a file next to the database. Other
-    storages get no lock, and concurrent workers may then overshoot the budget by a trial or two.
-    ``release`` is idempotent, so a trial can release the lock as soon as it exists.
+    connection of a process that dies); SQLite: an ``flock`` on a file next to the database (its name kept from
+    when the lock also guarded the budget). Other storages get no lock. ``release`` is idempotent.
     """
 
     def __init__(self, url: str | None, study_name: str):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -17,7 +18,7 @@ from .. import compat, tracking
 from ..config import dump_yaml
 from ..errors import CicyError, NoStudy
 from .budget import Counts, count_finished, counts, optimize_to_budget
-from .storage import LOST, BudgetLock, check_url, default_url, open_storage, redact
+from .storage import LOST, StudyLock, check_url, default_url, open_storage, redact
 from .studyfile import StudySpec, check_budget
 from ..tracking import links
 
@@ -38,7 +39,7 @@ def create(
     check_url(storage)  # before the tracking store is opened (a SQLite one is created by opening it)
     check_tracking(tracking.client(tracking_uri))
     optuna_storage = open_storage(storage, tracking_uri=tracking_uri)
-    lock = BudgetLock(storage, spec.name)
+    lock = StudyLock(storage, spec.name)
     lock.acquire()
     try:
         return _create(spec, optuna_storage, storage=storage, tracking_uri=tracking_uri, n_trials=n_trials)
@@ -133,6 +134,42 @@ def reseed(study: optuna.Study, spec: StudySpec, worker: int = 0) -> None:
 
 
 @dataclass
+class StudyRun:
+    """One process's work on a study: what ``drive`` and the objective it builds share, instead of keyword lists.
+
+    Attributes:
+        spec, study: the study file and the Optuna study (created or loaded).
+        budget: the finished trials the study runs to (its ``budget`` user attribute).
+        client, uploader: the MLflow client of the study's tracking server, and the background uploader its trial
+            runs and summary write through (``tracking.uploader()``).
+        worker: this process's index, which shifts the sampler's seed (``reseed``).
+        worker_id: stored as each trial's ``worker`` user attribute (``host:pid``).
+        n_trials, timeout: this process's share: at most so many trials, none started after so many seconds.
+        console: where each trial's line goes (None: nowhere).
+        report: log the study report to the parent run at the end.
+    """
+
+    spec: StudySpec
+    study: optuna.Study
+    budget: int
+    client: Any = None
+    uploader: Any = None
+    worker: int = 0
+    worker_id: str | None = None
+    n_trials: int | None = None
+    timeout: float | None = None
+    console: Any = None
+    report: bool = True
+
+    def objective(self, tags: dict | None = None):
+        """The study's objective for this run's trials (imports TensorFlow); ``tags`` go on every trial run."""
+        from .objective import Objective
+
+        return Objective(self.spec, mlflow_client=self.client, parent_run_id=links.parent_run_id(self.study), tags=tags,
+                         uploader=self.uploader)  # fmt: skip
+
+
+@dataclass
 class RunSummary:
     study: optuna.Study
     new_trials: int
@@ -183,48 +220,29 @@ def run(
     budget = n_trials or spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
     study = create(spec, storage=storage, tracking_uri=tracking_uri, n_trials=budget)
-    client = links.client(study, tracking_uri)
-    from .objective import Objective  # imports TensorFlow: only once storage and tracking answered
-
+    work = StudyRun(spec, study, budget, client=links.client(study, tracking_uri), uploader=tracking.uploader(), worker=worker,
+                    timeout=timeout, console=console, report=report)  # fmt: skip
+    objective = work.objective()  # imports TensorFlow: only once storage and tracking answered
     start = time.monotonic()
-    objective = Objective(
-        spec, mlflow_client=client, parent_run_id=links.parent_run_id(study), uploader=tracking.uploader()
-    )
-    ran = drive(study, spec, objective, storage=storage, budget=budget, worker=worker, timeout=timeout, console=console, report=report)
+    ran = drive(work, objective)
     return RunSummary(study, ran, count_finished(study), budget, time.monotonic() - start)
 
 
-def drive(
-    study: optuna.Study,
-    spec: StudySpec,
-    objective,
-    *,
-    storage: str | None,
-    budget: int,
-    worker: int = 0,
-    timeout: float | None = None,
-    n_trials: int | None = None,
-    worker_id: str | None = None,
-    console=None,
-    report: bool = True,
-    budget_lock: bool = False,
-) -> int:
-    """Run ``objective`` on ``study`` until the study's budget is met; returns trials run.
+def drive(run: StudyRun, objective) -> int:
+    """Run ``objective`` on ``run.study`` until the study's budget is met; returns trials run.
 
-    What ``study run`` and every cluster worker share: a reseeded sampler, the budget loop (without a lock
-    unless ``budget_lock``: the old rule, serialised and exact, kept for ``bench.scale``'s before/after), and
-    the study's MLflow parent run kept as its summary (``summary.StudySummary``: updated after each
-    trial; at the end the queued MLflow writes flushed, the study report logged unless ``report`` is
-    False or the run was interrupted, and the run ended as the budget says).
+    What ``study run`` and every cluster worker share: a reseeded sampler, the budget loop, and the study's
+    MLflow parent run kept as its summary (``summary.StudySummary``: updated after each trial; at the end the queued
+    MLflow writes flushed, the study report logged unless ``run.report`` is False or the run was interrupted, and the
+    run ended as the budget says).
     """
     from ..tracking.summary import StudySummary
 
-    reseed(study, spec, worker)
-    lock = BudgetLock(storage, spec.name) if budget_lock else None
+    study, spec, budget, console = run.study, run.spec, run.budget, run.console
+    reseed(study, spec, run.worker)
     summary = None
-    if links.parent_run_id(study) and getattr(objective, "client", None) is not None:
-        summary = StudySummary(study, objective.client, budget=budget, uploader=getattr(objective, "uploader", None),
-                               running=lambda: counts(study).running)  # fmt: skip
+    if links.parent_run_id(study) and run.client is not None:
+        summary = StudySummary(study, run.client, budget=budget, uploader=run.uploader, running=lambda: counts(study).running)
         summary.start()
     interrupted = False
     try:
@@ -232,26 +250,23 @@ def drive(
             study,
             objective,
             budget=budget,
-            lock=lock,
             heartbeat=compat.heartbeat_enabled(compat.study_storage(study)),
-            n_trials=n_trials,
-            timeout=timeout,
+            n_trials=run.n_trials,
+            timeout=run.timeout,
             max_failures=budget,
             give_up_after=min(GIVE_UP_AFTER, budget),
             callbacks=[reporter(console, spec, budget), *([summary.after_trial] if summary else [])],
             on_wait=waiter(console, budget),
-            worker_id=worker_id,
+            worker_id=run.worker_id,
         )
     except KeyboardInterrupt:
         interrupted = True
         raise
     finally:
-        if lock is not None:
-            lock.close()
         if summary is not None:
             from ..reporting.study import report_study
 
-            summary.finish(report=report_study if report else None, interrupted=interrupted, console=console)
+            summary.finish(report=report_study if run.report else None, interrupted=interrupted, console=console)
 
 
 def waiter(console, budget: int):
@@ -288,7 +303,10 @@ def trials_table(study: optuna.Study) -> list[dict]:
 
 
 def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The best trial, or the Pareto front of a multi-objective study."""
-    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    """The best trial, or the Pareto front of a multi-objective study (``summary.best``)."""
+    from ..tracking.summary import best
+
+    top = best(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)), list(study.directions))
+    if not top:
         raise CicyError(f"study {study.study_name!r} has no complete trial yet")
-    return study.best_trials if len(study.directions) > 1 else [study.best_trial]
+    return top

@@ -159,22 +159,10 @@ def join(
     budget = int(study.user_attrs.get("budget", spec.n_trials))
     tags = configure_tensorflow(gpu=gpu, threads=threads, gpu_memory_mb=gpu_memory_mb)
 
-    from .objective import Objective  # TensorFlow is configured now
-
     study.pruner = spec.pruner_object()
-    objective = Objective(
-        spec, mlflow_client=client, parent_run_id=links.parent_run_id(study), tags=tags, uploader=tracking.uploader()
+    work = studies.StudyRun(
+        spec, study, budget, client=client, uploader=tracking.uploader(), worker=worker_index(), worker_id=tags["worker"],
+        n_trials=n_trials, timeout=timeout if timeout is not None else spec.timeout, console=console,
     )
-    ran = studies.drive(
-        study,
-        spec,
-        objective,
-        storage=storage,
-        budget=budget,
-        worker=worker_index(),
-        n_trials=n_trials,
-        timeout=timeout if timeout is not None else spec.timeout,
-        worker_id=tags["worker"],
-        console=console,
-    )
+    ran = studies.drive(work, work.objective(tags))  # TensorFlow is configured now
     return WorkerSummary(study, ran, count_finished(study), budget, tags)

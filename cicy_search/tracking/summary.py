@@ -48,11 +48,15 @@ def objective_names(study: optuna.Study) -> list[str]:
     return ["value"] if len(study.directions) == 1 else [f"objective_{i}" for i in range(len(study.directions))]
 
 
-def _better(a: float, b: float, direction: optuna.study.StudyDirection) -> bool:
-    return a < b if direction == optuna.study.StudyDirection.MINIMIZE else a > b
+def _better(a: float, b: float, direction) -> bool:
+    """``a`` better than ``b`` in ``direction`` (a ``StudyDirection``, or a study file's "minimize"/"maximize")."""
+    minimize = direction in (optuna.study.StudyDirection.MINIMIZE, "minimize")
+    return a < b if minimize else a > b
 
 
-def _dominates(a: list[float], b: list[float], directions) -> bool:
+def dominates(a: list[float], b: list[float], directions) -> bool:
+    """Values ``a`` are nowhere worse than ``b`` and somewhere better: ``a`` dominates ``b`` (for one objective:
+    ``a`` is better)."""
     return all(not _better(y, x, d) for x, y, d in zip(a, b, directions)) and any(
         _better(x, y, d) for x, y, d in zip(a, b, directions)
     )
@@ -60,7 +64,7 @@ def _dominates(a: list[float], b: list[float], directions) -> bool:
 
 def pareto_front(trials: list[FrozenTrial], directions) -> list[FrozenTrial]:
     """The complete trials no other one dominates."""
-    return [t for t in trials if not any(_dominates(o.values, t.values, directions) for o in trials if o is not t)]
+    return [t for t in trials if not any(dominates(o.values, t.values, directions) for o in trials if o is not t)]
 
 
 def history_point(trials: list[FrozenTrial], number: int, names: list[str], directions) -> dict[str, float]:
@@ -88,7 +92,8 @@ def history_point(trials: list[FrozenTrial], number: int, names: list[str], dire
 
 
 def best(trials: list[FrozenTrial], directions) -> list[FrozenTrial]:
-    """The best complete trial (the earliest of equals, as ``study.best_trial``), or the Pareto front."""
+    """The best complete trial (the earliest of equals, as ``study.best_trial``), or the Pareto front: the one
+    best-trial rule of the package (the summary run, ``study best``, export, the objective's best-so-far model)."""
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
         return []
@@ -165,12 +170,11 @@ class StudySummary:
         """Mark the parent run RUNNING (it is SCHEDULED after ``study create``, ended after an earlier run)."""
         self.run.later(lambda: self.client.update_run(self.run.run_id, status="RUNNING"), "status RUNNING")
 
-    #: Trials that finish while this process's summary write is queued, or within its period (``period``) of
-    #: its last write, join one write. Every worker writes to the one parent run, each write costs the tracking
-    #: server a request (``bench.scale``), and the tracking store locks the run's rows for each, so at
-    #: saturation those writes queue behind each other. False: one write per trial, at once (``bench.scale``'s
-    #: earlier variants).
-    coalesce = True
+    # Trials that finish while this process's summary write is queued, or within its period (``period``) of
+    # its last write, join one write: every worker writes to the one parent run, each write costs the tracking
+    # server a request (``bench.scale``), and the tracking store locks the run's rows for each, so at
+    # saturation those writes would queue behind each other.
+
     #: About how many processes' writes the parent run gets per ``tracking.FLUSH_SECONDS``, however many work on
     #: the study: with more trials running than this, each process waits longer between its writes (``period``).
     writers = 4
@@ -190,16 +194,15 @@ class StudySummary:
         """Optuna callback: queue the summary of the study as it stands after ``trial`` (or join a queued one)."""
         with self._pending_lock:
             self._pending.append(trial.number)
-            if self.coalesce:
-                if self._queued:
-                    return  # the queued or timed write takes this trial too
-                self._queued = True
-                wait = self._last_write + self.period() - time.monotonic()
-                if wait > 0:
-                    self._timer = threading.Timer(wait, self._queue_write)
-                    self._timer.daemon = True
-                    self._timer.start()
-                    return
+            if self._queued:
+                return  # the queued or timed write takes this trial too
+            self._queued = True
+            wait = self._last_write + self.period() - time.monotonic()
+            if wait > 0:
+                self._timer = threading.Timer(wait, self._queue_write)
+                self._timer.daemon = True
+                self._timer.start()
+                return
         self._queue_write()
 
     def flush(self) -> None:
@@ -219,16 +222,15 @@ class StudySummary:
     def _queue_write(self) -> None:
         self.run.later(self._write_pending, "study summary")
 
-    def _take_pending(self, every: bool = True) -> list[int]:
+    def _take_pending(self) -> list[int]:
         with self._pending_lock:
-            numbers = self._pending if every else self._pending[:1]
-            self._pending = [] if every else self._pending[1:]
+            numbers, self._pending = self._pending, []
             self._queued = False
             self._last_write = time.monotonic()
         return numbers
 
     def _write_pending(self) -> None:
-        numbers = self._take_pending(self.coalesce)
+        numbers = self._take_pending()
         if numbers:
             self._update(*numbers)
 
