@@ -83,6 +83,10 @@ def _create(spec: StudySpec, optuna_storage, *, storage: str | None, tracking_ur
         study.set_user_attr(links.TRACKING_URI, client.tracking_uri)
         study.set_user_attr("objectives", [o.metric for o in spec.objectives])
         study.set_user_attr("spec", spec.raw)
+    elif "spec" in study.user_attrs:  # an existing study: its file again, but for description and budget
+        from .worker import check_same_file
+
+        check_same_file(spec, study.user_attrs["spec"], "use that file, or give this one another study name")
     budget = n_trials or spec.n_trials
     if study.user_attrs.get("budget") != budget:
         study.set_user_attr("budget", budget)
