@@ -188,7 +188,7 @@ def run(
     budget = n_trials or spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
     study = create(spec, storage=storage, tracking_uri=tracking_uri, n_trials=budget)
-    client = links.client(study, tracking_uri)
+    client = links.resume(study, tracking_uri, log=console.print if console else None)  # its own store, runs repaired
     from .objective import Objective  # imports TensorFlow: only once storage and tracking answered
 
     start = time.monotonic()

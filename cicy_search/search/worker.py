@@ -153,7 +153,7 @@ def join(
     if links.parent_run_id(study) is None:
         raise CicyError(f"study {spec.name!r} in {redact(storage or default_url())} was not made by cicy-search study create")
     check_same_file(spec, study.user_attrs.get("spec"))
-    client = links.client(study, tracking_uri)
+    client = links.resume(study, tracking_uri, log=console.print if console else None)  # its own store, runs repaired
     studies.check_tracking(client)
     budget = int(study.user_attrs.get("budget", spec.n_trials))
     tags = configure_tensorflow(gpu=gpu, threads=threads, gpu_memory_mb=gpu_memory_mb)
