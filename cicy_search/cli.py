@@ -654,6 +654,9 @@ def _run(args: list[str] | None) -> None:
         err.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
+        from .tracking import interrupted
+
+        interrupted()  # the exit waits seconds, not minutes, for MLflow writes still queued
         if _terminated:
             err.print("terminated (SIGTERM): a running trial is marked failed in Optuna and MLflow; run the same command to resume", highlight=False, soft_wrap=True)
             sys.exit(128 + signal.SIGTERM)

@@ -83,6 +83,10 @@ def _create(spec: StudySpec, optuna_storage, *, storage: str | None, tracking_ur
         study.set_user_attr(links.TRACKING_URI, client.tracking_uri)
         study.set_user_attr("objectives", [o.metric for o in spec.objectives])
         study.set_user_attr("spec", spec.raw)
+    elif "spec" in study.user_attrs:  # an existing study: its file again, but for description and budget
+        from .worker import check_same_file
+
+        check_same_file(spec, study.user_attrs["spec"], "use that file, or give this one another study name")
     budget = n_trials or spec.n_trials
     if study.user_attrs.get("budget") != budget:
         study.set_user_attr("budget", budget)
@@ -220,7 +224,8 @@ def run(
     budget = n_trials or spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
     study = create(spec, storage=storage, tracking_uri=tracking_uri, n_trials=budget)
-    work = StudyRun(spec, study, budget, client=links.client(study, tracking_uri), uploader=tracking.uploader(), worker=worker,
+    client = links.resume(study, tracking_uri, log=console.print if console else None)  # its own store, runs repaired
+    work = StudyRun(spec, study, budget, client=client, uploader=tracking.uploader(), worker=worker,
                     timeout=timeout, console=console, report=report)  # fmt: skip
     objective = work.objective()  # imports TensorFlow: only once storage and tracking answered
     start = time.monotonic()

@@ -93,15 +93,14 @@ def configure_tensorflow(*, gpu: str | None = None, threads: int | None = None, 
     return tags
 
 
-def _same_study(spec: StudySpec, stored: dict) -> None:
+def check_same_file(spec: StudySpec, stored: dict, hint: str = "workers must use the creator's file") -> None:
+    """Refuse a study file that differs from the one the study was created from (``stored``, its ``spec``) in
+    anything but ``FREE_KEYS``: its trials would not be the same search."""
     mine = {k: v for k, v in spec.raw.items() if k not in FREE_KEYS}
     theirs = {k: v for k, v in (stored or {}).items() if k not in FREE_KEYS}
     if mine != theirs:
         differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        raise CicyError(
-            f"study {spec.name!r} was created from a different study file (differs in: {', '.join(differ)}); "
-            "workers must use the creator's file"
-        )
+        raise CicyError(f"study {spec.name!r} was created from a different study file (differs in: {', '.join(differ)}); {hint}")
 
 
 @dataclass
@@ -153,8 +152,8 @@ def join(
         raise CicyError(f"{e}; create it first: cicy-search study create FILE --storage URL") from None
     if links.parent_run_id(study) is None:
         raise CicyError(f"study {spec.name!r} in {redact(storage or default_url())} was not made by cicy-search study create")
-    _same_study(spec, study.user_attrs.get("spec"))
-    client = links.client(study, tracking_uri)
+    check_same_file(spec, study.user_attrs.get("spec"))
+    client = links.resume(study, tracking_uri, log=console.print if console else None)  # its own store, runs repaired
     studies.check_tracking(client)
     budget = int(study.user_attrs.get("budget", spec.n_trials))
     tags = configure_tensorflow(gpu=gpu, threads=threads, gpu_memory_mb=gpu_memory_mb)

@@ -62,6 +62,12 @@ def resolve_uri(uri: str | None = None) -> str:
 #: took longer than 5 s, ``bench.scale``) is not a missing one. A refused connection or an unknown host fails at once.
 ANSWER_SECONDS, PATIENCE_SECONDS = 5.0, 60.0
 
+#: MLflow's own defaults retry a request to a server that went away 7 times with doubling waits (minutes per write,
+#: and a study's writes queue behind each other). These bound one write at about half a minute; the environment
+#: variables, when set, win. A write that still fails is reported, and the run is repaired when the study resumes
+#: (``links.resume``).
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+
 
 def _check_reachable(uri: str) -> None:
     if uri.startswith(("http://", "https://")):
@@ -120,6 +126,9 @@ def client(uri: str | None = None):
 
     uri = resolve_uri(uri)
     _check_reachable(uri)
+    if uri.startswith(("http://", "https://")):
+        for name, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
     if uri.startswith("sqlite:"):
         fast_sqlite_commits()
     # On a server, MLflow's ``set_terminated`` reads the whole run back to print "View run ... at" on stdout: one more
@@ -320,6 +329,20 @@ class Uploader:
 
 
 _UPLOADER: Uploader | None = None
+#: How long the exit waits for queued MLflow writes: a normal exit lets them finish; ``interrupted`` (Ctrl-C,
+#: SIGTERM) cuts it to seconds, since a tracking store that went away would hold the process for minutes.
+EXIT_FLUSH_SECONDS, INTERRUPTED_FLUSH_SECONDS = 120.0, 5.0
+_exit_flush = [EXIT_FLUSH_SECONDS]
+
+
+def interrupted() -> None:
+    """The process is ending on a signal: wait only seconds for queued writes (what is left is repaired on resume)."""
+    _exit_flush[0] = INTERRUPTED_FLUSH_SECONDS
+
+
+def _flush_at_exit() -> None:
+    if _UPLOADER is not None:
+        _UPLOADER.flush(_exit_flush[0])
 
 
 def uploader() -> Uploader:
@@ -327,7 +350,7 @@ def uploader() -> Uploader:
     global _UPLOADER
     if _UPLOADER is None:
         _UPLOADER = Uploader()
-        atexit.register(_UPLOADER.flush, 120)
+        atexit.register(_flush_at_exit)
     return _UPLOADER
 
 
@@ -659,6 +682,13 @@ def enable_system_metrics() -> None:
     if importlib.util.find_spec("psutil") is None:
         raise CicyError("--system-metrics needs psutil: pip install psutil (and nvidia-ml-py for GPU metrics)")
     mlflow.enable_system_metrics_logging()
+
+
+def hide_password(uri: str) -> str:
+    """The URI with any password hidden, for messages."""
+    import re
+
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", uri)
 
 
 def ui_url(tracking_uri: str) -> str | None:

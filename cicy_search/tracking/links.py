@@ -30,3 +30,119 @@ def client(study, given: str | None = None):
     from .. import tracking
 
     return tracking.client(tracking_uri(study, given))
+
+
+def _same_store(a: str, b: str) -> bool:
+    """Whether two tracking URIs name one store: equal, or the same SQLite file however written."""
+    from ..locks import sqlite_path
+
+    if a.rstrip("/") == b.rstrip("/"):
+        return True
+    files = [sqlite_path(u) for u in (a, b)]
+    if all(files):
+        return files[0].resolve() == files[1].resolve()
+    return False
+
+
+def writer_uri(study, given: str | None = None) -> str | None:
+    """The tracking URI a process that adds trials to ``study`` writes to: the study's own. One given otherwise
+    (``--tracking-uri`` or ``$MLFLOW_TRACKING_URI``) that names another store is refused: a study's runs stay in
+    one store, where its parent run, ``export`` and the reports look for them."""
+    import os
+
+    from .. import tracking
+    from ..errors import CicyError
+
+    stored = study.user_attrs.get(TRACKING_URI)
+    chosen = given or os.environ.get("MLFLOW_TRACKING_URI")
+    if stored and chosen and not _same_store(tracking.resolve_uri(chosen), stored):
+        source = "$MLFLOW_TRACKING_URI" if chosen == os.environ.get("MLFLOW_TRACKING_URI") else "--tracking-uri"
+        raise CicyError(
+            f"study {study.study_name!r} tracks its runs in {tracking.hide_password(stored)}, not {tracking.hide_password(chosen)} "
+            f"({source}): resume it with its own store (or leave {source} out)"
+        )
+    return stored or given
+
+
+#: A finished trial's run still RUNNING this long after the trial ended has lost its last writes (a tracking server
+#: that went away, a process killed while they were queued): the writer gives up on them far sooner
+#: (``tracking.HTTP_DEFAULTS``, ``tracking.EXIT_FLUSH_SECONDS``).
+REPAIR_AFTER_SECONDS = 300.0
+
+
+def repair(study, client, *, older_than: float | None = None) -> list[int]:
+    """Close the MLflow runs of trials Optuna has finished that were left RUNNING; returns their trial numbers.
+
+    Each such run gets what Optuna knows: the trial's config as params, its objective values as metrics, the
+    ``state`` tag (and ``failure_reason`` of a failed trial), a ``tracking_errors`` tag saying what was lost (its
+    epoch metrics, its model), and the status of the trial (FINISHED, KILLED for pruned, FAILED). One search
+    for the study's RUNNING runs; nothing more when there are none.
+    """
+    import datetime
+
+    import optuna
+    from mlflow.entities import Metric, Param, RunTag
+
+    from .. import tracking
+    from ..config import flatten
+
+    older_than = REPAIR_AFTER_SECONDS if older_than is None else older_than
+    exp = client.get_experiment_by_name(study.user_attrs.get("mlflow_experiment", study.study_name))
+    if exp is None:
+        return []
+    running = set()
+    token = None
+    while True:
+        page = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000, page_token=token)
+        running.update(r.info.run_id for r in page)
+        token = page.token
+        if not token:
+            break
+    if not running:
+        return []
+    State = optuna.trial.TrialState
+    status = {State.COMPLETE: ("FINISHED", "complete"), State.PRUNED: ("KILLED", "pruned"), State.FAIL: ("FAILED", "failed")}
+    now = datetime.datetime.now(datetime.timezone.utc)
+    repaired = []
+    for trial in study.get_trials(deepcopy=False, states=tuple(status)):
+        rid = run_id(trial)
+        ended = trial.datetime_complete
+        if rid not in running or ended is None or (now - ended.astimezone(datetime.timezone.utc)).total_seconds() < older_than:
+            continue
+        mlflow_status, state = status[trial.state]
+        tags = {"state": state, "tracking_errors": "its worker's last MLflow writes were lost; closed on resume from Optuna's "
+                "record (config, objective values): no epoch metrics, no model", "repaired": "true"}
+        if trial.state == State.FAIL:
+            tags["failure_reason"] = trial.user_attrs.get("fail_reason", "failed")
+        at = int(ended.timestamp() * 1000)
+        names = study.user_attrs.get("objectives") or ["value"]
+        metrics = [Metric(n, float(v), at, 0) for n, v in zip(names, trial.values or [])]
+        params = [Param(k, str(v)) for k, v in flatten(trial.user_attrs.get("config") or {}).items()]
+        run = tracking.Run(client, rid)
+        try:
+            have = set(client.get_run(rid).data.params)
+            run.log_batch(metrics, [p for p in params if p.key not in have], [RunTag(k, v) for k, v in tags.items()])
+        except Exception:  # a param MLflow refuses must not keep the run open: close it with what it has
+            run.log_batch(tags=[RunTag(k, v) for k, v in tags.items()])
+        client.set_terminated(rid, status=mlflow_status, end_time=at)
+        repaired.append(trial.number)
+    return repaired
+
+
+def resume(study, given: str | None = None, *, log=None):
+    """The MLflow client a process adding trials to ``study`` writes with (``writer_uri``), after closing the runs
+    of finished trials that lost their last writes (``repair``); ``log`` gets one line when it closed some."""
+    from .. import tracking
+
+    from ..errors import one_line
+
+    client = tracking.client(writer_uri(study, given))
+    try:
+        numbers = repair(study, client)
+    except Exception as e:  # the store answered its health check but not this: the study goes on, repaired later
+        numbers = []
+        if log is not None:
+            log(f"warning: could not look for MLflow runs of finished trials left RUNNING: {one_line(e)}")
+    if numbers and log is not None:
+        log(f"closed the MLflow runs of finished trials {', '.join(map(str, numbers))}, left RUNNING when their writes were lost")
+    return client

@@ -1,0 +1,102 @@
+"""A study's runs stay in one tracking store, and the runs of finished trials that lost their last MLflow writes
+(a tracking server gone, a process killed with writes queued) are closed from Optuna's record when it resumes."""
+
+import optuna
+import pytest
+import yaml
+
+from cicy_search import tracking
+from cicy_search.search import study as studies
+from cicy_search.tracking import links
+
+from .conftest import TINY_STUDY, run_cli, study_spec
+
+
+def _file(folder, name, **changes):
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"study": name, **TINY_STUDY, **changes}))
+    return path
+
+
+@pytest.fixture
+def created(tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = _file(tmp_path, "one")
+    assert run_cli("study", "create", str(path), "--storage", storage, "--tracking-uri", uri) == 0
+    capsys.readouterr()
+    return path, storage, uri
+
+
+@pytest.mark.parametrize("command", ["study run", "worker"])
+@pytest.mark.parametrize("how", ["--tracking-uri", "$MLFLOW_TRACKING_URI"])
+def test_resuming_with_another_tracking_store_is_refused(created, tmp_path, capsys, monkeypatch, command, how):
+    path, storage, uri = created
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    args = [*command.split(), str(path), "--storage", storage]
+    if how == "--tracking-uri":
+        args += ["--tracking-uri", other]
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    assert run_cli(*args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: study 'one' tracks its runs in {uri}, not {other} ({how}): resume it with its own store (or leave {how} out)"
+    )
+    assert studies.load("one", storage=storage).trials == []
+
+
+def test_the_same_store_written_another_way_is_accepted(created, tmp_path, monkeypatch):
+    path, storage, uri = created
+    study = studies.load("one", storage=storage)
+    monkeypatch.chdir(tmp_path)
+    for same in (uri, "sqlite:///mlflow.db", f"sqlite:///{tmp_path}/./mlflow.db"):
+        assert links.writer_uri(study, same) == uri
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    assert links.writer_uri(study) == uri
+
+
+def _lost_writes(study, client, state, value=None):
+    """A trial finished in Optuna whose MLflow run was created and then lost every later write: still RUNNING."""
+    trial = study.ask()
+    config = {"model": {"family": "dense", "width": trial.suggest_int("model.width", 8, 32)}, "train": {"epochs": 2}}
+    trial.set_user_attr("config", config)
+    run = tracking.Run.start(client, study.user_attrs["mlflow_experiment"], run_name=f"trial-{trial.number}",
+                             parent_run_id=links.parent_run_id(study))  # fmt: skip
+    trial.set_user_attr(links.RUN_ID, run.run_id)
+    if state == "fail":
+        trial.set_user_attr("fail_reason", "disk I/O error")
+    study.tell(trial, value, state={"complete": None, "pruned": optuna.trial.TrialState.PRUNED, "fail": optuna.trial.TrialState.FAIL}[state])
+    return run.run_id, config
+
+
+def test_runs_of_finished_trials_left_running_are_closed_from_optunas_record(tmp_path, tracking_uri, mlflow_client):
+    study = studies.create(study_spec("repair"), storage=f"sqlite:///{tmp_path / 'o.db'}", tracking_uri=tracking_uri)
+    lost = {state: _lost_writes(study, mlflow_client, state, 0.75 if state == "complete" else None) for state in ("complete", "pruned", "fail")}
+    assert links.repair(study, mlflow_client) == []  # just finished: its writer may still be sending them
+    assert links.repair(study, mlflow_client, older_than=0) == [0, 1, 2]
+    expected = {"complete": ("FINISHED", None), "pruned": ("KILLED", None), "fail": ("FAILED", "disk I/O error")}
+    for state, (run_id, config) in lost.items():
+        run = mlflow_client.get_run(run_id)
+        status, reason = expected[state]
+        assert run.info.status == status and run.data.tags["state"] == {"fail": "failed"}.get(state, state)
+        assert run.data.tags.get("failure_reason") == reason
+        assert "no model" in run.data.tags["tracking_errors"] and run.data.tags["repaired"] == "true"
+        assert run.data.params["model.width"] == str(config["model"]["width"]) and run.data.params["train.epochs"] == "2"
+        assert run.data.metrics == ({"val_accuracy": 0.75} if state == "complete" else {})
+    assert links.repair(study, mlflow_client, older_than=0) == []  # closed once
+
+
+def test_a_resumed_study_closes_them_and_goes_on(tmp_path, tracking_uri, mlflow_client, capsys, monkeypatch):
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    path = _file(tmp_path, "resumed", budget={"n_trials": 2})
+    assert run_cli("study", "create", str(path), "--storage", storage, "--tracking-uri", tracking_uri) == 0
+    study = studies.load("resumed", storage=storage)
+    run_id, _ = _lost_writes(study, mlflow_client, "complete", 0.5)
+    monkeypatch.setattr(links, "REPAIR_AFTER_SECONDS", 0.0)
+    capsys.readouterr()
+    assert run_cli("study", "run", str(path), "--storage", storage) == 0
+    assert "closed the MLflow runs of finished trials 0, left RUNNING when their writes were lost" in " ".join(capsys.readouterr().out.split())
+    assert mlflow_client.get_run(run_id).info.status == "FINISHED"
+    trials = studies.load("resumed", storage=storage).trials
+    assert len(trials) == 2 and mlflow_client.get_run(trials[1].user_attrs[links.RUN_ID]).data.tags.get("repaired") is None
