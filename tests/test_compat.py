@@ -179,12 +179,15 @@ def test_optunas_trial_logger(caplog):
         raise ValueError("planted")
 
     with contract(f"the logger {compat.OPTUNA_TRIAL_LOGGER}", "optuna"):
+        logger = logging.getLogger(compat.OPTUNA_TRIAL_LOGGER)
+        filters, logger.filters = logger.filters, []  # the CLI's filter, when a test ran it in this process
         optuna.logging.enable_propagation()
         try:
             with caplog.at_level(logging.WARNING, logger=compat.OPTUNA_TRIAL_LOGGER):
                 optuna.create_study().optimize(fails, n_trials=1, catch=(ValueError,))
         finally:
             optuna.logging.disable_propagation()
+            logger.filters = filters
         failed = [r for r in caplog.records if "planted" in r.getMessage() or (r.exc_info and "planted" in str(r.exc_info[1]))]
         assert failed and all(r.name == compat.OPTUNA_TRIAL_LOGGER for r in failed)
 

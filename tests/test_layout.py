@@ -4,6 +4,9 @@ Layers, bottom to top: the top-level modules (data, model builders, config, trai
 (the MLflow client, the trial runner, curves, the study-run links and summary); reporting (reads what tracking
 wrote, never trains); search (space, study files, objective, study, storages, workers, keras-tuner); serving
 (export, predict); experiments (train, then report); the CLI. Imports inside functions count too.
+
+And the libraries are used through their public APIs: only ``cicy_search/compat.py`` (top layer, imports nothing of
+the package) may name a private module or attribute of Optuna, MLflow, typer, Keras, keras-tuner or TensorFlow.
 """
 
 from __future__ import annotations
