@@ -190,19 +190,21 @@ def _targets(v):
         v = [v]
     if not isinstance(v, list) or not v or not all(isinstance(t, str) for t in v) or len(set(v)) != len(v):
         raise ValueError(f"expected h11, h21 or [h11, h21], got {_short(v)}")
-    for t in v:
-        if t not in ("h11", "h21", "h31", "h22"):
-            raise ValueError(f"unknown target {_short(t)}: choose from h11, h21 (and h31, h22 for 4-folds)")
+    for t in v:  # which exist depends on the data set (_check_consistency); a data file names its own
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", t):
+            raise ValueError(f"unknown target {_short(t)}: choose from h11, h21 (and h31, h22 for 4-folds, a data file's own columns)")
     return v
 
 
 def _dataset(v):
-    """A shipped 3-fold list, or the path of an imported 4-fold list (``cicy-search data import-cicy4``)."""
+    """A shipped 3-fold list, the path of an imported 4-fold list (``cicy-search data import-cicy4``) or of a data file."""
     if v in ("original", "favourable") and isinstance(v, str):
         return v
-    if isinstance(v, str) and v.endswith(".npz") and len(v) <= 4096:
+    if isinstance(v, str) and v.endswith((".npz", ".csv", ".json")) and len(v) <= 4096:
         return v
-    raise ValueError(f"expected original, favourable or an imported 4-fold list (a path ending in .npz), got {_short(v)}")
+    raise ValueError(
+        f"expected original, favourable, an imported 4-fold list (.npz) or a data file (.csv, .json, .npz), got {_short(v)}"
+    )
 
 
 def _features(v):
@@ -352,8 +354,13 @@ def resolve(config: dict | None) -> dict:
     if not isinstance(model, dict):
         raise CicyError("model: expected a mapping of settings")
     family = model.get("family", "dense")
-    if family not in MODELS:
-        raise CicyError(f"unknown model family {family!r}: choose one of {', '.join(MODELS)}")
+    if not isinstance(family, str) or family not in MODELS:
+        from .models import family as plugin_family
+
+        spec = plugin_family(family).params  # a plugin: one-line errors when it cannot be found or loaded
+        keys = {"head": _COMMON["head"], "params": (spec.validate, {})}
+    else:
+        keys = MODELS[family]
     try:
         seed = _seed(config.get("seed", 0))
     except ValueError as e:
@@ -365,7 +372,7 @@ def resolve(config: dict | None) -> dict:
         "name": name or family,
         "seed": seed,
         "data": _resolve_section("data", config.get("data"), DATA),
-        "model": {"family": family, **_resolve_section("model", {k: v for k, v in model.items() if k != "family"}, MODELS[family])},
+        "model": {"family": family, **_resolve_section("model", {k: v for k, v in model.items() if k != "family"}, keys)},
         "train": _resolve_section("train", config.get("train"), TRAIN),
     }
     _check_consistency(resolved)
@@ -385,14 +392,25 @@ def _check_consistency(c: dict) -> None:
         raise CicyError("train.augment: permutation augmentation runs in the fast loop (train.loop: fast)")
     if c["train"]["augment"] != "none" and d["canonical"]:
         raise CicyError("train.augment: permuting training matrices undoes data.canonical; choose one")
-    four = d["dataset"].endswith(".npz")
-    if not four and {"h31", "h22"} & set(d["targets"]):
+    from .data import source
+
+    try:
+        src = source(d["dataset"])
+    except CicyError as e:
+        raise CicyError(f"data.dataset: {e}") from None
+    four = src.kind == "cicy4"
+    if src.kind == "shipped" and {"h31", "h22"} & set(d["targets"]):
         raise CicyError("data.targets: h31 and h22 are Hodge numbers of 4-folds: point data.dataset at an imported 4-fold list (.npz)")
+    unknown = [t for t in d["targets"] if t not in src.targets]
+    if unknown:
+        raise CicyError(f"data.targets: unknown target {unknown[0]!r} for {src.describe()}: choose from {', '.join(src.targets)}")
+    if d["physics"] and not src.physics:
+        raise CicyError("data.physics: derives Hodge numbers from the exact Euler number of the shipped and imported CICY lists, not of a data file")
     if d["physics"] and not four and "h21" not in d["targets"]:
         raise CicyError("data.physics: derives h21 from h11 and the exact Euler number, so data.targets must include h21")
     if d["physics"] and four and not {"h31", "h22"} & set(d["targets"]):
         raise CicyError("data.physics: on 4-folds derives h31 and h22 from h11, h21 and the exact Euler number, so data.targets must include h31 or h22")
-    if four and d["features"]:
+    if d["features"] and not src.invariant_features:
         raise CicyError("data.features: the invariant channels (c2) are computed for 3-folds only")
     kernels = m.get("kernels")
     if kernels and isinstance(kernels[0][0], list) and len(kernels) != m["modules"]:

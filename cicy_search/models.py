@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from .errors import CicyError, one_line
+from . import plugins
+from .plugins import Family, InputSpec, TargetSpec
 
 
 @dataclass(frozen=True)
@@ -409,14 +410,29 @@ class SvmModel:
 BUILDERS = {"dense": build_dense, "cnn": build_cnn, "inception": build_inception, "equivariant": build_equivariant}
 
 
-def build(config: dict, shape: tuple[int, int], targets: list[Target]):
+def _contract(fn):
+    """A built-in builder as a plugin's: ``build(config, inputs, targets)``, its keys the flat ``model.*`` ones."""
+
+    def build(config: dict, inputs: InputSpec, targets: list[TargetSpec]):
+        return fn(config["model"], inputs.shape, targets)
+
+    build.__doc__ = fn.__doc__
+    return build
+
+
+FAMILIES = {name: Family(name, _contract(fn), module=__name__, builtin=True) for name, fn in BUILDERS.items()}
+KNOWN = (*FAMILIES, "svm")
+
+
+def family(name: str) -> Family:
+    """The family ``model.family`` names: a built-in one, or a plugin (``plugins.load``)."""
+    return FAMILIES[name] if name in FAMILIES else plugins.load(name, known=KNOWN)
+
+
+def build(config: dict, shape: tuple[int, ...], targets: list[Target]):
     """The untrained model for a resolved config: a Keras model, or an ``SvmModel``."""
     m = config["model"]
     if m["family"] == "svm":
         return SvmModel(m, targets)
-    if m["family"] not in BUILDERS:
-        raise CicyError(f"unknown model family {m['family']!r}")
-    try:
-        return BUILDERS[m["family"]](m, shape, targets)
-    except ValueError as e:  # e.g. pooling that shrinks a 12x15 matrix to nothing
-        raise CicyError(f"model {m['family']} cannot be built from this config: {one_line(e)}") from None
+    specs = [TargetSpec(t.name, m["head"], t.low, t.high) for t in targets]
+    return family(m["family"]).build_model(config, InputSpec.of(shape), specs)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import space as space_mod
-from ..config import MAX_SEED, config_path, load_file, resolve, set_path, shipped_configs
+from ..config import MAX_SEED, MODELS, config_path, load_file, resolve, set_path, shipped_configs
 from ..errors import CicyError
 
 TOP = {"study", "description", "base", "seed", "data", "model", "train", "space", "objective", "objectives",
@@ -313,13 +313,14 @@ def _validate_space(spec: StudySpec) -> None:
         space_mod.Example("low", {p.name: choice}) for p in spec.params if p.type == "categorical" for choice in p.choices
     ]
     probes = [space_mod.sample(spec.params, example, spec.base) for example in examples]
-    data_sections = {}
+    data_sections, configs = {}, []
     for probe in probes:
         try:
             config = spec.config_for(probe, seed=spec.seed)
         except CicyError as e:
             raise CicyError(f"space: {e}") from None
         data_sections[json.dumps(config["data"], sort_keys=True)] = (config["data"], any(k.startswith("data.") for k in probe))
+        configs.append(config)
     from ..data import select
 
     for section, searched in data_sections.values():
@@ -327,6 +328,11 @@ def _validate_space(spec: StudySpec) -> None:
             select(section)  # every split the study can draw must be non-empty
         except CicyError as e:
             raise CicyError(f"{'space' if searched else 'fixed settings'}: {e}") from None
+    if spec.family not in MODELS:  # a plugin's model at both ends of the space, built once on a tiny batch
+        from ..training import check_model
+
+        for config in configs[:2]:
+            check_model(config)
 
 
 def _try_sampler_and_pruner(spec: StudySpec) -> None:
