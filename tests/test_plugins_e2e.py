@@ -20,6 +20,8 @@ import pytest
 
 from cicy_search import bundle
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 DATA = EXAMPLES / "data" / "cicy_moduli.csv"
