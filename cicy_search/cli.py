@@ -497,6 +497,41 @@ def predict_matrices(
         raise typer.Exit(1)
 
 
+SCHEMA_HELP = """Print the JSON Schema of a run config or a study file, for editors that check YAML as you type.
+
+The same two schemas are shipped in schemas/. With the YAML language server (VS Code's YAML extension and others), a first line naming one makes the editor complete and check every key; in studies/*.yaml:
+
+\b
+  # yaml-language-server: $schema=../schemas/study.schema.json
+
+and in a run config, config.schema.json. A URL works too, or a file written with --out.
+"""
+
+
+@app.command("schema", help=SCHEMA_HELP)
+def schema_command(
+    kind: str = typer.Argument(..., help="config (a run config) or study (a study file)"),
+    out: Optional[Path] = typer.Option(None, help="write the schema to this file instead of printing it"),
+):
+    import json
+
+    from .config import json_schema as config_schema
+    from .search.studyfile import json_schema as study_schema
+
+    kinds = {"config": config_schema, "study": study_schema}
+    if kind not in kinds:
+        raise CicyError(f"unknown schema {kind[:60]!r}: choose one of {', '.join(kinds)}")
+    text = json.dumps(kinds[kind](), indent=2) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            out.write_text(text)
+        except OSError as e:
+            raise CicyError(f"{out}: cannot be written: {e.strerror or e}") from None
+        console.print(f"wrote {out}", highlight=False)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (docker stop, a Kubernetes eviction, Slurm preemption, ``timeout``), raised like Ctrl-C:
     Optuna fails the running trial and the runner closes its MLflow run as FAILED with this reason."""

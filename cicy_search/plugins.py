@@ -205,24 +205,6 @@ class Params(Mapping):
                 return f"{name}: {reason}"
         return None
 
-    def validate(self, values: Any, where: str = "model.params") -> dict:
-        """``values`` with every default filled in; unknown names and bad values are one ``CicyError`` naming the key."""
-        if values is None:
-            values = {}
-        if not isinstance(values, dict):
-            raise CicyError(f"{where}: expected a mapping of the plugin's parameters, got {_short(values)}")
-        unknown = sorted(set(values) - set(self._params), key=str)
-        if unknown:
-            allowed = ", ".join(self._params) or "none"
-            raise CicyError(f"unknown key {where}.{str(unknown[0])[:60]} (allowed: {allowed})")
-        out = {}
-        for name, p in self._params.items():
-            try:
-                out[name] = p.check(values.get(name, p.default))
-            except ValueError as e:
-                raise CicyError(f"{where}.{name}: {e}") from None
-        return out
-
 
 def builder(*, params: Params | None = None) -> Callable[[Callable], Callable]:
     """Mark a function as a model builder and attach the hyperparameters it declares (``fn.params``)."""

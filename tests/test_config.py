@@ -187,3 +187,29 @@ def test_dumped_configs_read_back_the_same(extra):
         assert text == yaml.dump(config, Dumper=PythonDumper, sort_keys=False)
         assert list(parse_yaml(text)) == list(config) and parse_yaml(text) == config
     assert "name: '1e-3'" in dump_yaml({"name": "1e-3"}) and yaml.safe_dump({"name": "1e-3"}) == "name: 1e-3\n"
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"model": {"family": ["dense"]}}, "unknown model family ['dense']: choose one of dense, cnn, inception, equivariant, svm"),
+        ({"model": {"family": None}}, "unknown model family None"),
+        ({"model": {"dropout": 10**100}}, "model.dropout: expected a rate in [0, 1), got " + "1" + "0" * 56 + "..."),
+        ({"data": {"stratify": "x" * 10**4}}, "data.stratify: expected true or false, got 'xxxxxxxxxx"),
+        ({"model": "dense"}, "model: expected a mapping of settings"),
+        ({"train": [1]}, "train: expected a mapping of settings, got list"),
+    ],
+)
+def test_odd_families_and_huge_values_are_one_short_line(config, message):
+    with pytest.raises(CicyError) as e:
+        resolve(config)
+    assert str(e.value).startswith(message) and len(str(e.value)) < 200
+
+
+def test_null_sections_and_the_order_of_the_keys_are_as_written_in_the_schema():
+    from cicy_search.config import FAMILIES
+
+    assert resolve({"data": None, "model": None, "train": None}) == resolve({})
+    assert list(resolve({})) == ["name", "seed", "data", "model", "train"]
+    for family, section in FAMILIES.items():
+        assert list(resolve({"model": {"family": family}})["model"]) == list(section.model_fields)

@@ -105,8 +105,8 @@ def test_declared_params_get_defaults_bounds_and_become_mlflow_params():
         ({"width": 65}, "model.params.width: expected an integer from 2 to 64, got 65"),
         ({"width": 2.5}, "model.params.width: expected an integer, got 2.5"),
         ({"act": "gelu"}, "model.params.act: expected one of relu, tanh, got 'gelu'"),
-        ({"heads": 2}, "unknown key model.params.heads (allowed: width, act, fail_at)"),
-        ("wide", "model.params: expected a mapping of the plugin's parameters, got 'wide'"),
+        ({"heads": 2}, "unknown key model.params.heads (allowed: act, fail_at, width)"),
+        ("wide", "model.params: expected a mapping of settings, got str"),
     ],
 )
 def test_bad_values_of_declared_params_are_one_line_naming_the_key(params, message):
@@ -379,3 +379,18 @@ def test_userdata_dimension_of_a_4_fold_file(tmp_path):
 def test_plugin_files_are_the_module_or_its_package(plugin_folder):
     assert models.family("my_plugins:good").files == (str(plugin_folder / "my_plugins.py"),)
     assert "my_plugins" in sys.modules
+
+
+def test_the_json_schema_takes_a_data_files_own_targets_and_a_plugins_declared_params():
+    import jsonschema
+
+    from cicy_search import config as config_module
+
+    check = jsonschema.Draft202012Validator(config_module.json_schema())
+    assert list(check.iter_errors({"data": {"dataset": "mine.csv", "targets": ["n_moduli"]}})) == []
+    assert list(check.iter_errors({"data": {"targets": ["n_moduli"]}}))  # the shipped lists have h11, h21 only
+    config("my_plugins:good")  # a config naming the plugin registers its section
+    check = jsonschema.Draft202012Validator(config_module.json_schema())
+    assert list(check.iter_errors({"model": {"family": "my_plugins:good", "params": {"width": 64, "act": "tanh"}}})) == []
+    assert list(check.iter_errors({"model": {"family": "my_plugins:good", "params": {"width": 65}}}))
+    assert list(check.iter_errors({"model": {"family": "my_plugins:good", "params": {"act": "gelu"}}}))

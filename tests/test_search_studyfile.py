@@ -276,3 +276,27 @@ def test_the_median_pruner_reads_the_complete_trials_once_a_trial_and_prunes_as_
     # One read per should_prune (one a step) before, one per trial now; other reads of the study are the same.
     checks = outcomes["plain"][2]
     assert checks > 30 and outcomes["plain"][1] - outcomes["cached"][1] == checks - 12
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"budget": None}, "budget: expected a mapping"),
+        ({"budget": [3]}, "budget: expected a mapping"),
+        ({"budget": {"n_trials": True}}, "budget.n_trials: expected an integer from 1 to 1,000,000, got True"),
+        ({"seed": "0"}, "seed: expected an integer from 0 to 4,294,967,295, got '0'"),
+        ({"bogus": 1, "seed": -1}, "unknown key 'bogus' (allowed: base, budget, data, description, model, objective, objectives, pruner, sampler, seed, space, study, train)"),
+        ({"pruner": {"name": "successive_halving", "min_resource": 0}}, "pruner.min_resource: expected a value at least 1, got 0"),
+    ],
+)
+def test_the_typed_study_file_keeps_the_messages(changes, message):
+    with pytest.raises(CicyError) as e:
+        studyfile.parse({"study": "s", **TINY_STUDY, **changes})
+    assert str(e.value) == message
+
+
+def test_a_study_without_a_name_or_with_a_budget_without_a_trial_limit():
+    with pytest.raises(CicyError, match=r"^study: the study needs a name \(study: my_study\)$"):
+        studyfile.parse(dict(TINY_STUDY))
+    spec = study_spec("s", budget={"n_trials": None, "timeout": 60})
+    assert (spec.n_trials, spec.timeout) == (None, 60)

@@ -17,18 +17,62 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import CicyError
+from ..schema import short as _short
 
-TYPES = ("int", "float", "categorical")
-_KEYS = {"type", "low", "high", "step", "log", "choices", "per"}
 MAX_INT = 2**53  # Optuna stores every parameter as a float: integers beyond this are not kept exactly
 
+# The entries' schema (types, bounds, descriptions: the JSON Schema and the docs); ``parse_param`` checks an
+# entry with the messages below, which need the entry as a whole (a step that does not divide the range).
+_PER = "Sample one value per layer or module: the dotted name of an int setting (an entry of the space or fixed)."
 
-def _short(v) -> str:
-    text = repr(v)
-    return text if len(text) <= 60 else text[:57] + "..."
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IntEntry(_Entry):
+    """An integer range: Optuna's ``suggest_int``."""
+
+    type: Literal["int"] = Field(description="int: an integer range.")
+    low: int = Field(ge=-MAX_INT, le=MAX_INT, description="The smallest value (included).")
+    high: int = Field(ge=-MAX_INT, le=MAX_INT, description="The largest value (included).")
+    step: Optional[int] = Field(None, gt=0, description="Only low, low + step, ...; it must divide high - low.")
+    log: bool = Field(False, description="Sample on a log scale (needs low > 0, no step).")
+    per: Optional[str] = Field(None, description=_PER)
+
+
+class FloatEntry(_Entry):
+    """A range of numbers: Optuna's ``suggest_float``."""
+
+    type: Literal["float"] = Field(description="float: a range of numbers.")
+    low: float = Field(description="The smallest value (included).")
+    high: float = Field(description="The largest value (included).")
+    step: Optional[float] = Field(None, gt=0, description="Only low, low + step, ...; it must divide high - low.")
+    log: bool = Field(False, description="Sample on a log scale (needs low > 0, no step).")
+    per: Optional[str] = Field(None, description=_PER)
+
+
+class CategoricalEntry(_Entry):
+    """A list of choices: Optuna's ``suggest_categorical``."""
+
+    type: Literal["categorical"] = Field(description="categorical: one of a list of choices.")
+    choices: list[Union[None, bool, int, float, str]] = Field(
+        min_length=1, json_schema_extra={"uniqueItems": True},
+        description="The values to choose from: numbers, strings, booleans or null (kernel sets as '12x1,1x15').",
+    )
+    per: Optional[str] = Field(None, description=_PER)
+
+
+ENTRIES = (IntEntry, FloatEntry, CategoricalEntry)
+#: One entry of a study file's ``space``, told apart by its ``type``.
+Entry = Annotated[Union[ENTRIES], Field(discriminator="type")]
+TYPES = tuple(cls.model_fields["type"].annotation.__args__[0] for cls in ENTRIES)
+_KEYS = {key for cls in ENTRIES for key in cls.model_fields}
 
 
 def _number(where: str, v: Any, kind: str, what: str = "a number") -> float | int:

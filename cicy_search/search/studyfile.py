@@ -10,65 +10,29 @@ is created in a storage or in MLflow.
 from __future__ import annotations
 
 import copy
-import inspect
+import functools
 import json
 import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SkipValidation, ValidationError, create_model, model_validator
 
 from . import space as space_mod
-from ..config import MAX_SEED, MODELS, config_path, load_file, resolve, set_path, shipped_configs
+from .samplers import PRUNERS, SAMPLERS, Pruner, Sampler, pruner_settings, sampler_settings
+from .. import config, schema
+from ..config import BUILT_IN, MAX_SEED, checked, config_path, optional, load_file, resolve, set_path, shipped_configs
 from ..errors import CicyError
+from ..schema import Section, first_error
+from ..schema import short as _short
 
-TOP = {"study", "description", "base", "seed", "data", "model", "train", "space", "objective", "objectives",
-       "sampler", "pruner", "budget"}
-
-SAMPLERS = {
-    "tpe": "TPESampler",
-    "random": "RandomSampler",
-    "cmaes": "CmaEsSampler",
-    "gp": "GPSampler",
-    "nsga2": "NSGAIISampler",
-}
-PRUNERS = {
-    "none": "NopPruner",
-    "median": "MedianPruner",
-    "percentile": "PercentilePruner",
-    "hyperband": "HyperbandPruner",
-    "successive_halving": "SuccessiveHalvingPruner",
-    "threshold": "ThresholdPruner",
-}
-# Settings that take Python callables or objects cannot come from YAML.
-_NOT_FROM_YAML = {"gamma", "weights", "constraints_func", "mutation", "crossover", "independent_sampler",
-                  "x0", "source_trials", "elite_population_selection_strategy", "child_generation_strategy",
-                  "after_trial_strategy"}
 EPOCH_METRICS = {"val_accuracy", "val_loss"}
 #: Longest study name: it also names the MLflow experiment (at most 500 characters, and
 #: ``NAME-keras-tuner`` for ``study tune``) and every trial's run config (``NAME-17``).
 MAX_NAME = 200
 MAX_TRIALS = 1_000_000
-# Lower bounds of numeric sampler and pruner settings that Optuna checks only once it samples or prunes
-# (n_ei_candidates: 0 fails at TPE's eleventh trial); the types come from the classes' signatures.
-_RANGES = {
-    "seed": (0, MAX_SEED),
-    "n_startup_trials": (0, None),
-    "n_ei_candidates": (1, None),
-    "prior_weight": (0, None),
-    "n_warmup_steps": (0, None),
-    "interval_steps": (1, None),
-    "n_min_trials": (1, None),
-    "population_size": (2, None),
-    "popsize": (1, None),
-    "sigma0": (0, None),
-    "min_resource": (1, None),
-    "max_resource": (1, None),
-    "reduction_factor": (2, None),
-    "min_early_stopping_rate": (0, None),
-    "bootstrap_count": (0, None),
-}
-_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "None": "null"}
 
 
 @dataclass(frozen=True)
@@ -150,109 +114,6 @@ class StudySpec:
         return pruner
 
 
-def _section(raw: dict, key: str, default: Any) -> Any:
-    value = raw.get(key, default)
-    if isinstance(default, dict) and not isinstance(value, dict):
-        raise CicyError(f"{key}: expected a mapping")
-    return value
-
-
-def _short(v) -> str:
-    text = repr(v)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _matches(atom: str, value) -> bool:
-    if atom == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if atom == "float":
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if atom == "bool":
-        return isinstance(value, bool)
-    if atom == "str":
-        return isinstance(value, str)
-    return value is None  # "None"
-
-
-def _check_settings(kind: str, name: str, cls, settings: dict) -> None:
-    """Known names, and values of the types the class's signature gives (``int | None``, ...)."""
-    params = inspect.signature(cls).parameters
-    allowed = {p for p in params if p not in _NOT_FROM_YAML}
-    for key, value in settings.items():
-        if not isinstance(key, str) or key not in allowed:
-            raise CicyError(f"{kind}.{str(key)[:60]}: not a setting of the {name} {kind} (allowed: {', '.join(sorted(allowed))})")
-        annotation = params[key].annotation
-        annotation = annotation.__name__ if isinstance(annotation, type) else annotation
-        atoms = [a.strip() for a in str(annotation).split("|")]
-        if all(a in _TYPE_WORDS for a in atoms) and not any(_matches(a, value) for a in atoms):
-            raise CicyError(f"{kind}.{key}: expected {' or '.join(_TYPE_WORDS[a] for a in atoms)}, got {_short(value)}")
-        low, high = _RANGES.get(key, (None, None))
-        if _matches("float", value) and ((low is not None and value < low) or (high is not None and value > high)):
-            bound = f"from {low:,} to {high:,}" if high is not None else f"at least {low}"
-            raise CicyError(f"{kind}.{key}: expected a value {bound}, got {_short(value)}")
-
-
-def _settings(kind: str, raw: Any, default: str) -> dict:
-    if raw is None or isinstance(raw, str):
-        return {"name": raw or default}
-    if not isinstance(raw, dict):
-        raise CicyError(f"{kind}: expected a name or a mapping like {{name: {default}, ...}}, got {_short(raw)}")
-    return dict(raw)
-
-
-def _sampler(raw: Any, seed: int, params: list, n_objectives: int) -> dict:
-    import optuna
-
-    raw = _settings("sampler", raw, "tpe")
-    name = raw.get("name", "tpe")
-    if not isinstance(name, str) or name not in SAMPLERS:
-        raise CicyError(f"sampler.name: unknown sampler {_short(name)}: choose one of {', '.join(SAMPLERS)}")
-    cls = getattr(optuna.samplers, SAMPLERS[name])
-    settings = {k: v for k, v in raw.items() if k != "name"}
-    recent = settings.pop("n_recent_trials", None) if name == "tpe" else None  # ours (history.RecentTPESampler)
-    _check_settings("sampler", name, cls, settings)
-    settings.setdefault("seed", seed)
-    if name == "tpe":
-        # Optuna 5 changed TPE's defaults; spell out the ones that matter so a study file means one thing.
-        conditional = any(p.per for p in params)
-        settings.setdefault("multivariate", True)
-        settings.setdefault("group", conditional)
-        settings.setdefault("n_startup_trials", 10)
-        settings.setdefault("constant_liar", True)
-        if settings["group"] and not settings["multivariate"]:
-            raise CicyError("sampler.group: group mode needs multivariate: true")
-        if recent is not None:
-            startup = settings["n_startup_trials"]
-            if isinstance(recent, bool) or not isinstance(recent, int) or recent < max(1, startup):
-                raise CicyError(f"sampler.n_recent_trials: expected an integer of at least n_startup_trials ({startup}), got {_short(recent)}")
-    if name == "cmaes" and n_objectives > 1:
-        raise CicyError("sampler: cmaes is single-objective; use tpe or nsga2 for several objectives")
-    try:
-        cls(**settings)
-    except (TypeError, ValueError) as e:
-        raise CicyError(f"sampler: {name}: {e}") from None
-    return {"name": name, **settings, **({"n_recent_trials": recent} if recent is not None else {})}
-
-
-def _pruner(raw: Any, n_objectives: int) -> dict:
-    import optuna
-
-    raw = _settings("pruner", raw, "none")
-    name = raw.get("name") or "none"
-    if not isinstance(name, str) or name not in PRUNERS:
-        raise CicyError(f"pruner.name: unknown pruner {_short(name)}: choose one of {', '.join(PRUNERS)}")
-    if name != "none" and n_objectives > 1:
-        raise CicyError("pruner: Optuna cannot prune multi-objective studies; use pruner: none")
-    cls = getattr(optuna.pruners, PRUNERS[name])
-    settings = {k: v for k, v in raw.items() if k != "name"}
-    _check_settings("pruner", name, cls, settings)
-    try:
-        cls(**settings)
-    except (TypeError, ValueError) as e:
-        raise CicyError(f"pruner: {name}: {e}") from None
-    return {"name": name, **settings}
-
-
 def _objectives(raw: dict, targets: list[str], family: str) -> list[Objective]:
     if "objective" in raw and "objectives" in raw:
         raise CicyError("give either objective or objectives, not both")
@@ -298,7 +159,9 @@ def _base(raw: dict, folder: Path) -> dict:
     for section in ("data", "model", "train"):
         if not isinstance(base.get(section, {}), dict):
             raise CicyError(f"base: {section}: expected a mapping of settings")
-        given = _section(raw, section, {})
+        given = raw.get(section, {})
+        if not isinstance(given, dict):
+            raise CicyError(f"{section}: expected a mapping")
         if section == "model" and "family" in given and given["family"] != base.get("model", {}).get("family", given["family"]):
             base["model"] = {}
         base.setdefault(section, {}).update(given)
@@ -328,11 +191,11 @@ def _validate_space(spec: StudySpec) -> None:
             select(section)  # every split the study can draw must be non-empty
         except CicyError as e:
             raise CicyError(f"{'space' if searched else 'fixed settings'}: {e}") from None
-    if spec.family not in MODELS:  # a plugin's model at both ends of the space, built once on a tiny batch
+    if spec.family not in BUILT_IN:  # a plugin's model at both ends of the space, built once on a tiny batch
         from ..training import check_model
 
-        for config in configs[:2]:
-            check_model(config)
+        for probe_config in configs[:2]:
+            check_model(probe_config)
 
 
 def _try_sampler_and_pruner(spec: StudySpec) -> None:
@@ -404,48 +267,152 @@ def _check_plain(raw: dict) -> None:
         raise CicyError("the study file holds values that cannot be stored") from None
 
 
+# --- the schema: one typed section per key of a study file ---
+
+
+def _seconds(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+        raise ValueError(f"expected seconds > 0 (or none), got {_short(v)}")
+    return v
+
+
+def _whole(low: int, high: int):
+    """An integer in [low, high]; unlike ``config.int_in`` every refusal says the bounds, as study files always did."""
+
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise ValueError(f"expected an integer from {low:,} to {high:,}, got {_short(v)}")
+        return v
+
+    return check
+
+
+_n_trials = _whole(1, MAX_TRIALS)
+
+
+def _name(v):
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError("the study needs a name (study: my_study)")
+    if len(v) > MAX_NAME or v != v.strip() or not v.isprintable():
+        raise ValueError(
+            f"{_short(v)}: a name of at most {MAX_NAME} printable characters, without leading or trailing "
+            f"spaces, is needed (it also names the MLflow experiment); this one has {len(v):,}"
+        )
+    return v
+
+
+class Budget(Section):
+    """When the study stops: trials finished by all its workers together, and seconds."""
+
+    not_a_mapping: ClassVar[str] = "expected a mapping"
+    none_is_empty: ClassVar[bool] = False
+    n_trials: checked(Optional[Annotated[int, Field(ge=1, le=MAX_TRIALS)]], optional(_n_trials)) = Field(
+        10, description="Finished trials the study runs, shared by all its workers; null for no limit."
+    )
+    timeout: checked(Optional[Annotated[float, Field(gt=0)]], optional(_seconds)) = Field(
+        None, description="Seconds after which a worker starts no new trial; null for no limit."
+    )
+
+
+_METRIC = Union[Literal[tuple(["val_accuracy", "val_loss", "n_params", "train_seconds"] + [
+    f"val_{t}_{m}" for t in config.TARGETS for m in ("accuracy", "mae", "mse")
+])], Annotated[str, Field(pattern=r"^val_[A-Za-z_][A-Za-z0-9_]*_(accuracy|mae|mse)$")]]  # a data file's own targets
+
+
+class ObjectiveEntry(BaseModel):
+    """One objective: a metric and whether more is better."""
+
+    model_config = ConfigDict(extra="forbid", title="Objective")
+    metric: _METRIC = Field(description="A validation metric (val_TARGET_accuracy|mae|mse for the study's targets), n_params or train_seconds.")
+    direction: Optional[Literal["maximize", "minimize"]] = Field(None, description="maximize or minimize (default: maximize for accuracies, else minimize).")
+
+
+_Objective = Union[_METRIC, ObjectiveEntry]
+
+
+class StudyFile(Section):
+    """A study file: the fixed run settings, the search space, the objective(s), the sampler, the pruner and the budget.
+
+    Keys whose checks need more than their own value (the base file beside the study file, the targets an objective
+    may name, the Optuna classes) are typed here for editors and the docs, and checked by ``parse``."""
+
+    top_level: ClassVar[bool] = True
+    study: Annotated[str, BeforeValidator(_name)] = Field(description="The study's name; it also names its MLflow experiment.")
+    description: Annotated[str, BeforeValidator(str)] = Field("", description="One line on what the study searches.")
+    seed: checked(int, _whole(0, MAX_SEED), ge=0, le=MAX_SEED) = Field(0, description="Seed of the sampler (unless sampler.seed is given) and base seed of the trials.")
+    base: Annotated[Optional[str], SkipValidation] = Field(None, description="A run config the fixed settings start from: a file (beside the study file, or a path) or a shipped example (dense, cnn, ...).")
+    data: Annotated[config.Data, SkipValidation] = Field(default_factory=dict, description="Fixed data settings, laid over the base's.")
+    model: Annotated[Union[tuple(config.FAMILIES.values())], SkipValidation] = Field(default_factory=dict, description="Fixed model settings, laid over the base's (a new family starts from that family's defaults).")
+    train: Annotated[config.Train, SkipValidation] = Field(default_factory=dict, description="Fixed training settings, laid over the base's.")
+    space: Annotated[dict[str, space_mod.Entry], SkipValidation] = Field(default_factory=dict, description="The search space: dotted run config keys (model.depth) and the values to sample for each.")
+    objective: Annotated[_Objective, SkipValidation] = Field("val_accuracy", description="What the study optimizes: a metric, or {metric, direction}.")
+    objectives: Annotated[list[_Objective], SkipValidation] = Field(default_factory=list, description="Several objectives (a multi-objective study), instead of objective.")
+    sampler: Annotated[Union[Literal[tuple(SAMPLERS)], Sampler], SkipValidation] = Field("tpe", description="The sampler: a name, or a mapping of its name and settings.")
+    pruner: Annotated[Union[Literal[tuple(PRUNERS)], None, Pruner], SkipValidation] = Field("none", description="The pruner: a name, or a mapping of its name and settings.")
+    budget: Budget = Field(Budget(), description="When the study stops.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_and_named(cls, given: Any) -> Any:
+        if not isinstance(given, dict) or not set(given) <= set(cls.model_fields):
+            return given  # the section check reports it
+        _check_plain(given)  # its CicyError passes through pydantic as it is: it names the place itself
+        return {"study": None, **given}  # a missing name is told as an empty one
+
+
+@functools.cache
+def _study_file(families: tuple[type[Section], ...]) -> type[StudyFile]:
+    """``StudyFile`` whose model section is described as one of ``families`` (``config.FAMILIES`` now, plugins included)."""
+    model = (Annotated[Union[families], SkipValidation], Field(default_factory=dict, description=StudyFile.model_fields["model"].description))
+    return create_model("StudyFile", __base__=StudyFile, __doc__=StudyFile.__doc__, model=model)
+
+
+def json_schema() -> dict:
+    """The JSON Schema of a study file (what ``cicy-search schema study`` prints)."""
+    js = schema.json_schema(_study_file(tuple(config.FAMILIES.values())), "cicy-search study file", "A study file: one Optuna study, its fixed settings, search space, objective(s), sampler, pruner and budget.")
+    for cls in config.FAMILIES.values():  # a study's model section lays keys on its base's: the family may come from there
+        js["$defs"][cls.__name__].pop("required", None)
+    js["properties"]["space"]["propertyNames"] = {"pattern": r"^(model|train|data)\."}
+    return js
+
+
+def reference_rows() -> list[dict]:
+    """One row per key of a study file ({key, family, type, default, bounds, description}); a space entry's keys
+    once per entry type (in ``family``), as ``space.KEY.low``."""
+    js = json_schema()
+    sections = {key: [(None, js["$defs"][key.capitalize()])] for key in ("sampler", "pruner", "budget")}
+    sections["space"] = [(cls.model_fields["type"].annotation.__args__[0], js["$defs"][cls.__name__]) for cls in space_mod.ENTRIES]
+    rows = schema.rows(js, sections)
+    for row in rows:
+        row["key"] = row["key"].replace("space.", "space.KEY.", 1)
+    return rows
+
+
 def parse(raw: dict, *, folder: Path = Path(".")) -> StudySpec:
     if not isinstance(raw, dict):
         raise CicyError("a study file must be a YAML mapping")
-    unknown = sorted(set(raw) - TOP, key=str)
-    if unknown:
-        raise CicyError(f"unknown key {_short(unknown[0])} (allowed: {', '.join(sorted(TOP))})")
-    _check_plain(raw)
-    name = raw.get("study")
-    if not isinstance(name, str) or not name.strip():
-        raise CicyError("study: the study needs a name (study: my_study)")
-    if len(name) > MAX_NAME or name != name.strip() or not name.isprintable():
-        raise CicyError(
-            f"study: {_short(name)}: a name of at most {MAX_NAME} printable characters, without leading or trailing "
-            f"spaces, is needed (it also names the MLflow experiment); this one has {len(name):,}"
-        )
-    seed = raw.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise CicyError(f"seed: expected an integer from 0 to {MAX_SEED:,}, got {_short(seed)}")
+    try:
+        valid = StudyFile.model_validate(raw)
+    except ValidationError as e:
+        raise CicyError(first_error(e)) from None
     base = _base(raw, folder)
     try:
-        fixed = resolve({**base, "seed": seed})  # the fixed part alone must be a valid run config
+        fixed = resolve({**base, "seed": valid.seed})  # the fixed part alone must be a valid run config
     except CicyError as e:
         raise CicyError(f"fixed settings: {e}") from None
     params = space_mod.parse(raw.get("space"))
     objectives = _objectives(raw, fixed["data"]["targets"], fixed["model"]["family"])
-    budget = _section(raw, "budget", {})
-    unknown = sorted(set(budget) - {"n_trials", "timeout"}, key=str)
-    if unknown:
-        raise CicyError(f"unknown key budget.{str(unknown[0])[:60]} (allowed: n_trials, timeout)")
-    n_trials, timeout = budget.get("n_trials", 10), budget.get("timeout")
-    check_budget(n_trials, timeout, n_trials_name="budget.n_trials", timeout_name="budget.timeout")
     spec = StudySpec(
-        name=name,
+        name=valid.study,
         base=base,
         params=params,
         objectives=objectives,
-        sampler=_sampler(raw.get("sampler"), seed, params, len(objectives)),
-        pruner=_pruner(raw.get("pruner"), len(objectives)),
-        n_trials=n_trials,
-        timeout=timeout,
-        seed=seed,
-        description=str(raw.get("description", "")),
+        sampler=sampler_settings(raw.get("sampler"), valid.seed, params, len(objectives)),
+        pruner=pruner_settings(raw.get("pruner"), len(objectives)),
+        n_trials=valid.budget.n_trials,
+        timeout=valid.budget.timeout,
+        seed=valid.seed,
+        description=valid.description,
         raw=raw,
     )
     _validate_space(spec)
@@ -457,14 +424,12 @@ def check_budget(
     n_trials: Any = None, timeout: Any = None, *, n_trials_name: str = "--n-trials", timeout_name: str = "--timeout"
 ) -> None:
     """A trial count (a positive integer) and a timeout (seconds > 0), each optional; one-line errors."""
-    if n_trials is not None and (
-        isinstance(n_trials, bool) or not isinstance(n_trials, int) or not 1 <= n_trials <= MAX_TRIALS
-    ):
-        raise CicyError(f"{n_trials_name}: expected an integer from 1 to {MAX_TRIALS:,}, got {_short(n_trials)}")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf
-    ):
-        raise CicyError(f"{timeout_name}: expected seconds > 0 (or none), got {_short(timeout)}")
+    for name, check, value in ((n_trials_name, _n_trials, n_trials), (timeout_name, _seconds, timeout)):
+        if value is not None:
+            try:
+                check(value)
+            except ValueError as e:
+                raise CicyError(f"{name}: {e}") from None
 
 
 def load(path: str | Path) -> StudySpec:
