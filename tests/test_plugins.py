@@ -5,8 +5,10 @@ and Optuna are real (tiny slices). The example plugin's whole path through the C
 """
 
 import json
+import re
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -394,3 +396,40 @@ def test_the_json_schema_takes_a_data_files_own_targets_and_a_plugins_declared_p
     assert list(check.iter_errors({"model": {"family": "my_plugins:good", "params": {"width": 64, "act": "tanh"}}})) == []
     assert list(check.iter_errors({"model": {"family": "my_plugins:good", "params": {"width": 65}}}))
     assert list(check.iter_errors({"model": {"family": "my_plugins:good", "params": {"act": "gelu"}}}))
+
+
+TUTORIAL = Path(__file__).resolve().parents[1] / "docs" / "tutorials" / "own-model.md"
+
+
+def _blocks(kind: str) -> list[str]:
+    return re.findall(rf"```{kind}\n(.*?)```", TUTORIAL.read_text(), re.S)
+
+
+def test_the_tutorials_yaml_blocks_load_through_the_loader(monkeypatch):
+    """Run configs resolve, study files parse (beside the examples they name), as the tutorial shows them."""
+    from cicy_search.config import parse_yaml
+    from cicy_search.search.studyfile import parse
+
+    root = TUTORIAL.parents[2]
+    monkeypatch.chdir(root)  # the tutorial runs every command from the repository's root
+    monkeypatch.syspath_prepend(str(root / "examples"))
+    blocks = [parse_yaml(text) for text in _blocks("yaml")]
+    assert len(blocks) == 2
+    for raw in blocks:
+        if "study" in raw:
+            assert parse(raw, folder=root / "examples").params
+        else:
+            assert resolve(raw)["model"]["params"]
+    example = yaml.safe_load((root / "examples" / "matrix_attention.yaml").read_text())
+    assert blocks[0] == example  # the page shows the file the tests run
+    assert blocks[1] == yaml.safe_load((root / "examples" / "matrix_attention_study.yaml").read_text())
+    assert json.loads(_blocks("json")[0])[0]["matrix"] == [[5]]
+
+
+def test_the_tutorials_commands_exist(capsys):
+    commands = [line.split("cicy-search ", 1)[1].split() for text in _blocks("bash") for line in text.splitlines()
+                if "cicy-search " in line]
+    assert len(commands) >= 8
+    for words in commands:
+        path = [w for w in words[:2] if not w.startswith(("-", "examples/", "exports/"))]
+        assert run_cli(*path, "--help") == 0, words
