@@ -2,38 +2,17 @@
 
 Builders know nothing of searching: a study, keras-tuner and a YAML run file all hand them the same
 mapping (see ``config.py``). Classification heads get their class range from the data (``Target``),
-never from a typed-in number of classes.
+never from a typed-in number of classes. The built-in families (``FAMILIES``) follow the contract a plugin
+follows (``plugins``): ``build(config, inputs, targets)``; ``family`` finds either.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import keras
 import numpy as np
 
 from . import plugins
-from .plugins import Family, InputSpec, TargetSpec
-
-
-@dataclass(frozen=True)
-class Target:
-    """One predicted Hodge number and its value range in the data set (class k <-> value low + k)."""
-
-    name: str
-    low: int
-    high: int
-
-    @property
-    def n_classes(self) -> int:
-        return self.high - self.low + 1
-
-    @classmethod
-    def from_values(cls, name: str, values: np.ndarray) -> "Target":
-        return cls(name, int(values.min()), int(values.max()))
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "low": self.low, "high": self.high}
+from .plugins import Family, InputSpec, Target, TargetSpec  # noqa: F401  (Target: where callers import it)
 
 
 def _layers_values(value, count: int) -> list[int]:
@@ -434,5 +413,5 @@ def build(config: dict, shape: tuple[int, ...], targets: list[Target]):
     m = config["model"]
     if m["family"] == "svm":
         return SvmModel(m, targets)
-    specs = [TargetSpec(t.name, m["head"], t.low, t.high) for t in targets]
+    specs = [TargetSpec(t.name, t.low, t.high, kind=m["head"]) for t in targets]
     return family(m["family"]).build_model(config, InputSpec.of(shape), specs)

@@ -41,7 +41,6 @@ from typing import Any, Callable, Iterator, Mapping
 from .errors import CicyError, one_line
 
 ENTRY_POINTS = "cicy_search.models"
-KINDS = ("classification", "regression")
 _SPEC = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
@@ -62,17 +61,30 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
-class TargetSpec:
-    """One output: its name, kind (classification or regression) and the value range in the data set."""
+class Target:
+    """One predicted quantity and its value range in the data set (class k <-> value low + k)."""
 
     name: str
-    kind: str
     low: int
     high: int
 
     @property
     def n_classes(self) -> int:
         return self.high - self.low + 1
+
+    @classmethod
+    def from_values(cls, name: str, values) -> "Target":
+        return cls(name, int(values.min()), int(values.max()))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "low": self.low, "high": self.high}
+
+
+@dataclass(frozen=True)
+class TargetSpec(Target):
+    """One output as a builder sees it: a ``Target`` and its kind (classification or regression)."""
+
+    kind: str = "classification"
 
     @property
     def units(self) -> int:

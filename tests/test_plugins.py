@@ -167,7 +167,7 @@ def test_a_plugin_that_builds_no_fitting_model_is_one_line_at_validation(family,
 def test_several_targets_need_a_dict_of_outputs_and_get_one_unit_each_for_regression():
     c = resolve({"data": {"limit": 300, "targets": ["h11", "h21"]}, "model": {"family": "my_plugins:good", "head": "regression"}})
     training.check_model(c)  # the good plugin returns a dict: accepted
-    targets = [TargetSpec("h11", "regression", 1, 19), TargetSpec("h21", "regression", 0, 101)]
+    targets = [TargetSpec("h11", 1, 19, kind="regression"), TargetSpec("h21", 0, 101, kind="regression")]
     model = models.family("my_plugins:good").build_model(c, InputSpec.of((12, 15)), targets)
     assert {k: tuple(v.shape) for k, v in model(np.zeros((2, 12, 15), dtype=np.float32)).items()} == {"h11": (2, 1), "h21": (2, 1)}
     with pytest.raises(CicyError, match="with several targets the model must return a dict \\{h11, h21\\} of outputs"):
