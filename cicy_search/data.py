@@ -74,12 +74,25 @@ def source(dataset: str) -> Source:
         raise CicyError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}, or a data file (.csv, .json, .npz)")
     from . import cicy4
 
-    if dataset.endswith(".npz") and (not Path(dataset).is_file() or cicy4.is_imported_file(dataset)):
+    if dataset.endswith(".npz") and (not Path(dataset).is_file() or _is_cicy4(dataset, *_version(dataset))):
         return Source(dataset, "cicy4", 4, cicy4.PADDING, cicy4.TARGETS)
     from . import userdata
 
     f = userdata.read(dataset)
     return Source(dataset, "file", f.dimension, f.padding, f.targets)
+
+
+def _version(path: str) -> tuple[int, int]:
+    stat = Path(path).stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=16)
+def _is_cicy4(path: str, size: int, mtime_ns: int) -> bool:
+    """Whether the .npz at ``path`` (of this size and time) is an imported 4-fold list; asked once per version."""
+    from . import cicy4
+
+    return cicy4.is_imported_file(path)
 
 
 def is_imported(dataset: str) -> bool:
