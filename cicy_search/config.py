@@ -192,7 +192,7 @@ def _targets(v):
     if not isinstance(v, list) or not v or not all(isinstance(t, str) for t in v) or len(set(v)) != len(v):
         raise ValueError(f"expected h11, h21 or [h11, h21], got {_short(v)}")
     for t in v:  # which exist depends on the data set (_check_consistency); a data file names its own
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", t):
+        if not re.fullmatch(NAME, t):
             raise ValueError(f"unknown target {_short(t)}: choose from h11, h21 (and h31, h22 for 4-folds, a data file's own columns)")
     return v
 
