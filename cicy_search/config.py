@@ -445,7 +445,7 @@ class RunConfig(Section):
             raise ValueError("model: expected a mapping of settings")
         family = model.get("family", "dense")
         if not isinstance(family, str) or family not in FAMILIES:
-            raise ValueError(f"unknown model family {_short(family)}: choose one of {', '.join(FAMILIES)}")
+            raise ValueError(f"unknown model family {_short(family)}: choose one of {', '.join(BUILT_IN)}, or name a plugin as package.module:function")
         return {**given, "model": {**model, "family": family}}
 
 

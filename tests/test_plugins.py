@@ -84,7 +84,15 @@ def plugin_folder(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _on_path(plugin_folder, monkeypatch):
+    """The plugins importable, and the families a test's configs register forgotten after it (other tests read
+    ``config.FAMILIES``: the JSON Schema, the list of families in messages)."""
+    from cicy_search import config as config_module
+
     monkeypatch.syspath_prepend(str(plugin_folder))
+    before = dict(config_module.FAMILIES)
+    yield
+    config_module.FAMILIES.clear()
+    config_module.FAMILIES.update(before)
 
 
 def config(family="my_plugins:good", params=None, **data_section):
