@@ -562,6 +562,15 @@ def summary(arrays: dict[str, np.ndarray], *, keep_products: bool = False, name:
     }
 
 
+def is_imported_file(path: str | os.PathLike) -> bool:
+    """Whether the ``.npz`` at ``path`` is an imported 4-fold list (its ``format`` says so; nothing else is read)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return "format" in f.files and str(f["format"]) == FORMAT
+    except (OSError, ValueError):
+        return False
+
+
 def source_sha256(path: str | os.PathLike) -> str:
     """The sha256 of the text an imported file was made from: the data set's hash in every run."""
     with np.load(_existing(path), allow_pickle=False) as f:

@@ -28,14 +28,16 @@ err = Console(stderr=True)
 
 @data_app.command("info")
 def data_info(
-    dataset: str = typer.Option("original", help="original, favourable, or an imported 4-fold list (.npz)"),
+    dataset: str = typer.Option("original", help="original, favourable, an imported 4-fold list (.npz) or a data file (.csv, .json, .npz)"),
     keep_products: bool = typer.Option(False, help="keep the product manifolds (h11 = 0)"),
 ):
-    """Counts, Hodge number ranges and matrix sizes of an embedded list."""
+    """Counts, Hodge number (target) ranges and matrix sizes of an embedded list or a data file."""
     from . import data
 
+    kind = data.source(dataset).kind
     s = data.summary(data.load(dataset, keep_products=keep_products))
-    table = Table(title=f"CICY 4-folds: {dataset}" if data.is_imported(dataset) else f"CICY 3-folds: {dataset} list", show_header=False)
+    title = {"cicy4": f"CICY 4-folds: {dataset}", "shipped": f"CICY 3-folds: {dataset} list"}.get(kind, f"data file: {dataset}")
+    table = Table(title=title, show_header=False)
     for k, v in s.items():
         table.add_row(k, " .. ".join(map(str, v)) if isinstance(v, tuple) and k != "padding" else str(v))
     console.print(table)
@@ -77,6 +79,9 @@ def train(
 
     tracking.check_experiment_name(experiment)
     select(cfg["data"])  # a split left empty is an error before the tracking store is opened (and created)
+    from .training import check_model
+
+    check_model(cfg)  # so is a plugin model that cannot be built or has the wrong outputs
     client = tracking.client(tracking_uri)
     from .tracking.runner import run_tracked
 

@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from pydantic import BeforeValidator, Field, ValidationError, create_model, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from . import schema
 from .errors import CicyError
@@ -191,17 +191,21 @@ def _targets(v):
         v = [v]
     if not isinstance(v, list) or not v or not all(isinstance(t, str) for t in v) or len(set(v)) != len(v):
         raise ValueError(f"expected h11, h21 or [h11, h21], got {_short(v)}")
-    for t in v:
-        if t not in TARGETS:
-            raise ValueError(f"unknown target {_short(t)}: choose from h11, h21 (and h31, h22 for 4-folds)")
+    for t in v:  # which exist depends on the data set (_check_consistency); a data file names its own
+        if not re.fullmatch(NAME, t):
+            raise ValueError(f"unknown target {_short(t)}: choose from h11, h21 (and h31, h22 for 4-folds, a data file's own columns)")
     return v
 
 
 def _dataset(v):
-    """A shipped 3-fold list, or the path of an imported 4-fold list (``cicy-search data import-cicy4``)."""
-    if isinstance(v, str) and (v in ("original", "favourable") or (v.endswith(".npz") and len(v) <= 4096)):
+    """A shipped 3-fold list, the path of an imported 4-fold list (``cicy-search data import-cicy4``) or of a data file."""
+    if v in ("original", "favourable") and isinstance(v, str):
         return v
-    raise ValueError(f"expected original, favourable or an imported 4-fold list (a path ending in .npz), got {_short(v)}")
+    if isinstance(v, str) and v.endswith((".npz", ".csv", ".json")) and len(v) <= 4096:
+        return v
+    raise ValueError(
+        f"expected original, favourable, an imported 4-fold list (.npz) or a data file (.csv, .json, .npz), got {_short(v)}"
+    )
 
 
 def _features(v):
@@ -242,9 +246,15 @@ Kernels = _inputs(
 )
 _UNIQUE = {"uniqueItems": True}
 _TARGET = Literal[TARGETS]
-Targets = _inputs(list[str], _targets, _TARGET | Annotated[list[_TARGET], Field(min_length=1, json_schema_extra=_UNIQUE)])
+#: A target name: a Hodge number of the CICY lists, or a column of a data file (it becomes a metric's name).
+NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+_NAMED = Annotated[str, Field(pattern=NAME)]
+Targets = _inputs(list[str], _targets, _NAMED | Annotated[list[_NAMED], Field(min_length=1, json_schema_extra=_UNIQUE)])
+#: What the JSON Schema allows as targets of a shipped or imported list (a data file names its own columns).
+_CICY_TARGETS = {"anyOf": [{"enum": list(TARGETS)}, {"type": "array", "items": {"enum": list(TARGETS)}, "minItems": 1, "uniqueItems": True}]}
+_DATA_FILE = r"\.(npz|csv|json)$"
 Features = _inputs(list[str], _features, str | Annotated[list[Literal[FEATURES]], Field(json_schema_extra=_UNIQUE)])
-Dataset = _inputs(str, _dataset, Literal["original", "favourable"] | Annotated[str, Field(pattern=r"\.npz$", max_length=4096)])
+Dataset = _inputs(str, _dataset, Literal["original", "favourable"] | Annotated[str, Field(pattern=_DATA_FILE, max_length=4096)])
 _positive = _bounded(_float, "a positive number", {"gt": 0})
 Gamma = Annotated[Literal["scale", "auto"] | Annotated[float, Field(gt=0)], BeforeValidator(lambda v: v if v in ("scale", "auto") else _positive(v))]
 
@@ -252,8 +262,14 @@ Gamma = Annotated[Literal["scale", "auto"] | Annotated[float, Field(gt=0)], Befo
 class Data(Section):
     """The ``data`` section: which list, which targets, the split and the inputs."""
 
-    dataset: Dataset = Field("original", description="The shipped 3-fold list (original, favourable) or the path of an imported 4-fold list (.npz).")
-    targets: Targets = Field(["h11"], description="The Hodge numbers to predict (h31 and h22 for 4-folds only); several make a multi-task model.")
+    # Targets other than the Hodge numbers only with a data file (or a .npz, which may be one).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "if": {"required": ["dataset"], "properties": {"dataset": {"type": "string", "pattern": _DATA_FILE}}},
+        "else": {"properties": {"targets": _CICY_TARGETS}},
+    })
+
+    dataset: Dataset = Field("original", description="The shipped 3-fold list (original, favourable), the path of an imported 4-fold list (.npz) or of a data file of your own (.csv, .json, .npz).")
+    targets: Targets = Field(["h11"], description="The Hodge numbers to predict (h31 and h22 for 4-folds only), or a data file's own columns; several make a multi-task model.")
     train: Fraction = Field(0.8, description="Share of the list in the training split.")
     val: Fraction = Field(0.1, description="Share of the list in the validation split (selection, early stopping, pruning); must be positive.")
     test: Fraction = Field(0.1, description="Share of the list in the test split, read once per model and never for selection.")
@@ -371,6 +387,31 @@ class Svm(Section):
 #: The model families and their settings. A plugin adds its family here: a ``Section`` whose ``family`` is a
 #: required ``Literal`` of its name; run configs, the JSON Schema and the reference rows know it from then on.
 FAMILIES: dict[str, type[Section]] = {"dense": Dense, "cnn": Cnn, "inception": Inception, "equivariant": Equivariant, "svm": Svm}
+BUILT_IN = tuple(FAMILIES)  # the shipped families; a plugin joins FAMILIES when a config first names it
+
+
+def _plugin(name: str) -> type[Section]:
+    """The model section of a plugin family (``plugins``): ``family``, ``head`` and ``params``, a section of the
+    parameters the builder declares (``plugins.Params``) with their types, bounds, defaults and help."""
+    from .models import family
+
+    found = family(name)  # one line naming the plugin when it cannot be found, imported or has a bad schema
+    fields = {}
+    for key, p in found.params.items():
+        kind = {"int": int, "float": float, "bool": bool}.get(p.type) or Literal[p.choices]
+        bounds = {"ge": p.low, "le": p.high} if p.type in ("int", "float") else {}
+        fields[key] = (checked(kind, p.check, **bounds), Field(p.default, description=p.help or f"A parameter of {name}."))
+    tag = re.sub(r"\W", "_", name)
+    params = create_model(f"Params_{tag}", __base__=Section, __doc__=f"The parameters {name} declares.", **fields)
+    doc = (found.build.__doc__ or f"The model family {name}.").strip().splitlines()[0]
+    return create_model(
+        f"Plugin_{tag}",
+        __base__=Section,
+        __doc__=doc,
+        family=(Literal[name], Field(description="The model family: a plugin's package.module:function, or an installed entry point's name.")),
+        head=(Head, Field("classification", description=Dense.model_fields["head"].description)),
+        params=(_or_null(params), Field(params(), description=f"The parameters {name} declares.")),
+    )
 
 
 def _model_union(families: tuple[type[Section], ...]):
@@ -404,7 +445,7 @@ class RunConfig(Section):
             raise ValueError("model: expected a mapping of settings")
         family = model.get("family", "dense")
         if not isinstance(family, str) or family not in FAMILIES:
-            raise ValueError(f"unknown model family {_short(family)}: choose one of {', '.join(FAMILIES)}")
+            raise ValueError(f"unknown model family {_short(family)}: choose one of {', '.join(BUILT_IN)}, or name a plugin as package.module:function")
         return {**given, "model": {**model, "family": family}}
 
 
@@ -423,6 +464,10 @@ def resolve(config: dict | None) -> dict:
     config = copy.deepcopy(config or {})
     if not isinstance(config, dict):
         raise CicyError(f"a run config must be a mapping, got {type(config).__name__}")
+    model = config.get("model")
+    family = model.get("family") if isinstance(model, dict) else None
+    if isinstance(family, str) and family not in FAMILIES:
+        FAMILIES[family] = _plugin(family)
     try:
         c = _run_config(tuple(FAMILIES.values())).model_validate(config)
     except ValidationError as e:
@@ -464,14 +509,25 @@ def _check_consistency(c: dict) -> None:
         raise CicyError("train.augment: permutation augmentation runs in the fast loop (train.loop: fast)")
     if c["train"]["augment"] != "none" and d["canonical"]:
         raise CicyError("train.augment: permuting training matrices undoes data.canonical; choose one")
-    four = d["dataset"].endswith(".npz")
-    if not four and {"h31", "h22"} & set(d["targets"]):
+    from .data import source
+
+    try:
+        src = source(d["dataset"])
+    except CicyError as e:
+        raise CicyError(f"data.dataset: {e}") from None
+    four = src.kind == "cicy4"
+    if src.kind == "shipped" and {"h31", "h22"} & set(d["targets"]):
         raise CicyError("data.targets: h31 and h22 are Hodge numbers of 4-folds: point data.dataset at an imported 4-fold list (.npz)")
+    unknown = [t for t in d["targets"] if t not in src.targets]
+    if unknown:
+        raise CicyError(f"data.targets: unknown target {unknown[0]!r} for {src.describe()}: choose from {', '.join(src.targets)}")
+    if d["physics"] and not src.physics:
+        raise CicyError("data.physics: derives Hodge numbers from the exact Euler number of the shipped and imported CICY lists, not of a data file")
     if d["physics"] and not four and "h21" not in d["targets"]:
         raise CicyError("data.physics: derives h21 from h11 and the exact Euler number, so data.targets must include h21")
     if d["physics"] and four and not {"h31", "h22"} & set(d["targets"]):
         raise CicyError("data.physics: on 4-folds derives h31 and h22 from h11, h21 and the exact Euler number, so data.targets must include h31 or h22")
-    if four and d["features"]:
+    if d["features"] and not src.invariant_features:
         raise CicyError("data.features: the invariant channels (c2) are computed for 3-folds only")
     kernels = m.get("kernels")
     if kernels and isinstance(kernels[0][0], list) and len(kernels) != m["modules"]:

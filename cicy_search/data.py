@@ -27,18 +27,82 @@ PADDING = {"original": (12, 15), "favourable": (15, 18)}
 TARGETS = ("h11", "h21")
 
 
+FILE_SUFFIXES = (".npz", ".csv", ".json")
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a ``data.dataset`` value names, and what kind of list it holds.
+
+    ``kind`` is ``shipped`` (a 3-fold list inside the package), ``cicy4`` (a 4-fold list written by
+    ``cicy-search data import-cicy4``) or ``file`` (a user's own list: ``userdata``). Every question that
+    depends on the kind (padding, dimension, which targets exist, whether exact invariants and the physics
+    heads apply) is answered here, not by looking at the name.
+    """
+
+    name: str
+    kind: str
+    dimension: int
+    padding: tuple[int, int]
+    targets: tuple[str, ...]
+
+    @property
+    def physics(self) -> bool:
+        """Whether the physics-informed heads (Hodge numbers derived from the exact Euler number) apply."""
+        return self.kind in ("shipped", "cicy4")
+
+    @property
+    def invariant_features(self) -> bool:
+        """Whether exact invariants (``data.features``) can be computed: for 3-folds only."""
+        return self.dimension == 3
+
+    def describe(self) -> str:
+        return {"shipped": f"the {self.name} list", "cicy4": f"the 4-fold list {self.name}"}.get(self.kind, f"the data file {self.name}")
+
+
+def source(dataset: str) -> Source:
+    """The ``Source`` a ``data.dataset`` value names: a shipped list, an imported 4-fold list or a data file.
+
+    A ``.npz`` that is not there yet is taken for a 4-fold list (``cicy-search data import-cicy4`` writes it);
+    loading it says how to make it. Data files (``.csv``, ``.json``, a ``.npz`` of another format) are read and
+    validated here, once per version of the file.
+    """
+    dataset = str(dataset)
+    if dataset in DATASETS:
+        return Source(dataset, "shipped", 3, PADDING[dataset], TARGETS)
+    if not dataset.endswith(FILE_SUFFIXES):
+        raise CicyError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}, or a data file (.csv, .json, .npz)")
+    from . import cicy4
+
+    if dataset.endswith(".npz") and (not Path(dataset).is_file() or _is_cicy4(dataset, *_version(dataset))):
+        return Source(dataset, "cicy4", 4, cicy4.PADDING, cicy4.TARGETS)
+    from . import userdata
+
+    f = userdata.read(dataset)
+    return Source(dataset, "file", f.dimension, f.padding, f.targets)
+
+
+def _version(path: str) -> tuple[int, int]:
+    stat = Path(path).stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=16)
+def _is_cicy4(path: str, size: int, mtime_ns: int) -> bool:
+    """Whether the .npz at ``path`` (of this size and time) is an imported 4-fold list; asked once per version."""
+    from . import cicy4
+
+    return cicy4.is_imported_file(path)
+
+
 def is_imported(dataset: str) -> bool:
-    """Whether ``dataset`` names an imported 4-fold list (a ``.npz`` path) rather than a shipped 3-fold list."""
-    return str(dataset).endswith(".npz")
+    """Whether ``dataset`` names an imported 4-fold list rather than a shipped list or a data file."""
+    return source(dataset).kind == "cicy4"
 
 
 def padding(dataset: str) -> tuple[int, int]:
     """The (rows, cols) every matrix of ``dataset`` is padded to."""
-    if is_imported(dataset):
-        from .cicy4 import PADDING as padding4
-
-        return padding4
-    return PADDING[dataset]
+    return source(dataset).padding
 
 
 def _data_file(dataset: str):
@@ -48,11 +112,17 @@ def _data_file(dataset: str):
 
 
 def dataset_hash(dataset: str = "original") -> str:
-    """sha256 of the shipped file (of an imported list: of the text it was imported from): logged with every run."""
-    if is_imported(dataset):  # read each time: the file may be imported again, the working directory change
+    """sha256 of the shipped file (of an imported list: of the text it was imported from; of a data file: of the
+    file): logged with every run."""
+    kind = source(dataset).kind
+    if kind == "cicy4":  # read each time: the file may be imported again, the working directory change
         from . import cicy4
 
         return cicy4.source_sha256(dataset)
+    if kind == "file":
+        from . import userdata
+
+        return userdata.read(dataset).sha256
     return _shipped_hash(dataset)
 
 
@@ -121,13 +191,14 @@ class CicyData:
     name: str
     frame: pd.DataFrame
     x: np.ndarray
+    targets: tuple[str, ...] = ()  # the integer columns a data file holds (the shipped lists: TARGETS, h31, h22)
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.x.shape[1], self.x.shape[2]
 
     def y(self, target: str) -> np.ndarray:
-        known = (*TARGETS, *(t for t in ("h31", "h22") if t in self.frame))  # h31, h22: 4-fold lists
+        known = self.targets or (*TARGETS, *(t for t in ("h31", "h22") if t in self.frame))  # h31, h22: 4-fold lists
         if target not in known:
             raise CicyError(f"unknown target {target!r} for the {self.name} list: choose from {', '.join(known)}")
         return self.frame[target].to_numpy(dtype=np.int64)
@@ -137,7 +208,7 @@ class CicyData:
         return dataset_hash(self.name)
 
     def subset(self, index: np.ndarray) -> "CicyData":
-        return CicyData(self.name, self.frame.iloc[index].reset_index(drop=True), self.x[index])
+        return CicyData(self.name, self.frame.iloc[index].reset_index(drop=True), self.x[index], self.targets)
 
 
 @functools.lru_cache(maxsize=None)
@@ -170,17 +241,23 @@ def _load_all(dataset: str) -> CicyData:
 
 
 def load(dataset: str = "original", *, keep_products: bool = False) -> CicyData:
-    """Load a shipped list, validated entry by entry, or an imported 4-fold list (validated when imported).
+    """Load a shipped list, validated entry by entry, an imported 4-fold list (validated when imported) or a data file.
 
     Args:
-        dataset: ``"original"`` (12x15 padding), ``"favourable"`` (15x18), or the path of a ``.npz`` file
-            written by ``cicy-search data import-cicy4`` (16x20, int8 matrices, targets up to h22).
+        dataset: ``"original"`` (12x15 padding), ``"favourable"`` (15x18), the path of a ``.npz`` file
+            written by ``cicy-search data import-cicy4`` (16x20, int8 matrices, targets up to h22), or of a
+            data file of the user's own (``userdata``: ``.csv``, ``.json`` or ``.npz``, its own targets).
         keep_products: keep the 22 product manifolds (h11 = 0 in the original list); the literature drops them.
     """
-    if is_imported(dataset):  # products are flagged by the list (block-diagonal matrices) and kept apart
+    kind = source(dataset).kind
+    if kind == "cicy4":  # products are flagged by the list (block-diagonal matrices) and kept apart
         from . import cicy4
 
         return cicy4.load(dataset, keep_products=keep_products)
+    if kind == "file":  # a user's list has no product flag: every row is kept
+        from . import userdata
+
+        return userdata.read(dataset).data
     data = _load_all(dataset)
     if keep_products:
         return data
@@ -270,6 +347,10 @@ def select(d: dict) -> tuple[CicyData, Split]:
 def summary(data: CicyData) -> dict:
     """Counts and ranges for ``cicy-search data info``."""
     f = data.frame
+    if source(data.name).kind == "file":
+        from . import userdata
+
+        return userdata.summary(userdata.read(data.name))
     return {
         "dataset": data.name,
         "manifolds": len(f),
@@ -288,7 +369,7 @@ def summary(data: CicyData) -> dict:
 def _euler_summary(data: CicyData) -> dict:
     """The Euler number's range, and how many list entries the exact computation (``invariants``) reproduces."""
     f = data.frame
-    if "euler" not in f or not len(f) or is_imported(data.name):
+    if "euler" not in f or not len(f) or source(data.name).kind != "shipped":
         return {}
     euler, _ = exact_invariants(data.x)
     agree = int((euler == f["euler"].to_numpy()).sum())

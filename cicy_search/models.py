@@ -2,37 +2,17 @@
 
 Builders know nothing of searching: a study, keras-tuner and a YAML run file all hand them the same
 mapping (see ``config.py``). Classification heads get their class range from the data (``Target``),
-never from a typed-in number of classes.
+never from a typed-in number of classes. The built-in families (``FAMILIES``) follow the contract a plugin
+follows (``plugins``): ``build(config, inputs, targets)``; ``family`` finds either.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 import numpy as np
 
-from .errors import CicyError, one_line
-
-
-@dataclass(frozen=True)
-class Target:
-    """One predicted Hodge number and its value range in the data set (class k <-> value low + k)."""
-
-    name: str
-    low: int
-    high: int
-
-    @property
-    def n_classes(self) -> int:
-        return self.high - self.low + 1
-
-    @classmethod
-    def from_values(cls, name: str, values: np.ndarray) -> "Target":
-        return cls(name, int(values.min()), int(values.max()))
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "low": self.low, "high": self.high}
+from . import plugins
+from .plugins import Family, InputSpec, Target, TargetSpec  # noqa: F401  (Target: where callers import it)
 
 
 def _layers_values(value, count: int) -> list[int]:
@@ -409,14 +389,29 @@ class SvmModel:
 BUILDERS = {"dense": build_dense, "cnn": build_cnn, "inception": build_inception, "equivariant": build_equivariant}
 
 
-def build(config: dict, shape: tuple[int, int], targets: list[Target]):
+def _contract(fn):
+    """A built-in builder as a plugin's: ``build(config, inputs, targets)``, its keys the flat ``model.*`` ones."""
+
+    def build(config: dict, inputs: InputSpec, targets: list[TargetSpec]):
+        return fn(config["model"], inputs.shape, targets)
+
+    build.__doc__ = fn.__doc__
+    return build
+
+
+FAMILIES = {name: Family(name, _contract(fn), module=__name__, builtin=True) for name, fn in BUILDERS.items()}
+KNOWN = (*FAMILIES, "svm")
+
+
+def family(name: str) -> Family:
+    """The family ``model.family`` names: a built-in one, or a plugin (``plugins.load``)."""
+    return FAMILIES[name] if name in FAMILIES else plugins.load(name, known=KNOWN)
+
+
+def build(config: dict, shape: tuple[int, ...], targets: list[Target]):
     """The untrained model for a resolved config: a Keras model, or an ``SvmModel``."""
     m = config["model"]
     if m["family"] == "svm":
         return SvmModel(m, targets)
-    if m["family"] not in BUILDERS:
-        raise CicyError(f"unknown model family {m['family']!r}")
-    try:
-        return BUILDERS[m["family"]](m, shape, targets)
-    except ValueError as e:  # e.g. pooling that shrinks a 12x15 matrix to nothing
-        raise CicyError(f"model {m['family']} cannot be built from this config: {one_line(e)}") from None
+    specs = [TargetSpec(t.name, t.low, t.high, kind=m["head"]) for t in targets]
+    return family(m["family"]).build_model(config, InputSpec.of(shape), specs)

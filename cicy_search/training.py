@@ -55,7 +55,7 @@ class Prepared:
 def network_targets(d: dict) -> list[str]:
     """What the network learns: the requested targets, or with ``physics`` the independent ones (h11; on 4-folds h11, h21)."""
     if d.get("physics"):
-        return ["h11", "h21"] if cicy_data.is_imported(d["dataset"]) else ["h11"]
+        return ["h11", "h21"] if cicy_data.source(d["dataset"]).kind == "cicy4" else ["h11"]
     return list(d["targets"])
 
 
@@ -77,6 +77,21 @@ def prepare(config: dict) -> Prepared:
     names = dict.fromkeys([*network_targets(d), *d["targets"]])
     y = {k: {name: dataset.y(name)[i] for name in names} for k, i in index.items()}
     return Prepared(dataset, targets, x, y, index, matrices, dict(d))
+
+
+def check_model(config: dict) -> None:
+    """Build a plugin family's model once on the data set's real shape and target ranges, and call it on a tiny
+    batch: every mistake (an import, the schema, the builder raising, the wrong outputs) is a ``CicyError`` now,
+    before a tracking store or a study is opened. The built-in families are tested here and skip it."""
+    from .models import family
+
+    m, d = config["model"], config["data"]
+    if m["family"] == "svm" or family(m["family"]).builtin:
+        return
+    full = cicy_data.load(d["dataset"], keep_products=d["keep_products"])
+    targets = [Target.from_values(t, full.y(t)) for t in network_targets(d)]
+    build(config, inputs_for(full.x[:2], d).shape[1:], targets)
+    keras.backend.clear_session()
 
 
 def encode(y: dict[str, np.ndarray], targets: list[Target], head: str):
@@ -438,7 +453,7 @@ def derive(pred: dict[str, np.ndarray], matrices: np.ndarray, d: dict, euler: np
     On 4-folds h31 = euler/6 - 8 - h11 + h21 and h22 = 44 + 4 h11 - 2 h21 + 4 h31 (``cicy4.derived_hodge``), with
     the exact Euler number: ``euler`` when given (an imported list's, checked at import), else computed.
     """
-    if d.get("physics") and cicy_data.is_imported(d.get("dataset", "")):
+    if d.get("physics") and d.get("dataset") and cicy_data.source(d["dataset"]).kind == "cicy4":
         from . import cicy4
 
         if euler is None:
@@ -472,14 +487,15 @@ def evaluate(model, prepared: Prepared, head: str) -> dict[str, float]:
         permuted = cicy_data.permute(prepared.matrices["test"], PERMUTED_SEED)
         splits.append(("test_permuted", inputs_for(permuted, d), permuted))
     metrics: dict[str, float] = {}
+    src = cicy_data.source(d["dataset"]) if d.get("dataset") else None
     for name, x, matrices in splits:
         split = "test" if name == "test_permuted" else name
         raw = predict(model, x, prepared.targets, head)
-        four = cicy_data.is_imported(d.get("dataset", ""))
+        four = src is not None and src.kind == "cicy4"
         euler = prepared.dataset.frame["euler"].to_numpy()[prepared.index[split]] if four else None  # permutation-invariant
         pred = derive(raw, matrices, d, euler) if matrices is not None else raw
         metrics.update(scores(pred, prepared.y[split], name))
-        if matrices is not None and "h11" in raw and not d.get("physics") and not four:
+        if matrices is not None and "h11" in raw and not d.get("physics") and src is not None and src.kind == "shipped":
             true = prepared.dataset.y("h21")[prepared.index[split]]
             metrics[f"{name}_h21_physics_accuracy"] = float(np.mean(derive(raw, matrices, {"physics": True, "targets": ["h21"]})["h21"] == true))
     return metrics

@@ -23,7 +23,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SkipValidati
 from . import space as space_mod
 from .samplers import PRUNERS, SAMPLERS, Pruner, Sampler, pruner_settings, sampler_settings
 from .. import config, schema
-from ..config import MAX_SEED, checked, config_path, optional, load_file, resolve, set_path, shipped_configs
+from ..config import BUILT_IN, MAX_SEED, checked, config_path, optional, load_file, resolve, set_path, shipped_configs
 from ..errors import CicyError
 from ..schema import Section, first_error
 from ..schema import short as _short
@@ -176,13 +176,14 @@ def _validate_space(spec: StudySpec) -> None:
         space_mod.Example("low", {p.name: choice}) for p in spec.params if p.type == "categorical" for choice in p.choices
     ]
     probes = [space_mod.sample(spec.params, example, spec.base) for example in examples]
-    data_sections = {}
+    data_sections, configs = {}, []
     for probe in probes:
         try:
             config = spec.config_for(probe, seed=spec.seed)
         except CicyError as e:
             raise CicyError(f"space: {e}") from None
         data_sections[json.dumps(config["data"], sort_keys=True)] = (config["data"], any(k.startswith("data.") for k in probe))
+        configs.append(config)
     from ..data import select
 
     for section, searched in data_sections.values():
@@ -190,6 +191,11 @@ def _validate_space(spec: StudySpec) -> None:
             select(section)  # every split the study can draw must be non-empty
         except CicyError as e:
             raise CicyError(f"{'space' if searched else 'fixed settings'}: {e}") from None
+    if spec.family not in BUILT_IN:  # a plugin's model at both ends of the space, built once on a tiny batch
+        from ..training import check_model
+
+        for probe_config in configs[:2]:
+            check_model(probe_config)
 
 
 def _try_sampler_and_pruner(spec: StudySpec) -> None:
@@ -308,9 +314,9 @@ class Budget(Section):
     )
 
 
-_METRIC = Literal[tuple(["val_accuracy", "val_loss", "n_params", "train_seconds"] + [
+_METRIC = Union[Literal[tuple(["val_accuracy", "val_loss", "n_params", "train_seconds"] + [
     f"val_{t}_{m}" for t in config.TARGETS for m in ("accuracy", "mae", "mse")
-])]
+])], Annotated[str, Field(pattern=r"^val_[A-Za-z_][A-Za-z0-9_]*_(accuracy|mae|mse)$")]]  # a data file's own targets
 
 
 class ObjectiveEntry(BaseModel):

@@ -135,13 +135,13 @@ def save_pyfunc(bundle_dir: Path, path: Path) -> Path:
     signature = ModelSignature(
         inputs=Schema([ColSpec(AnyType(), "matrix")]),
         outputs=Schema(
-            [ColSpec(DataType.long, t.name, required=False) for t in loaded.targets]
+            [ColSpec(DataType.long, name, required=False) for name in loaded.outputs]
             + [ColSpec(DataType.string, "error", required=False)]
         ),
     )
     with tempfile.TemporaryDirectory() as tmp:
         code = Path(tmp) / "cicy_search"
-        shutil.copytree(Path(__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(Path(__file__).parent.parent, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         stage = Path(tmp) / "bundle"
         shutil.copytree(bundle_dir, stage)
         # A model from code, not a pickle: MLflow runs this file (with the code folder on sys.path) to load it.
@@ -151,7 +151,7 @@ def save_pyfunc(bundle_dir: Path, path: Path) -> Path:
             path=str(path),
             python_model=str(model_code),
             artifacts={"bundle": str(stage)},
-            code_paths=[str(code)],
+            code_paths=[str(code), *bundle.plugin_files(bundle_dir)],  # a plugin family's code travels too
             signature=signature,
             input_example=pd.DataFrame({"matrix": INPUT_EXAMPLE}),
             pip_requirements=_requirements(),

@@ -293,7 +293,7 @@ def predict_frame(model: bundle.Loaded, values: Sequence, *, euler: bool = False
     valid); with ``euler``, also the exact Euler number of each valid matrix."""
     parsed = [parse_matrix(v, model.shape) for v in values]
     valid = [i for i, (q, _) in enumerate(parsed) if q is not None]
-    names = [t.name for t in model.targets]
+    names = model.outputs
     columns: dict[str, list] = {n: [None] * len(parsed) for n in names}
     if valid:
         predicted = model.predict(pad([parsed[i][0] for i in valid], model.shape))

@@ -596,7 +596,8 @@ def dataset_inputs(data: dict, dataset_hash: str, index: dict[str, Any]) -> list
 
     contexts = {"train": "training", "val": "validation", "test": "test"}
     name = data["dataset"]
-    source = json.dumps({"uri": f"cicy_search/data/{DATASETS.get(name, name)}", "sha256": dataset_hash})
+    uri = f"cicy_search/data/{DATASETS[name]}" if name in DATASETS else Path(name).resolve().as_uri()  # a list on disk
+    source = json.dumps({"uri": uri, "sha256": dataset_hash})
     out = []
     for split, context in contexts.items():
         if split not in index:
