@@ -145,8 +145,8 @@ def throughput(dbs: Databases, tracking_uri: str, workers: int, trials: int, fol
 
 def overhead(url: str | None, label: str, trials: int) -> dict:
     """Milliseconds per trial of the workers' budget loop around an objective that does nothing."""
-    from cicy_search.search.budget import optimize_to_budget
-    from cicy_search.search.storage import is_journal, open_storage
+    from cicy_search.search.budget import Share, optimize_to_budget
+    from cicy_search.search.storage import open_storage
 
     storage = optuna.storages.InMemoryStorage() if url is None else open_storage(url)
     study = optuna.create_study(study_name=f"overhead_{label}", storage=storage)
@@ -164,9 +164,7 @@ def overhead(url: str | None, label: str, trials: int) -> dict:
     times = []
     for _ in range(trials):
         t0 = time.perf_counter()
-        optimize_to_budget(
-            study, objective, budget=len(times) + 1, heartbeat=url is not None and not is_journal(url), worker_id="bench:1"
-        )
+        optimize_to_budget(Share(study, budget=len(times) + 1, worker_id="bench:1"), objective)
         times.append((time.perf_counter() - t0) * 1000)
     tail = times[len(times) // 2 :]
     return {

@@ -427,7 +427,7 @@ def worker_main() -> None:
             objective = SleepObjective(spec, client, study.user_attrs["mlflow_parent_run_id"], seconds=job["seconds"],
                                        epochs=job["epochs"], timers=timers, worker=worker, requests=job.get("requests", "fewest"))  # fmt: skip
             current["objective"] = objective
-            work = studies.StudyRun(spec, study, int(study.user_attrs["budget"]), client=client, uploader=objective.uploader,
+            work = studies.StudyRun(study, spec=spec, budget=int(study.user_attrs["budget"]), client=client, uploader=objective.uploader,
                                     worker=index, worker_id=worker, report=False)  # fmt: skip
             ran = studies.drive(work, objective)
         except Exception as e:  # reported to the bench
