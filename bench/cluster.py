@@ -8,7 +8,7 @@
    against PostgreSQL, every trial logged to an ``mlflow server`` (PostgreSQL backend) on a loopback
    port, as on a cluster. The machine's cores are split between the workers (``--threads``).
    Trials per minute counts from the first trial's start to the last one's end, so the workers'
-   start-up (importing TensorFlow, about 10 s) is not in it; the wall time including it is reported too.
+   start-up (importing TensorFlow) is not in it; the wall time including it is reported too.
 2. Storage overhead: the same budget loop the workers run (``budget.optimize_to_budget``: stale-trial
    check, counting, ask, the user attributes a real trial writes, tell) around an objective
    that does no work, on SQLite, PostgreSQL, a journal file and (as the floor) Optuna's in-memory storage.

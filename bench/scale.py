@@ -1,7 +1,7 @@
 """Scale by simulation: many workers, many trials, one PostgreSQL and one MLflow server.
 
-    .venv/bin/python -m bench.scale            # the full sweep (tens of minutes on 2 cores)
-    .venv/bin/python -m bench.scale --quick    # a CI-sized check (about a minute)
+    .venv/bin/python -m bench.scale            # the full sweep
+    .venv/bin/python -m bench.scale --quick    # a CI-sized check
 
 The bench starts its own PostgreSQL (``initdb`` in a temporary folder, a loopback port) and an ``mlflow
 server`` on it, and stops both on exit and on Ctrl-C. Workers are processes running the real worker path

@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.tracking [--epochs 20] [--rounds 12] [--block 4] [--server]
 
-Trials of the default dense network (full 80/10/10 split of the original list; 20 epochs, 2.7-7 s here: the
-quickstart's kind of trial) run in one process, in rounds of three arms, each arm a block of ``--block`` trials
+Trials of the default dense network (full 80/10/10 split of the original list; 20 epochs: the quickstart's kind
+of trial) run in one process, in rounds of three arms, each arm a block of ``--block`` trials
 one after the other, as a study runs them:
 
 - ``plain``: the bare training (``training.fit`` with the Keras reset and garbage collection of the objective);
