@@ -8,7 +8,7 @@
    against PostgreSQL, every trial logged to an ``mlflow server`` (PostgreSQL backend) on a loopback
    port, as on a cluster. The machine's cores are split between the workers (``--threads``).
    Trials per minute counts from the first trial's start to the last one's end, so the workers'
-   start-up (importing TensorFlow, about 10 s) is not in it; the wall time including it is reported too.
+   start-up (importing TensorFlow) is not in it; the wall time including it is reported too.
 2. Storage overhead: the same budget loop the workers run (``budget.optimize_to_budget``: stale-trial
    check, counting, ask, the user attributes a real trial writes, tell) around an objective
    that does no work, on SQLite, PostgreSQL, a journal file and (as the floor) Optuna's in-memory storage.
@@ -145,8 +145,8 @@ def throughput(dbs: Databases, tracking_uri: str, workers: int, trials: int, fol
 
 def overhead(url: str | None, label: str, trials: int) -> dict:
     """Milliseconds per trial of the workers' budget loop around an objective that does nothing."""
-    from cicy_search.search.budget import optimize_to_budget
-    from cicy_search.search.storage import is_journal, open_storage
+    from cicy_search.search.budget import Share, optimize_to_budget
+    from cicy_search.search.storage import open_storage
 
     storage = optuna.storages.InMemoryStorage() if url is None else open_storage(url)
     study = optuna.create_study(study_name=f"overhead_{label}", storage=storage)
@@ -164,9 +164,7 @@ def overhead(url: str | None, label: str, trials: int) -> dict:
     times = []
     for _ in range(trials):
         t0 = time.perf_counter()
-        optimize_to_budget(
-            study, objective, budget=len(times) + 1, heartbeat=url is not None and not is_journal(url), worker_id="bench:1"
-        )
+        optimize_to_budget(Share(study, budget=len(times) + 1, worker_id="bench:1"), objective)
         times.append((time.perf_counter() - t0) * 1000)
     tail = times[len(times) // 2 :]
     return {

@@ -1,7 +1,7 @@
 """Scale by simulation: many workers, many trials, one PostgreSQL and one MLflow server.
 
-    .venv/bin/python -m bench.scale            # the full sweep (tens of minutes on 2 cores)
-    .venv/bin/python -m bench.scale --quick    # a CI-sized check (about a minute)
+    .venv/bin/python -m bench.scale            # the full sweep
+    .venv/bin/python -m bench.scale --quick    # a CI-sized check
 
 The bench starts its own PostgreSQL (``initdb`` in a temporary folder, a loopback port) and an ``mlflow
 server`` on it, and stops both on exit and on Ctrl-C. Workers are processes running the real worker path
@@ -427,7 +427,7 @@ def worker_main() -> None:
             objective = SleepObjective(spec, client, study.user_attrs["mlflow_parent_run_id"], seconds=job["seconds"],
                                        epochs=job["epochs"], timers=timers, worker=worker, requests=job.get("requests", "fewest"))  # fmt: skip
             current["objective"] = objective
-            work = studies.StudyRun(spec, study, int(study.user_attrs["budget"]), client=client, uploader=objective.uploader,
+            work = studies.StudyRun(study, spec=spec, budget=int(study.user_attrs["budget"]), client=client, uploader=objective.uploader,
                                     worker=index, worker_id=worker, report=False)  # fmt: skip
             ran = studies.drive(work, objective)
         except Exception as e:  # reported to the bench

@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.tracking [--epochs 20] [--rounds 12] [--block 4] [--server]
 
-Trials of the default dense network (full 80/10/10 split of the original list; 20 epochs, 2.7-7 s here: the
-quickstart's kind of trial) run in one process, in rounds of three arms, each arm a block of ``--block`` trials
+Trials of the default dense network (full 80/10/10 split of the original list; 20 epochs: the quickstart's kind
+of trial) run in one process, in rounds of three arms, each arm a block of ``--block`` trials
 one after the other, as a study runs them:
 
 - ``plain``: the bare training (``training.fit`` with the Keras reset and garbage collection of the objective);
@@ -165,7 +165,7 @@ def measure(args, timed_fit, fitting: dict, tracking_uri: str, meter=None) -> di
     from cicy_search import tracking
     from cicy_search.search import study as studies
     from cicy_search.search import studyfile
-    from cicy_search.search.budget import optimize_to_budget
+    from cicy_search.search.budget import Share, optimize_to_budget
     from cicy_search.search.objective import GC_EVERY, Objective, trial_seed
     from cicy_search.tracking import links
     from cicy_search.reporting.study import report_study
@@ -233,7 +233,7 @@ def measure(args, timed_fit, fitting: dict, tracking_uri: str, meter=None) -> di
     def trials(s: optuna.Study, fn, callbacks, numbers: range) -> dict:
         server0 = meter.read() if meter else None
         fitting["s"], fitting["uploader_cpu_s"], cpu0, t0 = 0.0, 0.0, uploader.cpu_seconds, time.perf_counter()
-        optimize_to_budget(s, fn, budget=budget, n_trials=len(numbers), max_failures=0, callbacks=callbacks)
+        optimize_to_budget(Share(s, budget=budget, n_trials=len(numbers), max_failures=0), fn, callbacks=callbacks)
         returned = time.perf_counter()
         if s is study:
             summary.flush()  # a study would write the trials waiting for their period later: in another arm here

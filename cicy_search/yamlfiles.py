@@ -94,8 +94,8 @@ def parse_yaml(text: str):
 class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
     """``yaml.SafeDumper`` that quotes what ``Loader`` would read as another type (a string ``1e-3``: PyYAML's
     own dumper leaves it bare, and this project reads it as a number); libyaml's C emitter when PyYAML has it
-    (a dense config in 0.5 ms against 1.5 ms here: it becomes a trial's MLflow run description on the training
-    thread)."""
+    (a few times faster than the pure-Python one, docs/performance.md: a config becomes a trial's MLflow run
+    description on the training thread)."""
 
     yaml_implicit_resolvers = Loader.yaml_implicit_resolvers
 

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from cicy_search.search import storage as storages
-from cicy_search.search.budget import count_finished, counts, optimize_to_budget
+from cicy_search.search.budget import Share, count_finished, counts, optimize_to_budget
 from cicy_search.errors import CicyError
 
 from .conftest import dead_trial
@@ -46,7 +46,7 @@ def test_the_budget_loop_waits_for_a_lost_trial_and_runs_its_retry(tmp_path, url
         return trial.suggest_float("x", 0, 10)
 
     try:
-        ran = optimize_to_budget(study, objective, budget=2, poll=0.2, on_wait=on_wait, worker_id="here:1")
+        ran = optimize_to_budget(Share(study, budget=2, worker_id="here:1"), objective, poll=0.2, on_wait=on_wait)
     finally:
         died.set()
         beating.join()
@@ -89,7 +89,7 @@ def test_a_trial_running_when_the_budget_is_met_is_waited_for_and_retried_if_los
         seen.append((trial.number, trial.user_attrs.get("retry_of")))
         return trial.suggest_float("x", 0, 10)
 
-    ran = optimize_to_budget(study, objective, budget=2, poll=0.2, on_wait=waits.append, worker_id="here:1")
+    ran = optimize_to_budget(Share(study, budget=2, worker_id="here:1"), objective, poll=0.2, on_wait=waits.append)
     if not lost:
         worker.join()
     states = [t.state for t in study.get_trials(deepcopy=False)]
@@ -105,14 +105,14 @@ def test_a_trial_running_when_the_budget_is_met_is_waited_for_and_retried_if_los
 def test_the_budget_loop_stops_at_the_budget_and_at_its_own_share(tmp_path):
     url = f"sqlite:///{tmp_path / 'o.db'}"
     study = optuna.create_study(study_name="share", storage=storages.open_storage(url))
-    assert optimize_to_budget(study, lambda t: t.suggest_float("x", 0, 1), budget=5, n_trials=2) == 2
-    assert optimize_to_budget(study, lambda t: t.suggest_float("x", 0, 1), budget=5) == 3
-    assert optimize_to_budget(study, lambda t: t.suggest_float("x", 0, 1), budget=5) == 0
+    assert optimize_to_budget(Share(study, budget=5, n_trials=2), lambda t: t.suggest_float("x", 0, 1)) == 2
+    assert optimize_to_budget(Share(study, budget=5), lambda t: t.suggest_float("x", 0, 1)) == 3
+    assert optimize_to_budget(Share(study, budget=5), lambda t: t.suggest_float("x", 0, 1)) == 0
 
     def broken(trial):
         raise ValueError("no")
 
-    assert optimize_to_budget(study, broken, budget=6, max_failures=2) == 3
+    assert optimize_to_budget(Share(study, budget=6, max_failures=2), broken) == 3
     assert count_finished(study) == 5
 
 
@@ -155,9 +155,7 @@ def test_without_a_heartbeat_running_trials_do_not_hold_the_budget(tmp_path):
     # Optuna's own journal storage: no heartbeat (open_storage gives one)
     study = optuna.create_study(study_name="journal", storage=optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "o.log"))))
     study.ask()  # a trial left RUNNING by a dead worker: nothing will ever fail it
-    ran = optimize_to_budget(
-        study, lambda t: t.suggest_float("x", 0, 1), budget=2, heartbeat=False
-    )
+    ran = optimize_to_budget(Share(study, budget=2), lambda t: t.suggest_float("x", 0, 1))
     assert ran == 2 and count_finished(study) == 2
 
 
@@ -188,13 +186,13 @@ def test_the_budget_loop_gives_up_when_every_trial_fails_the_same_way(tmp_path, 
 
     if gives_up:
         with pytest.raises(CicyError) as e:
-            optimize_to_budget(study, objective, budget=10, max_failures=4, give_up_after=3)
+            optimize_to_budget(Share(study, budget=10, max_failures=4, give_up_after=3), objective)
         reason = reasons[ran - 1] or "no reason recorded"
         assert str(e.value) == (
             f"study 'fails': the last 3 trials all failed with the same error and none finished, so the study stops: {reason}"
         )
     else:
-        assert optimize_to_budget(study, objective, budget=10, max_failures=4, give_up_after=3, n_trials=ran) == ran
+        assert optimize_to_budget(Share(study, budget=10, max_failures=4, give_up_after=3, n_trials=ran), objective) == ran
     assert len(calls) == ran
 
 
@@ -207,7 +205,7 @@ def test_concurrent_workers_meet_the_budget_and_overshoot_by_at_most_one_each(rd
     def worker():
         try:
             study = optuna.load_study(study_name="free", storage=storages.open_storage(rdb_url))
-            ran.append(optimize_to_budget(study, lambda t: (time.sleep(0.05), t.suggest_float("x", 0, 1))[1], budget=12))
+            ran.append(optimize_to_budget(Share(study, budget=12), lambda t: (time.sleep(0.05), t.suggest_float("x", 0, 1))[1]))
         except Exception as e:  # pragma: no cover - shown by the assertion below
             errors.append(e)
 

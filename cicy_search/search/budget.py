@@ -21,10 +21,11 @@ from __future__ import annotations
 import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import optuna
 
+from .. import compat
 from ..errors import CicyError
 from .storage import count_states
 
@@ -60,45 +61,61 @@ def has_room(c: Counts, budget: int, heartbeat: bool) -> bool:
     return c.waiting > 0 or c.finished + (c.running if heartbeat else 0) < budget
 
 
-def optimize_to_budget(
-    study: optuna.Study,
-    objective,
-    *,
-    budget: int,
-    heartbeat: bool = True,
-    n_trials: int | None = None,
-    timeout: float | None = None,
-    max_failures: int | None = None,
-    give_up_after: int | None = None,
-    callbacks=(),
-    poll: float = POLL_SECONDS,
-    on_wait=None,
-    worker_id: str | None = None,
-) -> int:
-    """Run trials one at a time until the study holds ``budget`` finished trials; returns how many ran.
+@dataclass
+class Share:
+    """One process's part in a study: the study, the budget it runs to, and this process's limits.
 
-    A trial starts only when a queued (WAITING) trial exists or finished + running trials are under
-    the budget; workers checking at the same moment may each start one. With a heartbeat, running trials hold their place: a worker that dies keeps it until the heartbeat
-    fails its trial and queues the retry, so the others wait for that (``on_wait`` is told once)
-    instead of starting extra trials, and once the budget is met they still wait for running trials and run
-    queued retries before they leave. Without one (a storage opened without ``storage.open_storage``) running
-    trials are not counted, and concurrent workers may overshoot the budget by up to one trial each.
+    ``study.StudyRun`` extends it with what tracking needs; ``optimize_to_budget`` reads only these fields.
 
     Args:
-        n_trials: at most this many trials from this call (a worker's share); None: until the budget.
+        study: the Optuna study; whether running trials hold their place in the budget depends on its storage
+            having Optuna's heartbeat (``storage.open_storage`` gives every storage one).
+        budget: the finished (complete or pruned) trials the study runs to, counted over every process.
+        n_trials: at most this many trials from this process (its share); None: until the budget.
         timeout: start no trial after this many seconds.
-        max_failures: stop once more trials than this failed in this call.
-        give_up_after: raise ``CicyError`` once this many trials in a row failed with one
-            ``fail_reason`` while none finished in this call: a study whose every trial fails the same
-            way (a setting that cannot run) stops with that reason instead of failing on.
-        worker_id: stored as the trial's ``worker`` user attribute.
+        worker_id: stored as each trial's ``worker`` user attribute (``host:pid``).
+        max_failures: stop once more trials than this failed in this process; None: no limit.
+        give_up_after: raise ``CicyError`` once this many trials in a row failed with one ``fail_reason`` while
+            none finished in this process: a study whose every trial fails the same way (a setting that cannot
+            run) stops with that reason instead of failing on. None: never.
     """
+
+    study: optuna.Study
+    _: KW_ONLY
+    budget: int
+    n_trials: int | None = None
+    timeout: float | None = None
+    worker_id: str | None = None
+    max_failures: int | None = None
+    give_up_after: int | None = None
+
+
+def optimize_to_budget(share: Share, objective, *, callbacks=(), on_wait=None, poll: float = POLL_SECONDS) -> int:
+    """Run trials one at a time until the study holds ``share.budget`` finished trials; returns how many ran.
+
+    A trial starts only when a queued (WAITING) trial exists or finished + running trials are under
+    the budget; workers checking at the same moment may each start one. With a heartbeat, running trials hold their
+    place: a worker that dies keeps it until the heartbeat fails its trial and queues the retry, so the others wait
+    for that (``on_wait`` is told the ``Counts`` once) instead of starting extra trials, and once the budget is met
+    they still wait for running trials and run queued retries before they leave. Without one (a storage opened
+    without ``storage.open_storage``) running trials are not counted, and concurrent workers may overshoot the
+    budget by up to one trial each.
+
+    Args:
+        share: the study, its budget and this process's limits.
+        objective: Optuna's objective, called once per trial.
+        callbacks: Optuna study callbacks, called after each trial.
+        on_wait: called with the ``Counts`` when the loop starts waiting for running trials.
+        poll: seconds between looks at the study while waiting.
+    """
+    study, budget, n_trials, max_failures, give_up_after = share.study, share.budget, share.n_trials, share.max_failures, share.give_up_after
+    heartbeat = compat.heartbeat_enabled(compat.study_storage(study))
     start = time.monotonic()
     ran = failed = 0
     waiting = False
     same: list | None = []  # reasons of this call's failures while no trial finished
     while n_trials is None or ran < n_trials:
-        if timeout is not None and time.monotonic() - start >= timeout:
+        if share.timeout is not None and time.monotonic() - start >= share.timeout:
             break
         if max_failures is not None and failed > max_failures:
             break
@@ -123,8 +140,8 @@ def optimize_to_budget(
         reasons: list = []
 
         def one_trial(trial: optuna.Trial):
-            if worker_id:
-                trial.set_user_attr("worker", worker_id)
+            if share.worker_id:
+                trial.set_user_attr("worker", share.worker_id)
             return objective(trial)
 
         try:

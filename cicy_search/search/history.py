@@ -1,7 +1,7 @@
 """How much of a study its sampler and pruner read: bounded TPE history, cached reads for the pruner.
 
-TPE's time per suggestion grows with every finished trial of the study (``bench.scale``: multivariate TPE
-took about 0.2 s a suggestion at 10,000 trials, 5 parameters), and Optuna has no setting that bounds it.
+TPE's time per suggestion grows with every finished trial of the study (measured by ``bench.scale``:
+docs/performance.md), and Optuna has no setting that bounds it.
 A study file's ``sampler: {name: tpe, n_recent_trials: N}`` keeps the cost flat: the sampler sees the
 last ``N`` finished (complete or pruned) trials by number, plus the running ones after them (``constant_liar``).
 Everything else (pruners, ``best_trial``, reports) still sees the whole study.
@@ -90,7 +90,7 @@ class CachedReads(BasePruner):
     Finished trials never change, so a cached list only lacks the trials finished since it was read: in one
     process none (the cache is per trial), with several workers those of the last ``seconds`` at most. Reads of
     unfinished trials go to the storage as before. Optuna's ``PercentilePruner`` also walks every complete trial
-    at each step for that step's values (12 ms at 10,000 trials here, every epoch of every trial); here each
+    at each step for that step's values (a cost that grows with the study, every epoch of every trial); here each
     complete trial's values are added once, and a step's percentile is computed again only when it has new ones.
     The rule is ``PercentilePruner.prune``'s, with the pruner's own settings (``tests/test_search_studyfile.py``
     checks the decisions against Optuna's).

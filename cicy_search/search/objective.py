@@ -158,5 +158,5 @@ class Objective:
             )
         finally:
             # Keras's global state is reset every trial; the full garbage collection that frees the old
-            # graphs costs about 0.4 s on 2 cores, so it runs every GC_EVERY trials.
+            # graphs is slow (docs/performance.md), so it runs every GC_EVERY trials.
             keras.backend.clear_session(free_memory=number % GC_EVERY == GC_EVERY - 1)

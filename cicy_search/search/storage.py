@@ -171,8 +171,8 @@ _NUMBER = operator.attrgetter("number")
 class FinishedIndex:
     """A journal study's finished trials, kept up to date as the journal grows, for ``get_all_trials``.
 
-    Optuna's journal storage answers each ``get_all_trials`` by walking every trial of the study (about 11 ms at
-    10,000 trials here), and a trial asks 5 to 10 times (the sampler, the budget check, the heartbeat's look for
+    Optuna's journal storage answers each ``get_all_trials`` by walking every trial of the study (a cost that grows
+    with the study: docs/performance.md), and a trial asks 5 to 10 times (the sampler, the budget check, the heartbeat's look for
     stale trials, the pruner). A finished trial never changes, so the index keeps the finished ones, by number,
     one list per set of states asked for, and looks again only at the unfinished and the new ones. Its answers are
     Optuna's: the same trial objects in the same order.

@@ -14,10 +14,10 @@ from typing import Any
 
 import optuna
 
-from .. import compat, tracking
+from .. import tracking
 from ..config import dump_yaml
 from ..errors import CicyError, NoStudy
-from .budget import Counts, count_finished, counts, optimize_to_budget
+from .budget import Counts, Share, count_finished, counts, optimize_to_budget
 from .storage import LOST, StudyLock, check_url, default_url, open_storage, redact
 from .studyfile import StudySpec, check_budget
 from ..tracking import links
@@ -137,33 +137,36 @@ def reseed(study: optuna.Study, spec: StudySpec, worker: int = 0) -> None:
     study.sampler = StudySpec.sampler_object(spec, sampler)
 
 
-@dataclass
-class StudyRun:
+@dataclass(kw_only=True)
+class StudyRun(Share):
     """One process's work on a study: what ``drive`` and the objective it builds share, instead of keyword lists.
 
+    The budget loop's fields (``budget.Share``: study, budget, n_trials, timeout, worker_id) and:
+
     Attributes:
-        spec, study: the study file and the Optuna study (created or loaded).
-        budget: the finished trials the study runs to (its ``budget`` user attribute).
+        spec: the study file.
         client, uploader: the MLflow client of the study's tracking server, and the background uploader its trial
             runs and summary write through (``tracking.uploader()``).
         worker: this process's index, which shifts the sampler's seed (``reseed``).
-        worker_id: stored as each trial's ``worker`` user attribute (``host:pid``).
-        n_trials, timeout: this process's share: at most so many trials, none started after so many seconds.
         console: where each trial's line goes (None: nowhere).
         report: log the study report to the parent run at the end.
+
+    A study stops once more trials than its budget failed in one process, or ``GIVE_UP_AFTER`` (at most the budget)
+    failed in a row with one reason while none finished: ``max_failures`` and ``give_up_after`` default to these.
     """
 
     spec: StudySpec
-    study: optuna.Study
-    budget: int
     client: Any = None
     uploader: Any = None
     worker: int = 0
-    worker_id: str | None = None
-    n_trials: int | None = None
-    timeout: float | None = None
     console: Any = None
     report: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_failures is None:
+            self.max_failures = self.budget
+        if self.give_up_after is None:
+            self.give_up_after = min(GIVE_UP_AFTER, self.budget)
 
     def objective(self, tags: dict | None = None):
         """The study's objective for this run's trials (imports TensorFlow); ``tags`` go on every trial run."""
@@ -225,7 +228,7 @@ def run(
     timeout = timeout if timeout is not None else spec.timeout
     study = create(spec, storage=storage, tracking_uri=tracking_uri, n_trials=budget)
     client = links.resume(study, tracking_uri, log=console.print if console else None)  # its own store, runs repaired
-    work = StudyRun(spec, study, budget, client=client, uploader=tracking.uploader(), worker=worker,
+    work = StudyRun(study, spec=spec, budget=budget, client=client, uploader=tracking.uploader(), worker=worker,
                     timeout=timeout, console=console, report=report)  # fmt: skip
     objective = work.objective()  # imports TensorFlow: only once storage and tracking answered
     start = time.monotonic()
@@ -252,17 +255,10 @@ def drive(run: StudyRun, objective) -> int:
     interrupted = False
     try:
         return optimize_to_budget(
-            study,
+            run,
             objective,
-            budget=budget,
-            heartbeat=compat.heartbeat_enabled(compat.study_storage(study)),
-            n_trials=run.n_trials,
-            timeout=run.timeout,
-            max_failures=budget,
-            give_up_after=min(GIVE_UP_AFTER, budget),
             callbacks=[reporter(console, spec, budget), *([summary.after_trial] if summary else [])],
             on_wait=waiter(console, budget),
-            worker_id=run.worker_id,
         )
     except KeyboardInterrupt:
         interrupted = True

@@ -36,7 +36,9 @@ MAX_TRIALS = 1_000_000
 
 
 @dataclass(frozen=True)
-class Objective:
+class ObjectiveSpec:
+    """One objective of a study file: a metric and its direction (``search.objective.Objective`` is what trains)."""
+
     metric: str
     direction: str
 
@@ -46,7 +48,7 @@ class StudySpec:
     name: str
     base: dict
     params: list[space_mod.Param]
-    objectives: list[Objective]
+    objectives: list[ObjectiveSpec]
     sampler: dict
     pruner: dict
     n_trials: int
@@ -114,7 +116,7 @@ class StudySpec:
         return pruner
 
 
-def _objectives(raw: dict, targets: list[str], family: str) -> list[Objective]:
+def _objectives(raw: dict, targets: list[str], family: str) -> list[ObjectiveSpec]:
     if "objective" in raw and "objectives" in raw:
         raise CicyError("give either objective or objectives, not both")
     given = raw.get("objectives", raw.get("objective", "val_accuracy"))
@@ -138,7 +140,7 @@ def _objectives(raw: dict, targets: list[str], family: str) -> list[Objective]:
         direction = o.get("direction", default)
         if direction not in ("maximize", "minimize"):
             raise CicyError(f"objective {metric}: direction must be maximize or minimize, got {_short(direction)}")
-        out.append(Objective(metric, direction))
+        out.append(ObjectiveSpec(metric, direction))
     if len({o.metric for o in out}) != len(out):
         raise CicyError("objectives: the same metric is given twice")
     return out

@@ -160,7 +160,7 @@ def join(
 
     study.pruner = spec.pruner_object()
     work = studies.StudyRun(
-        spec, study, budget, client=client, uploader=tracking.uploader(), worker=worker_index(), worker_id=tags["worker"],
+        study, spec=spec, budget=budget, client=client, uploader=tracking.uploader(), worker=worker_index(), worker_id=tags["worker"],
         n_trials=n_trials, timeout=timeout if timeout is not None else spec.timeout, console=console,
     )
     ran = studies.drive(work, work.objective(tags))  # TensorFlow is configured now

@@ -32,7 +32,7 @@ class TrackedResult:
 def model_summary(model) -> str:
     """A Keras model's layers as plain text: name (type), output shape, params, the layers it reads; the totals.
 
-    What ``model.summary()`` shows, without its rich table (which costs 5-50 ms a model against about 1 ms).
+    What ``model.summary()`` shows, without its rich table, which costs many times more (docs/performance.md).
     """
     if not hasattr(model, "layers"):
         return repr(model)
