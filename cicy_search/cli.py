@@ -512,6 +512,7 @@ and in a run config, config.schema.json. A URL works too, or a file written with
 def schema_command(
     kind: str = typer.Argument(..., help="config (a run config) or study (a study file)"),
     out: Optional[Path] = typer.Option(None, help="write the schema to this file instead of printing it"),
+    plugin: list[str] = typer.Option([], help="also describe this plugin family's declared params (package.module:function); repeatable"),
 ):
     import json
 
@@ -521,7 +522,7 @@ def schema_command(
     kinds = {"config": config_schema, "study": study_schema}
     if kind not in kinds:
         raise CicyError(f"unknown schema {kind[:60]!r}: choose one of {', '.join(kinds)}")
-    text = json.dumps(kinds[kind](), indent=2) + "\n"
+    text = json.dumps(kinds[kind](tuple(plugin)), indent=2) + "\n"
     if out is None:
         sys.stdout.write(text)
     else:

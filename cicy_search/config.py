@@ -390,6 +390,34 @@ FAMILIES: dict[str, type[Section]] = {"dense": Dense, "cnn": Cnn, "inception": I
 BUILT_IN = tuple(FAMILIES)  # the shipped families; a plugin joins FAMILIES when a config first names it
 
 
+class Plugin(Section):
+    """A plugin family (``package.module:function``, or an installed entry point of ``cicy_search.models``): the
+    schema editors see for any plugin not named to ``json_schema``. The loader checks ``params`` against what the
+    plugin declares (``plugins.Params``)."""
+
+    family: str = Field(description="The model family: a plugin's package.module:function, or an installed entry point's name.")
+    head: Head = Field("classification", description=Dense.model_fields["head"].description)
+    params: Optional[dict[str, Any]] = Field(None, description="The parameters the plugin declares, by name (see the plugin's Params).")
+
+
+def schema_families(plugins: tuple[str, ...] = ()) -> tuple[type[Section], ...]:
+    """The model sections a JSON Schema describes: the built-in families, the ``plugins`` named (their declared
+    params), and any other plugin (``Plugin``). Plugins this process happened to load are left out, so the schema
+    is the same in every process."""
+    for name in plugins:
+        if name not in FAMILIES:
+            FAMILIES[name] = _plugin(name)
+    named = (*BUILT_IN, *(p for p in plugins if p not in BUILT_IN))
+    # Any name but those described above (pydantic's regex engine has no look-ahead: the pattern is for the JSON
+    # Schema only).
+    pattern = r"^(?!(" + "|".join(map(re.escape, named)) + r")$)[A-Za-z_][\w.-]*(:[A-Za-z_]\w*)?$"
+    other = create_model(
+        "Plugin", __base__=Plugin, __doc__=Plugin.__doc__,
+        family=(str, Field(description=Plugin.model_fields["family"].description, json_schema_extra={"pattern": pattern})),
+    )  # fmt: skip
+    return (*(FAMILIES[f] for f in named), other)
+
+
 def _plugin(name: str) -> type[Section]:
     """The model section of a plugin family (``plugins``): ``family``, ``head`` and ``params``, a section of the
     parameters the builder declares (``plugins.Params``) with their types, bounds, defaults and help."""
@@ -483,16 +511,24 @@ def resolve(config: dict | None) -> dict:
     return resolved
 
 
-def json_schema() -> dict:
-    """The JSON Schema of a run config (what ``cicy-search schema config`` prints)."""
-    return schema.json_schema(_run_config(tuple(FAMILIES.values())), "cicy-search run config", "A run config: data, model and train settings; every key not given takes its default.")
+def json_schema(plugins: tuple[str, ...] = ()) -> dict:
+    """The JSON Schema of a run config (what ``cicy-search schema config`` prints): the built-in families, the
+    ``plugins`` named with their declared params, or any other plugin."""
+    shipped = RunConfig.model_fields["model"]
+    model = (_or_null(Union[schema_families(tuple(plugins))]), Field(shipped.default, description=shipped.description))
+    described = create_model("RunConfig", __base__=RunConfig, __doc__=RunConfig.__doc__, model=model)
+    return schema.json_schema(described, "cicy-search run config", "A run config: data, model and train settings; every key not given takes its default.")
 
 
-def reference_rows() -> list[dict]:
-    """One row per key of a run config ({key, family, type, default, bounds, description}), model keys per family."""
-    js = json_schema()
+def reference_rows(plugins: tuple[str, ...] = ()) -> list[dict]:
+    """One row per key of a run config ({key, family, type, default, bounds, description}), model keys per family
+    (``plugin`` for what any other plugin family takes)."""
+    js = json_schema(plugins)
     sections = {key: [(None, js["$defs"][key.capitalize()])] for key in ("data", "train")}
-    sections["model"] = [(family, js["$defs"][cls.__name__]) for family, cls in FAMILIES.items()]
+    sections["model"] = [
+        (getattr(cls.model_fields["family"].annotation, "__args__", ("plugin",))[0], js["$defs"][cls.__name__])
+        for cls in schema_families(tuple(plugins))
+    ]
     return schema.rows(js, sections)
 
 

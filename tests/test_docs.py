@@ -90,10 +90,20 @@ def test_the_site_builds_strictly_with_every_page_and_the_generated_reference(si
 
 
 @pytest.mark.filterwarnings("ignore:Argument ``group`` is an experimental feature")
-def test_every_yaml_example_loads_through_the_config_or_study_loader_and_its_json_schema():
+def _beside(study: dict) -> Path:
+    """The folder a study example's relative ``base`` is read from: studies/, or examples/ (the plugin tutorial's)."""
+    folders = [ROOT / "studies", ROOT / "examples"]
+    return next((f for f in folders if not study.get("base") or (f / str(study["base"])).is_file()), folders[0])
+
+
+def test_every_yaml_example_loads_through_the_config_or_study_loader_and_its_json_schema(monkeypatch):
     """A block with ``study:`` is a study file (relative bases read from studies/), any other a run config; each
-    also passes the JSON Schema that editors are pointed at (schemas/*.schema.json)."""
+    also passes the JSON Schema that editors are pointed at (schemas/*.schema.json). Paths are read from the
+    repository's root with examples/ on the import path, as the plugin tutorial tells its reader to run them."""
     import json
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
 
     import jsonschema
 
@@ -104,7 +114,7 @@ def test_every_yaml_example_loads_through_the_config_or_study_loader_and_its_jso
         raw = config.parse_yaml(text)
         kind = "study" if isinstance(raw, dict) and "study" in raw else "config"
         try:
-            studyfile.parse(raw, folder=ROOT / "studies") if kind == "study" else config.resolve(raw)
+            studyfile.parse(raw, folder=_beside(raw)) if kind == "study" else config.resolve(raw)
         except Exception as e:
             pytest.fail(f"{page}: YAML example does not load: {e}\n{text}")
         validator = jsonschema.validators.validator_for(schemas[kind])(schemas[kind])

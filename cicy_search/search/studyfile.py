@@ -364,15 +364,17 @@ class StudyFile(Section):
 
 @functools.cache
 def _study_file(families: tuple[type[Section], ...]) -> type[StudyFile]:
-    """``StudyFile`` whose model section is described as one of ``families`` (``config.FAMILIES`` now, plugins included)."""
+    """``StudyFile`` whose model section is described as one of ``families`` (``config.schema_families()``)."""
     model = (Annotated[Union[families], SkipValidation], Field(default_factory=dict, description=StudyFile.model_fields["model"].description))
     return create_model("StudyFile", __base__=StudyFile, __doc__=StudyFile.__doc__, model=model)
 
 
-def json_schema() -> dict:
-    """The JSON Schema of a study file (what ``cicy-search schema study`` prints)."""
-    js = schema.json_schema(_study_file(tuple(config.FAMILIES.values())), "cicy-search study file", "A study file: one Optuna study, its fixed settings, search space, objective(s), sampler, pruner and budget.")
-    for cls in config.FAMILIES.values():  # a study's model section lays keys on its base's: the family may come from there
+def json_schema(plugins: tuple[str, ...] = ()) -> dict:
+    """The JSON Schema of a study file (what ``cicy-search schema study`` prints); ``plugins``: as
+    ``config.json_schema``."""
+    families = config.schema_families(tuple(plugins))
+    js = schema.json_schema(_study_file(families), "cicy-search study file", "A study file: one Optuna study, its fixed settings, search space, objective(s), sampler, pruner and budget.")
+    for cls in families:  # a study's model section lays keys on its base's: the family may come from there
         js["$defs"][cls.__name__].pop("required", None)
     js["properties"]["space"]["propertyNames"] = {"pattern": r"^(model|train|data)\."}
     return js

@@ -197,8 +197,9 @@ def _value(v) -> str:
 
 
 def _bounds(text) -> str:
-    """Bounds as the schema words them; regular expressions keep their backslashes and stars."""
-    return _cell(text).replace("\\", "\\\\").replace("*", "\\*").replace("<", "&lt;")
+    """Bounds as the schema words them; regular expressions keep their backslashes, stars and brackets (which
+    Markdown and mkdocs-autorefs would otherwise read as emphasis and cross-references)."""
+    return _cell(text).replace("\\", "\\\\").replace("*", "\\*").replace("[", "\\[").replace("]", "\\]").replace("<", "&lt;")
 
 
 def _table(rows: list[dict]) -> list[str]:
