@@ -544,7 +544,19 @@ _terminated: list[int] = []
 def _on_sigterm(signum, frame) -> None:
     if not _terminated:  # once: a second signal must not break the cleanup the first one started
         _terminated.append(signum)
+        from .tracking import interrupted
+
+        interrupted()  # MLflow requests fail fast from now on: a tracking server that went away cannot hold the exit
         raise Terminated("terminated by SIGTERM")
+
+
+def _on_sigint(signum, frame) -> None:
+    import signal
+
+    from .tracking import interrupted
+
+    interrupted()
+    signal.default_int_handler(signum, frame)  # KeyboardInterrupt, as without this handler
 
 
 class _NoTrialTracebacks:
@@ -621,16 +633,19 @@ def main(args: list[str] | None = None) -> None:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         logging.getLogger("mlflow").setLevel(logging.WARNING)
     _terminated.clear()
-    previous = None
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm), signal.SIGINT: signal.signal(signal.SIGINT, _on_sigint)}
     except ValueError:  # not the main thread (an embedding application): leave its handlers alone
         pass
     try:
         _run(args)
     finally:
-        if previous is not None:  # the caller's handler again (main is also called in-process, by tests)
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():  # the caller's handlers again (main is also called in-process, by tests)
+            signal.signal(signum, handler)
+        from .tracking import interrupted
+
+        interrupted(False)  # MLflow requests get their retries back
 
 
 def _run(args: list[str] | None) -> None:
@@ -660,9 +675,6 @@ def _run(args: list[str] | None) -> None:
         err.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        from .tracking import interrupted
-
-        interrupted()  # the exit waits seconds, not minutes, for MLflow writes still queued
         if _terminated:
             err.print("terminated (SIGTERM): a running trial is marked failed in Optuna and MLflow; run the same command to resume", highlight=False, soft_wrap=True)
             sys.exit(128 + signal.SIGTERM)

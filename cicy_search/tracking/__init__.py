@@ -335,9 +335,27 @@ EXIT_FLUSH_SECONDS, INTERRUPTED_FLUSH_SECONDS = 120.0, 5.0
 _exit_flush = [EXIT_FLUSH_SECONDS]
 
 
-def interrupted() -> None:
-    """The process is ending on a signal: wait only seconds for queued writes (what is left is repaired on resume)."""
-    _exit_flush[0] = INTERRUPTED_FLUSH_SECONDS
+_INTERRUPTED_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(INTERRUPTED_FLUSH_SECONDS))}
+_before_interrupt: dict[str, str | None] = {}
+
+
+def interrupted(now: bool = True) -> None:
+    """The process is ending on a signal (called by the CLI's handlers): MLflow requests from now on are tried once
+    with a short timeout, and the exit waits only seconds for queued writes, so that a tracking store that went away
+    cannot hold the process for minutes. What is lost is repaired when the study resumes (``links.repair``).
+    ``now=False`` gives requests their settings back (the CLI run in-process, by tests, returns to its caller); the
+    exit's wait stays short."""
+    if now and not _before_interrupt:
+        _before_interrupt.update({k: os.environ.get(k) for k in _INTERRUPTED_HTTP})
+        os.environ.update(_INTERRUPTED_HTTP)
+        _exit_flush[0] = INTERRUPTED_FLUSH_SECONDS
+    elif not now:
+        for k, v in _before_interrupt.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _before_interrupt.clear()
 
 
 def _flush_at_exit() -> None:

@@ -152,11 +152,11 @@ def run_tracked(
             run.log_metrics(final, step=result.epochs_run, flush_after=float("inf"))
             run.later(lambda: _log_model(run, result, log_model), "model")
             run.end_tags["state"] = "complete"
-        except BaseException:
+        except BaseException as exc:
             if monitor is not None:
                 monitor.stop()
-            if isinstance(linked, Future):
-                wait([linked])  # a pruned or failed trial is still running while its link is written
+            if isinstance(linked, Future):  # a pruned or failed trial is still running while its link is written
+                wait([linked], timeout=tracking.INTERRUPTED_FLUSH_SECONDS if isinstance(exc, KeyboardInterrupt) else None)
             raise
     return TrackedResult(result, run.run_id)
 

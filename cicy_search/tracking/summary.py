@@ -267,7 +267,8 @@ class StudySummary:
         logged) and returned.
         """
         self._cancel_timer()  # its trials are written below
-        errors = self.uploader.flush() if self.uploader is not None else []
+        wait = tracking.INTERRUPTED_FLUSH_SECONDS if interrupted else None  # a signal: seconds, the store may be gone
+        errors = self.uploader.flush(wait) if self.uploader is not None else []
         sync = tracking.Run(self.client, self.run.run_id)
         try:
             trials = self.study.get_trials(deepcopy=False)
