@@ -3,10 +3,34 @@ import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+# The MLflow servers the tests start (tests/services.py, bench/) inherit this: without it each one also starts
+# MLflow's job runner, about eight processes that each import mlflow, for jobs no test submits.
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+
+
+def _share_the_cores() -> None:
+    """Under pytest-xdist (``make test`` runs ``-n auto``) every worker is a process with its own TensorFlow,
+    whose pools would each take every core: each worker gets its share instead, for its own training and
+    for the processes its tests start (they inherit the environment). Set before TensorFlow is imported."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        for env in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+            os.environ.setdefault(env, str(max(1, cores // workers)))
+
+
+_share_the_cores()
 
 import pytest  # noqa: E402
 
 from .services import Databases, postgres_or_skip  # noqa: E402
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks to schedule
+def pytest_collection_modifyitems(items):
+    """Tests marked slow start first, so that under pytest-xdist no worker is left with a long test at the end
+    while the others have finished (the order of the other tests is kept)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

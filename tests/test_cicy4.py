@@ -17,6 +17,9 @@ from cicy_search.errors import CicyError
 
 from .conftest import run_cli
 
+# The module-scoped fixtures here are made once: pytest-xdist runs all these tests on one worker.
+pytestmark = pytest.mark.xdist_group("cicy4")
+
 SAMPLE = Path(__file__).parent / "data" / "cicy4_sample.txt"
 SEXTIC = "{1, 1, 1, {{6}}, 2610, False, 1, 0, 426, 1752, True}"
 RECORD_2 = "{2, 1, 2, {{2, 5}}, 2190, False, 1, 0, 356, 1472, Null}"

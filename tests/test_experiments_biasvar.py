@@ -12,6 +12,9 @@ from cicy_search.training import prepare
 
 from .conftest import run_cli, tiny
 
+# The module-scoped fixtures here are made once: pytest-xdist runs all these tests on one worker.
+pytestmark = pytest.mark.xdist_group("experiments_biasvar")
+
 EXPERIMENT = "test-reporting-biasvar"
 
 

@@ -13,6 +13,9 @@ from cicy_search.tracking.runner import run_tracked
 
 from .conftest import run_cli, tiny
 
+# The module-scoped fixtures here are made once: pytest-xdist runs all these tests on one worker.
+pytestmark = pytest.mark.xdist_group("experiments_compare")
+
 EXPERIMENT = "test-reporting-compare"
 ROOT = Path(__file__).resolve().parents[1]
 

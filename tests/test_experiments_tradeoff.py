@@ -48,6 +48,7 @@ def test_shipped_recipe_is_the_trade_off_setting():
     assert len(biasvar.level_configs(cfg, recipe["param"], recipe["values"])) == len(recipe["values"])
 
 
+@pytest.mark.slow
 def test_recipe_runs_the_decomposition_with_the_replicas_spread(tmp_path, mlflow_client, tracking_uri, capsys):
     path = _write(
         tmp_path, name="bv", experiment=EXPERIMENT, config="dense", override={"data": {"limit": 400}},

@@ -14,6 +14,7 @@ def _raw(name):
     return json.loads(gzip.decompress((resources.files("cicy_search") / "data" / name).read_bytes()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["cicy3o.json.gz", "cicy3f.json.gz"])
 def test_euler_number_and_c2_agree_with_the_list_for_every_manifold(name):
     raw = _raw(name)
@@ -77,6 +78,7 @@ def _h11_cases(name, keep):
     return [raw[k]["matrix"] for k in keys], [raw[k]["h11"] for k in keys]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, keep", [("cicy3o.json.gz", None), ("cicy3f.json.gz", 150)])
 def test_h11_from_the_koszul_counts_agrees_with_the_list(name, keep):
     # Every manifold of the original list (4,874 favourable, 2,994 with h11 above the number of rows, up to 16 above),

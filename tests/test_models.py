@@ -117,6 +117,7 @@ def test_equivariant_predictions_do_not_change_under_row_and_column_permutations
     assert np.ptp(before, axis=0).max() > 1e-4
 
 
+@pytest.mark.slow
 def test_equivariant_model_trains_saves_and_reloads(tmp_path):
     from cicy_search import bundle
 
@@ -155,6 +156,7 @@ def test_permutation_augmentation_changes_training_but_not_evaluation():
     assert augmented.history["loss"][1] < augmented.history["loss"][0] * 1.5
 
 
+@pytest.mark.slow
 def test_talk_inception_block_is_the_one_the_talk_prints():
     """Per branch: conv without bias -> batch norm without scale -> ReLU; branches concatenated (Schneider 2020)."""
     from cicy_search.config import load_config
@@ -205,6 +207,11 @@ def test_cnn_config_is_the_talks_cnn_with_pooling():
 def test_a_linear_activation_makes_the_dense_network_affine(depth, width):
     """activation: linear (configs/koszul_linear.yaml): before its ReLU output the network is affine in its input,
     so the output at a mixture of two inputs is the mixture of their outputs while both are positive."""
+    import keras
+
+    # Seeded: for some initial weights a narrow ReLU network is affine on these inputs too (no unit changes side),
+    # so unseeded the last check depended on which tests had drawn random numbers before in the same process.
+    keras.utils.set_random_seed(0)
     config = resolve({"model": {"head": "regression", "depth": depth, "width": width, "activation": "linear"}})
     model = build(config, (12, 15, 3), H11)
     rng = np.random.default_rng(depth)

@@ -64,6 +64,7 @@ def test_png_export_with_chromium(tmp_path, chromium):
         assert image.size == (1200, 600) and np.asarray(image.convert("L")).std() > 5
 
 
+@pytest.mark.slow
 def test_render_check_passes_a_good_page_and_catches_broken_ones(tmp_path, chromium):
     good = _report().save(tmp_path / "good.html", png=False).html
     check = browser.check_render(good)

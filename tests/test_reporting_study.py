@@ -11,6 +11,9 @@ from cicy_search.search.study import load
 
 from .conftest import run_cli
 
+# The module-scoped fixtures here are made once: pytest-xdist runs all these tests on one worker.
+pytestmark = pytest.mark.xdist_group("reporting_study")
+
 EXPERIMENT = "test-reporting-study"
 
 

@@ -41,6 +41,7 @@ def test_summary_counts_the_weights_below_each_threshold():
     assert row["max_abs"] == pytest.approx(0.5) and row["mean_abs"] == pytest.approx((0.0005 + 0.005 + 2 * 0.5) / 4)
 
 
+@pytest.mark.slow
 def test_l1_piles_weights_at_zero_and_l2_shrinks_them():
     """Same data, seed and epochs: L1 leaves far more first-layer weights within 1e-3 of zero; L2 a smaller mean |w|."""
     models = {name: fit(tiny(limit=600, epochs=8, **m)).model for name, m in
@@ -66,6 +67,7 @@ def test_shrinkage_figure_is_soft_thresholding_and_division():
     np.testing.assert_allclose(curves["L1 + L2"][1], l1 / 2)
 
 
+@pytest.mark.slow
 def test_recipe_report_shows_weights_next_to_curves_and_logs_fractions(mlflow_client, tracking_uri, tmp_path):
     recipe = tmp_path / "reg.yaml"
     recipe.write_text(yaml.safe_dump({

@@ -45,6 +45,7 @@ def test_keras_tuner_searches_the_study_space_and_logs_every_trial(tmp_path, tra
     assert max(r.data.metrics["val_accuracy"] for r in runs) == pytest.approx(summary.best_value)
 
 
+@pytest.mark.slow
 def test_hyperband_trains_the_oracles_epochs_and_continues_the_best_model(tmp_path, tracking_uri, mlflow_client, capsys):
     from cicy_search.search.tuner import tune
 
@@ -74,6 +75,7 @@ def test_hyperband_trains_the_oracles_epochs_and_continues_the_best_model(tmp_pa
     assert mlflow_client.get_run(summary.parent_run_id).info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_an_interrupted_search_keeps_its_finished_trials_and_resumes(tmp_path, tracking_uri, mlflow_client, monkeypatch):
     from cicy_search import tracking
     from cicy_search.search import tuner as tuner_module
@@ -190,6 +192,7 @@ def test_compare_engines_usage_errors(tmp_path, monkeypatch, capsys, args, words
     assert not store.exists()
 
 
+@pytest.mark.slow
 def test_compare_engines_spends_equal_epochs_and_reports(tmp_path, monkeypatch, tracking_uri, mlflow_client, capsys):
     monkeypatch.chdir(tmp_path)
     study = _study_file(

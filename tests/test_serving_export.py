@@ -28,6 +28,9 @@ from cicy_search.serving.predict import predict_frame, predict_file
 from .conftest import run_cli
 from .services import free_port
 
+# The module-scoped fixtures here are made once: pytest-xdist runs all these tests on one worker.
+pytestmark = pytest.mark.xdist_group("serving_export")
+
 STUDY = "export-tiny"
 MODEL_NAME = "cicy-export-tiny"
 KNOWN = [[[5]], [[4, 5]], [[3], [3]], [[2, 3], [2, 3]]]  # quintic, quintic with [n | q], bicubic, bicubic with [n | q]

@@ -18,6 +18,9 @@ from cicy_search.training import fit
 
 from .conftest import run_cli, tiny
 
+# The module-scoped fixtures here are made once: pytest-xdist runs all these tests on one worker.
+pytestmark = pytest.mark.xdist_group("serving_predict")
+
 QUINTIC = [[5]]
 BICUBIC = [[3], [3]]  # P2 x P2 with two cubics: h11 = 2, h21 = 83
 

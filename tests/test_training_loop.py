@@ -15,6 +15,7 @@ from cicy_search.training import EpochCallback, fit, prepare, use_xla
 from .conftest import tiny
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("xla", [False, True])
 def test_fast_loop_is_model_fit_on_the_same_batches(xla):
     # 480 training samples at batch 50: 9 full batches and a partial one of 30, which XLA compiles separately.
@@ -32,6 +33,7 @@ def test_fast_loop_is_model_fit_on_the_same_batches(xla):
     assert abs(fast.metrics["test_accuracy"] - metrics["test_accuracy"]) <= 1 / len(prepared.x["test"])
 
 
+@pytest.mark.slow
 def test_fast_and_keras_loops_reach_the_same_accuracy():
     # The statistical check the search cares about: same seed and epochs, accuracy equal within noise
     # (model.fit shuffles into one fixed order for all epochs when seeded, the fast loop reshuffles).
@@ -79,6 +81,7 @@ def test_xla_auto_is_chosen_per_model_and_run_length():
     assert use_xla(config, build(config, shape, targets), 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("xla", [False, True])
 def test_mixed_precision_builds_and_trains(xla):
     config = resolve({"data": {"limit": 300}, "train": {"epochs": 2, "mixed_precision": True, "jit_compile": xla}})
