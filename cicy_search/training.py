@@ -315,7 +315,8 @@ def fast_fit(
 
     The arrays become tensors once. An epoch is one call of a ``tf.function`` that gathers shuffled
     batches from them and runs ``model.train_step`` in a ``tf.while_loop`` (``_each_batch``), so nothing
-    runs in Python or tf.data between steps; validation is one more call. Steps,
+    runs in Python or tf.data between steps; the validation pass follows in the same call (with XLA, which
+    compiles the training steps only, in a second one), so its batch-end callbacks run after it. Steps,
     batch size, loss, metrics, history and callbacks are those of ``model.fit`` with ``steps_per_execution``
     = one epoch. Only the order differs: epoch e uses the e-th ``permutation(n)`` of
     ``np.random.default_rng(seed)``, a new order every epoch (seeded ``model.fit`` in Keras 3.15 / TF 2.21
@@ -333,14 +334,21 @@ def fast_fit(
     transform = permute_batch if augment else None
     # Batches of unknown size give convolutions other kernels (other numbers) than today's static ones.
     static = jit_compile or has_convolutions(model)
-    train_epoch = tf.function(
-        lambda order, key: _each_batch(model.train_step, x, y, order, batch_size, transform, key, static=static),
-        jit_compile=jit_compile,
-    )
-    # One batch or a few: XLA would add compile time and save nothing.
-    val_pass = tf.function(
-        lambda: _each_batch(model.test_step, vx, vy, tf.range(vx.shape[0]), EVAL_BATCH, static=static), jit_compile=False
-    )
+
+    def train_pass(order, key):
+        _each_batch(model.train_step, x, y, order, batch_size, transform, key, static=static)
+        return model.get_metrics_result()
+
+    def val_pass():
+        model.reset_metrics()
+        _each_batch(model.test_step, vx, vy, tf.range(vx.shape[0]), EVAL_BATCH, static=static)
+        return model.get_metrics_result()
+
+    if jit_compile:  # XLA for the training steps; on one batch or a few of validation it would add compile time only
+        train_call, val_call = tf.function(train_pass, jit_compile=True), tf.function(val_pass)
+        epoch_pass = lambda order, key: (train_call(order, key), val_call())  # noqa: E731
+    else:  # one call an epoch, one function to trace and optimise: the validation pass follows in the graph
+        epoch_pass = tf.function(lambda order, key: (train_pass(order, key), val_pass()))
     rng = np.random.default_rng(seed)
     for _ in range(initial_epoch):
         rng.permutation(n)
@@ -353,12 +361,10 @@ def fast_fit(
         model.reset_metrics()
         cbs.on_epoch_begin(epoch)
         cbs.on_train_batch_begin(0)
-        train_epoch(tf.constant(rng.permutation(n), dtype=tf.int32), tf.constant([seed, epoch], dtype=tf.int32))
-        logs = _metric_values(model)
+        train, val = epoch_pass(tf.constant(rng.permutation(n), dtype=tf.int32), tf.constant([seed, epoch], dtype=tf.int32))
+        logs = _floats(train)
         cbs.on_train_batch_end(steps - 1, logs)  # one execution per epoch, as model.fit calls it
-        model.reset_metrics()
-        val_pass()
-        logs.update({f"val_{k}": v for k, v in _metric_values(model).items()})
+        logs.update({f"val_{k}": v for k, v in _floats(val).items()})
         cbs.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
@@ -429,8 +435,8 @@ def _each_batch(step, x, y, order, batch: int, transform=None, key=None, *, stat
         step(take(order[full * batch :], full))
 
 
-def _metric_values(model) -> dict[str, float]:
-    return {k: float(v) for k, v in model.get_metrics_result().items()}
+def _floats(results: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in results.items()}
 
 
 PREDICT_BATCH = 2048
