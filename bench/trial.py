@@ -17,8 +17,10 @@ the product): data (``Objective.prepared``), build (``models.build``, ``compile_
 first epoch's excess over the median later epoch: tracing and graph optimisation), epochs, evaluation (scoring
 every split), pruning reports (``KerasPruningCallback``), tracking on the trial's thread (``Run`` calls and the
 rest of the tracked run outside ``fit``), Optuna (sampling, ask, tell and the study's callbacks: the trial's
-``Study.optimize`` outside the objective) and other (the rest of ``fit`` and the objective: seeding, arrays to
-tensors, the Keras reset). One inception trial (``--inception-epochs``, the default inception network) is cut the
+``Study.optimize`` outside the objective, the suggest calls and user attributes inside it) and other (the rest of
+``fit``: seeding, arrays to tensors, the wait at the first epoch's end for the previous trial's MLflow writes; the
+objective's Keras reset). An epoch is timed by a callback put first in
+``fast_fit``'s list: from its start to its end, before the metric logging and the pruning report. One inception trial (``--inception-epochs``, the default inception network) is cut the
 same way. Trial time is the sum of each trial's ``Study.optimize``; the load average is recorded at every block.
 """
 
@@ -28,7 +30,9 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,7 +55,7 @@ class Phases:
         self.trials.append(self.now)
 
     def add(self, key: str, seconds: float) -> None:
-        if self.now is not None:
+        if self.now is not None and threading.current_thread() is threading.main_thread():  # the trial's thread only
             self.now["raw"][key] = self.now["raw"].get(key, 0.0) + seconds
 
 
@@ -93,6 +97,9 @@ def wrapped(phases: Phases):
     for name in ("log_metrics", "log_params", "log_inputs", "later", "log_artifacts"):
         wrap(tracking.Run, name, "tracking_calls")
     wrap(runner, "fit", "fit")  # the tracked run's fit (the objective's untracked path is not timed)
+    wrap(objective.space, "sample", "optuna_calls")  # the objective's suggest calls
+    wrap(optuna.Trial, "set_user_attr", "optuna_calls")
+    wrap(keras.backend, "clear_session", "reset")
 
     class EpochTimer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -102,8 +109,16 @@ def wrapped(phases: Phases):
             if phases.now is not None:
                 phases.now["epochs"].append(time.perf_counter() - self.t0)
 
+    timer, fast_fit = EpochTimer(), training.fast_fit
+    originals.append((training, "fast_fit", fast_fit))
+
+    def timed_fast_fit(model, train, val, *, callbacks=(), **options):
+        # The timer first among the callbacks: an epoch ends before the metric logging and pruning reports run.
+        return fast_fit(model, train, val, callbacks=[timer, *callbacks], **options)
+
+    training.fast_fit = timed_fast_fit
     try:
-        yield EpochTimer()
+        yield timer
     finally:
         for owner, name, fn in reversed(originals):
             setattr(owner, name, fn)
@@ -118,9 +133,10 @@ def split(trial: dict) -> dict:
            "evaluation": raw.get("evaluation", 0.0), "pruning": raw.get("pruning", 0.0)}
     # The epoch timer runs first among the callbacks: the pruning reports and metric logging fall outside epochs.
     fit_rest = raw.get("fit", 0.0) - sum(epochs) - out["build"] - out["evaluation"]
-    out["tracking"] = raw.get("objective", 0.0) - raw.get("fit", 0.0) - out["data"] + raw.get("tracking_calls", 0.0)
-    out["optuna"] = raw.get("trial", 0.0) - raw.get("objective", 0.0)
-    out["other"] = max(0.0, fit_rest - out["pruning"] - raw.get("tracking_calls", 0.0))
+    calls, reset = raw.get("optuna_calls", 0.0), raw.get("reset", 0.0)
+    out["tracking"] = raw.get("objective", 0.0) - raw.get("fit", 0.0) - out["data"] - calls - reset + raw.get("tracking_calls", 0.0)
+    out["optuna"] = raw.get("trial", 0.0) - raw.get("objective", 0.0) + calls
+    out["other"] = max(0.0, fit_rest - out["pruning"] - raw.get("tracking_calls", 0.0)) + reset
     out["total"] = raw.get("trial", 0.0)
     out["n_epochs"] = len(epochs)
     return out
@@ -170,7 +186,7 @@ def peer_objective(prepared, mlflow_callback, spec):
     return objective
 
 
-def inception_trial(spec, folder: Path, epochs: int, phases: Phases, timer) -> dict:
+def inception_trial(folder: Path, epochs: int, phases: Phases) -> dict:
     """One trial of the default inception network through a one-trial study of the same kind."""
     from cicy_search.search import study as studies
     from cicy_search.search import studyfile
@@ -218,47 +234,37 @@ def main(argv: list[str] | None = None) -> dict:
     peer = None if args.no_peer else peer_objective(prepare(spec.config_for({}, seed=spec.seed, name="peer")), mlflow_cb, spec)
     loads, seconds = [os.getloadavg()], {"product": 0.0, "peer": 0.0}
     sizes = [args.trials * (b + 1) // args.blocks - args.trials * b // args.blocks for b in range(args.blocks)]
-    with wrapped(phases) as timer:
-        from cicy_search.search import objective as objective_module
-
-        init = objective_module.Objective.__init__
-
-        def with_timer(self, *a, **k):  # the epoch timer first among every trial's callbacks
-            init(self, *a, **k)
-            self.callbacks.insert(0, timer)
-
-        objective_module.Objective.__init__ = with_timer
-        try:
-            done = 0
-            for b, size in enumerate(sizes):
-                arms = [("product", None), ("peer", peer)] if b % 2 == 0 else [("peer", peer), ("product", None)]
-                for arm, fn in arms:
-                    if arm == "peer" and fn is None:
-                        continue
-                    phases.now = None  # the peer's Study.optimize is not a product trial's
-                    t0 = time.perf_counter()
-                    if arm == "product":
-                        studies.run(spec, storage=storage, tracking_uri=uri, n_trials=done + size, report=False)
-                    else:
-                        peer_study.optimize(fn, n_trials=size, callbacks=[mlflow_cb])
-                    seconds[arm] += time.perf_counter() - t0
-                    loads.append(os.getloadavg())
-                done += size
-            product_trials = len(phases.trials)
-            phases.now = None
-            inception = inception_trial(spec, folder, args.inception_epochs, phases, timer) if args.inception_epochs else None
-        finally:
-            objective_module.Objective.__init__ = init
+    with wrapped(phases):
+        done = 0
+        for b, size in enumerate(sizes):
+            arms = [("product", None), ("peer", peer)] if b % 2 == 0 else [("peer", peer), ("product", None)]
+            for arm, fn in arms:
+                if arm == "peer" and fn is None:
+                    continue
+                phases.now = None  # the peer's Study.optimize is not a product trial's
+                t0 = time.perf_counter()
+                if arm == "product":
+                    studies.run(spec, storage=storage, tracking_uri=uri, n_trials=done + size, report=False)
+                else:
+                    peer_study.optimize(fn, n_trials=size, callbacks=[mlflow_cb])
+                seconds[arm] += time.perf_counter() - t0
+                loads.append(os.getloadavg())
+            done += size
+        product_trials = len(phases.trials)
+        phases.now = None
+        inception = inception_trial(folder, args.inception_epochs, phases) if args.inception_epochs else None
     rows = [split(t) for t in phases.trials[:product_trials]]
     product = summary(rows)
     product_study = studies.load(spec.name, storage=storage)
     product["best_val_accuracy"] = product_study.best_value
     product["wall_s"] = seconds["product"]
-    out = {"command": "python -m bench.trial " + " ".join(argv or []), "machine": machine(False), "load_average": loads,
+    product["values"] = [t.value for t in product_study.trials]  # the same on every run of the same code: reproducible
+    out = {"command": "python -m bench.trial " + " ".join(sys.argv[1:] if argv is None else argv), "machine": machine(False), "load_average": loads,
            "product": product, "product_trials": rows, "inception_trial": inception}
     if peer is not None:
         peer_trial_s = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in peer_study.trials)
         out["peer"] = {"trials": len(peer_study.trials), "trial_s": peer_trial_s, "wall_s": seconds["peer"],
+                       "values": [t.value for t in peer_study.trials],
                        "best_val_accuracy": peer_study.best_value,
                        "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in peer_study.trials)}
         out["peer_over_product_trial_s"] = peer_trial_s / product["trial_s"]
