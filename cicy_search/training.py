@@ -346,7 +346,10 @@ def fast_fit(
 
     if jit_compile:  # XLA for the training steps; on one batch or a few of validation it would add compile time only
         train_call, val_call = tf.function(train_pass, jit_compile=True), tf.function(val_pass)
-        epoch_pass = lambda order, key: (train_call(order, key), val_call())  # noqa: E731
+
+        def epoch_pass(order, key):
+            return train_call(order, key), val_call()
+
     else:  # one call an epoch, one function to trace and optimise: the validation pass follows in the graph
         epoch_pass = tf.function(lambda order, key: (train_pass(order, key), val_pass()))
     rng = np.random.default_rng(seed)
