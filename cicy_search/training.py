@@ -162,9 +162,13 @@ def use_xla(config: dict, model, steps_per_epoch: int) -> bool:
 
     if tf.config.list_physical_devices("GPU"):
         return True
-    if any(isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)) for layer in model.layers):
+    if has_convolutions(model):
         return False
     return config["train"]["epochs"] * steps_per_epoch >= XLA_MIN_STEPS
+
+
+def has_convolutions(model) -> bool:
+    return any(isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)) for layer in model.layers)
 
 
 def compile_model(model, config: dict, targets: list[Target], steps_per_epoch: int) -> None:
@@ -325,8 +329,9 @@ def fast_fit(
     """``model.fit(x, y, shuffle=True, validation_data=val)`` for data that fits in memory, one compiled call per epoch.
 
     The arrays become tensors once. An epoch is one call of a ``tf.function`` that gathers shuffled
-    batches from them and runs ``model.train_step`` in a ``tf.while_loop`` (the full batches, then the
-    remainder), so nothing runs in Python or tf.data between steps; validation is one more call. Steps,
+    batches from them and runs ``model.train_step`` in a ``tf.while_loop`` (``_each_batch``), so nothing
+    runs in Python or tf.data between steps; the validation pass follows in the same call (with XLA, which
+    compiles the training steps only, in a second one), so its batch-end callbacks run after it. Steps,
     batch size, loss, metrics, history and callbacks are those of ``model.fit`` with ``steps_per_execution``
     = one epoch. Only the order differs: epoch e uses the e-th ``permutation(n)`` of
     ``np.random.default_rng(seed)``, a new order every epoch (seeded ``model.fit`` in Keras 3.15 / TF 2.21
@@ -342,11 +347,26 @@ def fast_fit(
     n = int(x.shape[0])
     _build_state(model, x[:1], tf.nest.map_structure(lambda a: a[:1], y))
     transform = permute_batch if augment else None
-    train_epoch = tf.function(
-        lambda order, key: _each_batch(model.train_step, x, y, order, batch_size, transform, key), jit_compile=jit_compile
-    )
-    # One batch or a few: XLA would add compile time and save nothing.
-    val_pass = tf.function(lambda: _each_batch(model.test_step, vx, vy, tf.range(vx.shape[0]), EVAL_BATCH), jit_compile=False)
+    # Batches of unknown size give convolutions other kernels (other numbers) than today's static ones.
+    static = jit_compile or has_convolutions(model)
+
+    def train_pass(order, key):
+        _each_batch(model.train_step, x, y, order, batch_size, transform, key, static=static)
+        return model.get_metrics_result()
+
+    def val_pass():
+        model.reset_metrics()
+        _each_batch(model.test_step, vx, vy, tf.range(vx.shape[0]), EVAL_BATCH, static=static)
+        return model.get_metrics_result()
+
+    if jit_compile:  # XLA for the training steps; on one batch or a few of validation it would add compile time only
+        train_call, val_call = tf.function(train_pass, jit_compile=True), tf.function(val_pass)
+
+        def epoch_pass(order, key):
+            return train_call(order, key), val_call()
+
+    else:  # one call an epoch, one function to trace and optimise: the validation pass follows in the graph
+        epoch_pass = tf.function(lambda order, key: (train_pass(order, key), val_pass()))
     rng = np.random.default_rng(seed)
     for _ in range(initial_epoch):
         rng.permutation(n)
@@ -359,12 +379,10 @@ def fast_fit(
         model.reset_metrics()
         cbs.on_epoch_begin(epoch)
         cbs.on_train_batch_begin(0)
-        train_epoch(tf.constant(rng.permutation(n), dtype=tf.int32), tf.constant([seed, epoch], dtype=tf.int32))
-        logs = _metric_values(model)
+        train, val = epoch_pass(tf.constant(rng.permutation(n), dtype=tf.int32), tf.constant([seed, epoch], dtype=tf.int32))
+        logs = _floats(train)
         cbs.on_train_batch_end(steps - 1, logs)  # one execution per epoch, as model.fit calls it
-        model.reset_metrics()
-        val_pass()
-        logs.update({f"val_{k}": v for k, v in _metric_values(model).items()})
+        logs.update({f"val_{k}": v for k, v in _floats(val).items()})
         cbs.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
@@ -392,11 +410,14 @@ def permute_batch(xb, key):
     return tf.gather(tf.gather(xb, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
 
 
-def _each_batch(step, x, y, order, batch: int, transform=None, key=None) -> None:
+def _each_batch(step, x, y, order, batch: int, transform=None, key=None, *, static: bool = False) -> None:
     """``step((x[i], y[i]))`` for consecutive batches of the indices ``order``, inside the graph.
 
-    The full batches run in a ``tf.while_loop``, the remainder after it: each has a static shape, so XLA
-    compiles both.
+    Every batch, the smaller last one too, runs in one ``tf.while_loop`` whose batches have an unknown size:
+    ``step`` is traced once, and the graph to optimise is one step's. For XLA (``static``), which needs static
+    shapes, and for convolutions, whose CPU kernels differ with an unknown batch size (other numbers),
+    the full batches run in the loop and the remainder after it: ``step`` is traced twice. Dense networks
+    get the same numbers either way.
     """
     import tensorflow as tf
 
@@ -408,7 +429,17 @@ def _each_batch(step, x, y, order, batch: int, transform=None, key=None) -> None
             xb = transform(xb, tf.random.experimental.stateless_fold_in(key, k))
         return xb, yb
 
-    full, rest = divmod(int(order.shape[0]), batch)
+    n = int(order.shape[0])
+    if not static:
+
+        def any_body(i):
+            step(take(order[i * batch : tf.minimum((i + 1) * batch, n)], i))
+            return i + 1
+
+        # Each step needs the previous one's weights: one iteration at a time.
+        tf.while_loop(lambda i: i < math.ceil(n / batch), any_body, [tf.constant(0)], parallel_iterations=1)
+        return
+    full, rest = divmod(n, batch)
     if full:
         rows = tf.reshape(order[: full * batch], (full, batch))
 
@@ -422,8 +453,8 @@ def _each_batch(step, x, y, order, batch: int, transform=None, key=None) -> None
         step(take(order[full * batch :], full))
 
 
-def _metric_values(model) -> dict[str, float]:
-    return {k: float(v) for k, v in model.get_metrics_result().items()}
+def _floats(results: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in results.items()}
 
 
 PREDICT_BATCH = 2048
@@ -450,8 +481,9 @@ def predict(model, x: np.ndarray, targets: list[Target], head: str) -> dict[str,
 def derive(pred: dict[str, np.ndarray], matrices: np.ndarray, d: dict, euler: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The reported Hodge numbers from the network's: with ``physics``, h21 = h11 - euler/2 exactly.
 
-    On 4-folds h31 = euler/6 - 8 - h11 + h21 and h22 = 44 + 4 h11 - 2 h21 + 4 h31 (``cicy4.derived_hodge``), with
-    the exact Euler number: ``euler`` when given (an imported list's, checked at import), else computed.
+    On 4-folds h31 = euler/6 - 8 - h11 + h21 and h22 = 44 + 4 h11 - 2 h21 + 4 h31 (``cicy4.derived_hodge``). The
+    exact Euler numbers: ``euler`` when given (an imported list's, checked at import; the unpermuted matrices'),
+    else computed from ``matrices``.
     """
     if d.get("physics") and d.get("dataset") and cicy_data.source(d["dataset"]).kind == "cicy4":
         from . import cicy4
@@ -461,7 +493,8 @@ def derive(pred: dict[str, np.ndarray], matrices: np.ndarray, d: dict, euler: np
         h31, h22 = cicy4.derived_hodge(pred["h11"], pred["h21"], np.asarray(euler, dtype=np.int64))
         pred = {**pred, "h31": h31, "h22": h22}
     elif d.get("physics"):
-        euler, _ = cicy_data.exact_invariants(matrices)
+        if euler is None:
+            euler, _ = cicy_data.exact_invariants(matrices)
         pred = {**pred, "h21": pred["h11"] - euler // 2}
     return {name: pred[name] for name in d.get("targets") or pred}
 
@@ -492,12 +525,17 @@ def evaluate(model, prepared: Prepared, head: str) -> dict[str, float]:
         split = "test" if name == "test_permuted" else name
         raw = predict(model, x, prepared.targets, head)
         four = src is not None and src.kind == "cicy4"
-        euler = prepared.dataset.frame["euler"].to_numpy()[prepared.index[split]] if four else None  # permutation-invariant
+        euler = None  # permutation-invariant: the permuted test matrices' are the test split's
+        if four:
+            euler = prepared.dataset.frame["euler"].to_numpy()[prepared.index[split]]
+        elif matrices is not None and src is not None and src.kind == "shipped" and (d.get("physics") or "h11" in raw):
+            euler, _ = cicy_data.exact_invariants(prepared.matrices[split])
         pred = derive(raw, matrices, d, euler) if matrices is not None else raw
         metrics.update(scores(pred, prepared.y[split], name))
         if matrices is not None and "h11" in raw and not d.get("physics") and src is not None and src.kind == "shipped":
             true = prepared.dataset.y("h21")[prepared.index[split]]
-            metrics[f"{name}_h21_physics_accuracy"] = float(np.mean(derive(raw, matrices, {"physics": True, "targets": ["h21"]})["h21"] == true))
+            physics = derive(raw, matrices, {"physics": True, "targets": ["h21"]}, euler)["h21"]
+            metrics[f"{name}_h21_physics_accuracy"] = float(np.mean(physics == true))
     return metrics
 
 
