@@ -55,7 +55,7 @@ class Prepared:
 def network_targets(d: dict) -> list[str]:
     """What the network learns: the requested targets, or with ``physics`` the independent ones (h11; on 4-folds h11, h21)."""
     if d.get("physics"):
-        return ["h11", "h21"] if cicy_data.source(d["dataset"]).kind == "cicy4" else ["h11"]
+        return ["h11", "h21"] if cicy_data.is_imported(d["dataset"]) else ["h11"]
     return list(d["targets"])
 
 
@@ -485,7 +485,7 @@ def derive(pred: dict[str, np.ndarray], matrices: np.ndarray, d: dict, euler: np
     exact Euler numbers: ``euler`` when given (an imported list's, checked at import; the unpermuted matrices'),
     else computed from ``matrices``.
     """
-    if d.get("physics") and d.get("dataset") and cicy_data.source(d["dataset"]).kind == "cicy4":
+    if d.get("physics") and d.get("dataset") and cicy_data.is_imported(d["dataset"]):
         from . import cicy4
 
         if euler is None:
