@@ -77,13 +77,13 @@ def load(folder: str | Path) -> Loaded:
     folder = Path(folder)
     if not (folder / "config.yaml").is_file():
         raise CicyError(f"{folder}: not a model folder (no config.yaml)")
-    config = _read_config(folder / "config.yaml")
-    targets = _read_targets(folder / "targets.json")
     record = _read_record(folder / INPUT_FILE)
-    if record.get("plugin"):  # its module registers the custom layers the model file names
+    if record.get("plugin"):  # first: its module registers the custom layers the model file names, and the config's family
         from .models import family
 
         family(record["plugin"]["family"])
+    config = _read_config(folder / "config.yaml")
+    targets = _read_targets(folder / "targets.json")
     svm = (folder / SVM_FILE).is_file()
     path = folder / (SVM_FILE if svm else KERAS_FILE)
     if not path.is_file():
