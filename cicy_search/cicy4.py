@@ -4,8 +4,7 @@ The list (Gray, Haupt, Lukas: 921,497 configuration matrices up to 16 x 20) is p
 ``cicy4list.txt``: a Mathematica list ``{rec, rec, ...}`` of records
 ``{ID, rows, cols, {{configuration matrix}}, euler, direct-product flag, h11, h21, h31, h22, flag}``, flags being
 True, False or Null. It is too large to ship: ``import_list`` (``cicy-search data import-cicy4``) reads it once,
-validates every record and writes a compressed ``.npz`` that ``load`` reads in seconds (5 s for the full list
-on a busy 2-core machine).
+validates every record and writes a compressed ``.npz`` that ``load`` reads in seconds (docs/performance.md).
 
 The ``.npz`` file (format ``cicy4-npz/1``, one array per column, N records in file order):
 ``x`` int8 (N, 16, 20) the zero-padded configuration matrices; ``id`` int32; ``rows``, ``cols`` int8;

@@ -58,8 +58,8 @@ def resolve_uri(uri: str | None = None) -> str:
 
 
 #: A tracking server that does not answer its health check within ``ANSWER_SECONDS`` is asked again until
-#: ``PATIENCE_SECONDS`` have passed: a busy server (64 workers starting at once against a 4-worker ``mlflow server``
-#: took longer than 5 s, ``bench.scale``) is not a missing one. A refused connection or an unknown host fails at once.
+#: ``PATIENCE_SECONDS`` have passed: a busy server (many workers starting at once against a few ``mlflow server``
+#: workers: docs/performance.md, ``bench.scale``) is not a missing one. A refused connection or an unknown host fails at once.
 ANSWER_SECONDS, PATIENCE_SECONDS = 5.0, 60.0
 
 #: MLflow's own defaults retry a request to a server that went away 7 times with doubling waits (minutes per write,
@@ -163,8 +163,8 @@ def fast_sqlite_commits() -> None:
     """Every SQLite database SQLAlchemy opens in this process (MLflow's store, Optuna's storage) gets a
     write-ahead log and ``synchronous=NORMAL``.
 
-    SQLite's default rollback journal syncs the disk two or three times per commit: 16 ms a commit on this
-    project's machine, and a trial makes a few dozen commits. In WAL mode a commit is an append (0.04 ms);
+    SQLite's default rollback journal syncs the disk two or three times per commit, and a trial makes a few dozen
+    commits. In WAL mode a commit is an append (docs/performance.md has the measured costs);
     processes on one host still share the database safely, and a crash of the process loses nothing (one of
     the machine may lose the last commits, never the database). WAL needs a local file system, as SQLite
     shared by several processes always did.
@@ -185,9 +185,9 @@ def fast_sqlite_commits() -> None:
 
 
 #: MLflow writes that can wait are batched this often: a run's per-epoch metrics (while a long trial trains, not
-#: all at its end; a short one's, the quickstart's 3 s, in one batch with its end) and a process's updates of the
-#: study's summary run. Every request costs the tracking server 13-40 ms of CPU whatever it carries (an
-#: ``mlflow server`` on PostgreSQL, ``bench.scale``), so with many workers the requests, not the values, are the load.
+#: all at its end; a short one's in one batch with its end) and a process's updates of the study's summary run.
+#: Every request costs the tracking server CPU whatever it carries (``bench.scale``, docs/performance.md), so with
+#: many workers the requests, not the values, are the load.
 FLUSH_SECONDS = 15.0
 
 _experiment_ids: dict[tuple[str, str], str] = {}  # (tracking URI, name) -> id, for the runs this process starts
