@@ -116,6 +116,9 @@ def study_create(
     storage: Optional[str] = typer.Option(None, envvar="CICY_STORAGE", help=STORAGE_HELP),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI for the study's runs (default: $MLFLOW_TRACKING_URI or mlruns/)"),
     n_trials: Optional[int] = typer.Option(None, help="total finished trials, shared by all workers (default: the file's budget)"),
+    move_tracking: bool = typer.Option(
+        False, "--move-tracking", help="an existing study whose runs are in another store records --tracking-uri as its store from now on (a new parent run there; earlier runs stay where they are)"
+    ),
 ):
     """Create a study for workers to join (idempotent; again with --n-trials changes its budget)."""
     from .search import study as studies
@@ -123,7 +126,7 @@ def study_create(
     from .search.storage import default_url, redact
     from .search.studyfile import load
 
-    s = studies.create(load(study_file), storage=storage, tracking_uri=tracking_uri, n_trials=n_trials)
+    s = studies.create(load(study_file), storage=storage, tracking_uri=tracking_uri, n_trials=n_trials, move_tracking=move_tracking)
     a = s.user_attrs
     console.print(
         f"study {s.study_name} in {redact(storage or default_url())}: budget {a['budget']}, {count_finished(s)} finished; "

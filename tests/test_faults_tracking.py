@@ -41,9 +41,35 @@ def test_resuming_with_another_tracking_store_is_refused(created, tmp_path, caps
     assert run_cli(*args) == 2
     err = capsys.readouterr().err.strip()
     assert err == (
-        f"error: study 'one' tracks its runs in {uri}, not {other} ({how}): resume it with its own store (or leave {how} out)"
+        f"error: study 'one' tracks its runs in {uri}, not {other} ({how}): resume it with its own store (or leave {how} out), "
+        "or move it there first: cicy-search study create FILE --storage URL --tracking-uri URI --move-tracking"
     )
     assert studies.load("one", storage=storage).trials == []
+
+
+def test_a_study_moved_to_another_store_writes_there_with_a_new_parent_run(created, tmp_path, capsys):
+    """A study resumed on a new machine from its committed storage, whose old store is not there: ``study create
+    --move-tracking`` records the new store and starts a parent run there that names the old one; without the flag
+    nothing changes, and moving again to the same store is a no-op."""
+    path, storage, uri = created
+    before = studies.load("one", storage=storage).user_attrs
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    assert run_cli("study", "create", str(path), "--storage", storage, "--tracking-uri", other) == 0
+    assert studies.load("one", storage=storage).user_attrs == before  # not moved without the flag
+    for again in range(2):
+        assert run_cli("study", "create", str(path), "--storage", storage, "--tracking-uri", other, "--move-tracking") == 0
+        capsys.readouterr()
+        study = studies.load("one", storage=storage)
+        if again == 0:
+            moved = study.user_attrs
+        assert study.user_attrs == moved  # the second move to the same store changes nothing
+    assert moved[links.TRACKING_URI] == other and moved[links.PARENT_RUN_ID] != before[links.PARENT_RUN_ID]
+    assert links.writer_uri(study, other) == other
+    parent = tracking.client(other).get_run(moved[links.PARENT_RUN_ID])
+    assert parent.data.tags["moved_from"] == f"{uri} {before[links.PARENT_RUN_ID]}"
+    assert parent.data.tags["role"] == "study" and parent.info.status == "SCHEDULED"
+    with pytest.raises(Exception, match="tracks its runs in"):
+        links.writer_uri(study, uri)  # the old store is now the other one
 
 
 def test_the_same_store_written_another_way_is_accepted(created, tmp_path, monkeypatch):

@@ -26,7 +26,12 @@ GIVE_UP_AFTER = 3  # failures in a row, all with one reason and none finished: t
 
 
 def create(
-    spec: StudySpec, *, storage: str | None = None, tracking_uri: str | None = None, n_trials: int | None = None
+    spec: StudySpec,
+    *,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    n_trials: int | None = None,
+    move_tracking: bool = False,
 ) -> optuna.Study:
     """Create the study and its MLflow parent run, or load them if they exist (idempotent).
 
@@ -34,6 +39,10 @@ def create(
     the total that workers read; creating again with another value changes it. Processes creating
     one study at once take turns under its budget lock: the first creates the study and its parent
     run, the others find them. A wrong storage URL or an unreachable tracking server fails first.
+
+    ``move_tracking``: an existing study whose runs are in another store (a study resumed on a new machine from
+    its committed storage) records ``tracking_uri`` as its store from now on, with a new parent run there tagged
+    with the old store and parent run (``moved_from``); its earlier trials' runs stay where they were.
     """
     check_budget(n_trials)
     check_url(storage)  # before the tracking store is opened (a SQLite one is created by opening it)
@@ -42,12 +51,14 @@ def create(
     lock = StudyLock(storage, spec.name)
     lock.acquire()
     try:
-        return _create(spec, optuna_storage, storage=storage, tracking_uri=tracking_uri, n_trials=n_trials)
+        return _create(spec, optuna_storage, storage=storage, tracking_uri=tracking_uri, n_trials=n_trials, move_tracking=move_tracking)
     finally:
         lock.close()
 
 
-def _create(spec: StudySpec, optuna_storage, *, storage: str | None, tracking_uri: str | None, n_trials: int | None) -> optuna.Study:
+def _create(
+    spec: StudySpec, optuna_storage, *, storage: str | None, tracking_uri: str | None, n_trials: int | None, move_tracking: bool = False
+) -> optuna.Study:
     """``create`` once it holds the study's lock (creating is the one step still taken in turns)."""
     client = tracking.client(tracking_uri)
     study = optuna.create_study(
@@ -63,8 +74,12 @@ def _create(spec: StudySpec, optuna_storage, *, storage: str | None, tracking_ur
             f"study {spec.name!r} exists in {redact(storage or default_url())} with directions "
             f"{[d.name.lower() for d in study.directions]}, not {spec.directions}"
         )
-    if links.parent_run_id(study) is None:
-        parent = tracking.Run.start(client, spec.name, run_name=spec.name, tags={"study": spec.name, "role": "study"})
+    moved = None
+    if move_tracking and links.parent_run_id(study) is not None and not links.same_store(study, client.tracking_uri):
+        moved = f"{study.user_attrs.get(links.TRACKING_URI)} {links.parent_run_id(study)}"
+    if links.parent_run_id(study) is None or moved:
+        tags = {"study": spec.name, "role": "study", **({"moved_from": tracking.hide_password(moved)} if moved else {})}
+        parent = tracking.Run.start(client, spec.name, run_name=spec.name, tags=tags)
         parent.log_params(
             {
                 "study": spec.name,

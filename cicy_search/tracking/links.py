@@ -55,14 +55,24 @@ def writer_uri(study, given: str | None = None) -> str | None:
 
     stored = study.user_attrs.get(TRACKING_URI)
     chosen = given or os.environ.get("MLFLOW_TRACKING_URI")
-    if stored and chosen and not _same_store(tracking.resolve_uri(chosen), stored):
+    if stored and chosen and not same_store(study, chosen):
         tracking._check_reachable(tracking.resolve_uri(chosen))  # a store that is not there is the first thing to say
         source = "$MLFLOW_TRACKING_URI" if chosen == os.environ.get("MLFLOW_TRACKING_URI") else "--tracking-uri"
         raise CicyError(
             f"study {study.study_name!r} tracks its runs in {tracking.hide_password(stored)}, not {tracking.hide_password(chosen)} "
-            f"({source}): resume it with its own store (or leave {source} out)"
+            f"({source}): resume it with its own store (or leave {source} out), or move it there first: "
+            f"cicy-search study create FILE --storage URL --tracking-uri URI --move-tracking"
         )
     return stored or given
+
+
+def same_store(study, uri: str) -> bool:
+    """Whether ``uri`` names the store ``study`` records its runs in (a study made before stores were recorded:
+    any)."""
+    from .. import tracking
+
+    stored = study.user_attrs.get(TRACKING_URI)
+    return not stored or _same_store(tracking.resolve_uri(uri), stored)
 
 
 #: A finished trial's run still RUNNING this long after the trial ended has lost its last writes (a tracking server
