@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .tracking import links
-from .errors import CicyError, one_line
+from .errors import CicyError, one_line, out_of_space
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -632,6 +632,8 @@ def main(args: list[str] | None = None) -> None:
     if not os.environ.get("CICY_DEBUG"):  # MLflow says INFO when it creates a store's tables: not the user's business
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         logging.getLogger("mlflow").setLevel(logging.WARNING)
+        # It logs a traceback for every write a store refuses; those failures reach the user as one line each.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     _terminated.clear()
     previous = {}
     try:
@@ -695,6 +697,14 @@ def _run(args: list[str] | None) -> None:
             sys.exit(2)
         if isinstance(e, (typer.Abort, click.exceptions.Abort)):
             sys.exit(130)
+        full = out_of_space(e)
+        if full:  # Optuna or MLflow could not write to its store: the user's disk, not a bug
+            err.print(
+                f"[red]error:[/] a store could not be written: {escape(full)}; a full disk or a file-size limit? "
+                "free space, then run the same command to resume",
+                highlight=False, soft_wrap=True,
+            )
+            sys.exit(2)
         raise
 
 
