@@ -618,6 +618,20 @@ def _usage_error(e) -> str:
     return message
 
 
+def _thread_out_of_space(default):
+    """A ``threading.excepthook`` that says in one ``warning:`` line that a background thread (Optuna's heartbeat)
+    could not write to a full store, where ``default`` would print its traceback; the main thread stops the study."""
+
+    def hook(args) -> None:
+        full = out_of_space(args.exc_value)
+        if full is None or os.environ.get("CICY_DEBUG"):
+            return default(args)
+        name = args.thread.name if args.thread is not None else "a background thread"
+        err.print(f"warning: {name}: a store could not be written: {full}", markup=False, highlight=False, soft_wrap=True)
+
+    return hook
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point; ``args`` defaults to ``sys.argv[1:]``. Always ends with ``sys.exit``.
 
@@ -640,9 +654,14 @@ def main(args: list[str] | None = None) -> None:
         previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm), signal.SIGINT: signal.signal(signal.SIGINT, _on_sigint)}
     except ValueError:  # not the main thread (an embedding application): leave its handlers alone
         pass
+    import threading
+
+    thread_hook = threading.excepthook
+    threading.excepthook = _thread_out_of_space(thread_hook)
     try:
         _run(args)
     finally:
+        threading.excepthook = thread_hook
         for signum, handler in previous.items():  # the caller's handlers again (main is also called in-process, by tests)
             signal.signal(signum, handler)
         from .tracking import interrupted
@@ -698,7 +717,7 @@ def _run(args: list[str] | None) -> None:
         if isinstance(e, (typer.Abort, click.exceptions.Abort)):
             sys.exit(130)
         full = out_of_space(e)
-        if full:  # Optuna or MLflow could not write to its store: the user's disk, not a bug
+        if full and not os.environ.get("CICY_DEBUG"):  # Optuna or MLflow could not write to its store: the user's disk, not a bug
             err.print(
                 f"[red]error:[/] a store could not be written: {escape(full)}; a full disk or a file-size limit? "
                 "free space, then run the same command to resume",
