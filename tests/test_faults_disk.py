@@ -125,3 +125,16 @@ def test_out_of_space_finds_the_cause_under_the_wrappers():
             assert out_of_space(last) == "disk I/O error"
     assert out_of_space(OSError(27, "File too large")) == "[Errno 27] File too large"
     assert out_of_space(RuntimeError("out of memory")) is None and out_of_space("no reason recorded") is None
+
+
+@pytest.mark.timeout(120)
+def test_a_trial_that_never_recorded_a_heartbeat_is_failed_and_retried(tmp_path):
+    # What a full disk leaves: a trial RUNNING whose worker could not write its first heartbeat. Optuna's RDB
+    # storage alone never takes it for stale, and the budget loop would wait for it forever.
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="beatless", storage=storages.open_storage(url, heartbeat_interval=1, grace_period=2))
+    study.ask()  # RUNNING, no heartbeat
+    ran = optimize_to_budget(Share(study, budget=1), lambda t: t.suggest_float("x", 0, 1), poll=0.2)
+    states = [t.state for t in study.get_trials()]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE] and ran == 1
+    assert study.get_trials()[1].user_attrs.get("retry_of") == 0

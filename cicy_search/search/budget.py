@@ -115,6 +115,7 @@ def optimize_to_budget(share: Share, objective, *, callbacks=(), on_wait=None, p
     start = time.monotonic()
     ran = failed = 0
     waiting = False
+    beaten: set[int] = set()  # running trials given a heartbeat by this process (``beat_once``)
     same: list = []  # reasons of this call's failures since the last trial that finished
     finished_any = False
     while n_trials is None or ran < n_trials:
@@ -128,6 +129,7 @@ def optimize_to_budget(share: Share, objective, *, callbacks=(), on_wait=None, p
             # waiting or leaving (a trial that starts is looked for by Optuna's optimize itself).
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                beat_once(study, beaten)
                 optuna.storages.fail_stale_trials(study)
             c = counts(study)
         if c.finished >= budget and not c.waiting and not (heartbeat and c.running):
@@ -169,6 +171,24 @@ def optimize_to_budget(share: Share, objective, *, callbacks=(), on_wait=None, p
                 same.append(reasons[0] if reasons and reasons[0] else "no reason recorded")
                 give_up(study, same, give_up_after, finished_any)
     return ran
+
+
+def beat_once(study: optuna.Study, beaten: set[int]) -> None:
+    """Record one heartbeat for each RUNNING trial this process has not seen yet.
+
+    A trial whose worker could not write its first heartbeat (a full disk) has none, and Optuna's RDB storage
+    takes only trials with a heartbeat for stale: without this, it would hold its place in the budget forever and
+    every worker would wait for it. With one, it is failed and retried after the grace period like any lost trial;
+    a live trial's own thread keeps beating, so the extra beat changes nothing for it.
+    """
+    storage = compat.study_storage(study)
+    running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)) if t.number not in beaten]
+    if not running:
+        return
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for number in running:
+        storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, number))
+        beaten.add(number)
 
 
 def give_up(study: optuna.Study, reasons: list, after: int, finished_any: bool) -> None:
