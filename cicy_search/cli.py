@@ -264,7 +264,23 @@ def study_status(
         seconds = f"{row['seconds']:.1f}" if row["seconds"] is not None else ""
         table.add_row(str(row["number"]), row["state"], value, params, seconds, row["mlflow_run_id"] or "")
     console.print(table)
+    _print_incomplete(s, tracking_uri)
     _print_links(s, tracking_uri)
+
+
+def _print_incomplete(study, tracking_uri: str | None = None) -> None:
+    """The finished trials whose MLflow run is incomplete (``links.incomplete``), one line each."""
+    try:
+        found = links.incomplete(study, links.client(study, tracking_uri))
+    except Exception:  # the trials are in Optuna; MLflow being away is said by _print_links
+        return
+    if found:
+        console.print(
+            f"{len(found)} finished trials with an incomplete MLflow run (the next study run or worker closes runs left "
+            f"RUNNING for {links.REPAIR_AFTER_SECONDS:.0f} s from Optuna's record):", markup=False, highlight=False, soft_wrap=True,
+        )
+    for number, what in found.items():
+        console.print(f"  trial {number}: {what}", markup=False, highlight=False, soft_wrap=True)
 
 
 @study_app.command("best")
