@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .tracking import links
-from .errors import CicyError, one_line
+from .errors import CicyError, one_line, out_of_space
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -267,7 +267,23 @@ def study_status(
         seconds = f"{row['seconds']:.1f}" if row["seconds"] is not None else ""
         table.add_row(str(row["number"]), row["state"], value, params, seconds, row["mlflow_run_id"] or "")
     console.print(table)
+    _print_incomplete(s, tracking_uri)
     _print_links(s, tracking_uri)
+
+
+def _print_incomplete(study, tracking_uri: str | None = None) -> None:
+    """The finished trials whose MLflow run is incomplete (``links.incomplete``), one line each."""
+    try:
+        found = links.incomplete(study, links.client(study, tracking_uri))
+    except Exception:  # the trials are in Optuna; MLflow being away is said by _print_links
+        return
+    if found:
+        console.print(
+            f"{len(found)} finished trials with an incomplete MLflow run (the next study run or worker closes runs left "
+            f"RUNNING for {links.REPAIR_AFTER_SECONDS:.0f} s from Optuna's record):", markup=False, highlight=False, soft_wrap=True,
+        )
+    for number, what in found.items():
+        console.print(f"  trial {number}: {what}", markup=False, highlight=False, soft_wrap=True)
 
 
 @study_app.command("best")
@@ -621,6 +637,20 @@ def _usage_error(e) -> str:
     return message
 
 
+def _thread_out_of_space(default):
+    """A ``threading.excepthook`` that says in one ``warning:`` line that a background thread (Optuna's heartbeat)
+    could not write to a full store, where ``default`` would print its traceback; the main thread stops the study."""
+
+    def hook(args) -> None:
+        full = out_of_space(args.exc_value)
+        if full is None or os.environ.get("CICY_DEBUG"):
+            return default(args)
+        name = args.thread.name if args.thread is not None else "a background thread"
+        err.print(f"warning: {name}: a store could not be written: {full}", markup=False, highlight=False, soft_wrap=True)
+
+    return hook
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point; ``args`` defaults to ``sys.argv[1:]``. Always ends with ``sys.exit``.
 
@@ -635,15 +665,22 @@ def main(args: list[str] | None = None) -> None:
     if not os.environ.get("CICY_DEBUG"):  # MLflow says INFO when it creates a store's tables: not the user's business
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         logging.getLogger("mlflow").setLevel(logging.WARNING)
+        # It logs a traceback for every write a store refuses; those failures reach the user as one line each.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     _terminated.clear()
     previous = {}
     try:
         previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm), signal.SIGINT: signal.signal(signal.SIGINT, _on_sigint)}
     except ValueError:  # not the main thread (an embedding application): leave its handlers alone
         pass
+    import threading
+
+    thread_hook = threading.excepthook
+    threading.excepthook = _thread_out_of_space(thread_hook)
     try:
         _run(args)
     finally:
+        threading.excepthook = thread_hook
         for signum, handler in previous.items():  # the caller's handlers again (main is also called in-process, by tests)
             signal.signal(signum, handler)
         from .tracking import interrupted
@@ -698,6 +735,14 @@ def _run(args: list[str] | None) -> None:
             sys.exit(2)
         if isinstance(e, (typer.Abort, click.exceptions.Abort)):
             sys.exit(130)
+        full = out_of_space(e)
+        if full and not os.environ.get("CICY_DEBUG"):  # Optuna or MLflow could not write to its store: the user's disk, not a bug
+            err.print(
+                f"[red]error:[/] a store could not be written: {escape(full)}; a full disk or a file-size limit? "
+                "free space, then run the same command to resume",
+                highlight=False, soft_wrap=True,
+            )
+            sys.exit(2)
         raise
 
 

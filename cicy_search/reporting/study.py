@@ -105,13 +105,26 @@ def _figures(study: optuna.Study) -> list[tuple[str, Callable[[], go.Figure]]]:
             (f"Optimization history{suffix}", lambda kw=kw: vis.plot_optimization_history(study, **kw)),
             (f"Parallel coordinates{suffix}", lambda kw=kw: vis.plot_parallel_coordinate(study, **kw)),
             (f"Slice{suffix}", lambda kw=kw: vis.plot_slice(study, **kw)),
-            (f"Contour{suffix}", lambda kw=kw: vis.plot_contour(study, params=_contour_params(study), **kw)),
+            (f"Contour{suffix}", lambda kw=kw: _quiet_contour(study, **kw)),
         ]
     out = [per_objective[0], ("Parameter importances", lambda: vis.plot_param_importances(study)), *per_objective[1:]]
     if multi and len(names) <= 3:
         out.append(("Pareto front", lambda: vis.plot_pareto_front(study, target_names=names)))
     out += [("Trials by state over time", lambda: states_over_time(study)), ("Timeline", lambda: vis.plot_timeline(study))]
     return out
+
+
+def _quiet_contour(study: optuna.Study, **kw):
+    """Optuna's contour plot, without the warning Optuna logs for each parameter with one value so far (a study's
+    first trials): the plot leaves that pair empty, and the line would land on the user's stderr mid-study."""
+    from optuna import visualization as vis
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(max(verbosity, optuna.logging.ERROR))
+    try:
+        return vis.plot_contour(study, params=_contour_params(study), **kw)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def _contour_params(study: optuna.Study, most: int = 4) -> list[str] | None:

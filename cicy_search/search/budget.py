@@ -26,7 +26,7 @@ from dataclasses import KW_ONLY, dataclass
 import optuna
 
 from .. import compat
-from ..errors import CicyError
+from ..errors import CicyError, out_of_space
 from .storage import count_states
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -77,7 +77,9 @@ class Share:
         max_failures: stop once more trials than this failed in this process; None: no limit.
         give_up_after: raise ``CicyError`` once this many trials in a row failed with one ``fail_reason`` while
             none finished in this process: a study whose every trial fails the same way (a setting that cannot
-            run) stops with that reason instead of failing on. None: never.
+            run) stops with that reason instead of failing on. A store that cannot be written (a full disk, a
+            file-size limit: ``errors.out_of_space``) stops it so even after trials finished, since every later
+            trial fails the same way. None: never.
     """
 
     study: optuna.Study
@@ -113,7 +115,9 @@ def optimize_to_budget(share: Share, objective, *, callbacks=(), on_wait=None, p
     start = time.monotonic()
     ran = failed = 0
     waiting = False
-    same: list | None = []  # reasons of this call's failures while no trial finished
+    beaten: set[int] = set()  # running trials given a heartbeat by this process (``beat_once``)
+    same: list = []  # reasons of this call's failures since the last trial that finished
+    finished_any = False
     while n_trials is None or ran < n_trials:
         if share.timeout is not None and time.monotonic() - start >= share.timeout:
             break
@@ -125,6 +129,7 @@ def optimize_to_budget(share: Share, objective, *, callbacks=(), on_wait=None, p
             # waiting or leaving (a trial that starts is looked for by Optuna's optimize itself).
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                beat_once(study, beaten)
                 optuna.storages.fail_stale_trials(study)
             c = counts(study)
         if c.finished >= budget and not c.waiting and not (heartbeat and c.running):
@@ -159,14 +164,46 @@ def optimize_to_budget(share: Share, objective, *, callbacks=(), on_wait=None, p
         waiting = False
         ran += 1
         failed += states[:1] == [optuna.trial.TrialState.FAIL]
-        if give_up_after is not None and same is not None:
+        if give_up_after is not None:
             if states[:1] != [optuna.trial.TrialState.FAIL]:
-                same = None  # a trial finished: later failures are not "every trial"
+                same, finished_any = [], True
             else:
                 same.append(reasons[0] if reasons and reasons[0] else "no reason recorded")
-                if len(same) >= give_up_after and len(set(same[-give_up_after:])) == 1:
-                    raise CicyError(
-                        f"study {study.study_name!r}: the last {give_up_after} trials all failed with the same error "
-                        f"and none finished, so the study stops: {same[-1]}"
-                    )
+                give_up(study, same, give_up_after, finished_any)
     return ran
+
+
+def beat_once(study: optuna.Study, beaten: set[int]) -> None:
+    """Record one heartbeat for each RUNNING trial this process has not seen yet.
+
+    A trial whose worker could not write its first heartbeat (a full disk) has none, and Optuna's RDB storage
+    takes only trials with a heartbeat for stale: without this, it would hold its place in the budget forever and
+    every worker would wait for it. With one, it is failed and retried after the grace period like any lost trial;
+    a live trial's own thread keeps beating, so the extra beat changes nothing for it.
+    """
+    storage = compat.study_storage(study)
+    running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)) if t.number not in beaten]
+    if not running:
+        return
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for number in running:
+        storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, number))
+        beaten.add(number)
+
+
+def give_up(study: optuna.Study, reasons: list, after: int, finished_any: bool) -> None:
+    """Raise ``CicyError`` if the last ``after`` failures in a row had one reason, and either no trial finished in
+    this process or that reason is a store out of space (no later trial can be recorded either)."""
+    if len(reasons) < after or len(set(reasons[-after:])) != 1:
+        return
+    full = out_of_space(reasons[-1])
+    if full:
+        raise CicyError(
+            f"study {study.study_name!r}: the last {after} trials failed because a store could not be written: "
+            f"{full}; a full disk or a file-size limit? free space, then run the same command to resume"
+        )
+    if not finished_any:
+        raise CicyError(
+            f"study {study.study_name!r}: the last {after} trials all failed with the same error "
+            f"and none finished, so the study stops: {reasons[-1]}"
+        )

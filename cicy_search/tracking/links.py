@@ -81,6 +81,47 @@ def same_store(study, uri: str) -> bool:
 REPAIR_AFTER_SECONDS = 300.0
 
 
+def _runs(study, client, filter_string: str = "") -> list:
+    """The study's MLflow runs (those ``filter_string`` selects), every page; none without its experiment."""
+    exp = client.get_experiment_by_name(study.user_attrs.get("mlflow_experiment", study.study_name))
+    if exp is None:
+        return []
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp.experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def incomplete(study, client) -> dict[int, str]:
+    """Trials Optuna has finished whose MLflow run is not: trial number -> what is wrong with its run.
+
+    A run still RUNNING (its last writes lost: ``repair`` closes it on a later resume), a complete trial's run
+    without its objective metrics, or a run id the store does not hold. One search of the study's runs.
+    """
+    import optuna
+
+    State = optuna.trial.TrialState
+    runs = {r.info.run_id: r for r in _runs(study, client)}
+    names = study.user_attrs.get("objectives") or ["value"]
+    found = {}
+    for trial in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED, State.FAIL)):
+        rid = run_id(trial)
+        if rid is None:
+            continue
+        run = runs.get(rid)
+        if run is None:
+            found[trial.number] = f"run {rid} is not in the tracking store"
+        elif run.info.status == "RUNNING":
+            found[trial.number] = f"run {rid} is still RUNNING"
+        elif trial.state == State.COMPLETE and not set(names) <= set(run.data.metrics):
+            missing = sorted(set(names) - set(run.data.metrics))
+            found[trial.number] = f"run {rid} has no metric {', '.join(missing)}"
+    return found
+
+
 def repair(study, client, *, older_than: float | None = None) -> list[int]:
     """Close the MLflow runs of trials Optuna has finished that were left RUNNING; returns their trial numbers.
 
@@ -98,17 +139,7 @@ def repair(study, client, *, older_than: float | None = None) -> list[int]:
     from ..config import flatten
 
     older_than = REPAIR_AFTER_SECONDS if older_than is None else older_than
-    exp = client.get_experiment_by_name(study.user_attrs.get("mlflow_experiment", study.study_name))
-    if exp is None:
-        return []
-    running = set()
-    token = None
-    while True:
-        page = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000, page_token=token)
-        running.update(r.info.run_id for r in page)
-        token = page.token
-        if not token:
-            break
+    running = {r.info.run_id for r in _runs(study, client, "attributes.status = 'RUNNING'")}
     if not running:
         return []
     State = optuna.trial.TrialState
