@@ -5,6 +5,6 @@
 cd "$(dirname "$0")/../.." || exit 1
 export PYTHONPATH=$PWD OMP_NUM_THREADS=2 TF_NUM_INTRAOP_THREADS=2 TF_NUM_INTEROP_THREADS=2
 echo "$(date -u +%FT%TZ) retrain start $(uptime | sed 's/.*load average: /load /')"
-nice -n 10 /work/main/.venv/bin/cicy-search results recipes/results.yaml --rows "study best (matrix_h11)" \
+nice -n 10 /work/main/.venv/bin/cicy-search results recipes/results.yaml --rows "${ROWS:-study best (matrix_h11)}" \
   --out bench/results/matrix_results_table --tracking-uri "sqlite:///$PWD/mlruns/mlflow.db"
 echo "$(date -u +%FT%TZ) retrain end rc=$? $(uptime | sed 's/.*load average: /load /')"
