@@ -259,7 +259,7 @@ def test_a_busy_tracking_server_is_waited_for_and_a_silent_or_refusing_one_is_on
     import socket
     import threading
 
-    from cicy_search.tracking import _check_reachable
+    from cicy_search.tracking import check_reachable
 
     monkeypatch.setattr(tracking, "ANSWER_SECONDS", 0.5)
     monkeypatch.setattr(tracking, "PATIENCE_SECONDS", 3.0)
@@ -280,7 +280,7 @@ def test_a_busy_tracking_server_is_waited_for_and_a_silent_or_refusing_one_is_on
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        _check_reachable(f"http://127.0.0.1:{server.server_address[1]}")
+        check_reachable(f"http://127.0.0.1:{server.server_address[1]}")
     finally:
         server.shutdown()
         server.server_close()
@@ -294,7 +294,7 @@ def test_a_busy_tracking_server_is_waited_for_and_a_silent_or_refusing_one_is_on
     start = time.monotonic()
     try:
         with pytest.raises(CicyError, match=r"^MLflow tracking server http://127\.0\.0\.1:\d+ is unreachable: no answer in 3 s$"):
-            _check_reachable(f"http://127.0.0.1:{silent.getsockname()[1]}")
+            check_reachable(f"http://127.0.0.1:{silent.getsockname()[1]}")
     finally:
         silent.close()
     assert 3.0 <= time.monotonic() - start < 10
@@ -302,7 +302,7 @@ def test_a_busy_tracking_server_is_waited_for_and_a_silent_or_refusing_one_is_on
     port = free_port()
     start = time.monotonic()
     with pytest.raises(CicyError, match="is unreachable: .*[Cc]onnection refused"):
-        _check_reachable(f"http://127.0.0.1:{port}")
+        check_reachable(f"http://127.0.0.1:{port}")
     assert time.monotonic() - start < 2
 
 

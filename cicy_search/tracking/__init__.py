@@ -69,7 +69,7 @@ ANSWER_SECONDS, PATIENCE_SECONDS = 5.0, 60.0
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
 
 
-def _check_reachable(uri: str) -> None:
+def check_reachable(uri: str) -> None:
     if uri.startswith(("http://", "https://")):
         import urllib.error
         import urllib.request
@@ -125,7 +125,7 @@ def client(uri: str | None = None):
     from ..locks import creating
 
     uri = resolve_uri(uri)
-    _check_reachable(uri)
+    check_reachable(uri)
     if uri.startswith(("http://", "https://")):
         for name, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)

@@ -56,7 +56,7 @@ def writer_uri(study, given: str | None = None) -> str | None:
     stored = study.user_attrs.get(TRACKING_URI)
     chosen = given or os.environ.get("MLFLOW_TRACKING_URI")
     if stored and chosen and not same_store(study, chosen):
-        tracking._check_reachable(tracking.resolve_uri(chosen))  # a store that is not there is the first thing to say
+        tracking.check_reachable(tracking.resolve_uri(chosen))  # a store that is not there is the first thing to say
         source = "$MLFLOW_TRACKING_URI" if chosen == os.environ.get("MLFLOW_TRACKING_URI") else "--tracking-uri"
         raise CicyError(
             f"study {study.study_name!r} tracks its runs in {tracking.hide_password(stored)}, not {tracking.hide_password(chosen)} "
