@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CicyError
+from .lists import CicyData
 
 PADDING = (16, 20)
 TARGETS = ("h11", "h21", "h31", "h22")
@@ -587,15 +588,13 @@ _loaded: dict[tuple, object] = {}
 
 
 def load(path: str | os.PathLike, *, keep_products: bool = True):
-    """An imported list as ``data.CicyData`` (``keep_products=False``: without the direct products).
+    """An imported list as ``CicyData`` (``keep_products=False``: without the direct products).
 
     ``x`` stays int8 (N, 16, 20); the frame has id, rows, cols, h11, h21, h31, h22, euler, product, flag.
     The last list loaded is kept for the process (a study's trials share it), keyed by the path as given and
     resolved, size, mtime and ``keep_products``; only that one copy of the matrices stays in memory.
     """
     import pandas as pd
-
-    from .data import CicyData
 
     stat = _existing(path).stat()
     key = (str(path), str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, keep_products)
@@ -607,7 +606,7 @@ def load(path: str | os.PathLike, *, keep_products: bool = True):
         frame["product"] = frame["product"].astype(bool)
         x = a.pop("x")[keep]
         x.setflags(write=False)
-        _loaded[key] = CicyData(str(path), frame, x)
+        _loaded[key] = CicyData(str(path), frame, x, str(a["sha256"]) if "sha256" in a else "")
     return _loaded[key]
 
 

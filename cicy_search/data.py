@@ -15,16 +15,17 @@ import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from . import cicy4, userdata
 from .errors import CicyError
+from .lists import TARGETS, CicyData, pad  # noqa: F401 (the package's names for them: data.CicyData, data.pad)
 
 DATASETS = {"original": "cicy3o.json.gz", "favourable": "cicy3f.json.gz"}
 PADDING = {"original": (12, 15), "favourable": (15, 18)}
-TARGETS = ("h11", "h21")
 
 
 FILE_SUFFIXES = (".npz", ".csv", ".json")
@@ -72,12 +73,8 @@ def source(dataset: str) -> Source:
         return Source(dataset, "shipped", 3, PADDING[dataset], TARGETS)
     if not dataset.endswith(FILE_SUFFIXES):
         raise CicyError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}, or a data file (.csv, .json, .npz)")
-    from . import cicy4
-
     if dataset.endswith(".npz") and (not Path(dataset).is_file() or _is_cicy4(dataset, *_version(dataset))):
         return Source(dataset, "cicy4", 4, cicy4.PADDING, cicy4.TARGETS)
-    from . import userdata
-
     f = userdata.read(dataset)
     return Source(dataset, "file", f.dimension, f.padding, f.targets)
 
@@ -90,8 +87,6 @@ def _version(path: str) -> tuple[int, int]:
 @functools.lru_cache(maxsize=16)
 def _is_cicy4(path: str, size: int, mtime_ns: int) -> bool:
     """Whether the .npz at ``path`` (of this size and time) is an imported 4-fold list; asked once per version."""
-    from . import cicy4
-
     return cicy4.is_imported_file(path)
 
 
@@ -116,12 +111,8 @@ def dataset_hash(dataset: str = "original") -> str:
     file): logged with every run."""
     kind = source(dataset).kind
     if kind == "cicy4":  # read each time: the file may be imported again, the working directory change
-        from . import cicy4
-
         return cicy4.source_sha256(dataset)
     if kind == "file":
-        from . import userdata
-
         return userdata.read(dataset).sha256
     return _shipped_hash(dataset)
 
@@ -174,43 +165,6 @@ def check_matrix(matrix, shape: tuple[int, int] | None = (12, 15)) -> str | None
     return None
 
 
-def pad(matrices: Iterable, shape: tuple[int, int]) -> np.ndarray:
-    """Zero-pad matrices (lists of rows) to ``shape``; returns float32 of shape (N, *shape)."""
-    matrices = list(matrices)
-    out = np.zeros((len(matrices), *shape), dtype=np.float32)
-    for k, m in enumerate(matrices):
-        a = np.asarray(m, dtype=np.float32)
-        out[k, : a.shape[0], : a.shape[1]] = a
-    return out
-
-
-@dataclass(frozen=True)
-class CicyData:
-    """One list of CICY 3-folds as arrays: ``x`` (N, rows, cols) float32, ``frame`` one row a manifold."""
-
-    name: str
-    frame: pd.DataFrame
-    x: np.ndarray
-    targets: tuple[str, ...] = ()  # the integer columns a data file holds (the shipped lists: TARGETS, h31, h22)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.x.shape[1], self.x.shape[2]
-
-    def y(self, target: str) -> np.ndarray:
-        known = self.targets or (*TARGETS, *(t for t in ("h31", "h22") if t in self.frame))  # h31, h22: 4-fold lists
-        if target not in known:
-            raise CicyError(f"unknown target {target!r} for the {self.name} list: choose from {', '.join(known)}")
-        return self.frame[target].to_numpy(dtype=np.int64)
-
-    @property
-    def hash(self) -> str:
-        return dataset_hash(self.name)
-
-    def subset(self, index: np.ndarray) -> "CicyData":
-        return CicyData(self.name, self.frame.iloc[index].reset_index(drop=True), self.x[index], self.targets)
-
-
 @functools.lru_cache(maxsize=None)
 def _load_all(dataset: str) -> CicyData:
     raw = _raw(dataset)
@@ -237,7 +191,7 @@ def _load_all(dataset: str) -> CicyData:
     frame = pd.DataFrame.from_records(records)
     x = pad(matrices, shape)
     x.setflags(write=False)
-    return CicyData(dataset, frame, x)
+    return CicyData(dataset, frame, x, _shipped_hash(dataset))
 
 
 def load(dataset: str = "original", *, keep_products: bool = False) -> CicyData:
@@ -251,12 +205,8 @@ def load(dataset: str = "original", *, keep_products: bool = False) -> CicyData:
     """
     kind = source(dataset).kind
     if kind == "cicy4":  # products are flagged by the list (block-diagonal matrices) and kept apart
-        from . import cicy4
-
         return cicy4.load(dataset, keep_products=keep_products)
     if kind == "file":  # a user's list has no product flag: every row is kept
-        from . import userdata
-
         return userdata.read(dataset).data
     data = _load_all(dataset)
     if keep_products:
@@ -348,8 +298,6 @@ def summary(data: CicyData) -> dict:
     """Counts and ranges for ``cicy-search data info``."""
     f = data.frame
     if source(data.name).kind == "file":
-        from . import userdata
-
         return userdata.summary(userdata.read(data.name))
     return {
         "dataset": data.name,

@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import read_text
-from .data import CicyData, pad
 from .errors import CicyError
+from .lists import CicyData, pad
+from .yamlfiles import read_text
 
 MAX_SIZE = 64  # rows and columns of one matrix: far past any CICY list
 MAX_ENTRY = 127  # a degree beyond this is a typo, and matrices are kept as small integers
@@ -218,7 +218,8 @@ def _parse(path: Path) -> DataFile:
             **{t: np.asarray(v, dtype=np.int64) for t, v in values.items()},
         }
     )
-    return DataFile(CicyData(str(path), frame, x, tuple(targets)), int(dimension), hashlib.sha256(raw).hexdigest())
+    sha256 = hashlib.sha256(raw).hexdigest()
+    return DataFile(CicyData(str(path), frame, x, sha256, tuple(targets)), int(dimension), sha256)
 
 
 _read: dict[tuple, DataFile] = {}

@@ -3,7 +3,8 @@
 Layers, bottom to top: the top-level modules (data, model builders, config, training, the model bundle); tracking
 (the MLflow client, the trial runner, curves, the study-run links and summary); reporting (reads what tracking
 wrote, never trains); search (space, study files, objective, study, storages, workers, keras-tuner); serving
-(export, predict); experiments (train, then report); the CLI. Imports inside functions count too.
+(export, predict); experiments (train, then report); the CLI. Imports inside functions count too, and no two modules
+import each other, directly or through others.
 
 And the libraries are used through their public APIs: only ``cicy_search/compat.py`` (top layer, imports nothing of
 the package) may name a private module or attribute of Optuna, MLflow, typer, Keras, keras-tuner or TensorFlow.
@@ -99,6 +100,65 @@ def test_the_walker_finds_an_upward_import(tmp_path):
         "cicy_search.reporting.html -> cicy_search.training",
         "cicy_search.tracking.runner -> cicy_search.search.study",
         "cicy_search.training -> cicy_search.tracking.runner",
+    ]
+
+
+def import_cycles(found: dict[str, Path] | None = None) -> list[list[str]]:
+    """The package's import cycles (imports inside functions count), each as its sorted modules: the strongly
+    connected components of more than one module in the import graph (Tarjan's algorithm, iterative)."""
+    found = modules() if found is None else found
+    graph = {name: sorted(m for m in imports(name, path, set(found)) if m in found) for name, path in found.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(graph[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        while work:
+            node, edges = work[-1]
+            nxt = next((m for m in edges if m not in index or m in stack), None)
+            if nxt is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = stack[stack.index(node):]
+                    del stack[stack.index(node):]
+                    if len(component) > 1:
+                        cycles.append(sorted(component))
+            elif nxt in index:
+                low[node] = min(low[node], index[nxt])
+            else:
+                index[nxt] = low[nxt] = len(index)
+                stack.append(nxt)
+                work.append((nxt, iter(graph[nxt])))
+    return sorted(cycles)
+
+
+def test_no_module_imports_another_that_imports_it_back():
+    """A cycle, even through an import inside a function, means two modules that cannot be read apart."""
+    assert import_cycles() == []
+
+
+def test_the_cycle_check_finds_planted_cycles(tmp_path):
+    root = tmp_path / "cicy_search"
+    (root / "search").mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / "search" / "__init__.py").write_text("")
+    (root / "data.py").write_text("def f():\n    from . import cicy4\n")
+    (root / "cicy4.py").write_text("from .data import f\n")
+    (root / "lists.py").write_text("")
+    (root / "userdata.py").write_text("from .lists import x\n")
+    (root / "search" / "study.py").write_text("def g():\n    from .worker import h\n")
+    (root / "search" / "worker.py").write_text("from . import budget\n")
+    (root / "search" / "budget.py").write_text("from .study import g\n")
+    assert import_cycles(modules(root)) == [
+        ["cicy_search.cicy4", "cicy_search.data"],
+        ["cicy_search.search.budget", "cicy_search.search.study", "cicy_search.search.worker"],
     ]
 
 

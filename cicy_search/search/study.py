@@ -99,8 +99,6 @@ def _create(
         study.set_user_attr("objectives", [o.metric for o in spec.objectives])
         study.set_user_attr("spec", spec.raw)
     elif "spec" in study.user_attrs:  # an existing study: its file again, but for description and budget
-        from .worker import check_same_file
-
         check_same_file(spec, study.user_attrs["spec"], "use that file, or give this one another study name")
     budget = n_trials or spec.n_trials
     if study.user_attrs.get("budget") != budget:
@@ -139,6 +137,20 @@ def load(name: str, *, storage: str | None = None, **storage_options) -> optuna.
         known = ", ".join(names) if names else "none"
         raise NoStudy(f"no study {name!r} in {redact(storage or default_url())} (studies there: {known})")
     return optuna.load_study(study_name=name, storage=optuna_storage)
+
+
+# Keys of a study file that may differ between the creator's copy and a worker's.
+FREE_KEYS = {"description", "budget"}
+
+
+def check_same_file(spec: StudySpec, stored: dict, hint: str = "workers must use the creator's file") -> None:
+    """Refuse a study file that differs from the one the study was created from (``stored``, its ``spec``) in
+    anything but ``FREE_KEYS``: its trials would not be the same search."""
+    mine = {k: v for k, v in spec.raw.items() if k not in FREE_KEYS}
+    theirs = {k: v for k, v in (stored or {}).items() if k not in FREE_KEYS}
+    if mine != theirs:
+        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise CicyError(f"study {spec.name!r} was created from a different study file (differs in: {', '.join(differ)}); {hint}")
 
 
 def reseed(study: optuna.Study, spec: StudySpec, worker: int = 0) -> None:

@@ -24,10 +24,6 @@ from .storage import default_url, redact
 from .studyfile import StudySpec, check_budget
 from ..tracking import links
 
-# Keys of a study file that may differ between the creator's copy and a worker's.
-FREE_KEYS = {"description", "budget"}
-
-
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -93,16 +89,6 @@ def configure_tensorflow(*, gpu: str | None = None, threads: int | None = None, 
     return tags
 
 
-def check_same_file(spec: StudySpec, stored: dict, hint: str = "workers must use the creator's file") -> None:
-    """Refuse a study file that differs from the one the study was created from (``stored``, its ``spec``) in
-    anything but ``FREE_KEYS``: its trials would not be the same search."""
-    mine = {k: v for k, v in spec.raw.items() if k not in FREE_KEYS}
-    theirs = {k: v for k, v in (stored or {}).items() if k not in FREE_KEYS}
-    if mine != theirs:
-        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        raise CicyError(f"study {spec.name!r} was created from a different study file (differs in: {', '.join(differ)}); {hint}")
-
-
 @dataclass
 class WorkerSummary:
     study: object
@@ -152,7 +138,7 @@ def join(
         raise CicyError(f"{e}; create it first: cicy-search study create FILE --storage URL") from None
     if links.parent_run_id(study) is None:
         raise CicyError(f"study {spec.name!r} in {redact(storage or default_url())} was not made by cicy-search study create")
-    check_same_file(spec, study.user_attrs.get("spec"))
+    studies.check_same_file(spec, study.user_attrs.get("spec"))
     client = links.resume(study, tracking_uri, log=console.print if console else None)  # its own store, runs repaired
     studies.check_tracking(client)
     budget = int(study.user_attrs.get("budget", spec.n_trials))
