@@ -268,6 +268,7 @@ def study_status(
         table.add_row(str(row["number"]), row["state"], value, params, seconds, row["mlflow_run_id"] or "")
     console.print(table)
     _print_incomplete(s, tracking_uri)
+    _print_spooled(s, storage)
     _print_links(s, tracking_uri)
 
 
@@ -284,6 +285,16 @@ def _print_incomplete(study, tracking_uri: str | None = None) -> None:
         )
     for number, what in found.items():
         console.print(f"  trial {number}: {what}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _print_spooled(study, storage: str | None) -> None:
+    """The trials whose MLflow writes wait in the study's spool (``tracking.spool``), one line each."""
+    from .search import study as studies
+    from .tracking import spool
+
+    folder = studies.spool_folder(storage, study.study_name)
+    for line in spool.describe(spool.Spool(folder, "").pending(), folder):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @study_app.command("best")

@@ -58,13 +58,14 @@ class Objective:
 
     def __init__(
         self, spec: StudySpec, *, mlflow_client, parent_run_id: str | None, tags: dict | None = None, uploader=None,
-        experiment: str | None = None, callbacks=(),
+        experiment: str | None = None, callbacks=(), spool=None,
     ):
         self.spec = spec
         self.client = mlflow_client
         self.parent_run_id = parent_run_id
         self.tags = dict(tags or {})  # e.g. a worker's gpu and threads
         self.uploader = uploader  # tracking.Uploader: MLflow writes off the training thread
+        self.spool = spool  # tracking.spool.Spool: where trial runs' writes wait while the tracking server is away
         self.experiment = experiment or spec.name
         self.callbacks = list(callbacks)  # Keras callbacks for every trial, before pruning (an epoch budget)
         self._prepared: dict[str, Prepared] = {}
@@ -108,7 +109,7 @@ class Objective:
                 tags=tags,
                 callbacks=callbacks,
                 log_model=lambda r: is_best_so_far(trial.study, objective_values(spec, r), spec.directions, trial.number),
-                on_start=lambda run_id: trial.set_user_attr(links.RUN_ID, run_id),
+                on_start=lambda run_id: run_id and trial.set_user_attr(links.RUN_ID, run_id),  # None: spooled
             )
         except optuna.TrialPruned:
             raise
@@ -154,6 +155,8 @@ class Objective:
                 log_test=False,  # the test split is scored once, by export, for the chosen model
                 on_start=on_start,
                 uploader=self.uploader,
+                spool=self.spool,
+                trial=number,
                 **fit_options,
             )
         finally:

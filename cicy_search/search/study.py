@@ -20,7 +20,7 @@ from ..errors import CicyError, NoStudy
 from .budget import Counts, Share, count_finished, counts, optimize_to_budget
 from .storage import LOST, StudyLock, check_url, default_url, open_storage, redact
 from .studyfile import StudySpec, check_budget
-from ..tracking import links
+from ..tracking import links, spool
 
 GIVE_UP_AFTER = 3  # failures in a row, all with one reason and none finished: the study cannot run
 
@@ -177,6 +177,7 @@ class StudyRun(Share):
         worker: this process's index, which shifts the sampler's seed (``reseed``).
         console: where each trial's line goes (None: nowhere).
         report: log the study report to the parent run at the end.
+        spool: where the trial runs' MLflow writes wait while the tracking server is away (``spool_of``).
 
     A study stops once more trials than its budget failed in one process, or ``GIVE_UP_AFTER`` (at most the budget)
     failed in a row with one reason while none finished: ``max_failures`` and ``give_up_after`` default to these.
@@ -188,6 +189,7 @@ class StudyRun(Share):
     worker: int = 0
     console: Any = None
     report: bool = True
+    spool: Any = None
 
     def __post_init__(self) -> None:
         if self.max_failures is None:
@@ -200,7 +202,12 @@ class StudyRun(Share):
         from .objective import Objective
 
         return Objective(self.spec, mlflow_client=self.client, parent_run_id=links.parent_run_id(self.study), tags=tags,
-                         uploader=self.uploader)  # fmt: skip
+                         uploader=self.uploader, spool=self.spool)  # fmt: skip
+
+
+def spool_folder(storage: str | None, name: str) -> Path:
+    """The spool folder of study ``name`` in ``storage`` (``spool.folder``)."""
+    return spool.folder(storage or default_url(), name)
 
 
 @dataclass
@@ -254,9 +261,10 @@ def run(
     budget = n_trials or spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
     study = create(spec, storage=storage, tracking_uri=tracking_uri, n_trials=budget)
-    client = links.resume(study, tracking_uri, log=console.print if console else None)  # its own store, runs repaired
+    folder = spool_folder(storage, spec.name)
+    client = links.resume(study, tracking_uri, log=console.print if console else None, spool_folder=folder)  # its own store, runs repaired
     work = StudyRun(study, spec=spec, budget=budget, client=client, uploader=tracking.uploader(), worker=worker,
-                    timeout=timeout, console=console, report=report)  # fmt: skip
+                    timeout=timeout, console=console, report=report, spool=spool.Spool(folder, client.tracking_uri))  # fmt: skip
     objective = work.objective()  # imports TensorFlow: only once storage and tracking answered
     start = time.monotonic()
     ran = drive(work, objective)
@@ -276,6 +284,7 @@ def drive(run: StudyRun, objective) -> int:
     study, spec, budget, console = run.study, run.spec, run.budget, run.console
     reseed(study, spec, run.worker)
     summary = None
+    spooling = [spooler(run)] if run.spool is not None else []
     if links.parent_run_id(study) and run.client is not None:
         summary = StudySummary(study, run.client, budget=budget, uploader=run.uploader, running=lambda: counts(study).running)
         summary.start()
@@ -284,17 +293,66 @@ def drive(run: StudyRun, objective) -> int:
         return optimize_to_budget(
             run,
             objective,
-            callbacks=[reporter(console, spec, budget), *([summary.after_trial] if summary else [])],
+            callbacks=[reporter(console, spec, budget), *([summary.after_trial] if summary else []), *spooling],
             on_wait=waiter(console, budget),
         )
     except KeyboardInterrupt:
         interrupted = True
         raise
     finally:
+        if run.spool is not None and not interrupted:
+            _replay(run)
         if summary is not None:
             from ..reporting.study import report_study
 
             summary.finish(report=report_study if run.report else None, interrupted=interrupted, console=console)
+
+
+def spooler(run: StudyRun):
+    """An Optuna callback for after each trial: while the tracking server is away, say so once and stop the study
+    after ``spool.max_trials()`` trials spooled in a row; once it answers, write what waits in the spool."""
+    said = []
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        box, uri = run.spool, run.spool.uri
+        away = spool.down(uri)
+        if away is None and not box.path.is_dir():
+            return  # nothing was ever spooled: no look at the folder, no request
+        if away is not None and not said and run.console is not None:
+            said.append(away)
+            run.console.print(
+                f"warning: MLflow tracking server {tracking.hide_password(uri)} does not answer ({away}): the trials go on and "
+                f"their runs wait in {box.path} until it does; the study stops after {spool.max_trials()} trials without it",
+                markup=False, highlight=False, soft_wrap=True,
+            )
+        if spool.answers(uri):
+            said.clear()
+            _replay(run, wait=False)
+        elif box.in_a_row >= spool.max_trials():
+            raise CicyError(
+                f"study {study.study_name!r}: MLflow tracking server {tracking.hide_password(uri)} has not answered for "
+                f"{box.in_a_row} trials ({away}); their runs wait in {box.path}: run the same command once it answers again"
+            )
+
+    return after_trial
+
+
+def _replay(run: StudyRun, wait: bool = True) -> None:
+    """Write what waits in the study's spool (``wait``: this process's queued writes first) if the server answers."""
+    if wait and run.uploader is not None:
+        for line in run.uploader.flush(tracking.wait_seconds(None)):
+            if run.console is not None:
+                run.console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
+    if not spool.answers(run.spool.uri):
+        return
+    try:
+        done = run.spool.replay(run.client, run.study)
+    except Exception as e:  # the trials are safe in Optuna and their writes in the spool: the next resume replays
+        done = []
+        if run.console is not None:
+            run.console.print(f"warning: the spooled MLflow runs were not written: {e}", markup=False, highlight=False, soft_wrap=True)
+    if done and run.console is not None:
+        run.console.print(f"wrote the spooled MLflow runs of trials {', '.join(map(str, done))}", highlight=False, soft_wrap=True)
 
 
 def waiter(console, budget: int):
@@ -322,7 +380,7 @@ def trials_table(study: optuna.Study) -> list[dict]:
                 "values": t.values,
                 "params": t.params,
                 "seconds": t.duration.total_seconds() if t.duration else None,
-                "mlflow_run_id": links.run_id(t),
+                "mlflow_run_id": links.run_id(t, study),
                 "fail_reason": t.user_attrs.get("fail_reason") or (LOST if t.number in lost else None),
                 "worker": t.user_attrs.get("worker"),
             }

@@ -22,7 +22,7 @@ from .. import tracking
 from ..errors import CicyError, NoStudy
 from .storage import default_url, redact
 from .studyfile import StudySpec, check_budget
-from ..tracking import links
+from ..tracking import links, spool
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -139,7 +139,8 @@ def join(
     if links.parent_run_id(study) is None:
         raise CicyError(f"study {spec.name!r} in {redact(storage or default_url())} was not made by cicy-search study create")
     studies.check_same_file(spec, study.user_attrs.get("spec"))
-    client = links.resume(study, tracking_uri, log=console.print if console else None)  # its own store, runs repaired
+    folder = studies.spool_folder(storage, spec.name)
+    client = links.resume(study, tracking_uri, log=console.print if console else None, spool_folder=folder)  # its own store, runs repaired
     studies.check_tracking(client)
     budget = int(study.user_attrs.get("budget", spec.n_trials))
     tags = configure_tensorflow(gpu=gpu, threads=threads, gpu_memory_mb=gpu_memory_mb)
@@ -148,6 +149,7 @@ def join(
     work = studies.StudyRun(
         study, spec=spec, budget=budget, client=client, uploader=tracking.uploader(), worker=worker_index(), worker_id=tags["worker"],
         n_trials=n_trials, timeout=timeout if timeout is not None else spec.timeout, console=console,
+        spool=spool.Spool(folder, client.tracking_uri),
     )
     ran = studies.drive(work, work.objective(tags))  # TensorFlow is configured now
     return WorkerSummary(study, ran, count_finished(study), budget, tags)

@@ -258,13 +258,13 @@ def export(
                     "study": study_name,
                     "role": "retrain",
                     "retrain_of_trial": str(chosen.number),
-                    "retrain_of_run": links.run_id(chosen) or "",
+                    "retrain_of_run": links.run_id(chosen, study) or "",
                 },
             )
             run_id = tracked.run_id
             bundle.save(stage, tracked.result.model, config, tracked.result.targets)
         else:
-            run_id = links.run_id(chosen)
+            run_id = links.run_id(chosen, study)
             if not run_id:
                 raise CicyError(f"trial {chosen.number} of study {study_name!r} has no MLflow run: export it with --retrain")
             _fetch(client, run_id, stage)

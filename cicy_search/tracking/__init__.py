@@ -63,10 +63,11 @@ def resolve_uri(uri: str | None = None) -> str:
 ANSWER_SECONDS, PATIENCE_SECONDS = 5.0, 60.0
 
 #: MLflow's own defaults retry a request to a server that went away 7 times with doubling waits (minutes per write,
-#: and a study's writes queue behind each other). These bound one write at about half a minute; the environment
-#: variables, when set, win. A write that still fails is reported, and the run is repaired when the study resumes
-#: (``links.resume``).
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+#: and a study's writes queue behind each other). These bound one write to a server that refuses connections at
+#: about 6 s (3 retries, after 0, 2 and 4 s); the environment variables, when set, win. A study trial's write that
+#: still fails goes into the study's spool, and its later writes follow it there without waiting (``spool.py``);
+#: another write is reported.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
 
 
 def check_reachable(uri: str) -> None:
@@ -329,10 +330,13 @@ class Uploader:
 
 
 _UPLOADER: Uploader | None = None
-#: How long the exit waits for queued MLflow writes: a normal exit lets them finish; ``interrupted`` (Ctrl-C,
-#: SIGTERM) cuts it to seconds, since a tracking store that went away would hold the process for minutes.
+#: How long the exit waits for queued MLflow writes: a normal exit lets them finish; after a signal (Ctrl-C,
+#: SIGTERM) every wait on them together (the running trial's link, the study's summary, the exit) gets
+#: ``INTERRUPTED_FLUSH_SECONDS`` from the signal, since a tracking store that went away would hold the process for
+#: minutes. Writes of a study's trial runs not done by then are kept in its spool when the server was known to be
+#: away (``spool.py``), else repaired when the study resumes (``links.repair``).
 EXIT_FLUSH_SECONDS, INTERRUPTED_FLUSH_SECONDS = 120.0, 5.0
-_exit_flush = [EXIT_FLUSH_SECONDS]
+_signalled: list[float] = []  # when the last signal came (monotonic), once one did
 
 
 _INTERRUPTED_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(INTERRUPTED_FLUSH_SECONDS))}
@@ -341,14 +345,13 @@ _before_interrupt: dict[str, str | None] = {}
 
 def interrupted(now: bool = True) -> None:
     """The process is ending on a signal (called by the CLI's handlers): MLflow requests from now on are tried once
-    with a short timeout, and the exit waits only seconds for queued writes, so that a tracking store that went away
-    cannot hold the process for minutes. What is lost is repaired when the study resumes (``links.repair``).
-    ``now=False`` gives requests their settings back (the CLI run in-process, by tests, returns to its caller); the
-    exit's wait stays short."""
+    with a short timeout, and the waits for queued writes share seconds (``wait_seconds``), so that a tracking store
+    that went away cannot hold the process for minutes. ``now=False`` gives requests their settings back (the CLI
+    run in-process, by tests, returns to its caller); the exit's wait stays short."""
     if now and not _before_interrupt:
         _before_interrupt.update({k: os.environ.get(k) for k in _INTERRUPTED_HTTP})
         os.environ.update(_INTERRUPTED_HTTP)
-        _exit_flush[0] = INTERRUPTED_FLUSH_SECONDS
+        _signalled[:] = [time.monotonic()]
     elif not now:
         for k, v in _before_interrupt.items():
             if v is None:
@@ -358,9 +361,17 @@ def interrupted(now: bool = True) -> None:
         _before_interrupt.clear()
 
 
+def wait_seconds(default: float | None = None) -> float | None:
+    """How long a wait for queued MLflow writes may take: ``default``, or after a signal what is left of
+    ``INTERRUPTED_FLUSH_SECONDS`` since it came."""
+    if not _signalled:
+        return default
+    return max(0.0, _signalled[0] + INTERRUPTED_FLUSH_SECONDS - time.monotonic())
+
+
 def _flush_at_exit() -> None:
     if _UPLOADER is not None:
-        _UPLOADER.flush(_exit_flush[0])
+        _UPLOADER.flush(wait_seconds(EXIT_FLUSH_SECONDS))
 
 
 def uploader() -> Uploader:
@@ -414,7 +425,9 @@ class Run:
     Without an uploader every call writes at once. With one, ``start`` and every later call only queue
     the write: ``run_id`` then waits for the run to exist, ``later`` queues any other work behind this
     run's writes, and a write that fails is reported by ``Uploader.flush`` and named in the run's
-    ``tracking_errors`` tag when it ends.
+    ``tracking_errors`` tag when it ends. With a ``spool.Spool`` (a study's trial runs), a write the tracking
+    server does not answer goes into the spool with every later one of the run, and ``run_id`` is None for a run
+    that could not be created (``spool.py``).
 
     As a context manager it ends the run when the block ends: FINISHED (with ``end_tags``), or, when the
     block raised, the status ``run_status`` gives (KILLED for a pruned trial, FAILED otherwise) with the
@@ -425,14 +438,17 @@ class Run:
     """
 
     def __init__(
-        self, mlflow_client, run_id: str | None, *, uploader: Uploader | None = None, name: str = "", artifact_uri: str | None = None
-    ):
+        self, mlflow_client, run_id: str | None, *, uploader: Uploader | None = None, name: str = "", artifact_uri: str | None = None,
+        spool=None, trial: int | None = None,
+    ):  # fmt: skip
         self.client = mlflow_client
         self._run_id = run_id
         self._artifact_uri = artifact_uri  # known for a run created here: artifacts go there without looking the run up
         self._created: Future | None = None
         self.uploader = uploader
         self.name = name or (run_id or "")
+        self.spool, self.trial = spool, trial  # where writes go while the server is away; the trial this run is
+        self.entry = None  # this run's spool file, once a write went there (all later ones follow it)
         self._pending: list = []  # metrics, written in batches (``log_metrics``)
         self._pending_params: list = []  # params written with them (``log_params(with_metrics=True)``)
         self._last_flush = time.monotonic()
@@ -440,9 +456,11 @@ class Run:
         self.errors: list[str] = []
 
     @property
-    def run_id(self) -> str:
-        if self._run_id is None:
+    def run_id(self) -> str | None:
+        if self._run_id is None and self._created is not None:
             info = self._created.result()
+            if info is None:  # spooled before it could be created
+                return None
             self._run_id, self._artifact_uri = info.run_id, info.artifact_uri
         return self._run_id
 
@@ -456,7 +474,12 @@ class Run:
         tags: dict[str, str] | None = None,
         parent_run_id: str | None = None,
         uploader: Uploader | None = None,
+        spool=None,
+        trial: int | None = None,
     ) -> "Run":
+        """Create the run (with an uploader: in its thread). ``spool``, ``trial``: see the class."""
+        from . import spool as spooling
+
         tags = dict(tags or {})
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
@@ -470,16 +493,32 @@ class Run:
 
                 try:
                     return mlflow_client.create_run(known, tags=tags, run_name=run_name).info
-                except MlflowException:  # deleted (or gone) since: look it up again, which restores a deleted one
+                except MlflowException as e:  # deleted (or gone) since: look it up again, which restores a deleted one
+                    if spooling.unreachable(e):
+                        raise
                     _experiment_ids.pop(key, None)
             _experiment_ids[key] = found = experiment_id(mlflow_client, experiment)
             return mlflow_client.create_run(found, tags=tags, run_name=run_name).info
 
+        def create_or_spool():
+            if spool is not None and spooling.down(mlflow_client.tracking_uri) is None:
+                try:
+                    return create()
+                except Exception as e:
+                    if not spooling.unreachable(e):
+                        raise
+                    spooling.went_down(mlflow_client.tracking_uri, e)
+            elif spool is None:
+                return create()
+            run.entry = spool.entry(run_id=None, create={"experiment": experiment, "run_name": run_name, "tags": tags}, trial=trial)
+            return None
+
         if uploader is None:
-            info = create()
-            return cls(mlflow_client, info.run_id, name=run_name or "", artifact_uri=info.artifact_uri)
-        run = cls(mlflow_client, None, uploader=uploader, name=run_name or "")
-        run._created = uploader.submit(create, what=f"MLflow run {run_name or ''} in {experiment}: create")
+            info = create_or_spool() if spool is not None else create()
+            run = cls(mlflow_client, info and info.run_id, name=run_name or "", artifact_uri=info and info.artifact_uri, spool=spool, trial=trial)
+            return run
+        run = cls(mlflow_client, None, uploader=uploader, name=run_name or "", spool=spool, trial=trial)
+        run._created = uploader.submit(create_or_spool, what=f"MLflow run {run_name or ''} in {experiment}: create")
         return run
 
     def later(self, fn: Callable[[], Any], what: str = "") -> Future | Any:
@@ -498,6 +537,41 @@ class Run:
 
         return self.uploader.submit(guarded, what=f"MLflow run {self.name or self._run_id}: {what}")
 
+    def write(self, op: dict) -> None:
+        """One write (a record ``apply`` takes), now, in the calling thread; with a spool, into it once the server did
+        not answer this run or is known to be away (``spool.py``)."""
+        from . import spool as spooling
+
+        uri = self.client.tracking_uri
+        if self.entry is None:
+            if spooling.down(uri) is None:
+                try:
+                    return self.apply(op)
+                except Exception as e:
+                    if self.spool is None or not spooling.unreachable(e):
+                        raise
+                    spooling.went_down(uri, e)
+            if self.spool is None:
+                raise CicyError(f"MLflow tracking server {hide_password(uri)} is away ({spooling.down(uri)}): not written")
+            self.entry = self.spool.entry(run_id=self.run_id, create=None, trial=self.trial)
+        self.entry.add(op)
+
+    def apply(self, op: dict) -> None:
+        """One write now: ``{"op": "batch", "metrics", "params", "tags"}`` (MLflow entities), ``{"op": "inputs",
+        "datasets"}``, ``{"op": "artifacts", "folder", "path"}`` (a folder's files) or ``{"op": "end", "status",
+        "end_time"}``: what a run's spool file records, so a replay writes exactly what the run would have."""
+        kind = op["op"]
+        if kind == "batch":
+            self.log_batch(op.get("metrics", ()), op.get("params", ()), op.get("tags", ()))
+        elif kind == "inputs":
+            self.client.log_inputs(self.run_id, datasets=op["datasets"])
+        elif kind == "artifacts":
+            self._upload_now(op["folder"], op.get("path"))
+        elif kind == "end":
+            self.client.set_terminated(self.run_id, status=op["status"], end_time=op.get("end_time"))
+        else:
+            raise ValueError(f"unknown MLflow write {kind!r}")
+
     def log_params(self, params: dict[str, Any], *, with_metrics: bool = False) -> None:
         """Write params now, or (``with_metrics``) in one request with the next metric batch or the run's end."""
         from mlflow.entities import Param
@@ -506,13 +580,13 @@ class Run:
         if with_metrics:
             self._pending_params += items
         else:
-            self.later(lambda: self.log_batch(params=items), "params")
+            self.later(lambda: self.write({"op": "batch", "params": items}), "params")
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
         items = [RunTag(k, str(v)) for k, v in tags.items()]
-        self.later(lambda: self.log_batch(tags=items), "tags")
+        self.later(lambda: self.write({"op": "batch", "tags": items}), "tags")
 
     def log_batch(self, metrics=(), params=(), tags=()) -> None:
         """Write now, in the calling thread, in as few requests as MLflow's limits allow (``batches``)."""
@@ -523,7 +597,7 @@ class Run:
     def log_inputs(self, datasets: list) -> None:
         """Dataset inputs (``dataset_inputs``): what the run's Dataset column and filter show."""
         if datasets:
-            self.later(lambda: self.client.log_inputs(self.run_id, datasets=datasets), "datasets")
+            self.later(lambda: self.write({"op": "inputs", "datasets": datasets}), "datasets")
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None, *, flush_after: float = 0.0) -> None:
         """Queue metrics; they are written in one batch once ``flush_after`` seconds have passed."""
@@ -539,7 +613,7 @@ class Run:
         (metrics, self._pending), (params, self._pending_params) = (self._pending, []), (self._pending_params, [])
         self._last_flush = time.monotonic()
         if metrics or params:
-            self.later(lambda: self.log_batch(metrics, params), "metrics")
+            self.later(lambda: self.write({"op": "batch", "metrics": metrics, "params": params}), "metrics")
 
     def log_artifacts(self, files: dict[str, str | bytes] | Callable[[], dict], artifact_path: str | None = None) -> None:
         """Write ``{file name: content}`` to a temporary folder and log it in one call; ``files`` may be a function
@@ -559,8 +633,12 @@ class Run:
         self.later(lambda: self.upload(folder, artifact_path), "artifacts")
 
     def upload(self, folder: str | Path, artifact_path: str | None = None) -> None:
-        """Log a folder's files now, in the calling thread. For a run started here they go straight to its
-        artifact location (``MlflowClient.log_artifacts`` first reads the whole run, metrics and params, to find it)."""
+        """Log a folder's files now, in the calling thread (or copy them into the spool: ``write``)."""
+        self.write({"op": "artifacts", "folder": str(folder), "path": artifact_path})
+
+    def _upload_now(self, folder: str | Path, artifact_path: str | None = None) -> None:
+        """For a run started here the files go straight to its artifact location (``MlflowClient.log_artifacts``
+        first reads the whole run, metrics and params, to find it)."""
         run_id = self.run_id
         if self._artifact_uri is None:
             self.client.log_artifacts(run_id, str(folder), artifact_path)
@@ -593,8 +671,8 @@ class Run:
             final = {**self.end_tags, **(tags or {})}
             if self.errors:
                 final["tracking_errors"] = "; ".join(self.errors)[:5000]
-            self.log_batch(metrics, params, [RunTag(k, str(v)) for k, v in final.items()])
-            self.client.set_terminated(self.run_id, status=status)
+            self.write({"op": "batch", "metrics": metrics, "params": params, "tags": [RunTag(k, str(v)) for k, v in final.items()]})
+            self.write({"op": "end", "status": status, "end_time": int(time.time() * 1000)})
 
         self.later(write, f"end ({status})")
 
@@ -672,7 +750,7 @@ class SystemMetrics:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.run.log_batch(metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        self.run.write({"op": "batch", "metrics": [Metric(k, float(v), now, step) for k, v in metrics.items()]})
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

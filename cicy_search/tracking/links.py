@@ -11,9 +11,35 @@ PARENT_RUN_ID = "mlflow_parent_run_id"  # on a study: the parent run its trials 
 TRACKING_URI = "tracking_uri"  # on a study: the MLflow tracking URI it was created with
 
 
-def run_id(trial) -> str | None:
-    """The MLflow run of a trial (FrozenTrial or Trial), None before its run started."""
-    return trial.user_attrs.get(RUN_ID)
+def run_id(trial, study=None) -> str | None:
+    """The MLflow run of a trial (FrozenTrial or Trial), None before its run started. A run created from the spool
+    after its trial finished is linked on the study (``link_spooled``): found when ``study`` is given."""
+    found = trial.user_attrs.get(RUN_ID)
+    if found is None and study is not None:
+        found = study.user_attrs.get(f"{RUN_ID}:{trial.number}")
+    return found
+
+
+def run_ids(study, trials) -> dict[int, str]:
+    """Trial number -> MLflow run for ``trials`` of ``study`` (those with one), the study's attributes read once."""
+    attrs = None
+    out = {}
+    for t in trials:
+        found = t.user_attrs.get(RUN_ID)
+        if found is None:
+            attrs = study.user_attrs if attrs is None else attrs
+            found = attrs.get(f"{RUN_ID}:{t.number}")
+        if found is not None:
+            out[t.number] = found
+    return out
+
+
+def link_spooled(study, number: int, rid: str) -> None:
+    """Record that trial ``number``'s run is ``rid``, made from the spool once the trial had finished (Optuna keeps
+    a finished trial's attributes fixed, so the link is the study's user attribute ``mlflow_run_id:NUMBER``)."""
+    key = f"{RUN_ID}:{number}"
+    if study.user_attrs.get(key) != rid:
+        study.set_user_attr(key, rid)
 
 
 def parent_run_id(study) -> str | None:
@@ -107,8 +133,10 @@ def incomplete(study, client) -> dict[int, str]:
     runs = {r.info.run_id: r for r in _runs(study, client)}
     names = study.user_attrs.get("objectives") or ["value"]
     found = {}
-    for trial in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED, State.FAIL)):
-        rid = run_id(trial)
+    trials = study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED, State.FAIL))
+    ids = run_ids(study, trials)
+    for trial in trials:
+        rid = ids.get(trial.number)
         if rid is None:
             continue
         run = runs.get(rid)
@@ -122,7 +150,7 @@ def incomplete(study, client) -> dict[int, str]:
     return found
 
 
-def repair(study, client, *, older_than: float | None = None) -> list[int]:
+def repair(study, client, *, older_than: float | None = None, spooled: set[str] = frozenset()) -> list[int]:
     """Close the MLflow runs of trials Optuna has finished that were left RUNNING; returns their trial numbers.
 
     Each such run gets what Optuna knows: the trial's config as params, its objective values as metrics, the
@@ -139,7 +167,7 @@ def repair(study, client, *, older_than: float | None = None) -> list[int]:
     from ..config import flatten
 
     older_than = REPAIR_AFTER_SECONDS if older_than is None else older_than
-    running = {r.info.run_id for r in _runs(study, client, "attributes.status = 'RUNNING'")}
+    running = {r.info.run_id for r in _runs(study, client, "attributes.status = 'RUNNING'")} - set(spooled)
     if not running:
         return []
     State = optuna.trial.TrialState
@@ -171,20 +199,28 @@ def repair(study, client, *, older_than: float | None = None) -> list[int]:
     return repaired
 
 
-def resume(study, given: str | None = None, *, log=None):
-    """The MLflow client a process adding trials to ``study`` writes with (``writer_uri``), after closing the runs
-    of finished trials that lost their last writes (``repair``); ``log`` gets one line when it closed some."""
+def resume(study, given: str | None = None, *, log=None, spool_folder=None):
+    """The MLflow client a process adding trials to ``study`` writes with (``writer_uri``), after writing the runs
+    waiting in the study's spool (``spool_folder``: ``spool.Spool.replay``) and closing the runs of finished trials
+    that lost their last writes (``repair``); ``log`` gets one line when it did either."""
+    from . import spool
     from .. import tracking
-
     from ..errors import one_line
 
     client = tracking.client(writer_uri(study, given))
+    replayed, waiting = [], set()
     try:
-        numbers = repair(study, client)
+        if spool_folder is not None:
+            box = spool.Spool(spool_folder, client.tracking_uri)
+            replayed = box.replay(client, study)
+            waiting = {e.data["run_id"] for e in box.entries() if e.data["run_id"]}
+        numbers = repair(study, client, spooled=waiting)
     except Exception as e:  # the store answered its health check but not this: the study goes on, repaired later
         numbers = []
         if log is not None:
             log(f"warning: could not look for MLflow runs of finished trials left RUNNING: {one_line(e)}")
+    if replayed and log is not None:
+        log(f"wrote the spooled MLflow runs of trials {', '.join(map(str, replayed))} from {spool_folder}")
     if numbers and log is not None:
         log(f"closed the MLflow runs of finished trials {', '.join(map(str, numbers))}, left RUNNING when their writes were lost")
     return client

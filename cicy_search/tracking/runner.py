@@ -85,6 +85,8 @@ def run_tracked(
     parent_inputs: bool = False,
     initial_weights: str | None = None,
     initial_epoch: int = 0,
+    spool=None,
+    trial: int | None = None,
 ) -> TrackedResult:
     """Train ``config`` inside one MLflow run.
 
@@ -106,6 +108,8 @@ def run_tracked(
         parent_inputs: also list the run's data set among the parent run's inputs (a recipe's runs).
         initial_weights, initial_epoch: continue a saved model from that epoch (``training.fit``; keras-tuner's
             Hyperband); its ``epoch_*`` metrics are logged at their epochs, from ``initial_epoch`` on.
+        spool, trial: a study trial's run: its writes wait in the spool while the tracking server is away
+            (``tracking.spool``; ``on_start`` then gets None).
     """
     prepared = prepared or prepare(config)
     d = config["data"]
@@ -117,6 +121,8 @@ def run_tracked(
         tags={**tracking.context_tags(d["dataset"], prepared.dataset.hash), **note, **(tags or {})},
         parent_run_id=parent_run_id,
         uploader=uploader,
+        spool=spool,
+        trial=trial,
     )
     monitor = linked = None
     with run:  # ends it FINISHED, or KILLED (pruned) / FAILED with the error's first line
@@ -156,7 +162,8 @@ def run_tracked(
             if monitor is not None:
                 monitor.stop()
             if isinstance(linked, Future):  # a pruned or failed trial is still running while its link is written
-                wait([linked], timeout=tracking.INTERRUPTED_FLUSH_SECONDS if isinstance(exc, KeyboardInterrupt) else None)
+                interrupt = isinstance(exc, KeyboardInterrupt)
+                wait([linked], timeout=tracking.wait_seconds(tracking.INTERRUPTED_FLUSH_SECONDS) if interrupt else None)
             raise
     return TrackedResult(result, run.run_id)
 

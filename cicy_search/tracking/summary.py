@@ -32,6 +32,7 @@ from typing import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from . import spool
 from .links import parent_run_id, run_id
 from .. import tracking
 from ..errors import CicyError, one_line
@@ -231,7 +232,10 @@ class StudySummary:
 
     def _write_pending(self) -> None:
         numbers = self._take_pending()
-        if numbers:
+        if numbers and spool.down(self.client.tracking_uri) is not None:  # away: no waiting on it; written later
+            with self._pending_lock:
+                self._pending[:0] = numbers
+        elif numbers:
             self._update(*numbers)
 
     def _update(self, *numbers: int, trials: list[FrozenTrial] | None = None) -> None:
@@ -255,7 +259,7 @@ class StudySummary:
             tags["pareto_front"] = ",".join(str(t.number) for t in top)
         elif top:
             tags["best_trial"] = str(top[0].number)
-            tags["best_run_id"] = run_id(top[0]) or ""
+            tags["best_run_id"] = run_id(top[0], self.study) or ""
         return tags
 
     def finish(self, *, report: Callable | None = None, interrupted: bool = False, console=None) -> list[str]:
@@ -267,10 +271,13 @@ class StudySummary:
         logged) and returned.
         """
         self._cancel_timer()  # its trials are written below
-        wait = tracking.INTERRUPTED_FLUSH_SECONDS if interrupted else None  # a signal: seconds, the store may be gone
+        wait = tracking.wait_seconds(tracking.INTERRUPTED_FLUSH_SECONDS) if interrupted else None  # a signal: seconds
         errors = self.uploader.flush(wait) if self.uploader is not None else []
         sync = tracking.Run(self.client, self.run.run_id)
         try:
+            away = spool.down(self.client.tracking_uri)
+            if away is not None:
+                raise CicyError(f"the tracking server is away ({away}): the study's summary is written by its next run")
             trials = self.study.get_trials(deepcopy=False)
             numbers = set(self._take_pending())
             if trials and interrupted:
