@@ -1,6 +1,7 @@
-"""A real ``mlflow server`` killed in the middle of a study: the study process still ends on SIGTERM (it does not
-wait for the server to return), and once the server is back the resumed study closes the runs of the trials
-that had finished in Optuna while their last writes were lost."""
+"""A real ``mlflow server`` killed in the middle of a study: the study goes on with its trial runs' writes in its
+spool, the process still ends on SIGTERM within seconds (it does not wait for the server to return), ``study status``
+lists the spooled trials, and once the server is back the resumed study writes them: every complete trial has its
+whole run."""
 
 import os
 import signal
@@ -15,13 +16,14 @@ import yaml
 
 from cicy_search import tracking
 from cicy_search.search import study as studies
-from cicy_search.tracking import links
+from cicy_search.tracking import links, spool
 
 from . import services
 from .conftest import TINY_STUDY, run_cli
+from .test_tracking_spool import complete_runs
 
 ROOT = Path(__file__).resolve().parent.parent
-HANG = 120  # seconds after which a process that should have ended is taken to hang (before: until the server returned)
+HANG = 60  # seconds after which a process that should have ended is taken to hang (before: until the server returned)
 
 
 def _server(folder, port=None, monkeypatch=None):
@@ -41,11 +43,12 @@ def _wait_for(check, seconds, what):
     raise AssertionError(f"{what} did not happen within {seconds} s")
 
 
-def test_a_tracking_server_killed_mid_study_loses_no_finished_trial(tmp_path, monkeypatch):
+def test_a_tracking_server_killed_mid_study_loses_no_finished_trial(tmp_path, monkeypatch, capsys):
     server = _server(tmp_path)
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     path = tmp_path / "gone.yaml"
     path.write_text(yaml.safe_dump({"study": "gone", **TINY_STUDY, "budget": {"n_trials": 40}}))
+    folder = studies.spool_folder(storage, "gone")
     try:
         assert run_cli("study", "create", str(path), "--storage", storage, "--tracking-uri", server.uri) == 0
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -60,7 +63,8 @@ def test_a_tracking_server_killed_mid_study_loses_no_finished_trial(tmp_path, mo
 
         _wait_for(lambda: finished() >= 2, 300, "two finished trials")
         services.stop_process_group(server.proc, signal.SIGKILL)  # the server goes away mid-study
-        time.sleep(5)  # the study goes on writing into the void for a while
+        # The study goes on: a trial started without the server has its run in the spool.
+        _wait_for(lambda: "not created" in spool.Spool(folder, "").pending().values(), HANG, "a trial spooled")
         os.killpg(worker.pid, signal.SIGTERM)
         sent = time.monotonic()
         try:
@@ -71,21 +75,27 @@ def test_a_tracking_server_killed_mid_study_loses_no_finished_trial(tmp_path, mo
             out, _ = worker.communicate(timeout=30)
             pytest.fail(f"the study did not end on SIGTERM while its tracking server was away: {out[-6000:]}")
         assert worker.returncode == 143 and "terminated (SIGTERM)" in out, out[-3000:]
-        assert "Traceback" not in out, out[-3000:]
+        assert "Traceback" not in out and f"their runs wait in {folder}" in " ".join(out.split()), out[-3000:]
+
+        study = studies.load("gone", storage=storage)
+        spooled = [t for t in study.trials if t.state.is_finished() and links.run_id(t) is None]
+        assert spooled, [(t.number, t.state) for t in study.trials]  # finished while the server was away
+        capsys.readouterr()
+        assert run_cli("study", "status", "gone", "--storage", storage) == 0
+        status = " ".join(capsys.readouterr().out.split())
+        assert f"trials whose MLflow writes wait in the spool {folder}" in status
+        assert all(f"trial {t.number}: run not created" in status for t in spooled), status
 
         port = int(server.uri.rsplit(":", 1)[1])
         server = _server(tmp_path, port, monkeypatch)  # back, on the same address and store
-        study = studies.load("gone", storage=storage)
-        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        assert len(done) >= 2
         client = tracking.client(server.uri)
         monkeypatch.setattr(links, "REPAIR_AFTER_SECONDS", 0.0)
-        links.resume(study, server.uri)
+        links.resume(study, server.uri, spool_folder=folder)
+        assert spool.Spool(folder, "").pending() == {}
+        runs = complete_runs(study, client)
+        assert len(runs) >= 2 and {t.number for t in spooled if t.state == optuna.trial.TrialState.COMPLETE} <= set(runs)
         for trial in study.trials:
-            if trial.state.is_finished() and links.run_id(trial):
-                run = client.get_run(links.run_id(trial))
-                assert run.info.status != "RUNNING", (trial.number, trial.state)
-                if trial.state == optuna.trial.TrialState.COMPLETE:
-                    assert run.data.metrics.get("val_accuracy") == pytest.approx(trial.value)
+            if trial.state.is_finished() and links.run_id(trial, study):
+                assert client.get_run(links.run_id(trial, study)).info.status != "RUNNING", (trial.number, trial.state)
     finally:
         server.stop()
