@@ -97,3 +97,25 @@ def test_intact_stores_open(optuna_db, mlflow_db, tmp_path):
     study = optuna.load_study(study_name="s", storage=storages.open_storage(f"sqlite:///{optuna_db}"))
     assert len(study.trials) == 30
     assert tracking.client(f"sqlite:///{mlflow_db}").search_experiments(filter_string="name = 'e'")
+
+
+@pytest.mark.parametrize("open_elsewhere", [False, True])
+def test_the_check_leaves_the_folder_of_a_wal_store_as_it_found_it(tmp_path, open_elsewhere):
+    """A read-only connection to a WAL database makes its -wal and -shm files; the check removes the ones it made,
+    and leaves those of a process that has the database open."""
+    path = tmp_path / "wal.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE t (x)")
+        db.execute("INSERT INTO t VALUES (1)")
+    db.close()
+    other = sqlite3.connect(path) if open_elsewhere else None
+    if other is not None:
+        other.execute("SELECT * FROM t").fetchall()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert before == (["wal.db", "wal.db-shm", "wal.db-wal"] if open_elsewhere else ["wal.db"])
+    tracking.check_sqlite(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    if other is not None:
+        assert other.execute("SELECT * FROM t").fetchall() == [(1,)]
+        other.close()

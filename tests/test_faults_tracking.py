@@ -45,6 +45,7 @@ def test_resuming_with_another_tracking_store_is_refused(created, tmp_path, caps
         "or move it there first: cicy-search study create FILE --storage URL --tracking-uri URI --move-tracking"
     )
     assert studies.load("one", storage=storage).trials == []
+    assert not (tmp_path / "other.db").exists()  # refused before the other store was opened (which would create it)
 
 
 def test_a_study_moved_to_another_store_writes_there_with_a_new_parent_run(created, tmp_path, capsys):

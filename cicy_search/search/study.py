@@ -46,6 +46,9 @@ def create(
     """
     check_budget(n_trials)
     check_url(storage)  # before the tracking store is opened (a SQLite one is created by opening it)
+    # An existing study keeps its own store unless moved: another one given is not opened (nor, for SQLite, created)
+    # here; a process adding trials with it is refused (``links.writer_uri``).
+    tracking_uri = (None if move_tracking else recorded_store(spec.name, storage)) or tracking_uri
     check_tracking(tracking.client(tracking_uri))
     optuna_storage = open_storage(storage, tracking_uri=tracking_uri)
     lock = StudyLock(storage, spec.name)
@@ -54,6 +57,14 @@ def create(
         return _create(spec, optuna_storage, storage=storage, tracking_uri=tracking_uri, n_trials=n_trials, move_tracking=move_tracking)
     finally:
         lock.close()
+
+
+def recorded_store(name: str, storage: str | None) -> str | None:
+    """The tracking URI an existing study records; None for a study not there yet (its storage is not created)."""
+    try:
+        return load(name, storage=storage).user_attrs.get(links.TRACKING_URI)
+    except NoStudy:
+        return None
 
 
 def _create(

@@ -108,11 +108,18 @@ def check_sqlite(path: Path | None) -> None:
 
     if path is None or not path.is_file() or path.stat().st_size == 0:
         return
+    absent = [p for p in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")) if not p.exists()]
     try:
         with contextlib.closing(sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, timeout=30)) as db:
             found = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
     except sqlite3.DatabaseError as e:
         found = [str(e)]
+    if found == ["ok"] and any(p.exists() for p in absent):
+        # A read-only connection to a WAL database makes its -wal and -shm files and cannot remove them; the last
+        # connection to close does, after a checkpoint that writes nothing (the log is empty): the folder is left
+        # as it was (another process that opened it meanwhile keeps them, as it should).
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+            db.execute("PRAGMA schema_version").fetchone()
     if found != ["ok"]:
         detail = " ".join("; ".join(found).replace("*** in database main ***", "").split())[:200]
         raise CicyError(f"{path}: a damaged SQLite database ({detail}): nothing was written to it; restore it from a copy")
