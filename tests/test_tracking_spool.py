@@ -140,3 +140,20 @@ def test_a_server_that_does_not_answer_is_told_from_one_that_refuses(tmp_path):
     assert spool.unreachable(gone)
     assert not spool.unreachable(MlflowException("Changing param values is not allowed. Param with key='a' was already logged"))
     assert not spool.answers("http://127.0.0.1:1", seconds=1)
+
+
+def test_the_spool_folder_and_limit_are_where_the_docs_say(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.delenv(spool.DIR_ENV, raising=False)
+    assert spool.folder(f"sqlite:///{tmp_path}/o.db", "a/b") == tmp_path / "o.db.spool" / "a%2Fb"
+    assert spool.folder(f"journal:{tmp_path}/x.log", "s") == tmp_path / "x.log.spool" / "s"
+    assert spool.folder("postgresql://u@h/db", "s") == Path(tmp_path / "home").resolve() / "spool" / "s"  # conftest's home
+    monkeypatch.setenv(spool.DIR_ENV, str(tmp_path / "shared"))
+    assert spool.folder(f"sqlite:///{tmp_path}/o.db", "s") == tmp_path / "shared" / "s"
+    assert spool.max_trials() == spool.MAX_TRIALS
+    monkeypatch.setenv(spool.MAX_TRIALS_ENV, "3")
+    assert spool.max_trials() == 3
+    page = " ".join((Path(__file__).parent.parent / "docs" / "tutorials" / "studies.md").read_text().split())
+    assert f"After {spool.MAX_TRIALS} trials in a row started without the server (`{spool.MAX_TRIALS_ENV}`" in page
+    assert f"`${spool.DIR_ENV}/STUDY` when set" in page and "`mlruns/optuna.db.spool/STUDY`" in page
