@@ -157,3 +157,23 @@ def test_the_spool_folder_and_limit_are_where_the_docs_say(tmp_path, monkeypatch
     page = " ".join((Path(__file__).parent.parent / "docs" / "tutorials" / "studies.md").read_text().split())
     assert f"After {spool.MAX_TRIALS} trials in a row started without the server (`{spool.MAX_TRIALS_ENV}`" in page
     assert f"`${spool.DIR_ENV}/STUDY` when set" in page and "`mlruns/optuna.db.spool/STUDY`" in page
+
+
+def test_a_run_whose_writer_was_killed_is_replayed_and_closed_from_optunas_record(tmp_path, tracking_uri, mlflow_client):
+    import os
+
+    from mlflow.entities import Metric
+
+    study = optuna.create_study()
+    trial = study.ask()
+    study.tell(trial, 0.5)
+    box = spool.Spool(tmp_path / "spool", tracking_uri)
+    entry = box.entry(run_id=None, create={"experiment": "killed", "run_name": "trial-0", "tags": {}}, trial=0)
+    entry.add({"op": "batch", "metrics": [Metric("epoch_loss", 0.5, 1000, 0)], "params": [], "tags": []})
+    assert box.replay(mlflow_client, study) == []  # its writer may still be at work
+    old = time.time() - links.REPAIR_AFTER_SECONDS - 1
+    os.utime(entry.path, (old, old))
+    assert box.replay(mlflow_client, study) == [0] and box.pending() == {}
+    run = mlflow_client.get_run(links.run_id(study.trials[0], study))
+    assert run.info.status == "FINISHED" and run.data.tags["state"] == "complete" and "ended before" in run.data.tags["tracking_errors"]
+    assert [m.value for m in mlflow_client.get_metric_history(run.info.run_id, "epoch_loss")] == [0.5]

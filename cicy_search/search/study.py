@@ -327,8 +327,8 @@ def spooler(run: StudyRun):
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         box, uri = run.spool, run.spool.uri
         away = spool.down(uri)
-        if away is None and not box.path.is_dir():
-            return  # nothing was ever spooled: no look at the folder, no request
+        if away is None and not box.waiting():
+            return  # nothing spooled: no request
         if away is not None and not said and run.console is not None:
             said.append(away)
             run.console.print(

@@ -507,24 +507,26 @@ class Run:
             _experiment_ids[key] = found = experiment_id(mlflow_client, experiment)
             return mlflow_client.create_run(found, tags=tags, run_name=run_name).info
 
+        run = cls(mlflow_client, None, uploader=uploader, name=run_name or "", spool=spool, trial=trial)
+
         def create_or_spool():
-            if spool is not None and spooling.down(mlflow_client.tracking_uri) is None:
+            if spool is None:
+                return create()
+            if spooling.down(mlflow_client.tracking_uri) is None:
                 try:
                     return create()
                 except Exception as e:
                     if not spooling.unreachable(e):
                         raise
                     spooling.went_down(mlflow_client.tracking_uri, e)
-            elif spool is None:
-                return create()
             run.entry = spool.entry(run_id=None, create={"experiment": experiment, "run_name": run_name, "tags": tags}, trial=trial)
             return None
 
         if uploader is None:
-            info = create_or_spool() if spool is not None else create()
-            run = cls(mlflow_client, info and info.run_id, name=run_name or "", artifact_uri=info and info.artifact_uri, spool=spool, trial=trial)
+            info = create_or_spool()
+            if info is not None:
+                run._run_id, run._artifact_uri, run.name = info.run_id, info.artifact_uri, run_name or info.run_id
             return run
-        run = cls(mlflow_client, None, uploader=uploader, name=run_name or "", spool=spool, trial=trial)
         run._created = uploader.submit(create_or_spool, what=f"MLflow run {run_name or ''} in {experiment}: create")
         return run
 

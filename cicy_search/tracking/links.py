@@ -213,7 +213,7 @@ def resume(study, given: str | None = None, *, log=None, spool_folder=None):
         if spool_folder is not None:
             box = spool.Spool(spool_folder, client.tracking_uri)
             replayed = box.replay(client, study)
-            waiting = {e.data["run_id"] for e in box.entries() if e.data["run_id"]}
+            waiting = {e.data["run_id"] for e in box.entries() if e.data["run_id"] and e.closed}  # others: repaired
         numbers = repair(study, client, spooled=waiting)
     except Exception as e:  # the store answered its health check but not this: the study goes on, repaired later
         numbers = []

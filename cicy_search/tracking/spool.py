@@ -224,6 +224,10 @@ class Spool:
                     found.append(Entry(path, data))
         return found
 
+    def waiting(self) -> bool:
+        """Whether any run's writes are in the folder (a look at the folder, no request)."""
+        return self.path.is_dir() and any(self.path.glob("*.json"))
+
     def pending(self) -> dict[int | None, str]:
         """Trials whose runs wait here: trial number -> the run id, or "not created"."""
         return {e.data["trial"]: e.data["run_id"] or "not created" for e in self.entries()}
@@ -242,7 +246,7 @@ class Spool:
             except BlockingIOError:
                 return replayed  # another process replays this spool now
             for entry in self.entries():
-                if not entry.closed:
+                if not entry.closed and not _abandoned(entry, study):
                     continue
                 try:
                     self._replay(entry, client, study)
@@ -256,6 +260,9 @@ class Spool:
         finally:
             os.close(fd)  # closing drops the lock
         if down(self.uri) is None:
+            self.in_a_row = 0
+        elif replayed:  # it answered the writes: this process stops spooling new runs
+            _down.pop(self.uri, None)
             self.in_a_row = 0
         return replayed
 
@@ -295,6 +302,28 @@ class Spool:
             data["done"] += 1
             entry.save()
         entry.remove()
+
+
+def _abandoned(entry: Entry, study) -> bool:
+    """Whether ``entry`` is a run whose writer ended before it did (a process killed with SIGKILL, a lost worker): its
+    trial finished in Optuna ``links.REPAIR_AFTER_SECONDS`` ago or more. It then gets the end Optuna's record gives,
+    and the note that its writer ended first, so the replay writes what it had and closes it."""
+    import optuna
+
+    from .links import REPAIR_AFTER_SECONDS
+
+    if study is None or entry.data["trial"] is None or time.time() - entry.path.stat().st_mtime < REPAIR_AFTER_SECONDS:
+        return False
+    State = optuna.trial.TrialState
+    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == entry.data["trial"]), None)
+    status = {State.COMPLETE: "FINISHED", State.PRUNED: "KILLED", State.FAIL: "FAILED"}.get(trial.state) if trial else None
+    if status is None:
+        return False
+    note = [["tracking_errors", "its worker ended before its run: the writes it spooled are here, later ones are not"],
+            ["state", {"FINISHED": "complete", "KILLED": "pruned", "FAILED": "failed"}[status]]]  # fmt: skip
+    entry.data["ops"] += [{"op": "batch", "metrics": [], "params": [], "tags": note},
+                          {"op": "end", "status": status, "end_time": int(trial.datetime_complete.timestamp() * 1000)}]  # fmt: skip
+    return True
 
 
 def describe(pending: dict[Any, str], folder: Path) -> list[str]:
