@@ -91,7 +91,7 @@ def test_a_study_spools_while_its_server_is_away_stops_at_the_limit_and_loses_no
         n_runs = len(client.search_runs([experiment]))
         shutil.rmtree(folder)
         shutil.copytree(tmp_path / "before", folder)
-        assert sorted(spool.Spool(folder, server.uri).replay(client, study)) == sorted(t for t in waiting if t is not None)
+        assert sorted(links.replay(spool.Spool(folder, server.uri), client, study)) == sorted(t for t in waiting if t is not None)
         assert len(client.search_runs([experiment])) == n_runs
         assert {n: len(client.get_metric_history(r.info.run_id, "epoch_loss")) for n, r in runs.items()} == counts
     finally:
@@ -110,12 +110,12 @@ def test_a_replay_cut_off_goes_on_where_it_stopped(tmp_path, tracking_uri, mlflo
     (tmp_path / "model" / "weights.txt").write_text("w")
     entry.add({"op": "artifacts", "folder": str(tmp_path / "model"), "path": "model"})
     entry.add({"op": "batch", "metrics": [Metric("epoch_loss", 0.25, 2000, 1)], "params": [], "tags": [RunTag("state", "complete")]})
-    assert box.replay(mlflow_client) == []  # not ended yet: its writer may still add to it
+    assert links.replay(box, mlflow_client) == []  # not ended yet: its writer may still add to it
     entry.add({"op": "end", "status": "FINISHED", "end_time": 3000})
     saved = entry.path.read_text()
     assert box.pending() == {7: "not created"}
 
-    assert box.replay(mlflow_client) == [7]
+    assert links.replay(box, mlflow_client) == [7]
     (run,) = mlflow_client.search_runs([mlflow_client.get_experiment_by_name("spooled").experiment_id])
     assert run.info.status == "FINISHED" and run.info.end_time == 3000 and run.data.params == {"a": "1"}
     assert run.data.tags[spool.TAG] == json.loads(saved)["key"] and run.data.tags["state"] == "complete"
@@ -127,7 +127,7 @@ def test_a_replay_cut_off_goes_on_where_it_stopped(tmp_path, tracking_uri, mlflo
     half["done"] = 2  # cut off after its second write, before it noted the run it made
     entry.path.write_text(json.dumps(half))
     shutil.copytree(tmp_path / "model", entry.files / "1")
-    assert box.replay(mlflow_client) == [7]
+    assert links.replay(box, mlflow_client) == [7]
     assert len(mlflow_client.search_runs([run.info.experiment_id])) == 1
     assert [m.value for m in mlflow_client.get_metric_history(run.info.run_id, "epoch_loss")] == [0.5, 0.25]
 
@@ -146,11 +146,12 @@ def test_the_spool_folder_and_limit_are_where_the_docs_say(tmp_path, monkeypatch
     from pathlib import Path
 
     monkeypatch.delenv(spool.DIR_ENV, raising=False)
-    assert spool.folder(f"sqlite:///{tmp_path}/o.db", "a/b") == tmp_path / "o.db.spool" / "a%2Fb"
-    assert spool.folder(f"journal:{tmp_path}/x.log", "s") == tmp_path / "x.log.spool" / "s"
-    assert spool.folder("postgresql://u@h/db", "s") == Path(tmp_path / "home").resolve() / "spool" / "s"  # conftest's home
+    assert studies.spool_folder(f"sqlite:///{tmp_path}/o.db", "a/b") == tmp_path / "o.db.spool" / "a%2Fb"
+    assert studies.spool_folder(f"journal:{tmp_path}/x.log", "s") == tmp_path / "x.log.spool" / "s"
+    assert studies.spool_folder("postgresql://u@h/db", "s") == tracking.local_home() / "spool" / "s"
+    assert tracking.local_home() == (tmp_path / "home").resolve()  # conftest's CICY_SEARCH_HOME
     monkeypatch.setenv(spool.DIR_ENV, str(tmp_path / "shared"))
-    assert spool.folder(f"sqlite:///{tmp_path}/o.db", "s") == tmp_path / "shared" / "s"
+    assert studies.spool_folder(f"sqlite:///{tmp_path}/o.db", "s") == tmp_path / "shared" / "s"
     assert spool.max_trials() == spool.MAX_TRIALS
     monkeypatch.setenv(spool.MAX_TRIALS_ENV, "3")
     assert spool.max_trials() == 3
@@ -170,10 +171,10 @@ def test_a_run_whose_writer_was_killed_is_replayed_and_closed_from_optunas_recor
     box = spool.Spool(tmp_path / "spool", tracking_uri)
     entry = box.entry(run_id=None, create={"experiment": "killed", "run_name": "trial-0", "tags": {}}, trial=0)
     entry.add({"op": "batch", "metrics": [Metric("epoch_loss", 0.5, 1000, 0)], "params": [], "tags": []})
-    assert box.replay(mlflow_client, study) == []  # its writer may still be at work
+    assert links.replay(box, mlflow_client, study) == []  # its writer may still be at work
     old = time.time() - links.REPAIR_AFTER_SECONDS - 1
     os.utime(entry.path, (old, old))
-    assert box.replay(mlflow_client, study) == [0] and box.pending() == {}
+    assert links.replay(box, mlflow_client, study) == [0] and box.pending() == {}
     run = mlflow_client.get_run(links.run_id(study.trials[0], study))
     assert run.info.status == "FINISHED" and run.data.tags["state"] == "complete" and "ended before" in run.data.tags["tracking_errors"]
     assert [m.value for m in mlflow_client.get_metric_history(run.info.run_id, "epoch_loss")] == [0.5]

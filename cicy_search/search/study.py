@@ -218,7 +218,7 @@ class StudyRun(Share):
 
 def spool_folder(storage: str | None, name: str) -> Path:
     """The spool folder of study ``name`` in ``storage`` (``spool.folder``)."""
-    return spool.folder(storage or default_url(), name)
+    return spool.folder(storage or default_url(), name, tracking.local_home())
 
 
 @dataclass
@@ -357,7 +357,7 @@ def _replay(run: StudyRun, wait: bool = True) -> None:
     if not spool.answers(run.spool.uri):
         return
     try:
-        done = run.spool.replay(run.client, run.study)
+        done = links.replay(run.spool, run.client, run.study)
     except Exception as e:  # the trials are safe in Optuna and their writes in the spool: the next resume replays
         done = []
         if run.console is not None:

@@ -199,9 +199,74 @@ def repair(study, client, *, older_than: float | None = None, spooled: set[str] 
     return repaired
 
 
+def replay(box, client, study=None) -> list[int]:
+    """Write the runs waiting in the spool ``box`` (``spool.Spool``) into ``client``'s store, and link each to its
+    trial of ``study``; returns their trial numbers. A write the store refuses is named in the run's
+    ``tracking_errors`` tag instead; one it does not answer stops the replay (the rest waits for the next)."""
+    return box.replay(lambda entry: _write_entry(entry, client, study), lambda entry: _abandoned(entry, study))
+
+
+def _write_entry(entry, client, study) -> None:
+    """One spool file's run into the store, in order, noting in the file how far it got after each write."""
+    from mlflow.entities import RunTag
+
+    from . import Run, experiment_id, spool
+    from ..errors import one_line
+
+    data = entry.data
+    if data["run_id"] is None:
+        create = data["create"]
+        exp = experiment_id(client, create["experiment"])
+        found = client.search_runs([exp], filter_string=f"tags.`{spool.TAG}` = '{data['key']}'", max_results=1)
+        if found:  # made by a replay that stopped before it could note it
+            data["run_id"] = found[0].info.run_id
+        else:
+            info = client.create_run(exp, tags={**create["tags"], spool.TAG: data["key"]}, run_name=create["run_name"]).info
+            data["run_id"] = info.run_id
+        entry.save()
+    if study is not None and data["trial"] is not None:
+        link_spooled(study, data["trial"], data["run_id"])
+    run = Run(client, data["run_id"])
+    errors = data.setdefault("errors", [])
+    while data["done"] < len(data["ops"]):
+        op = spool.decode(data["ops"][data["done"]], entry.files)
+        if op["op"] == "end" and errors:
+            run.apply({"op": "batch", "metrics": [], "params": [], "tags": [RunTag("tracking_errors", "; ".join(errors)[:5000])]})
+        try:
+            run.apply(op)
+        except Exception as e:
+            if spool.unreachable(e):
+                raise
+            errors.append(f"{op['op']} (replayed from the spool): {one_line(e)}")
+        data["done"] += 1
+        entry.save()
+
+
+def _abandoned(entry, study) -> bool:
+    """Whether ``entry`` is a run whose writer ended before it did (a process killed with SIGKILL, a lost worker): its
+    trial finished in Optuna ``links.REPAIR_AFTER_SECONDS`` ago or more. It then gets the end Optuna's record gives,
+    and the note that its writer ended first, so the replay writes what it had and closes it."""
+    import time
+
+    import optuna
+
+    if study is None or entry.data["trial"] is None or time.time() - entry.path.stat().st_mtime < REPAIR_AFTER_SECONDS:
+        return False
+    State = optuna.trial.TrialState
+    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == entry.data["trial"]), None)
+    status = {State.COMPLETE: "FINISHED", State.PRUNED: "KILLED", State.FAIL: "FAILED"}.get(trial.state) if trial else None
+    if status is None:
+        return False
+    note = [["tracking_errors", "its worker ended before its run: the writes it spooled are here, later ones are not"],
+            ["state", {"FINISHED": "complete", "KILLED": "pruned", "FAILED": "failed"}[status]]]  # fmt: skip
+    entry.data["ops"] += [{"op": "batch", "metrics": [], "params": [], "tags": note},
+                          {"op": "end", "status": status, "end_time": int(trial.datetime_complete.timestamp() * 1000)}]  # fmt: skip
+    return True
+
+
 def resume(study, given: str | None = None, *, log=None, spool_folder=None):
     """The MLflow client a process adding trials to ``study`` writes with (``writer_uri``), after writing the runs
-    waiting in the study's spool (``spool_folder``: ``spool.Spool.replay``) and closing the runs of finished trials
+    waiting in the study's spool (``spool_folder``: ``replay``) and closing the runs of finished trials
     that lost their last writes (``repair``); ``log`` gets one line when it did either."""
     from . import spool
     from .. import tracking
@@ -212,7 +277,7 @@ def resume(study, given: str | None = None, *, log=None, spool_folder=None):
     try:
         if spool_folder is not None:
             box = spool.Spool(spool_folder, client.tracking_uri)
-            replayed = box.replay(client, study)
+            replayed = replay(box, client, study)
             waiting = {e.data["run_id"] for e in box.entries() if e.data["run_id"] and e.closed}  # others: repaired
         numbers = repair(study, client, spooled=waiting)
     except Exception as e:  # the store answered its health check but not this: the study goes on, repaired later

@@ -4,11 +4,11 @@ A trial's run is written through ``tracking.Run``. When one of its writes fails 
 answer (``unreachable``), that write and every later one of the run go, in order, into one JSON file per run in
 the study's spool folder (``folder``), rewritten atomically (temporary file, fsync, rename) after each write; a
 model or other artifact folder is copied beside it. Training goes on meanwhile, and a run that starts while the
-server is known to be away is spooled from its creation without trying it. ``Spool.replay`` writes the files of
+server is known to be away is spooled from its creation without trying it. ``links.replay`` writes the files of
 runs that ended back into the store, in order, recording in each file how far it got, so a replay interrupted or
 run twice writes nothing twice; the file goes once its run is complete. A run created from the spool is found by
-its ``cicy.spool`` tag, and the trial is linked to it through the study's user attribute
-``mlflow_run_id:NUMBER`` (Optuna keeps a finished trial's own attributes fixed: ``links.run_id``).
+its ``cicy.spool`` tag, and the trial is linked to it through the study's user attribute ``mlflow_run_id:NUMBER``
+(Optuna keeps a finished trial's own attributes fixed: ``links.run_id``).
 
 Replays happen after each trial of the process that spooled (once the server answers its health check), at the
 end of its study, and when any process resumes the study (``links.resume``); a process sharing the spool folder
@@ -27,7 +27,7 @@ import socket
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 #: Where spool folders go: ``$CICY_SPOOL_DIR/STUDY`` when set (a folder that workers on several hosts share), else
 #: beside a file storage (``optuna.db`` -> ``optuna.db.spool/STUDY``; a journal likewise), else
@@ -45,9 +45,9 @@ TAG = "cicy.spool"  # on a run created from the spool: its file's key, so a repl
 _down: dict[str, str] = {}  # tracking URI -> why it is taken to be away, for this process (``went_down``)
 
 
-def folder(storage_url: str, study_name: str) -> Path:
-    """The spool folder of study ``study_name`` in the Optuna storage ``storage_url`` (see ``DIR_ENV``)."""
-    from . import local_home
+def folder(storage_url: str, study_name: str, home: Path) -> Path:
+    """The spool folder of study ``study_name`` in the Optuna storage ``storage_url`` (see ``DIR_ENV``; ``home``:
+    ``tracking.local_home()``)."""
     from ..locks import sqlite_path
 
     name = urllib.parse.quote(study_name, safe="")
@@ -58,7 +58,7 @@ def folder(storage_url: str, study_name: str) -> Path:
         path = Path(storage_url.removeprefix("journal:"))
     if path is not None:
         return path.resolve().parent / f"{path.name}.spool" / name
-    return local_home() / "spool" / name
+    return Path(home) / "spool" / name
 
 
 def max_trials() -> int:
@@ -232,10 +232,10 @@ class Spool:
         """Trials whose runs wait here: trial number -> the run id, or "not created"."""
         return {e.data["trial"]: e.data["run_id"] or "not created" for e in self.entries()}
 
-    def replay(self, client, study=None) -> list[int]:
-        """Write the runs that ended into ``client``'s store; returns their trial numbers. Stops at the first write
-        the server does not answer (the rest stays for the next replay); a write it refuses is named in the run's
-        ``tracking_errors`` tag instead."""
+    def replay(self, write: Callable[[Entry], None], abandoned: Callable[[Entry], bool] = lambda entry: False) -> list[int]:
+        """``write`` each file of a run that ended (or was ``abandoned`` by its writer), oldest first, then remove it;
+        returns their trial numbers. Stops at the first write the server does not answer: the rest waits for the next
+        replay. One process replays a folder at a time; ``links.replay`` writes the runs into MLflow."""
         replayed: list[int] = []
         if not self.path.is_dir():
             return replayed
@@ -246,10 +246,11 @@ class Spool:
             except BlockingIOError:
                 return replayed  # another process replays this spool now
             for entry in self.entries():
-                if not entry.closed and not _abandoned(entry, study):
+                if not entry.closed and not abandoned(entry):
                     continue
                 try:
-                    self._replay(entry, client, study)
+                    write(entry)
+                    entry.remove()
                 except Exception as e:
                     if not unreachable(e):
                         raise
@@ -265,65 +266,6 @@ class Spool:
             _down.pop(self.uri, None)
             self.in_a_row = 0
         return replayed
-
-    def _replay(self, entry: Entry, client, study) -> None:
-        from . import Run, experiment_id
-        from ..errors import one_line
-
-        data = entry.data
-        if data["run_id"] is None:
-            create = data["create"]
-            exp = experiment_id(client, create["experiment"])
-            found = client.search_runs([exp], filter_string=f"tags.`{TAG}` = '{data['key']}'", max_results=1)
-            if found:  # made by a replay that stopped before it could note it
-                data["run_id"] = found[0].info.run_id
-            else:
-                info = client.create_run(exp, tags={**create["tags"], TAG: data["key"]}, run_name=create["run_name"]).info
-                data["run_id"] = info.run_id
-            entry.save()
-        if study is not None and data["trial"] is not None:
-            from .links import link_spooled
-
-            link_spooled(study, data["trial"], data["run_id"])
-        run = Run(client, data["run_id"])
-        errors = data.setdefault("errors", [])
-        while data["done"] < len(data["ops"]):
-            op = decode(data["ops"][data["done"]], entry.files)
-            if op["op"] == "end" and errors:
-                from mlflow.entities import RunTag
-
-                run.apply({"op": "batch", "metrics": [], "params": [], "tags": [RunTag("tracking_errors", "; ".join(errors)[:5000])]})
-            try:
-                run.apply(op)
-            except Exception as e:
-                if unreachable(e):
-                    raise
-                errors.append(f"{op['op']} (replayed from the spool): {one_line(e)}")
-            data["done"] += 1
-            entry.save()
-        entry.remove()
-
-
-def _abandoned(entry: Entry, study) -> bool:
-    """Whether ``entry`` is a run whose writer ended before it did (a process killed with SIGKILL, a lost worker): its
-    trial finished in Optuna ``links.REPAIR_AFTER_SECONDS`` ago or more. It then gets the end Optuna's record gives,
-    and the note that its writer ended first, so the replay writes what it had and closes it."""
-    import optuna
-
-    from .links import REPAIR_AFTER_SECONDS
-
-    if study is None or entry.data["trial"] is None or time.time() - entry.path.stat().st_mtime < REPAIR_AFTER_SECONDS:
-        return False
-    State = optuna.trial.TrialState
-    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == entry.data["trial"]), None)
-    status = {State.COMPLETE: "FINISHED", State.PRUNED: "KILLED", State.FAIL: "FAILED"}.get(trial.state) if trial else None
-    if status is None:
-        return False
-    note = [["tracking_errors", "its worker ended before its run: the writes it spooled are here, later ones are not"],
-            ["state", {"FINISHED": "complete", "KILLED": "pruned", "FAILED": "failed"}[status]]]  # fmt: skip
-    entry.data["ops"] += [{"op": "batch", "metrics": [], "params": [], "tags": note},
-                          {"op": "end", "status": status, "end_time": int(trial.datetime_complete.timestamp() * 1000)}]  # fmt: skip
-    return True
 
 
 def describe(pending: dict[Any, str], folder: Path) -> list[str]:
