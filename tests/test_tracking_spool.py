@@ -3,6 +3,7 @@ study, the study going on (and stopping at the limit) with its runs' writes in t
 complete trial then has its whole run, params, every epoch metric and a best trial's model, and replaying again
 writes nothing twice."""
 
+import io
 import json
 import shutil
 import signal
@@ -10,6 +11,7 @@ import time
 
 import optuna
 import pytest
+from rich.console import Console
 
 from cicy_search import tracking
 from cicy_search.errors import CicyError
@@ -58,8 +60,9 @@ def test_a_study_spools_while_its_server_is_away_stops_at_the_limit_and_loses_no
         folder = studies.spool_folder(storage, spec.name)
         assert folder == tmp_path / "o.db.spool" / "away"
         client = links.resume(study, server.uri, spool_folder=folder)
+        printed = io.StringIO()
         work = studies.StudyRun(study, spec=spec, budget=6, client=client, uploader=tracking.uploader(), report=False,
-                                spool=spool.Spool(folder, client.tracking_uri))  # fmt: skip
+                                spool=spool.Spool(folder, client.tracking_uri), console=Console(file=printed, width=1000))  # fmt: skip
         objective = work.objective()
 
         def server_gone_after_trial_0(trial):
@@ -69,6 +72,8 @@ def test_a_study_spools_while_its_server_is_away_stops_at_the_limit_and_loses_no
 
         with pytest.raises(CicyError, match=r"has not answered for 2 trials .*their runs wait in .*o\.db\.spool/away: run the same"):
             studies.drive(work, server_gone_after_trial_0)
+        said = [line for line in printed.getvalue().splitlines() if line.startswith("warning: MLflow tracking server")]
+        assert len(said) == 1 and f"their runs wait in {folder} until it does; the study stops after 2 trials" in said[0], said
         trials = studies.load("away", storage=storage).trials
         assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3  # training went on without the server
         waiting = spool.Spool(folder, server.uri).pending()
