@@ -7,6 +7,7 @@ its own run as soon as the run starts (``objective``). Everything that goes from
 from __future__ import annotations
 
 RUN_ID = "mlflow_run_id"  # on a trial: its MLflow run
+SPOOLED_RUN_ID = "mlflow_run_id:"  # + a trial number, on a study: that trial's run, made from the spool after it finished
 PARENT_RUN_ID = "mlflow_parent_run_id"  # on a study: the parent run its trials are children of
 TRACKING_URI = "tracking_uri"  # on a study: the MLflow tracking URI it was created with
 
@@ -16,7 +17,7 @@ def run_id(trial, study=None) -> str | None:
     after its trial finished is linked on the study (``link_spooled``): found when ``study`` is given."""
     found = trial.user_attrs.get(RUN_ID)
     if found is None and study is not None:
-        found = study.user_attrs.get(f"{RUN_ID}:{trial.number}")
+        found = study.user_attrs.get(f"{SPOOLED_RUN_ID}{trial.number}")
     return found
 
 
@@ -28,7 +29,7 @@ def run_ids(study, trials) -> dict[int, str]:
         found = t.user_attrs.get(RUN_ID)
         if found is None:
             attrs = study.user_attrs if attrs is None else attrs
-            found = attrs.get(f"{RUN_ID}:{t.number}")
+            found = attrs.get(f"{SPOOLED_RUN_ID}{t.number}")
         if found is not None:
             out[t.number] = found
     return out
@@ -36,8 +37,8 @@ def run_ids(study, trials) -> dict[int, str]:
 
 def link_spooled(study, number: int, rid: str) -> None:
     """Record that trial ``number``'s run is ``rid``, made from the spool once the trial had finished (Optuna keeps
-    a finished trial's attributes fixed, so the link is the study's user attribute ``mlflow_run_id:NUMBER``)."""
-    key = f"{RUN_ID}:{number}"
+    a finished trial's attributes fixed, so the link is the study's user attribute ``mlflow_run_id:<number>``)."""
+    key = f"{SPOOLED_RUN_ID}{number}"
     if study.user_attrs.get(key) != rid:
         study.set_user_attr(key, rid)
 

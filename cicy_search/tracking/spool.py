@@ -7,7 +7,7 @@ model or other artifact folder is copied beside it. Training goes on meanwhile, 
 server is known to be away is spooled from its creation without trying it. ``links.replay`` writes the files of
 runs that ended back into the store, in order, recording in each file how far it got, so a replay interrupted or
 run twice writes nothing twice; the file goes once its run is complete. A run created from the spool is found by
-its ``cicy.spool`` tag, and the trial is linked to it through the study's user attribute ``mlflow_run_id:NUMBER``
+its ``cicy.spool`` tag, and the trial is linked to it through the study's user attribute ``mlflow_run_id:<number>``
 (Optuna keeps a finished trial's own attributes fixed: ``links.run_id``).
 
 Replays happen after each trial of the process that spooled (once the server answers its health check), at the
