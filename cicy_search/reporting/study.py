@@ -71,7 +71,7 @@ def top_trials(study: optuna.Study, n: int = 10, *, mlflow_client=None, ui_url: 
                 **({"pareto": t.number in pareto} if len(names) > 1 else {}),
                 **{f"params.{k}": v for k, v in t.params.items()},
                 "seconds": seconds,
-                "mlflow_run": _mlflow_link(mlflow_client, links.run_id(t), ui),
+                "mlflow_run": _mlflow_link(mlflow_client, links.run_id(t, study), ui),
             }
         )
     return pd.DataFrame(rows)
