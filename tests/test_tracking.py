@@ -259,10 +259,10 @@ def test_a_busy_tracking_server_is_waited_for_and_a_silent_or_refusing_one_is_on
     import socket
     import threading
 
-    from cicy_search.tracking import check_reachable
+    from cicy_search.tracking import check_reachable, store
 
-    monkeypatch.setattr(tracking, "ANSWER_SECONDS", 0.5)
-    monkeypatch.setattr(tracking, "PATIENCE_SECONDS", 3.0)
+    monkeypatch.setattr(store, "ANSWER_SECONDS", 0.5)
+    monkeypatch.setattr(store, "PATIENCE_SECONDS", 3.0)
     asked = []
 
     class Health(http.server.BaseHTTPRequestHandler):

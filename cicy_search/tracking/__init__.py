@@ -1,4 +1,8 @@
-"""MLflow bookkeeping: where runs go, what every run is tagged with, and batched logging.
+"""MLflow bookkeeping: a run and its batched, background writes (``Run``, ``Uploader``).
+
+Where runs go is ``store`` (URIs, clients, experiments, UI addresses), what every run is tagged with is
+``context``; both are also reachable here as ``tracking.NAME``. The study-run links, the trial runner, the
+study summary and the spool are the other submodules.
 
 Everything goes through ``MlflowClient`` with explicit run ids, so any process (a study worker on
 another host) can log into a run it did not create, e.g. a trial run nested under its study's run.
@@ -9,15 +13,8 @@ is on the training thread's path; ``Uploader.flush`` waits for them and returns 
 from __future__ import annotations
 
 import atexit
-import contextlib
-import functools
-import hashlib
-import json
 import os
-import platform
 import queue
-import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -25,172 +22,26 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import dump_yaml
 from ..errors import CicyError, one_line
-
-LOCAL_HOME = "mlruns"
-
-
-def local_home(*, create: bool = False) -> Path:
-    """The git-ignored folder for local state (MLflow's SQLite store and artifacts, the default Optuna storage).
-
-    With ``create``, the folder is made if missing and must be writable: a read-only working folder is a one-line
-    ``CicyError`` (a SQLite store there would fail on its first write, deep inside MLflow or Optuna).
-    """
-    home = Path(os.environ.get("CICY_SEARCH_HOME", LOCAL_HOME)).resolve()
-    if create:
-        hint = "run from a writable folder, or set CICY_SEARCH_HOME to one"
-        try:
-            home.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise CicyError(f"{home}: cannot create the local store folder ({e.strerror or e}): {hint}") from None
-        if not os.access(home, os.W_OK | os.X_OK):
-            raise CicyError(f"{home}: the local store folder is not writable: {hint}")
-    return home
-
-
-def resolve_uri(uri: str | None = None) -> str:
-    """Explicit URI, else ``MLFLOW_TRACKING_URI``, else a SQLite store inside ``mlruns/``."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return f"sqlite:///{local_home(create=True) / 'mlflow.db'}"
-
-
-#: A tracking server that does not answer its health check within ``ANSWER_SECONDS`` is asked again until
-#: ``PATIENCE_SECONDS`` have passed: a busy server (many workers starting at once against a few ``mlflow server``
-#: workers: docs/performance.md, ``bench.scale``) is not a missing one. A refused connection or an unknown host fails at once.
-ANSWER_SECONDS, PATIENCE_SECONDS = 5.0, 60.0
-
-#: MLflow's own defaults retry a request to a server that went away 7 times with doubling waits (minutes per write,
-#: and a study's writes queue behind each other). These bound one write to a server that refuses connections at
-#: about 6 s (3 retries, after 0, 2 and 4 s); the environment variables, when set, win. A study trial's write that
-#: still fails goes into the study's spool, and its later writes follow it there without waiting (``spool.py``);
-#: another write is reported.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
-
-
-def check_reachable(uri: str) -> None:
-    if uri.startswith(("http://", "https://")):
-        import urllib.error
-        import urllib.request
-
-        deadline = time.monotonic() + PATIENCE_SECONDS
-        while True:
-            try:
-                urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=ANSWER_SECONDS).read()
-                return
-            except (urllib.error.URLError, OSError) as e:
-                reason = getattr(e, "reason", e)
-                if not isinstance(reason, TimeoutError):
-                    raise CicyError(f"MLflow tracking server {uri} is unreachable: {reason}") from None
-                if time.monotonic() >= deadline:
-                    raise CicyError(f"MLflow tracking server {uri} is unreachable: no answer in {PATIENCE_SECONDS:g} s") from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///") :]).parent
-        if not folder.is_dir():
-            raise CicyError(f"MLflow tracking store {uri}: folder {folder} does not exist")
-        from ..locks import sqlite_path
-
-        check_sqlite(sqlite_path(uri))
-
-
-def check_sqlite(path: Path | None) -> None:
-    """Refuse a damaged SQLite file (a store: MLflow's or Optuna's) before anything writes to it.
-
-    The file is opened read-only and given SQLite's ``PRAGMA quick_check`` (every page and record, not the
-    indexes' contents): overwritten pages are found here, with one line, instead of deep inside MLflow's schema
-    migrations or Optuna's table creation, which would first write to the damaged file. A missing or empty file is
-    left to be created.
-    """
-    import sqlite3
-    import urllib.parse
-
-    if path is None or not path.is_file() or path.stat().st_size == 0:
-        return
-    absent = [p for p in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")) if not p.exists()]
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, timeout=30)) as db:
-            found = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
-    except sqlite3.DatabaseError as e:
-        found = [str(e)]
-    if found == ["ok"] and any(p.exists() for p in absent):
-        # A read-only connection to a WAL database makes its -wal and -shm files and cannot remove them; the last
-        # connection to close does, after a checkpoint that writes nothing (the log is empty): the folder is left
-        # as it was (another process that opened it meanwhile keeps them, as it should).
-        with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
-            db.execute("PRAGMA schema_version").fetchone()
-    if found != ["ok"]:
-        detail = " ".join("; ".join(found).replace("*** in database main ***", "").split())[:200]
-        raise CicyError(f"{path}: a damaged SQLite database ({detail}): nothing was written to it; restore it from a copy")
-
-
-@functools.lru_cache(maxsize=None)
-def client(uri: str | None = None):
-    """An ``MlflowClient`` for the resolved URI, checked to be reachable first."""
-    from mlflow import MlflowClient
-
-    from ..locks import creating
-
-    uri = resolve_uri(uri)
-    check_reachable(uri)
-    if uri.startswith(("http://", "https://")):
-        for name, value in HTTP_DEFAULTS.items():
-            os.environ.setdefault(name, value)
-    if uri.startswith("sqlite:"):
-        fast_sqlite_commits()
-    # On a server, MLflow's ``set_terminated`` reads the whole run back to print "View run ... at" on stdout: one more
-    # request a run (with its params and metrics), and lines in the middle of a study's progress from the uploader's
-    # thread. The commands print their own addresses (``study best``, ``study status``); a user may set it to false.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    from mlflow.exceptions import MlflowException
-
-    with creating(uri):  # processes opening a new SQLite store at once race in its schema migrations
-        try:
-            return MlflowClient(tracking_uri=uri)
-        except MlflowException as e:  # a scheme MLflow has no store for: it says so in a paragraph
-            import re
-
-            scheme = uri.partition(":")[0]
-            listed = re.search(r"Supported URI schemes are: \[([^\]]*)\]", str(e))
-            if not listed:
-                raise CicyError(f"MLflow tracking URI {scheme}:...: {one_line(e, 200)}") from None
-            known = ", ".join(f"{k}:" for k in re.findall(r"'([\w+.-]+)'", listed.group(1)))
-            raise CicyError(f"MLflow tracking URI {scheme}:...: MLflow has no store for the scheme {scheme!r} (it knows {known})") from None
-
-
-def check_experiment_name(name: str) -> None:
-    """A name MLflow takes for an experiment (1 to 500 characters), printable so errors stay one line."""
-    if not isinstance(name, str) or not name.strip() or len(name) > 500 or not name.isprintable():
-        shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
-        raise CicyError(f"MLflow experiment name {shown}: expected 1 to 500 printable characters")
-
-
-@functools.lru_cache(maxsize=None)
-def fast_sqlite_commits() -> None:
-    """Every SQLite database SQLAlchemy opens in this process (MLflow's store, Optuna's storage) gets a
-    write-ahead log and ``synchronous=NORMAL``.
-
-    SQLite's default rollback journal syncs the disk two or three times per commit, and a trial makes a few dozen
-    commits. In WAL mode a commit is an append (docs/performance.md has the measured costs);
-    processes on one host still share the database safely, and a crash of the process loses nothing (one of
-    the machine may lose the last commits, never the database). WAL needs a local file system, as SQLite
-    shared by several processes always did.
-    """
-    import sqlite3
-
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    @event.listens_for(Engine, "connect")
-    def _pragmas(dbapi_connection, _record):
-        if isinstance(dbapi_connection, sqlite3.Connection):
-            try:
-                dbapi_connection.execute("PRAGMA journal_mode=WAL")
-                dbapi_connection.execute("PRAGMA synchronous=NORMAL")
-            except sqlite3.Error:  # another process holds it in the middle of a change: its default then
-                pass
-
+from .context import NOTE, SystemMetrics, config_note, context_tags, dataset_inputs, device, enable_system_metrics, git_commit, system_metrics_enabled  # noqa: F401 (tracking.NAME, as before the split)
+from .store import (  # noqa: F401 (tracking.NAME, as before the split)
+    ANSWER_SECONDS,
+    HTTP_DEFAULTS,
+    LOCAL_HOME,
+    PATIENCE_SECONDS,
+    check_experiment_name,
+    check_reachable,
+    check_sqlite,
+    client,
+    experiment_id,
+    experiment_url,
+    fast_sqlite_commits,
+    hide_password,
+    local_home,
+    resolve_uri,
+    run_url,
+    ui_url,
+)
 
 #: MLflow writes that can wait are batched this often: a run's per-epoch metrics (while a long trial trains, not
 #: all at its end; a short one's in one batch with its end) and a process's updates of the study's summary run.
@@ -198,71 +49,8 @@ def fast_sqlite_commits() -> None:
 #: many workers the requests, not the values, are the load.
 FLUSH_SECONDS = 15.0
 
+
 _experiment_ids: dict[tuple[str, str], str] = {}  # (tracking URI, name) -> id, for the runs this process starts
-
-
-def experiment_id(mlflow_client, name: str) -> str:
-    """The id of experiment ``name``, created if missing (artifacts next to a SQLite store's file)."""
-    from mlflow.exceptions import MlflowException
-
-    check_experiment_name(name)
-
-    exp = mlflow_client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            mlflow_client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    from ..locks import sqlite_path
-
-    location = None
-    database = sqlite_path(mlflow_client.tracking_uri)
-    if database is not None:  # beside the store it belongs to, not in whatever folder the command ran from
-        location = (database.resolve().parent / "artifacts").as_uri()
-    try:
-        return mlflow_client.create_experiment(name, artifact_location=location)
-    except MlflowException as e:
-        exp = mlflow_client.get_experiment_by_name(name)
-        if exp is not None:  # another worker created it first
-            return exp.experiment_id
-        first = (str(e.message if hasattr(e, "message") else e).strip().splitlines() or ["refused"])[0][:200]
-        raise CicyError(f"MLflow experiment {name[:60]!r}: {first}") from None
-
-
-@functools.lru_cache(maxsize=None)
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-@functools.lru_cache(maxsize=None)
-def device() -> str:
-    """``cpu`` or the name of the first visible GPU (imports TensorFlow; call only while training)."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return "cpu"
-    details = tf.config.experimental.get_device_details(gpus[0])
-    return f"gpu:{details.get('device_name', gpus[0].name)}"
-
-
-def context_tags(dataset: str, dataset_hash: str) -> dict[str, str]:
-    """Where and from what a run was made: host, process, device, data set and code version."""
-    return {
-        "host": socket.gethostname(),
-        "process": str(os.getpid()),
-        "platform": platform.platform(),
-        "device": device(),
-        "dataset": dataset,
-        "dataset_hash": dataset_hash,
-        "mlflow.source.git.commit": git_commit(),
-        "git_commit": git_commit(),
-    }
 
 
 def _param_value(v: Any) -> str:
@@ -337,16 +125,22 @@ class Uploader:
 
 
 _UPLOADER: Uploader | None = None
+
+
 #: How long the exit waits for queued MLflow writes: a normal exit lets them finish; after a signal (Ctrl-C,
 #: SIGTERM) every wait on them together (the running trial's link, the study's summary, the exit) gets
 #: ``INTERRUPTED_FLUSH_SECONDS`` from the signal, since a tracking store that went away would hold the process for
 #: minutes. Writes of a study's trial runs not done by then are kept in its spool when the server was known to be
 #: away (``spool.py``), else repaired when the study resumes (``links.repair``).
 EXIT_FLUSH_SECONDS, INTERRUPTED_FLUSH_SECONDS = 120.0, 5.0
+
+
 _signalled: list[float] = []  # when the last signal came (monotonic), once one did
 
 
 _INTERRUPTED_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(INTERRUPTED_FLUSH_SECONDS))}
+
+
 _before_interrupt: dict[str, str | None] = {}
 
 
@@ -403,6 +197,8 @@ def run_status(exc: BaseException) -> tuple[str, str]:
 
 #: MLflow's limits on one ``log_batch``: values of each kind, and in all.
 BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}
+
+
 BATCH_TOTAL = 1000
 
 
@@ -684,149 +480,3 @@ class Run:
             self.write({"op": "end", "status": status, "end_time": int(time.time() * 1000)})
 
         self.later(write, f"end ({status})")
-
-
-def dataset_inputs(data: dict, dataset_hash: str, index: dict[str, Any]) -> list:
-    """MLflow dataset inputs for a run trained on the splits ``index`` of the list ``data["dataset"]``.
-
-    One input per split (contexts ``train``, ``validation``, ``test``), all named after the list; each
-    digest is the start of the sha256 of the list's sha256 and the split's row indices, so two runs show
-    the same digest exactly when they saw the same rows. The profile holds the list's full sha256, the
-    split's size, fractions and seed.
-    """
-    import numpy as np
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
-    from ..data import DATASETS
-
-    contexts = {"train": "training", "val": "validation", "test": "test"}
-    name = data["dataset"]
-    uri = f"cicy_search/data/{DATASETS[name]}" if name in DATASETS else Path(name).resolve().as_uri()  # a list on disk
-    source = json.dumps({"uri": uri, "sha256": dataset_hash})
-    out = []
-    for split, context in contexts.items():
-        if split not in index:
-            continue
-        rows = np.asarray(index[split], dtype=np.int64)
-        digest = hashlib.sha256(f"{dataset_hash}:{split}:".encode() + rows.tobytes()).hexdigest()[:16]
-        profile = {
-            "num_rows": int(len(rows)),
-            "split": split,
-            "sha256": dataset_hash,
-            "fractions": {k: data.get(k) for k in ("train", "val", "test")},
-            "seed": data.get("seed"),
-            "stratify": data.get("stratify"),
-            "limit": data.get("limit"),
-            "keep_products": data.get("keep_products"),
-            "targets": list(data.get("targets") or []),
-        }
-        dataset = Dataset(name, digest, "local", source, None, json.dumps(profile))
-        out.append(DatasetInput(dataset, [InputTag("mlflow.data.context", context)]))
-    return out
-
-
-class SystemMetrics:
-    """CPU, memory, disk, network and (with nvidia-ml-py) GPU use, sampled into a run's ``system/*`` metrics.
-
-    MLflow's own monitors (``mlflow.enable_system_metrics_logging``) do the measuring; this samples them
-    every ``interval`` seconds and once more at ``stop``, so even a trial shorter than the interval gets
-    a point, and writes through the run (so, in a study, through the background uploader).
-    """
-
-    def __init__(self, run: Run, interval: float | None = None):
-        from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-        self.run = run
-        self.interval = interval or MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.get() or 2.0
-        self.monitor = SystemMetricsMonitor("", sampling_interval=self.interval, tracking_uri=run.client.tracking_uri)
-        self._step = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="system-metrics", daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        self.monitor.collect_metrics()
-        metrics = self.monitor.aggregate_metrics()
-        for m in self.monitor.monitors:
-            m.clear_metrics()
-        metrics = {f"system/{k}": v for k, v in metrics.items()}
-        if metrics:
-            self.run.later(lambda step=self._step: self._write(metrics, step), "system metrics")
-            self._step += 1
-
-    def _write(self, metrics: dict, step: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self.run.write({"op": "batch", "metrics": [Metric(k, float(v), now, step) for k, v in metrics.items()]})
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-
-
-def system_metrics_enabled() -> bool:
-    """Whether runs sample system metrics: ``mlflow.enable_system_metrics_logging()`` (the workers'
-    ``--system-metrics``) or ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true``."""
-    from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING
-
-    return bool(MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.get())
-
-
-def enable_system_metrics() -> None:
-    """Turn system metrics on for this process's runs; they need psutil (and nvidia-ml-py for GPUs)."""
-    import importlib.util
-
-    import mlflow
-
-    if importlib.util.find_spec("psutil") is None:
-        raise CicyError("--system-metrics needs psutil: pip install psutil (and nvidia-ml-py for GPU metrics)")
-    mlflow.enable_system_metrics_logging()
-
-
-def hide_password(uri: str) -> str:
-    """The URI with any password hidden, for messages."""
-    import re
-
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", uri)
-
-
-def ui_url(tracking_uri: str) -> str | None:
-    """The MLflow UI address of a tracking server (credentials removed); None for a local store."""
-    if not tracking_uri.startswith(("http://", "https://")):
-        return None
-    import re
-
-    return re.sub(r"://[^/@]*@", "://", tracking_uri).rstrip("/")
-
-
-def experiment_url(ui: str, experiment_id: str) -> str:
-    """The runs table of an experiment in the MLflow UI at ``ui``."""
-    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs"
-
-
-def run_url(ui: str, experiment_id: str, run_id: str) -> str:
-    return f"{experiment_url(ui, experiment_id)}/{run_id}"
-
-
-#: The tag MLflow shows as a run's description.
-NOTE = "mlflow.note.content"
-
-
-def config_note(config: dict) -> dict[str, str]:
-    """A run's config as its description (the ``mlflow.note.content`` tag, shown on the run's page), to be set
-    when the run is created: no request of its own. Empty when it is longer than MLflow allows a tag (8,000
-    characters); ``config.yaml`` is then logged as an artifact instead (``tracking.runner.run_tracked``)."""
-    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
-
-    note = (
-        "Config of this run: to train it again, save it as `config.yaml` and run `cicy-search train config.yaml`.\n\n"
-        f"```yaml\n{dump_yaml(config)}```\n"
-    )
-    return {NOTE: note} if len(note) <= MAX_TAG_VAL_LENGTH else {}
