@@ -16,7 +16,7 @@ import yaml
 
 from cicy_search import tracking
 from cicy_search.search import study as studies
-from cicy_search.tracking import links, spool
+from cicy_search.tracking import links, spool, summary
 
 from . import services
 from .conftest import TINY_STUDY, run_cli
@@ -97,5 +97,11 @@ def test_a_tracking_server_killed_mid_study_loses_no_finished_trial(tmp_path, mo
         for trial in study.trials:
             if trial.state.is_finished() and links.run_id(trial, study):
                 assert client.get_run(links.run_id(trial, study)).info.status != "RUNNING", (trial.number, trial.state)
+        # The summary's links and its description find the runs made from the spool too.
+        addresses = summary.ui_links(study, client, spooled).runs
+        assert all(addresses.get(t.number, "").endswith(links.run_id(t, study)) for t in spooled), addresses
+        done = [t for t in spooled if t.state == optuna.trial.TrialState.COMPLETE]
+        if done:  # the best of them, in the description, links to its run
+            assert "(no MLflow run)" not in summary.note("gone", done, ["val_accuracy"], list(study.directions), 40, str, study)
     finally:
         server.stop()

@@ -44,7 +44,7 @@ def _study_runs(client, name: str, storage: str | None) -> list | None:
         study = load(name, storage=storage)
     except CicyError:
         return None
-    ids = [links.run_id(t) for t in study.trials]
+    ids = links.run_ids(study, study.trials).values()
     return [r for r in (_get_run(client, i) for i in ids if i) if r is not None and _has_curves(r)]
 
 

@@ -138,7 +138,7 @@ def run_optuna(spec: StudySpec, objective: Objective, budget: EpochBudget, run: 
     if len(failed) >= GIVE_UP_AFTER:
         raise CicyError(f"optuna-tpe stopped: the last {GIVE_UP_AFTER} trials failed ({failed[-1]})")
     objective.uploader.flush()  # the trials' links to their runs are written in the background
-    ids = {t.number: links.run_id(t) for t in study.get_trials(deepcopy=False)}
+    ids = links.run_ids(study, study.get_trials(deepcopy=False))
     for t in run.trials:
         t["run_id"] = ids.get(t["number"])
 

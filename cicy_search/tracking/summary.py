@@ -33,7 +33,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from . import spool
-from .links import parent_run_id, run_id
+from .links import parent_run_id, run_id, run_ids
 from .. import tracking
 from ..errors import CicyError, one_line
 
@@ -106,8 +106,9 @@ def best(trials: list[FrozenTrial], directions) -> list[FrozenTrial]:
     return [top]
 
 
-def note(study_name: str, trials: list[FrozenTrial], names: list[str], directions, budget: int, link) -> str:
-    """The parent run's description (markdown): progress and a link to the best run(s)."""
+def note(study_name: str, trials: list[FrozenTrial], names: list[str], directions, budget: int, link, study=None) -> str:
+    """The parent run's description (markdown): progress and a link to the best run(s) (with ``study``, also a run
+    made from the spool after its trial finished)."""
     counts = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
     goal = ", ".join(f"{n} ({d.name.lower()})" for n, d in zip(names, directions))
@@ -121,7 +122,7 @@ def note(study_name: str, trials: list[FrozenTrial], names: list[str], direction
         lines.append(f"Pareto front ({len(top)} trials):")
     for t in top:
         values = ", ".join(f"{n} = {v:.4g}" for n, v in zip(names, t.values))
-        run = run_id(t)
+        run = run_id(t, study)
         target = f"[trial-{t.number}]({link(run)})" if run else "(no MLflow run)"
         lines.append(f"{'- ' if len(directions) > 1 else 'Best: '}trial {t.number}, {values}: run {target}")
     if not top:
@@ -254,7 +255,7 @@ class StudySummary:
 
     def _tags(self, trials: list[FrozenTrial]) -> dict[str, str]:
         top = best(trials, self.directions)
-        tags = {tracking.NOTE: note(self.study.study_name, trials, self.names, self.directions, self.budget, self._link)}
+        tags = {tracking.NOTE: note(self.study.study_name, trials, self.names, self.directions, self.budget, self._link, self.study)}
         if len(self.directions) > 1:
             tags["pareto_front"] = ",".join(str(t.number) for t in top)
         elif top:
@@ -345,7 +346,7 @@ def ui_links(study: optuna.Study, client, trials: list[FrozenTrial] | None = Non
         ui, serve = LOCAL_UI, f"mlflow ui --backend-store-uri {client.tracking_uri}"
     if trials is None:
         trials = best(study.get_trials(deepcopy=False), list(study.directions))
-    runs = {t.number: tracking.run_url(ui, experiment, run_id(t)) for t in trials if run_id(t)}
+    runs = {n: tracking.run_url(ui, experiment, r) for n, r in run_ids(study, trials).items()}
     return Links(ui, tracking.experiment_url(ui, experiment), tracking.run_url(ui, experiment, parent) if parent else "", runs, serve)
 
 
