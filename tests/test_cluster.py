@@ -327,6 +327,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_gpu_and_thread_settings_are_set_before_tensorflow_starts(tmp_path):
     out = subprocess.run([sys.executable, "-c", GPU_PROBE], capture_output=True, text=True, timeout=180, env=worker_env(tmp_path))
     assert out.returncode == 0, out.stderr[-2000:]
