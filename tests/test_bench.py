@@ -25,6 +25,7 @@ def test_flop_count_matches_the_layer_arithmetic_and_the_profiler():
         assert 1.0 <= flops.profiled_forward(model, (12, 15)) / flops.forward(model) < 1.02
 
 
+@pytest.mark.slow
 def test_throughput_compares_the_loops_in_one_run(tmp_path):
     out = tmp_path / "throughput.json"
     rows = throughput.main(["--families", "dense,svm", "--limit", "400", "--epochs", "2", "--repeats", "1", "--probe-seconds", "0.2", "--out", str(out)])
@@ -38,6 +39,7 @@ def test_throughput_compares_the_loops_in_one_run(tmp_path):
     assert keras.config.dtype_policy().name == "float32"
 
 
+@pytest.mark.slow
 def test_pack_runs_workers_side_by_side(tmp_path):
     out = tmp_path / "pack.json"
     rows = pack.main(["--procs", "2", "--limit", "300", "--epochs", "1", "--out", str(out)])
@@ -127,6 +129,7 @@ def test_the_scale_bench_postgres_starts_answers_and_stops(tmp_path):
         pg.connect("postgres")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("server,block", [(False, 2), (True, 1)], ids=["sqlite-store-blocks-of-2", "mlflow-server-one-at-a-time"])
 def test_tracking_bench_measures_three_arms_in_rotating_order_in_one_run(tmp_path, server, block):
     """bench.tracking on a slice: blocks of plain, untracked-search and tracked trials in rounds through every order;
@@ -239,6 +242,7 @@ def test_cpu_meter_counts_a_group_with_its_live_descendants_and_alone_without():
     assert used["machine_busy"] >= used["family"] - 0.1 and used["machine_steal"] >= 0
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_stops_each_recipe_at_its_budget_and_derives_the_speedups_from_the_curves(tmp_path):
     """bench.time_to_accuracy on a 300-manifold slice with budgets of a second: each recipe trains until its first
     epoch ends past the budget, its curve and first reaches are recorded, and the speedups follow from them."""

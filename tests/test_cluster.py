@@ -73,6 +73,7 @@ def mlflow_server(postgres, tmp_path_factory):
     server.stop()
 
 
+@pytest.mark.xdist_group("cluster_mlflow_server")  # one server for the module
 @pytest.mark.postgres
 def test_the_mlflow_server_with_the_recipes_pool_takes_a_burst_of_concurrent_batches(mlflow_server, monkeypatch):
     """32 workers' log_batch requests at once to one server worker (PostgreSQL backend). MLflow's log_batch holds a
@@ -141,6 +142,7 @@ def _kill_one_mid_trial(storage: str, procs: dict[int, subprocess.Popen], second
     raise TimeoutError("no worker started training in time")
 
 
+@pytest.mark.xdist_group("cluster_mlflow_server")  # one server for the module
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_three_workers_share_one_study_and_a_killed_workers_trial_is_retried(tmp_path, postgres, mlflow_server):
@@ -207,6 +209,7 @@ def test_three_workers_share_one_study_and_a_killed_workers_trial_is_retried(tmp
     assert {a.path for a in client.list_artifacts(parent, "study_report")} >= {"study_report/study-shared.html"}
 
 
+@pytest.mark.xdist_group("cluster_mlflow_server")  # one server for the module
 @pytest.mark.postgres
 def test_the_tracking_server_accepts_only_the_host_names_it_is_told(mlflow_server):
     def status(host: str) -> int:
@@ -324,6 +327,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_gpu_and_thread_settings_are_set_before_tensorflow_starts(tmp_path):
     out = subprocess.run([sys.executable, "-c", GPU_PROBE], capture_output=True, text=True, timeout=180, env=worker_env(tmp_path))
     assert out.returncode == 0, out.stderr[-2000:]

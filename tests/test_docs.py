@@ -74,6 +74,7 @@ def site(tmp_path_factory):
     return out
 
 
+@pytest.mark.xdist_group("docs_site")  # with the page checks: the site is built once
 def test_the_site_builds_strictly_with_every_page_and_the_generated_reference(site):
     for page in ["index.html", "getting-started.html", "results.html", "performance.html", "reference/cli.html",
                  "reference/config.html", "reference/study-file.html", "reference/api.html"]:
@@ -206,6 +207,7 @@ def test_bench_results_hold_one_latest_result_per_bench_and_the_pages_name_exist
 # --- the site in a browser ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.xdist_group("docs_site")
 @pytest.mark.parametrize("page", ["index.html", "reference/cli.html", "reference/config.html", "results.html", "performance.html"])
 def test_pages_open_in_chromium_without_errors_and_fit_a_phone(site, page, chromium):
     """Each page is loaded from the built site by file:// (its own assets, no network: Chromium maps every host to

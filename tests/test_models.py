@@ -30,6 +30,7 @@ def test_class_range_comes_from_the_data_not_a_typed_number():
     assert h21.targets[0].low == 15 and h21.targets[0].high == 101
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["dense", "inception"])
 def test_regression_output_starts_alive_mid_range_for_every_seed(family):
     """A ReLU output with a zero bias can start negative on every input (then its gradient is 0 and it never
@@ -46,6 +47,7 @@ def test_regression_output_starts_alive_mid_range_for_every_seed(family):
         assert 1 < np.median(out) < 19
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "family, extra",
     [
@@ -79,6 +81,7 @@ def test_multi_task_head_predicts_both_hodge_numbers():
     )
 
 
+@pytest.mark.slow
 def test_same_seed_same_result():
     a, b = fit(tiny(limit=300)), fit(tiny(limit=300))
     assert a.history["loss"] == b.history["loss"]
@@ -133,6 +136,7 @@ def test_equivariant_model_trains_saves_and_reloads(tmp_path):
     assert (loaded.predict(x)["h11"] == bundle.Loaded(result.model, result.config, result.targets).predict(x)["h11"]).all()
 
 
+@pytest.mark.slow
 def test_physics_head_predicts_h21_exactly_as_well_as_h11():
     config = resolve({"data": {"targets": ["h11", "h21"], "physics": True, "limit": 600}, "train": {"epochs": 3}})
     result = fit(config)

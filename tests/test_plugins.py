@@ -182,6 +182,7 @@ def test_several_targets_need_a_dict_of_outputs_and_get_one_unit_each_for_regres
         models.family("my_plugins:wrong_shape").build_model(c, InputSpec.of((12, 15)), targets)
 
 
+@pytest.mark.slow
 def test_a_built_in_family_is_a_plugin_of_the_same_contract():
     """The dense family, written as a plugin on models.build_dense, trains to the very same numbers."""
     shared = {"depth": 1, "width": 16}
@@ -193,6 +194,7 @@ def test_a_built_in_family_is_a_plugin_of_the_same_contract():
     assert a.metrics == pytest.approx(b.metrics)
 
 
+@pytest.mark.slow
 def test_an_entry_point_names_an_installed_plugin(tmp_path, monkeypatch):
     """A distribution's ``cicy_search.models`` entry point (here a real .dist-info folder on sys.path)."""
     dist = tmp_path / "my_plugins_dist-1.2.3.dist-info"
@@ -208,6 +210,7 @@ def test_an_entry_point_names_an_installed_plugin(tmp_path, monkeypatch):
     training.check_model(c)
 
 
+@pytest.mark.slow
 def test_a_trial_whose_plugin_raises_fails_with_its_reason(tmp_path, tracking_uri):
     """Validation builds the space's ends; a value inside it that the builder refuses fails that trial only."""
     import optuna
@@ -414,6 +417,7 @@ def _blocks(kind: str) -> list[str]:
     return re.findall(rf"```{kind}\n(.*?)```", TUTORIAL.read_text(), re.S)
 
 
+@pytest.mark.slow
 def test_the_tutorials_yaml_blocks_load_through_the_loader(monkeypatch):
     """Run configs resolve, study files parse (beside the examples they name), as the tutorial shows them."""
     from cicy_search.config import parse_yaml

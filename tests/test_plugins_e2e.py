@@ -20,7 +20,8 @@ import pytest
 
 from cicy_search import bundle
 
-pytestmark = pytest.mark.slow
+# One worker runs them all, so that the journey (about ten fresh processes) is made once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("plugins_e2e")]
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

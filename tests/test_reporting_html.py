@@ -52,6 +52,7 @@ def test_without_a_browser_png_export_says_so_in_one_line(tmp_path, monkeypatch)
     assert not list(saved.folder.glob("*.png"))
 
 
+@pytest.mark.slow
 def test_png_export_with_chromium(tmp_path, chromium):
     from PIL import Image
 

@@ -24,6 +24,7 @@ def child_runs(client, study):
     return [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
 
 
+@pytest.mark.slow
 def test_trials_and_mlflow_runs_match_one_to_one_and_resume_adds(tmp_path, tracking_uri, mlflow_client):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     spec = study_spec("match")
@@ -57,6 +58,7 @@ def test_trials_and_mlflow_runs_match_one_to_one_and_resume_adds(tmp_path, track
     assert len(set(seen)) == 5  # a resumed sampler does not replay its first draws
 
 
+@pytest.mark.slow
 def test_pruned_trials_are_pruned_in_optuna_and_mlflow(tmp_path, tracking_uri, mlflow_client):
     spec = study_spec("pruned", pruner={"name": "threshold", "lower": 1.01}, budget={"n_trials": 2})
     study = studies.run(spec, storage=f"sqlite:///{tmp_path / 'o.db'}", tracking_uri=tracking_uri).study
@@ -66,6 +68,7 @@ def test_pruned_trials_are_pruned_in_optuna_and_mlflow(tmp_path, tracking_uri, m
         assert len(mlflow_client.get_metric_history(run.info.run_id, "epoch_val_accuracy")) == 1
 
 
+@pytest.mark.slow
 def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(tmp_path, tracking_uri, mlflow_client):
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     spec = study_spec(
@@ -128,6 +131,7 @@ def test_shipped_study_files_all_load():
     assert any(p.name == "model.kernels" for p in inception.params)
 
 
+@pytest.mark.slow
 def test_status_and_best_commands(tmp_path, tracking_uri, capsys):
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     assert run_cli("study", "best", "nothing", "--storage", storage) == 2
@@ -150,6 +154,7 @@ def _wait_for(condition, seconds: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")])
 def test_a_signal_marks_the_running_trial_failed_in_optuna_and_mlflow(tmp_path, tracking_uri, mlflow_client, sig, code, said):
@@ -233,6 +238,7 @@ def test_the_new_trials_count_is_this_process_s_own(tmp_path, tracking_uri, monk
     assert len(optuna.load_study(study_name="counted", storage=storage).trials) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_processes_creating_one_study_on_fresh_stores_at_once_all_join_it(tmp_path):
     """The first process creates the stores, the study and its parent run; the others wait and join."""

@@ -24,6 +24,7 @@ def steps(client, run, metric="epoch_loss"):
     return [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)]
 
 
+@pytest.mark.slow
 def test_keras_tuner_searches_the_study_space_and_logs_every_trial(tmp_path, tracking_uri, mlflow_client):
     from cicy_search.search.tuner import tune
 
@@ -224,6 +225,7 @@ def test_compare_engines_spends_equal_epochs_and_reports(tmp_path, monkeypatch, 
     assert mlflow_client.get_run(parent).info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_a_search_whose_trials_all_fail_stops_with_one_line(tmp_path, monkeypatch, tracking_uri, mlflow_client, capsys):
     monkeypatch.chdir(tmp_path)
     study = _study_file(
