@@ -13,6 +13,9 @@ from cicy_search.training import fit
 
 from .conftest import run_cli, tiny
 
+# One worker makes this module's fixtures once (pytest-xdist --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("faults_bundle")
+
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):

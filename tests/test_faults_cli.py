@@ -48,6 +48,7 @@ def test_the_default_store_in_a_read_only_working_folder_is_one_line(tmp_path, c
     ), done.stderr[-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_local_store_folder_that_cannot_be_created_is_one_line(tmp_path, command):
     blocker = tmp_path / "a-file"

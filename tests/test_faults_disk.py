@@ -37,6 +37,7 @@ def _study_run(tmp_path, file, limit=None, **env):
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, preexec_fn=preexec if limit else None)
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_study_with_one_line_and_a_rerun_repairs_it(tmp_path):
     file = tmp_path / "disk.yaml"
     body = {**TINY_STUDY, "data": {"limit": 300}, "train": {"epochs": 1}, "budget": {"n_trials": 12}}

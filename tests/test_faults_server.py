@@ -43,6 +43,7 @@ def _wait_for(check, seconds, what):
     raise AssertionError(f"{what} did not happen within {seconds} s")
 
 
+@pytest.mark.slow
 def test_a_tracking_server_killed_mid_study_loses_no_finished_trial(tmp_path, monkeypatch, capsys):
     server = _server(tmp_path)
     storage = f"sqlite:///{tmp_path / 'o.db'}"

@@ -14,6 +14,9 @@ from cicy_search.search import storage as storages
 
 from .conftest import run_cli
 
+# One worker makes this module's fixtures once (pytest-xdist --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("faults_sqlite")
+
 
 def _clean_copy(source, target):
     """A copy without a write-ahead log (SQLite's backup), so that damage to the file is all there is."""

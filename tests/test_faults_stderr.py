@@ -11,6 +11,7 @@ import yaml
 from .conftest import TINY_STUDY
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_a_clean_study_run_leaves_stderr_empty(tmp_path, kind):
     file = tmp_path / "quiet.yaml"

@@ -114,6 +114,7 @@ def test_runs_of_finished_trials_left_running_are_closed_from_optunas_record(tmp
     assert links.repair(study, mlflow_client, older_than=0) == []  # closed once
 
 
+@pytest.mark.slow
 def test_a_resumed_study_closes_them_and_goes_on(tmp_path, tracking_uri, mlflow_client, capsys, monkeypatch):
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     path = _file(tmp_path, "resumed", budget={"n_trials": 2})

@@ -307,6 +307,7 @@ def test_a_busy_tracking_server_is_waited_for_and_a_silent_or_refusing_one_is_on
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["dense", "svm"])
 def test_a_runs_config_is_its_description_or_when_too_long_its_config_yaml(mlflow_client, monkeypatch, tmp_path, family):
     """The resolved config, set with the run's creation as the description MLflow shows (no upload); a config longer

@@ -17,6 +17,7 @@ def history(client, run_id, key):
     return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
 
+@pytest.mark.slow
 def test_the_parent_run_summarises_the_study(tmp_path, tracking_uri, mlflow_client, monkeypatch):
     monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")  # restored after the test
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -159,6 +160,7 @@ def test_status_and_best_print_the_mlflow_ui_addresses(tmp_path, tracking_uri, m
         assert f"/#/experiments/{experiment}/runs/{best_run}" in out
 
 
+@pytest.mark.slow
 def test_on_a_tracking_server_the_addresses_are_the_servers(tmp_path, capsys):
     server = MlflowServer(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", tmp_path / "server.log", "127.0.0.1:*,localhost:*")
     try:
