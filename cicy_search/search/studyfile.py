@@ -481,7 +481,7 @@ class StudyFile(Section):
     seed: checked(int, _whole(0, MAX_SEED), ge=0, le=MAX_SEED) = Field(0, description="Seed of the sampler (unless sampler.seed is given) and base seed of the trials.")
     base: Annotated[Optional[str], SkipValidation] = Field(None, description="A run config the fixed settings start from: a file (beside the study file, or a path) or a shipped example (dense, cnn, ...).")
     data: Annotated[config.Data, SkipValidation] = Field(default_factory=dict, description="Fixed data settings, laid over the base's.")
-    model: Annotated[Union[tuple(config.FAMILIES.values())], SkipValidation] = Field(default_factory=dict, description="Fixed model settings, laid over the base's (a new family starts from that family's defaults).")
+    model: Annotated[Union[tuple(config.FAMILIES.values())], SkipValidation] = Field(default_factory=dict, description="Fixed model settings, laid over the base's (a new family starts from that family's defaults); with model.family searched, settings every family searched has.")
     train: Annotated[config.Train, SkipValidation] = Field(default_factory=dict, description="Fixed training settings, laid over the base's.")
     space: Annotated[dict[str, space_mod.Entry], SkipValidation] = Field(default_factory=dict, description="The search space: dotted run config keys (model.depth) and the values to sample for each; model.family (categorical) searches the family.")
     families: Annotated[Optional[dict[str, FamilyBlock]], SkipValidation] = Field(None, description="With model.family in the space: per family, the settings its trials fix (data, model, train) and the entries only they search (space).")
