@@ -16,11 +16,11 @@ from cicy_search.experiments.figures import write_png
 
 src = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results/matrix_time_to_accuracy.json")
 out = json.loads(src.read_text())
-labels = {"literature": "literature: inception (Erbin & Finotello), raw matrix", "project": "project: matrix_h11_best (bipartite, matrix only)"}
+labels = {"literature": "literature: inception (Erbin & Finotello), raw matrix", "project": "project: recipes/matrix_h11_best.yaml (bipartite message passing, matrix only)"}
 fig = go.Figure()
 for (name, rec), color in zip(out["recipes"].items(), ("#ff7f0e", "#1f77b4")):
     seconds, acc = zip(*rec["curve"])
-    fig.add_trace(go.Scatter(x=seconds, y=acc, mode="lines+markers", name=f"{labels.get(name, name)} ({rec['config']})",
+    fig.add_trace(go.Scatter(x=seconds, y=acc, mode="lines+markers", name=labels.get(name, f"{name}: {rec['config']}"),
                              line={"color": color}, marker={"size": 4}))
 for t in out["thresholds"]:
     fig.add_hline(y=t, line={"dash": "dot", "width": 1, "color": "#999"})
