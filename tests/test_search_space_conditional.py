@@ -140,6 +140,17 @@ def test_malformed_conditional_spaces_fail_at_load_with_one_line(raw, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+def test_the_json_schema_takes_the_families_block_and_refuses_a_family_s_own_targets():
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(studyfile.json_schema())
+    assert list(validator.iter_errors(family_study())) == []
+    for bad in (_with(["families", "cnn", "data", "targets"], ["h21"]), _with(["families", "cnn", "optimizer"], "adam")):
+        assert list(validator.iter_errors(bad))
+        with pytest.raises(CicyError):
+            studyfile.parse(bad)
+
+
 def test_study_create_refuses_a_malformed_one_with_one_error_line_and_creates_nothing(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(_with(["model", "layer"], "bipartite")))

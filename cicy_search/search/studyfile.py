@@ -516,6 +516,11 @@ def json_schema(plugins: tuple[str, ...] = ()) -> dict:
         js["$defs"][cls.__name__].pop("required", None)
     js["properties"]["space"]["propertyNames"] = {"pattern": r"^(model|train|data)\."}
     js["$defs"]["FamilyBlock"]["properties"]["space"]["propertyNames"] = {"pattern": r"^(model|train|data)\."}
+    family_data = js["$defs"]["FamilyBlock"]["properties"]["data"]
+    for key in SHARED_DATA:  # the same for every family: refused in a family's block (additionalProperties: false)
+        family_data["properties"].pop(key)
+    for key in ("if", "else"):  # the rule for a data file's own targets: targets are not written here
+        family_data.pop(key, None)
     return js
 
 
