@@ -100,7 +100,7 @@ def check(spec: StudySpec, epochs_budget: int, seeds: int) -> None:
         raise CicyError(f"--epochs-budget: expected an integer from 1 to {MAX_EPOCHS:,}, got {epochs_budget!r}")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
         raise CicyError(f"--seeds: expected an integer from 1 to {MAX_SEEDS}, got {seeds!r}")
-    if spec.family == "svm":
+    if "svm" in spec.families:
         raise CicyError("model.family svm: an SVM trains no epochs, so there is no epoch budget to share")
     if spec.sampler["name"] != "tpe":
         raise CicyError(f"sampler: compare-engines runs Optuna's TPE; this study's sampler is {spec.sampler['name']}")

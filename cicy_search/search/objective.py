@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from . import space
 from .. import tracking
 from .studyfile import StudySpec
 from ..tracking import links
@@ -86,7 +85,7 @@ class Objective:
         spec = self.spec
         seed = trial_seed(spec.seed, trial.number)
         try:
-            values = space.sample(spec.params, trial, spec.base)
+            values = spec.sample(trial)
             config = spec.config_for(values, seed=seed, name=f"{spec.name}-{trial.number}")
         except Exception as exc:  # recorded like a training failure, so a study failing every trial says why
             trial.set_user_attr("fail_reason", one_line(exc))
@@ -94,7 +93,7 @@ class Objective:
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("config", config)
         callbacks = []
-        monitor = spec.monitor()
+        monitor = spec.monitor(config["model"]["family"])
         if monitor and spec.pruner["name"] != "none":
             from optuna_integration import KerasPruningCallback
 

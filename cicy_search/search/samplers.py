@@ -153,7 +153,7 @@ def sampler_settings(raw: Any, seed: int, params: list, n_objectives: int) -> di
     settings.setdefault("seed", seed)
     if name == "tpe":
         # Optuna 5 changed TPE's defaults; spell out the ones that matter so a study file means one thing.
-        conditional = any(p.per for p in params)
+        conditional = any(p.per or p.when for p in params)
         settings.setdefault("multivariate", True)
         settings.setdefault("group", conditional)
         settings.setdefault("n_startup_trials", 10)

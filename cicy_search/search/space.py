@@ -10,6 +10,11 @@ An entry is keyed by the dotted config key it sets (``model.width``)::
 ``per`` names an int (sampled or fixed) and samples one value per layer or module, as Optuna params
 ``model.width.0``, ``model.width.1``, ...: these exist only up to the sampled depth, which is why
 depth-dependent spaces want TPE's group mode.
+
+Conditional spaces (Optuna's define-by-run idiom): when ``model.family`` is itself an entry, a study file's
+``families`` block gives each family its own entries, sampled only in trials of that family and named in Optuna
+``FAMILY/KEY`` (``inception/model.modules``), so two families' ``model.depth`` are separate parameters with
+their own ranges (``Param.when``; ``sample`` skips the entries of the families not chosen).
 """
 
 from __future__ import annotations
@@ -102,9 +107,21 @@ class Param:
     log: bool = False
     choices: tuple | None = None
     per: str | None = None
+    #: The family whose trials sample this entry (a study file's ``families`` block); None: every trial.
+    when: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The Optuna parameter name: the config key, behind its family for a family's own entry."""
+        return f"{self.when}/{self.name}" if self.when else self.name
+
+    @property
+    def where(self) -> str:
+        """Where the entry is written in a study file (for errors)."""
+        return f"families.{self.when}.space.{self.name}" if self.when else f"space.{self.name}"
 
     def suggest(self, trial, name: str | None = None):
-        name = name or self.name
+        name = name or self.label
         if self.type == "int":
             return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         if self.type == "float":
@@ -116,8 +133,9 @@ class Param:
         return self.choices[0] if self.type == "categorical" else (int(self.low) if self.type == "int" else float(self.low))
 
 
-def parse_param(name: str, entry: Any) -> Param:
-    where = f"space.{name}"
+def parse_param(name: str, entry: Any, *, where: str | None = None, when: str | None = None) -> Param:
+    """One entry of a space (``where``: its place in the file, for errors; ``when``: the family it belongs to)."""
+    where = where or f"space.{name}"
     if not isinstance(entry, dict):
         raise CicyError(f"{where}: expected a mapping like {{type: int, low: 1, high: 5}}")
     unknown = sorted(set(entry) - _KEYS, key=str)
@@ -143,7 +161,7 @@ def parse_param(name: str, entry: Any) -> Param:
         extra = sorted(set(entry) & {"low", "high", "step", "log"})
         if extra:
             raise CicyError(f"{where}.{extra[0]}: not used by a categorical entry")
-        return Param(name, kind, choices=tuple(choices), per=per)
+        return Param(name, kind, choices=tuple(choices), per=per, when=when)
     if "choices" in entry:
         raise CicyError(f"{where}.choices: only for type: categorical")
     what = "an integer" if kind == "int" else "a number"
@@ -170,24 +188,32 @@ def parse_param(name: str, entry: Any) -> Param:
                 f"{where}.step: {step} does not divide the range {low}..{high} (the last value would be {last}); "
                 "change high or step"
             )
-    return Param(name, kind, low, high, step, log, per=per)
+    return Param(name, kind, low, high, step, log, per=per, when=when)
 
 
-def parse(space: Any) -> list[Param]:
-    """Parse and order a study file's ``space``: entries that others depend on (``per``) come first."""
+def parse(space: Any, *, where: str = "space", when: str | None = None, shared: list[Param] = ()) -> list[Param]:
+    """Parse and order a study file's ``space`` (or a family's, ``when``, whose ``per`` may also name an entry of
+    the ``shared`` space): ``model.family`` first, then the plain entries, then those that depend on others
+    (``per``)."""
     if space is None:
         return []
     if not isinstance(space, dict):
-        raise CicyError("space: expected a mapping of dotted config keys to entries")
+        raise CicyError(f"{where}: expected a mapping of dotted config keys to entries")
     for k in space:
         if not isinstance(k, str) or len(k) > 200:
-            raise CicyError(f"space: {_short(k)} is not a dotted config key like model.depth")
-    params = [parse_param(k, v) for k, v in space.items()]
-    names = {p.name for p in params}
+            raise CicyError(f"{where}: {_short(k)} is not a dotted config key like model.depth")
+    params = [parse_param(k, v, where=f"{where}.{k}", when=when) for k, v in space.items()]
+    known = {p.name: p for p in [*shared, *params]}
     for p in params:
-        if p.per and p.per in names and next(q for q in params if q.name == p.per).type != "int":
-            raise CicyError(f"space.{p.name}.per: {p.per} must be an int entry")
-    return sorted(params, key=lambda p: p.per is not None)
+        if p.per and p.per in known and known[p.per].type != "int":
+            raise CicyError(f"{where}.{p.name}.per: {p.per} must be an int entry")
+    return order(params)
+
+
+def order(params: list[Param]) -> list[Param]:
+    """The order entries are sampled in: ``model.family`` (the others may depend on it), then plain entries, then
+    ``per`` entries (they read the count the others drew)."""
+    return sorted(params, key=lambda p: (p.name != "model.family", p.per is not None))
 
 
 def _lookup(config: dict, dotted: str):
@@ -199,17 +225,25 @@ def _lookup(config: dict, dotted: str):
     return node
 
 
-def sample(params: list[Param], trial, base: dict) -> dict[str, Any]:
-    """Draw one value per entry (a list for ``per`` entries) from an Optuna trial (or ``Example``)."""
+def sample(params: list[Param], trial, base: dict, bases: dict[str, dict] | None = None) -> dict[str, Any]:
+    """Draw one value per entry (a list for ``per`` entries) from an Optuna trial (or ``Example``), keyed by config
+    key. Entries of a family (``when``) are drawn only when ``model.family`` came out as that family; then the
+    fixed settings ``per`` counts are read from are that family's (``bases``), not ``base``."""
     values: dict[str, Any] = {}
-    for p in params:
+    for p in order(params):
+        if p.when is not None and values.get("model.family") != p.when:
+            continue
+        if p.name == "model.family" and bases is not None:
+            values[p.name] = p.suggest(trial)
+            base = bases.get(values[p.name], base)
+            continue
         if p.per is None:
             values[p.name] = p.suggest(trial)
             continue
         count = values.get(p.per, _lookup(base, p.per))
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise CicyError(f"space.{p.name}.per: {p.per} is neither an int entry of the space nor a fixed positive integer setting")
-        values[p.name] = [p.suggest(trial, f"{p.name}.{i}") for i in range(count)]
+            raise CicyError(f"{p.where}.per: {p.per} is neither an int entry of the space nor a fixed positive integer setting")
+        values[p.name] = [p.suggest(trial, f"{p.label}.{i}") for i in range(count)]
     return values
 
 

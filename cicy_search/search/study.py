@@ -98,7 +98,7 @@ def _create(
                 **{f"sampler.{k}": v for k, v in spec.sampler.items()},
                 **{f"pruner.{k}": v for k, v in spec.pruner.items()},
                 "budget.n_trials": spec.n_trials,
-                "space": ",".join(p.name for p in spec.params),
+                "space": ",".join(p.label for p in spec.params),
             }
         )
         parent.log_artifacts({"study.yaml": dump_yaml(spec.raw)})

@@ -5,6 +5,26 @@ A study file names the study (also its MLflow experiment), the fixed run setting
 objective(s), the sampler, the pruner and the budget. ``load`` checks every key and tries the
 extremes of every range against the model's config schema, so a wrong file fails before anything
 is created in a storage or in MLflow.
+
+The family may be searched too (a conditional space, Optuna's define-by-run idiom)::
+
+    space:
+      model.family: {type: categorical, choices: [equivariant, inception]}
+      train.learning_rate: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}   # every family
+    families:
+      equivariant:                        # fixed settings and entries of equivariant trials only
+        model: {layer: bipartite}
+        space: {model.depth: {type: int, low: 2, high: 6}}
+      inception:
+        data: {canonical: true}
+        space: {model.modules: {type: int, low: 1, high: 4}}
+
+A trial of family F starts from F's defaults (``config.FAMILIES``), then: the base file's data and train
+sections (its model section only when the base is of family F), the study's ``data``/``model``/``train``, and
+``families.F``'s. The study's own ``model`` keys and ``model.*`` entries of ``space`` are shared by every family,
+so each must be a setting of every family searched; a setting of some families only belongs in their
+``families`` block, and ``load`` refuses it elsewhere with one line saying so. ``data.targets`` and
+``data.physics`` (what the objective and pruning read) are the same for every family.
 """
 
 from __future__ import annotations
@@ -56,27 +76,40 @@ class StudySpec:
     seed: int
     description: str = ""
     raw: dict = field(default_factory=dict)
+    #: A searched family's fixed settings, by family (empty when the family is fixed: then ``base`` has them).
+    bases: dict[str, dict] = field(default_factory=dict)
 
     @property
     def directions(self) -> list[str]:
         return [o.direction for o in self.objectives]
 
     @property
+    def families(self) -> tuple[str, ...]:
+        """The families the study's trials may be of: the choices of ``space.model.family``, or the fixed one."""
+        return tuple(self.bases) or (self.base.get("model", {}).get("family", "dense"),)
+
+    @property
     def family(self) -> str:
-        return self.base.get("model", {}).get("family", "dense")
+        """The study's family, or its searched families joined by ``|``."""
+        return "|".join(self.families)
+
+    def sample(self, trial) -> dict[str, Any]:
+        """One trial's values (an Optuna trial, a keras-tuner ``HpTrial`` or a ``space.Example``), by config key."""
+        return space_mod.sample(self.params, trial, self.base, self.bases or None)
 
     def config_for(self, values: dict[str, Any], *, seed: int, name: str | None = None) -> dict:
-        """The resolved run config of one trial: the fixed settings with the sampled ``values``."""
-        config = copy.deepcopy(self.base)
+        """The resolved run config of one trial: the fixed settings (its family's) with the sampled ``values``."""
+        config = copy.deepcopy(self.bases[values["model.family"]] if self.bases else self.base)
         for key, value in values.items():
             set_path(config, key, value)
         config["seed"] = seed
         config["name"] = name or self.name
         return resolve(config)
 
-    def monitor(self) -> str | None:
-        """The per-epoch value pruning watches: the objective itself when Keras logs it each epoch."""
-        if len(self.objectives) > 1 or self.family == "svm":
+    def monitor(self, family: str | None = None) -> str | None:
+        """The per-epoch value pruning watches in a trial of ``family`` (default: the study's): the objective itself
+        when Keras logs it each epoch."""
+        if len(self.objectives) > 1 or (family or self.family) == "svm":
             return None
         o = self.objectives[0]
         data = self.base.get("data", {})
@@ -116,7 +149,7 @@ class StudySpec:
         return pruner
 
 
-def _objectives(raw: dict, targets: list[str], family: str) -> list[ObjectiveSpec]:
+def _objectives(raw: dict, targets: list[str], families: tuple[str, ...]) -> list[ObjectiveSpec]:
     if "objective" in raw and "objectives" in raw:
         raise CicyError("give either objective or objectives, not both")
     given = raw.get("objectives", raw.get("objective", "val_accuracy"))
@@ -134,7 +167,7 @@ def _objectives(raw: dict, targets: list[str], family: str) -> list[ObjectiveSpe
             raise CicyError(f"objective {metric}: the test split is never used for selection; use a val_ metric")
         if metric not in allowed:
             raise CicyError(f"objective: unknown metric {_short(metric)} (allowed: {', '.join(sorted(allowed))})")
-        if metric == "val_loss" and family == "svm":
+        if metric == "val_loss" and "svm" in families:
             raise CicyError("objective val_loss: an SVM has no training loss; use val_accuracy or a val_ mae/mse")
         default = "maximize" if metric.endswith("accuracy") else "minimize"
         direction = o.get("direction", default)
@@ -146,7 +179,8 @@ def _objectives(raw: dict, targets: list[str], family: str) -> list[ObjectiveSpe
     return out
 
 
-def _base(raw: dict, folder: Path) -> dict:
+def _base(raw: dict, folder: Path) -> tuple[dict, dict]:
+    """The fixed settings (the base file's with the study's sections laid over them), and the base file's own."""
     base: dict = {}
     if "base" in raw:
         ref = raw["base"]
@@ -158,6 +192,7 @@ def _base(raw: dict, folder: Path) -> dict:
             raise CicyError(f"base: {_short(ref)} is neither a run config file nor a shipped example ({', '.join(sorted(shipped))})")
         base = load_file(path)
         base.pop("name", None)
+    from_file = copy.deepcopy(base)
     for section in ("data", "model", "train"):
         if not isinstance(base.get(section, {}), dict):
             raise CicyError(f"base: {section}: expected a mapping of settings")
@@ -167,25 +202,117 @@ def _base(raw: dict, folder: Path) -> dict:
         if section == "model" and "family" in given and given["family"] != base.get("model", {}).get("family", given["family"]):
             base["model"] = {}
         base.setdefault(section, {}).update(given)
-    return base
+    return base, from_file
+
+
+#: What a ``families`` block may fix or search; and the data settings every family shares (the objective and the
+#: pruner read them, so one study cannot mix them).
+FAMILY_BLOCK = ("data", "model", "train", "space")
+SHARED_DATA = ("targets", "physics")
+
+
+def _family_choices(raw: dict) -> tuple[str, ...] | None:
+    """The families ``space.model.family`` searches (None when it is not searched), checked."""
+    space, families = raw.get("space"), raw.get("families")
+    entry = space.get("model.family") if isinstance(space, dict) else None
+    if entry is None:
+        if families is not None:
+            raise CicyError("families: per-family settings need model.family in the space (model.family: {type: categorical, choices: [...]})")
+        return None
+    param = space_mod.parse_param("model.family", entry)
+    if param.type != "categorical" or param.per is not None:
+        raise CicyError("space.model.family: expected {type: categorical, choices: [FAMILY, ...]} (no per)")
+    for choice in param.choices:
+        if not isinstance(choice, str) or not choice.strip():
+            raise CicyError(f"space.model.family.choices: {_short(choice)} is not a family name")
+        try:
+            resolve({"model": {"family": choice}})  # an unknown family or a plugin that cannot be loaded
+        except CicyError as e:
+            raise CicyError(f"space.model.family.choices: {e}") from None
+    if "family" in (raw.get("model") or {}):
+        raise CicyError("model.family: searched (space.model.family), so it cannot be fixed as well")
+    if families is not None and not isinstance(families, dict):
+        raise CicyError("families: expected a mapping of family names to {data, model, train, space}")
+    for name, block in (families or {}).items():
+        if name not in param.choices:
+            raise CicyError(f"families.{_short(name)}: not one of space.model.family's choices ({', '.join(param.choices)})")
+        block = block or {}
+        if not isinstance(block, dict):
+            raise CicyError(f"families.{name}: expected a mapping with keys from {', '.join(FAMILY_BLOCK)}")
+        for key in block:
+            if key not in FAMILY_BLOCK:
+                raise CicyError(f"unknown key families.{name}.{_short(key)} (allowed: {', '.join(FAMILY_BLOCK)})")
+        for section in ("data", "model", "train"):
+            if not isinstance(block.get(section) or {}, dict):
+                raise CicyError(f"families.{name}.{section}: expected a mapping")
+        if (block.get("model") or {}).get("family", name) != name:
+            raise CicyError(f"families.{name}.model.family: the block of {name} cannot name another family")
+        for key in SHARED_DATA:
+            if key in (block.get("data") or {}):
+                raise CicyError(f"families.{name}.data.{key}: the same for every family (the objective reads it); set it in data")
+    return param.choices
+
+
+def _settings_of(family: str) -> set[str]:
+    return set(config.FAMILIES[family].model_fields) - {"family"}
+
+
+def _family_bases(raw: dict, common: dict, from_file: dict, choices: tuple[str, ...]) -> dict[str, dict]:
+    """Each searched family's fixed settings: its defaults, the base file's data and train (and its model section
+    when of that family), the study's sections, then the family's own block. Shared model keys must fit every
+    family."""
+    shared = {k: f"model.{k}" for k in common.get("model", {})}
+    shared |= {k.split(".")[1]: f"space.{k}" for k in (raw.get("space") or {}) if k.startswith("model.") and k != "model.family"}
+    for key, where in shared.items():
+        for family in choices:
+            if key not in _settings_of(family):
+                owners = [f for f in choices if key in _settings_of(f)]
+                hint = f"; set it under families.{owners[0]}" if owners else ""
+                raise CicyError(f"{where}: shared by every family searched, but {family} has no setting {key}{hint}")
+    bases = {}
+    file_family = from_file.get("model", {}).get("family", "dense")
+    for family in choices:
+        block = (raw.get("families") or {}).get(family) or {}
+        base = {}
+        for section in ("data", "model", "train"):
+            laid = dict(from_file.get(section, {})) if section != "model" or file_family == family else {}
+            laid.update(common.get(section, {}))
+            laid.update(block.get(section) or {})
+            base[section] = laid
+        base["model"]["family"] = family
+        bases[family] = base
+    return bases
 
 
 def _validate_space(spec: StudySpec) -> None:
+    searched = bool(spec.bases)
+    seen: dict[str, space_mod.Param] = {}
     for p in spec.params:
-        if p.name in ("model.family", "seed", "name") or not p.name.startswith(("model.", "train.", "data.")):
-            raise CicyError(f"space.{p.name}: not a searchable setting (search model.*, train.* or data.* keys)")
-    examples = [space_mod.Example("low"), space_mod.Example("high")] + [
-        space_mod.Example("low", {p.name: choice}) for p in spec.params if p.type == "categorical" for choice in p.choices
-    ]
-    probes = [space_mod.sample(spec.params, example, spec.base) for example in examples]
-    data_sections, configs = {}, []
+        family_key = p.name == "model.family" and searched and p.when is None
+        if (p.name in ("model.family", "seed", "name") and not family_key) or not p.name.startswith(("model.", "train.", "data.")):
+            raise CicyError(f"{p.where}: not a searchable setting (search model.*, train.* or data.* keys)")
+        if p.when is not None and p.name in seen and seen[p.name].when is None:
+            raise CicyError(f"{p.where}: also in space (searched for every family); give it in one place")
+        if p.when is not None and p.name.startswith("data.") and p.name.split(".")[1] in SHARED_DATA:
+            raise CicyError(f"{p.where}: the same for every family (the objective reads it); search it in space")
+        seen.setdefault(p.name, p)
+    examples = []
+    for family in spec.families:
+        chosen = {"model.family": family} if searched else {}
+        mine = [p for p in spec.params if p.when in (None, family) and p.name != "model.family"]
+        examples += [space_mod.Example("low", chosen), space_mod.Example("high", chosen)] + [
+            space_mod.Example("low", {**chosen, p.label: choice}) for p in mine if p.type == "categorical" for choice in p.choices
+        ]
+    probes = [spec.sample(example) for example in examples]
+    data_sections, configs = {}, {}
     for probe in probes:
         try:
             config = spec.config_for(probe, seed=spec.seed)
         except CicyError as e:
-            raise CicyError(f"space: {e}") from None
+            where = f"space (model.family {probe['model.family']})" if searched else "space"
+            raise CicyError(f"{where}: {e}") from None
         data_sections[json.dumps(config["data"], sort_keys=True)] = (config["data"], any(k.startswith("data.") for k in probe))
-        configs.append(config)
+        configs.setdefault(config["model"]["family"], []).append(config)
     from ..data import select
 
     for section, searched in data_sections.values():
@@ -193,11 +320,12 @@ def _validate_space(spec: StudySpec) -> None:
             select(section)  # every split the study can draw must be non-empty
         except CicyError as e:
             raise CicyError(f"{'space' if searched else 'fixed settings'}: {e}") from None
-    if spec.family not in BUILT_IN:  # a plugin's model at both ends of the space, built once on a tiny batch
-        from ..training import check_model
+    for family, family_configs in configs.items():
+        if family not in BUILT_IN:  # a plugin's model at both ends of the space, built once on a tiny batch
+            from ..training import check_model
 
-        for probe_config in configs[:2]:
-            check_model(probe_config)
+            for probe_config in family_configs[:2]:
+                check_model(probe_config)
 
 
 def _try_sampler_and_pruner(spec: StudySpec) -> None:
@@ -217,7 +345,7 @@ def _try_sampler_and_pruner(spec: StudySpec) -> None:
         return out
 
     def objective(trial, prune: bool):
-        space_mod.sample(spec.params, trial, spec.base)
+        spec.sample(trial)
         values = [(trial.number * 0.37 + 0.11 * i) % 1 for i in range(len(spec.objectives))]
         if prune:
             for step in range(4):
@@ -332,6 +460,15 @@ class ObjectiveEntry(BaseModel):
 _Objective = Union[_METRIC, ObjectiveEntry]
 
 
+class FamilyBlock(Section):
+    """What the trials of one searched family fix and search besides the study's shared settings."""
+
+    data: Annotated[config.Data, SkipValidation] = Field(default_factory=dict, description="Data settings of this family's trials (not targets or physics: those are shared).")
+    model: Annotated[Union[tuple(config.FAMILIES.values())], SkipValidation] = Field(default_factory=dict, description="Model settings of this family's trials, laid over its defaults and the study's shared model keys.")
+    train: Annotated[config.Train, SkipValidation] = Field(default_factory=dict, description="Training settings of this family's trials.")
+    space: Annotated[dict[str, space_mod.Entry], SkipValidation] = Field(default_factory=dict, description="Entries sampled only in this family's trials (Optuna names them FAMILY/KEY).")
+
+
 class StudyFile(Section):
     """A study file: the fixed run settings, the search space, the objective(s), the sampler, the pruner and the budget.
 
@@ -344,9 +481,10 @@ class StudyFile(Section):
     seed: checked(int, _whole(0, MAX_SEED), ge=0, le=MAX_SEED) = Field(0, description="Seed of the sampler (unless sampler.seed is given) and base seed of the trials.")
     base: Annotated[Optional[str], SkipValidation] = Field(None, description="A run config the fixed settings start from: a file (beside the study file, or a path) or a shipped example (dense, cnn, ...).")
     data: Annotated[config.Data, SkipValidation] = Field(default_factory=dict, description="Fixed data settings, laid over the base's.")
-    model: Annotated[Union[tuple(config.FAMILIES.values())], SkipValidation] = Field(default_factory=dict, description="Fixed model settings, laid over the base's (a new family starts from that family's defaults).")
+    model: Annotated[Union[tuple(config.FAMILIES.values())], SkipValidation] = Field(default_factory=dict, description="Fixed model settings, laid over the base's (a new family starts from that family's defaults); with model.family searched, settings every family searched has.")
     train: Annotated[config.Train, SkipValidation] = Field(default_factory=dict, description="Fixed training settings, laid over the base's.")
-    space: Annotated[dict[str, space_mod.Entry], SkipValidation] = Field(default_factory=dict, description="The search space: dotted run config keys (model.depth) and the values to sample for each.")
+    space: Annotated[dict[str, space_mod.Entry], SkipValidation] = Field(default_factory=dict, description="The search space: dotted run config keys (model.depth) and the values to sample for each; model.family (categorical) searches the family.")
+    families: Annotated[Optional[dict[str, FamilyBlock]], SkipValidation] = Field(None, description="With model.family in the space: per family, the settings its trials fix (data, model, train) and the entries only they search (space).")
     objective: Annotated[_Objective, SkipValidation] = Field("val_accuracy", description="What the study optimizes: a metric, or {metric, direction}.")
     objectives: Annotated[list[_Objective], SkipValidation] = Field(default_factory=list, description="Several objectives (a multi-objective study), instead of objective.")
     sampler: Annotated[Union[Literal[tuple(SAMPLERS)], Sampler], SkipValidation] = Field("tpe", description="The sampler: a name, or a mapping of its name and settings.")
@@ -377,6 +515,12 @@ def json_schema(plugins: tuple[str, ...] = ()) -> dict:
     for cls in families:  # a study's model section lays keys on its base's: the family may come from there
         js["$defs"][cls.__name__].pop("required", None)
     js["properties"]["space"]["propertyNames"] = {"pattern": r"^(model|train|data)\."}
+    js["$defs"]["FamilyBlock"]["properties"]["space"]["propertyNames"] = {"pattern": r"^(model|train|data)\."}
+    family_data = js["$defs"]["FamilyBlock"]["properties"]["data"]
+    for key in SHARED_DATA:  # the same for every family: refused in a family's block (additionalProperties: false)
+        family_data["properties"].pop(key)
+    for key in ("if", "else"):  # the rule for a data file's own targets: targets are not written here
+        family_data.pop(key, None)
     return js
 
 
@@ -399,13 +543,22 @@ def parse(raw: dict, *, folder: Path = Path(".")) -> StudySpec:
         valid = StudyFile.model_validate(raw)
     except ValidationError as e:
         raise CicyError(first_error(e)) from None
-    base = _base(raw, folder)
-    try:
-        fixed = resolve({**base, "seed": valid.seed})  # the fixed part alone must be a valid run config
-    except CicyError as e:
-        raise CicyError(f"fixed settings: {e}") from None
+    choices = _family_choices(raw)
+    base, from_file = _base(raw, folder) if choices is None else _base({k: v for k, v in raw.items() if k != "model"}, folder)
+    if choices is not None:
+        base["model"] = dict(raw.get("model") or {})  # the shared model keys; each family's are in bases
+    bases = {} if choices is None else _family_bases(raw, base, from_file, choices)
+    for family_base in bases.values() or [base]:
+        try:
+            fixed = resolve({**family_base, "seed": valid.seed})  # the fixed part alone must be a valid run config
+        except CicyError as e:
+            where = f"fixed settings of {family_base['model']['family']}" if bases else "fixed settings"
+            raise CicyError(f"{where}: {e}") from None
     params = space_mod.parse(raw.get("space"))
-    objectives = _objectives(raw, fixed["data"]["targets"], fixed["model"]["family"])
+    for family, block in (raw.get("families") or {}).items():
+        params += space_mod.parse((block or {}).get("space"), where=f"families.{family}.space", when=family, shared=params)
+    params = space_mod.order(params)
+    objectives = _objectives(raw, fixed["data"]["targets"], choices or (fixed["model"]["family"],))
     spec = StudySpec(
         name=valid.study,
         base=base,
@@ -418,6 +571,7 @@ def parse(raw: dict, *, folder: Path = Path(".")) -> StudySpec:
         seed=valid.seed,
         description=valid.description,
         raw=raw,
+        bases=bases,
     )
     _validate_space(spec)
     _try_sampler_and_pruner(spec)

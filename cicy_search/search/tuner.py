@@ -57,11 +57,11 @@ def check(spec: StudySpec, algorithm: str) -> dict:
     pruner = spec.pruner["name"]
     if algorithm != "hyperband":
         return {}
-    if spec.family == "svm":
+    if "svm" in spec.families:
         raise CicyError("model.family svm: hyperband allocates training epochs, and an SVM trains none")
     if any(p.name == "train.epochs" for p in spec.params):
         raise CicyError("space.train.epochs: hyperband chooses each trial's epochs; remove it from the space")
-    example = spec.config_for(space.sample(spec.params, space.Example(), spec.base), seed=0)
+    example = spec.config_for(spec.sample(space.Example()), seed=0)
     settings = {"max_epochs": example["train"]["epochs"], "factor": 3}
     if pruner == "hyperband":  # Optuna's Hyperband pruner: its settings are keras-tuner's
         for key, value in spec.pruner.items():
@@ -102,7 +102,7 @@ class CicyHyperModel(keras_tuner.HyperModel):
         self.spec = spec
 
     def build(self, hp):
-        return space.sample(self.spec.params, HpTrial(hp), self.spec.base)
+        return self.spec.sample(HpTrial(hp))
 
 
 class SearchStopped(Exception):
@@ -140,7 +140,7 @@ class TrialRunner:
         run_id: list[str] = []
         pruning = None
         try:
-            values = space.sample(spec.params, HpTrial(hp), spec.base)
+            values = spec.sample(HpTrial(hp))
             if "tuner/epochs" in hp.values:  # hyperband: train to tuner/epochs, continuing tuner/trial_id's weights
                 values["train.epochs"] = hp.values["tuner/epochs"]
                 fit_options["initial_epoch"] = hp.values["tuner/initial_epoch"]
@@ -309,7 +309,7 @@ def tune(
             client, experiment, run_name=f"{spec.name} ({algorithm})",
             tags={"study": spec.name, "engine": "keras-tuner", "algorithm": algorithm, "role": "study"},
         )
-        parent.log_params({"study": spec.name, "algorithm": algorithm, "space": ",".join(p.name for p in spec.params),
+        parent.log_params({"study": spec.name, "algorithm": algorithm, "space": ",".join(p.label for p in spec.params),
                            "objective": f"{spec.objectives[0].metric}:{spec.objectives[0].direction}", **settings})
         parent.log_artifacts({"study.yaml": dump_yaml(spec.raw)})
     objective.parent_run_id = parent.run_id

@@ -1,6 +1,8 @@
 """Writes the trial table of studies/matrix_h11.yaml's journal into bench/results/matrix_study_trials.md.
 
 Run from the worktree: PYTHONPATH=$PWD python studies/runs/matrix_progress.py [study_file journal out]
+(the family study: studies/matrix_h11_family.yaml studies/runs/matrix_h11_family.journal
+bench/results/matrix_family_trials.md; its table counts trials and the best per family too).
 Reads the study through the project's own loader; only reads the storage.
 """
 
@@ -37,5 +39,12 @@ done = [t for t in trials if t.value is not None and t.state.name == "COMPLETE"]
 if done:
     b = max(done, key=lambda t: t.value)
     lines += ["", f"Best complete trial: {b.number}, val_accuracy {b.value:.4f}."]
+families = sorted({t.params["model.family"] for t in trials if "model.family" in t.params})
+for f in families:
+    mine = [t for t in trials if t.params.get("model.family") == f]
+    states = {s: sum(t.state.name == s for t in mine) for s in ("COMPLETE", "PRUNED", "RUNNING", "FAIL")}
+    best = max((t for t in mine if t.state.name == "COMPLETE"), key=lambda t: t.value, default=None)
+    lines.append(f"- {f}: {len(mine)} trials ({', '.join(f'{n} {s.lower()}' for s, n in states.items() if n)})"
+                 + (f"; best complete: trial {best.number}, {best.value:.4f}" if best else ""))
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines[-3:]))
