@@ -68,7 +68,7 @@ def wrapped(phases: Phases):
     import optuna
     from optuna_integration import KerasPruningCallback
 
-    from cicy_search import tracking, training
+    from cicy_search import compat, tracking, training
     from cicy_search.search import objective
     from cicy_search.tracking import runner
 
@@ -101,7 +101,7 @@ def wrapped(phases: Phases):
     wrap(runner, "fit", "fit")  # the tracked run's fit (the objective's untracked path is not timed)
     wrap(objective.space, "sample", "optuna_calls")  # the objective's suggest calls
     wrap(optuna.Trial, "set_user_attr", "optuna_calls")
-    wrap(keras.backend, "clear_session", "reset")
+    wrap(compat, "reset_keras", "reset")
 
     class EpochTimer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):

@@ -10,20 +10,30 @@ import pytest
 from bench.accuracy import fit_in_order
 from cicy_search.config import resolve
 from cicy_search.models import build
-from cicy_search.training import EpochCallback, fit, prepare, use_xla
+from cicy_search.training import EpochCallback, SharedDenseLoop, encode, fit, prepare, use_xla
 
 from .conftest import tiny
 
 
+REGULARISED = {"depth": 2, "width": [40, 24], "dropout": 0.2, "l1": 1e-5, "l2": 1e-3}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("xla", [False, True])
-def test_fast_loop_is_model_fit_on_the_same_batches(xla):
+@pytest.mark.parametrize(
+    ("xla", "model"),
+    [(False, {}), (True, {}), (False, REGULARISED), (False, {"head": "regression", "dropout": 0.1, "l2": 1e-4})],
+    ids=["shared-loop", "xla", "shared-loop-dropout-l1-l2", "shared-loop-regression"],
+)
+def test_fast_loop_is_model_fit_on_the_same_batches(xla, model):
     # 480 training samples at batch 50: 9 full batches and a partial one of 30, which XLA compiles separately.
-    config = resolve({"data": {"limit": 600}, "train": {"epochs": 3, "batch_size": 50, "jit_compile": xla}})
+    # Without XLA these dense networks train in the shared loop (SharedDenseLoop), with the same dropout masks.
+    config = resolve({"data": {"limit": 600}, "model": model, "train": {"epochs": 3, "batch_size": 50, "jit_compile": xla}})
     prepared = prepare(config)
     fast = fit(config, prepared)
     model, history, metrics = fit_in_order(config, prepared)
     assert fast.extra["xla"] is xla
+    train = (prepared.x["train"], encode(prepared.y["train"], prepared.targets, config["model"]["head"]))
+    assert (SharedDenseLoop.signature_of(fast.model, *train) is None) is xla
     assert set(fast.history) == set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     for key in history:
         np.testing.assert_allclose(fast.history[key], history[key], rtol=2e-3, atol=1e-5, err_msg=key)
