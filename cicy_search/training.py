@@ -346,6 +346,9 @@ def fast_fit(
     repeats its first order in every epoch). With ``augment`` every training batch has the rows and the
     columns of each matrix randomly permuted (stateless random numbers from the seed, epoch and step).
     ``initial_epoch``: start there (as ``model.fit``'s), with the order that epoch has in a full run.
+    A dense network (``SharedDenseLoop.signature_of``), without XLA or augmentation, trains in the epoch traced for
+    the first model of its signature in this thread: its weights are copied in, and back after every epoch (what
+    callbacks read) and at the end (with Adam's slots and step). Other models' functions are traced here anew.
     Returns the ``History``.
     """
     import tensorflow as tf
@@ -475,7 +478,10 @@ class SharedDenseLoop:
         data = [tf.TensorSpec([None, *x_shape], x_dtype), tf.TensorSpec([None], y_dtype)] * 2
         scalars = [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)]
         per_layer = [tf.TensorSpec([len(self.activations)], tf.float32)] * 3
-        self.epoch = tf.function(self._epoch, input_signature=[*data, tf.TensorSpec([None], tf.int32), *scalars, *per_layer])
+        # No AutoGraph: the loops are tf.while_loop already and every Python branch is on a signature's constant.
+        self.epoch = tf.function(
+            self._epoch, input_signature=[*data, tf.TensorSpec([None], tf.int32), *scalars, *per_layer], autograph=False
+        )
 
     @staticmethod
     def signature_of(model, x, y) -> tuple | None:
