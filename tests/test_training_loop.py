@@ -33,7 +33,7 @@ def test_fast_loop_is_model_fit_on_the_same_batches(xla, model):
     model, history, metrics = fit_in_order(config, prepared)
     assert fast.extra["xla"] is xla
     train = (prepared.x["train"], encode(prepared.y["train"], prepared.targets, config["model"]["head"]))
-    assert (SharedDenseLoop.signature_of(fast.model, *train) is None) is xla
+    assert xla or SharedDenseLoop.signature_of(fast.model, *train) is not None  # trained in the shared loop
     assert set(fast.history) == set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     for key in history:
         np.testing.assert_allclose(fast.history[key], history[key], rtol=2e-3, atol=1e-5, err_msg=key)
