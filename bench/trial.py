@@ -19,7 +19,7 @@ every split), pruning reports (``KerasPruningCallback``), tracking on the trial'
 rest of the tracked run outside ``fit``), Optuna (sampling, ask, tell and the study's callbacks: the trial's
 ``Study.optimize`` outside the objective, the suggest calls and user attributes inside it) and other (the rest of
 ``fit``: seeding, arrays to tensors, the wait at the first epoch's end for the previous trial's MLflow writes; the
-objective's Keras reset). An epoch is timed by a callback put first in
+objective's Keras reset, ``compat.reset_keras``). An epoch is timed by a callback put first in
 ``fast_fit``'s list: from its start to its end, before the metric logging and the pruning report. One inception trial (``--inception-epochs``, the default inception network) is cut the
 same way. Trial time is the sum of each trial's ``Study.optimize``; the load average is recorded at every block.
 TensorFlow's start-up in the process (a first ``model.fit``) is paid before both, untimed; what only the product
