@@ -477,7 +477,7 @@ class SharedDenseLoop:
         self.seeds = [tf.Variable([0, 0], dtype=tf.int64) for _ in range(sum(self.dropout))]
         data = [tf.TensorSpec([None, *x_shape], x_dtype), tf.TensorSpec([None], y_dtype)] * 2
         scalars = [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)]
-        per_layer = [tf.TensorSpec([len(self.activations)], tf.float32)] * 3
+        per_layer = [tf.TensorSpec([len(self.activations)], tf.float32)] * 4
         # No AutoGraph: the loops are tf.while_loop already and every Python branch is on a signature's constant.
         self.epoch = tf.function(
             self._epoch, input_signature=[*data, tf.TensorSpec([None], tf.int32), *scalars, *per_layer], autograph=False
@@ -531,7 +531,7 @@ class SharedDenseLoop:
         return (tuple(activations), tuple(dropout), tuple(l1), tuple(l2), kind, head.units, (x.dtype, tuple(x.shape[1:])), y.dtype)
 
     def hyperparameters(self, model) -> tuple:
-        """Each hidden layer's L1, L2 and dropout rate, as the epoch takes them."""
+        """Each hidden layer's L1, L2, dropout rate and dropout scale ``1 / (1 - rate)``, as the epoch takes them."""
         layers = [layer for layer in model.layers if type(layer) in (keras.layers.Dense, keras.layers.Dropout)]
         l1, l2, rate = [], [], []
         for k, layer in enumerate(layers[:-1]):
@@ -542,7 +542,8 @@ class SharedDenseLoop:
                 rate.append(0.0)
             else:
                 rate[-1] = float(layer.rate)
-        return tuple(np.asarray(v, np.float32) for v in (l1, l2, rate))
+        scale = [1 / (1 - r) for r in rate]  # in double precision, then float32: as keras.layers.Dropout's
+        return tuple(np.asarray(v, np.float32) for v in (l1, l2, rate, scale))
 
     def load(self, model) -> None:
         """This loop's state from the model's: weights, Adam's slots and step (zeros when not built) and dropout seeds."""
@@ -577,7 +578,7 @@ class SharedDenseLoop:
     def _seed_states(model) -> list:
         return [layer.seed_generator.state for layer in model.layers if type(layer) is keras.layers.Dropout and layer.rate > 0]
 
-    def _forward(self, x, training: bool, rate, seeds=None):
+    def _forward(self, x, training: bool, rate, scale):
         import tensorflow as tf
 
         h = tf.reshape(tf.cast(x, tf.float32), [tf.shape(x)[0], -1])
@@ -588,7 +589,9 @@ class SharedDenseLoop:
                 # As keras.layers.Dropout draws it: the layer's seed state, then one step on.
                 seed = tf.cast(tf.math.floormod(self.seeds[d], tf.int32.max - 1), tf.int32)
                 self.seeds[d].assign_add(tf.constant([0, 1], tf.int64))
-                h = tf.nn.experimental.stateless_dropout(h, rate=rate[k], seed=seed)
+                # tf.nn.experimental.stateless_dropout's arithmetic for a rate known when tracing (as Keras's is).
+                keep = tf.random.stateless_uniform(tf.shape(h), seed=seed, dtype=tf.float32, alg=None) >= rate[k]
+                h = tf.where(keep, h * scale[k], tf.constant(0.0))
                 d += 1
         out = tf.nn.bias_add(tf.matmul(h, self.weights[-2]), self.weights[-1])
         return out if self.head == "softmax" else tf.nn.relu(out)
@@ -623,7 +626,7 @@ class SharedDenseLoop:
             w.assign_sub(tf.divide(tf.multiply(m, alpha), tf.add(tf.sqrt(v), 1e-7)))
         self.iterations.assign_add(1)
 
-    def _epoch(self, x, y, vx, vy, order, batch, lr, l1, l2, rate):
+    def _epoch(self, x, y, vx, vy, order, batch, lr, l1, l2, rate, scale):
         """One epoch over ``order`` in batches, then the validation pass: (loss, accuracy, val_loss, val_accuracy)."""
         import tensorflow as tf
 
@@ -635,10 +638,10 @@ class SharedDenseLoop:
                 xb, yb = tf.gather(xs, idx), tf.gather(ys, idx)
                 if train:
                     with tf.GradientTape() as tape:
-                        loss, hit = self._loss(yb, self._forward(xb, True, rate), l1, l2)
+                        loss, hit = self._loss(yb, self._forward(xb, True, rate, scale), l1, l2)
                     self._adam(tape.gradient(loss, self.weights), lr)
                 else:
-                    loss, hit = self._loss(yb, self._forward(xb, False, rate), l1, l2)
+                    loss, hit = self._loss(yb, self._forward(xb, False, rate, scale), l1, l2)
                 b = tf.cast(tf.shape(idx)[0], tf.float32)
                 return i + 1, total + loss * b, hits + tf.reduce_sum(hit), count + b
 

@@ -101,3 +101,24 @@ def test_mixed_precision_builds_and_trains(xla):
     assert all(np.isfinite(result.history["loss"])) and result.history["loss"][1] < result.history["loss"][0]
     assert result.model.get_weights()[0].dtype == np.float32  # float32 weights, float16 arithmetic
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "model",
+    [{"depth": 2, "width": 24, "dropout": 0.15, "l2": 1e-4}, {"depth": 3, "width": [40, 20, 10], "dropout": 0.35, "l1": 1e-5},
+     {"depth": 1, "width": 64, "dropout": 0.05, "head": "regression"}],
+    ids=["dropout-l2", "widths-l1", "regression"],
+)
+def test_shared_loop_is_the_models_own_step_bit_for_bit(model, monkeypatch):
+    # The same numbers as model.train_step in the model's own traced epoch: dropout masks and scale, L1/L2, Adam.
+    config = resolve({"data": {"limit": 600}, "model": model, "train": {"epochs": 3, "batch_size": 50}})
+    prepared = prepare(config)
+    shared = fit(config, prepared)
+    monkeypatch.setattr(SharedDenseLoop, "signature_of", staticmethod(lambda *args: None))
+    keras.backend.clear_session()
+    own = fit(config, prepared)
+    assert shared.history == own.history
+    for a, b in zip(shared.model.get_weights(), own.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(shared.model.optimizer.iterations) == int(own.model.optimizer.iterations) == 3 * 10
