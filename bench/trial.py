@@ -14,7 +14,8 @@ blocks, so that drift in the machine's load falls on both:
 
 The product's trials are cut into phases by timers the bench wraps around the product's own functions (no flag in
 the product): data (``Objective.prepared``), build (``models.build``, ``compile_model``, ``_build_state``), trace (the
-first epoch's excess over the median later epoch: tracing and graph optimisation), epochs, evaluation (scoring
+first epoch's excess over the median later epoch: tracing and graph optimisation; and ``training._traced_epoch``,
+a model's own epoch traced before its first), epochs, evaluation (scoring
 every split), pruning reports (``KerasPruningCallback``), tracking on the trial's thread (``Run`` calls and the
 rest of the tracked run outside ``fit``), Optuna (sampling, ask, tell and the study's callbacks: the trial's
 ``Study.optimize`` outside the objective, the suggest calls and user attributes inside it) and other (the rest of
@@ -95,6 +96,7 @@ def wrapped(phases: Phases):
     for name in ("build", "compile_model", "_build_state"):
         wrap(training, name, "build")
     wrap(training, "evaluate", "evaluation")
+    wrap(training, "_traced_epoch", "trace_calls")  # a model's own epoch, traced before its first epoch
     wrap(KerasPruningCallback, "on_epoch_end", "pruning")
     for name in ("log_metrics", "log_params", "log_inputs", "later", "log_artifacts"):
         wrap(tracking.Run, name, "tracking_calls")
@@ -130,11 +132,12 @@ def split(trial: dict) -> dict:
     """One trial's raw timers -> the phases (seconds), which add up to its ``Study.optimize`` time."""
     raw, epochs = trial["raw"], trial["epochs"]
     median = statistics.median(epochs[1:]) if len(epochs) > 1 else 0.0
-    trace = max(0.0, epochs[0] - median) if epochs else 0.0
-    out = {"data": raw.get("data", 0.0), "build": raw.get("build", 0.0), "trace": trace, "epochs": sum(epochs) - trace,
+    excess = max(0.0, epochs[0] - median) if epochs else 0.0
+    out = {"data": raw.get("data", 0.0), "build": raw.get("build", 0.0), "trace": excess + raw.get("trace_calls", 0.0),
+           "epochs": sum(epochs) - excess,
            "evaluation": raw.get("evaluation", 0.0), "pruning": raw.get("pruning", 0.0)}
     # The epoch timer runs first among the callbacks: the pruning reports and metric logging fall outside epochs.
-    fit_rest = raw.get("fit", 0.0) - sum(epochs) - out["build"] - out["evaluation"]
+    fit_rest = raw.get("fit", 0.0) - sum(epochs) - out["build"] - out["evaluation"] - raw.get("trace_calls", 0.0)
     calls, reset = raw.get("optuna_calls", 0.0), raw.get("reset", 0.0)
     out["tracking"] = raw.get("objective", 0.0) - raw.get("fit", 0.0) - out["data"] - calls - reset + raw.get("tracking_calls", 0.0)
     out["optuna"] = raw.get("trial", 0.0) - raw.get("objective", 0.0) + calls

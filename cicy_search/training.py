@@ -371,6 +371,7 @@ def fast_fit(
 
     else:
         shared = None
+        _build_state(model, x[:1], tf.nest.map_structure(lambda a: a[:1], y))
         epoch_pass = _traced_epoch(model, x, y, vx, vy, batch_size, jit_compile, augment)
     rng = np.random.default_rng(seed)
     for _ in range(initial_epoch):
@@ -406,7 +407,6 @@ def _traced_epoch(model, x, y, vx, vy, batch_size: int, jit_compile: bool, augme
     """
     import tensorflow as tf
 
-    _build_state(model, x[:1], tf.nest.map_structure(lambda a: a[:1], y))
     transform = permute_batch if augment else None
     # Batches of unknown size give convolutions other kernels (other numbers) than today's static ones.
     static = jit_compile or has_convolutions(model)
