@@ -14,12 +14,13 @@ blocks, so that drift in the machine's load falls on both:
 
 The product's trials are cut into phases by timers the bench wraps around the product's own functions (no flag in
 the product): data (``Objective.prepared``), build (``models.build``, ``compile_model``, ``_build_state``), trace (the
-first epoch's excess over the median later epoch: tracing and graph optimisation), epochs, evaluation (scoring
+first epoch's excess over the median later epoch: tracing and graph optimisation; and ``training._traced_epoch``,
+a model's own epoch traced before its first), epochs, evaluation (scoring
 every split), pruning reports (``KerasPruningCallback``), tracking on the trial's thread (``Run`` calls and the
 rest of the tracked run outside ``fit``), Optuna (sampling, ask, tell and the study's callbacks: the trial's
 ``Study.optimize`` outside the objective, the suggest calls and user attributes inside it) and other (the rest of
 ``fit``: seeding, arrays to tensors, the wait at the first epoch's end for the previous trial's MLflow writes; the
-objective's Keras reset). An epoch is timed by a callback put first in
+objective's Keras reset, ``compat.reset_keras``). An epoch is timed by a callback put first in
 ``fast_fit``'s list: from its start to its end, before the metric logging and the pruning report. One inception trial (``--inception-epochs``, the default inception network) is cut the
 same way. Trial time is the sum of each trial's ``Study.optimize``; the load average is recorded at every block.
 TensorFlow's start-up in the process (a first ``model.fit``) is paid before both, untimed; what only the product
@@ -68,7 +69,7 @@ def wrapped(phases: Phases):
     import optuna
     from optuna_integration import KerasPruningCallback
 
-    from cicy_search import tracking, training
+    from cicy_search import compat, tracking, training
     from cicy_search.search import objective
     from cicy_search.tracking import runner
 
@@ -95,13 +96,14 @@ def wrapped(phases: Phases):
     for name in ("build", "compile_model", "_build_state"):
         wrap(training, name, "build")
     wrap(training, "evaluate", "evaluation")
+    wrap(training, "_traced_epoch", "trace_calls")  # a model's own epoch, traced before its first epoch
     wrap(KerasPruningCallback, "on_epoch_end", "pruning")
     for name in ("log_metrics", "log_params", "log_inputs", "later", "log_artifacts"):
         wrap(tracking.Run, name, "tracking_calls")
     wrap(runner, "fit", "fit")  # the tracked run's fit (the objective's untracked path is not timed)
     wrap(objective.space, "sample", "optuna_calls")  # the objective's suggest calls
     wrap(optuna.Trial, "set_user_attr", "optuna_calls")
-    wrap(keras.backend, "clear_session", "reset")
+    wrap(compat, "reset_keras", "reset")
 
     class EpochTimer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -130,11 +132,12 @@ def split(trial: dict) -> dict:
     """One trial's raw timers -> the phases (seconds), which add up to its ``Study.optimize`` time."""
     raw, epochs = trial["raw"], trial["epochs"]
     median = statistics.median(epochs[1:]) if len(epochs) > 1 else 0.0
-    trace = max(0.0, epochs[0] - median) if epochs else 0.0
-    out = {"data": raw.get("data", 0.0), "build": raw.get("build", 0.0), "trace": trace, "epochs": sum(epochs) - trace,
+    excess = max(0.0, epochs[0] - median) if epochs else 0.0
+    out = {"data": raw.get("data", 0.0), "build": raw.get("build", 0.0), "trace": excess + raw.get("trace_calls", 0.0),
+           "epochs": sum(epochs) - excess,
            "evaluation": raw.get("evaluation", 0.0), "pruning": raw.get("pruning", 0.0)}
     # The epoch timer runs first among the callbacks: the pruning reports and metric logging fall outside epochs.
-    fit_rest = raw.get("fit", 0.0) - sum(epochs) - out["build"] - out["evaluation"]
+    fit_rest = raw.get("fit", 0.0) - sum(epochs) - out["build"] - out["evaluation"] - raw.get("trace_calls", 0.0)
     calls, reset = raw.get("optuna_calls", 0.0), raw.get("reset", 0.0)
     out["tracking"] = raw.get("objective", 0.0) - raw.get("fit", 0.0) - out["data"] - calls - reset + raw.get("tracking_calls", 0.0)
     out["optuna"] = raw.get("trial", 0.0) - raw.get("objective", 0.0) + calls

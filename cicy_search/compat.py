@@ -25,6 +25,12 @@ Why each is needed:
 - the logger ``optuna.study._optimize``: where Optuna logs each failed trial's traceback (the CLI filters them).
 - ``typer._click.exceptions``: typer 0.29 raises its bundled click's usage errors, which click's own classes miss.
 - ``KerasTensor._keras_history``: the layer that made a tensor (``tracking.runner.model_summary``'s "Inputs").
+- ``keras.src.backend.common.global_state`` (``GLOBAL_RANDOM_SEED``, ``GLOBAL_SEED_GENERATOR``): what
+  ``keras.utils.set_random_seed`` does but ``tf.random.set_seed``, which clears TensorFlow's caches of instantiated
+  functions: a dense trial's shared traced epoch (``training.SharedDenseLoop``) would be optimised again every trial.
+- ``keras.src.backend.common.global_state``'s ``GLOBAL_STATE_TRACKER`` and ``GLOBAL_SETTINGS_TRACKER``:
+  ``keras.backend.clear_session`` without its ``clear_kernel_cache``, which makes TensorFlow instantiate (and
+  optimise) every function again, the shared traced epoch too (``reset_keras``, between a study's trials).
 - ``keras_tuner.src.config.DEBUG``: keras-tuner prints a traceback per failed trial unless it is off.
 - ``Tuner._get_checkpoint_fname``: where keras-tuner keeps a trial's weights (a Hyperband round continues them).
 - ``tensorflow.python...convert_variables_to_constants_v2``: the frozen graph TensorFlow's profiler counts FLOP on
@@ -185,6 +191,44 @@ def source_layer(tensor) -> str | None:
     """The name of the layer whose output ``tensor`` (a KerasTensor) is; None for a tensor of no layer."""
     history = getattr(tensor, "_keras_history", None)
     return None if history is None else history.operation.name
+
+
+def seed_keras(seed: int) -> None:
+    """``keras.utils.set_random_seed(seed)`` without its ``tf.random.set_seed``: Python's, NumPy's and Keras's seeds
+    (Keras's initialisers and dropout layers draw theirs from Python's ``random``; the global seed generator of
+    ``keras.random`` is made anew from ``seed``)."""
+    import random
+
+    import numpy as np
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+    from keras.src.utils import rng_utils
+
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def reset_keras(*, free_memory: bool, clear_caches: bool) -> None:
+    """``keras.backend.clear_session(free_memory)``; with ``clear_caches`` off, TensorFlow's kernel caches (its
+    instantiated functions) are kept: Keras's global state (layer names, settings) and the default graph are reset."""
+    import gc
+    import threading
+
+    import keras
+
+    if clear_caches:
+        keras.backend.clear_session(free_memory=free_memory)
+        return
+    import tensorflow as tf
+    from keras.src.backend.common import global_state
+
+    global_state.GLOBAL_STATE_TRACKER = threading.local()
+    global_state.GLOBAL_SETTINGS_TRACKER = threading.local()
+    tf.compat.v1.reset_default_graph()
+    if free_memory:
+        gc.collect()
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ The test split is evaluated for the record only; nothing here selects on it.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from . import compat
 from . import data as cicy_data
 from .errors import CicyError
 from .models import SvmModel, Target, build
@@ -256,8 +258,14 @@ def fit(
             ``train.epochs`` - 1 are trained (keras-tuner's Hyperband); ``epochs_run`` counts those only.
     """
     prepared = prepared or prepare(config)
-    keras.utils.set_random_seed(config["seed"])
     t, head = config["train"], config["model"]["head"]
+    if config["model"]["family"] == "dense" and t["loop"] == "fast":
+        # Nothing in a dense network or the fast loop reads TensorFlow's global seed (model.fit's shuffling and a
+        # plugin's own ops may), and setting it clears TensorFlow's cache of instantiated functions: the shared
+        # traced epoch (SharedDenseLoop) would be optimised again for every trial.
+        compat.seed_keras(config["seed"])
+    else:
+        keras.utils.set_random_seed(config["seed"])
     with dtype_policy("mixed_float16" if t["mixed_precision"] else None):
         model = build(config, prepared.shape, prepared.targets)
     start = time.perf_counter()
@@ -338,6 +346,9 @@ def fast_fit(
     repeats its first order in every epoch). With ``augment`` every training batch has the rows and the
     columns of each matrix randomly permuted (stateless random numbers from the seed, epoch and step).
     ``initial_epoch``: start there (as ``model.fit``'s), with the order that epoch has in a full run.
+    A dense network (``SharedDenseLoop.signature_of``), without XLA or augmentation, trains in the epoch traced for
+    the first model of its signature in this thread: its weights are copied in, and back after every epoch (what
+    callbacks read) and at the end (with Adam's slots and step). Other models' functions are traced here anew.
     Returns the ``History``.
     """
     import tensorflow as tf
@@ -345,32 +356,26 @@ def fast_fit(
     x, y = tf.nest.map_structure(tf.convert_to_tensor, train)
     vx, vy = tf.nest.map_structure(tf.convert_to_tensor, val)
     n = int(x.shape[0])
-    _build_state(model, x[:1], tf.nest.map_structure(lambda a: a[:1], y))
-    transform = permute_batch if augment else None
-    # Batches of unknown size give convolutions other kernels (other numbers) than today's static ones.
-    static = jit_compile or has_convolutions(model)
-
-    def train_pass(order, key):
-        _each_batch(model.train_step, x, y, order, batch_size, transform, key, static=static)
-        return model.get_metrics_result()
-
-    def val_pass():
-        model.reset_metrics()
-        _each_batch(model.test_step, vx, vy, tf.range(vx.shape[0]), EVAL_BATCH, static=static)
-        return model.get_metrics_result()
-
-    if jit_compile:  # XLA for the training steps; on one batch or a few of validation it would add compile time only
-        train_call, val_call = tf.function(train_pass, jit_compile=True), tf.function(val_pass)
+    steps = max(1, math.ceil(n / batch_size))
+    signature = None if (jit_compile or augment) else SharedDenseLoop.signature_of(model, x, y)
+    if signature is not None:  # a dense network: the epoch traced for an earlier trial of its signature, if any
+        shared = shared_loop(signature)
+        shared.load(model)
+        hyper = [tf.constant(v) for v in shared.hyperparameters(model)]
 
         def epoch_pass(order, key):
-            return train_call(order, key), val_call()
+            lr = tf.constant(float(model.optimizer.learning_rate), tf.float32)  # ReduceLROnPlateau may change it
+            loss, accuracy, val_loss, val_accuracy = shared.epoch(x, y, vx, vy, order, tf.constant(batch_size), lr, *hyper)
+            shared.store(model, weights_only=True)  # what callbacks (early stopping) read
+            return {"loss": loss, "accuracy": accuracy}, {"loss": val_loss, "accuracy": val_accuracy}
 
-    else:  # one call an epoch, one function to trace and optimise: the validation pass follows in the graph
-        epoch_pass = tf.function(lambda order, key: (train_pass(order, key), val_pass()))
+    else:
+        shared = None
+        _build_state(model, x[:1], tf.nest.map_structure(lambda a: a[:1], y))
+        epoch_pass = _traced_epoch(model, x, y, vx, vy, batch_size, jit_compile, augment)
     rng = np.random.default_rng(seed)
     for _ in range(initial_epoch):
         rng.permutation(n)
-    steps = max(1, math.ceil(n / batch_size))
     cbs = keras.callbacks.CallbackList(list(callbacks), add_history=True, model=model, epochs=epochs, steps=steps, verbose=0)
     model.stop_training = False
     cbs.on_train_begin()
@@ -386,9 +391,279 @@ def fast_fit(
         cbs.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
-    model.optimizer.finalize_variable_values(model.trainable_weights)
+    if shared is not None:
+        shared.store(model)
+    else:
+        model.optimizer.finalize_variable_values(model.trainable_weights)
     cbs.on_train_end(logs)
     return model.history
+
+
+def _traced_epoch(model, x, y, vx, vy, batch_size: int, jit_compile: bool, augment: bool):
+    """``epoch_pass(order, key) -> (train logs, val logs)``: this model's own traced training and validation pass.
+
+    The functions are traced here, through ``get_concrete_function``, so that a new one per trial (a new model)
+    is not counted as retracing by TensorFlow, which warns on stderr about a function traced again and again.
+    """
+    import tensorflow as tf
+
+    transform = permute_batch if augment else None
+    # Batches of unknown size give convolutions other kernels (other numbers) than today's static ones.
+    static = jit_compile or has_convolutions(model)
+    specs = (tf.TensorSpec([int(x.shape[0])], tf.int32), tf.TensorSpec([2], tf.int32))
+
+    def train_pass(order, key):
+        _each_batch(model.train_step, x, y, order, batch_size, transform, key, static=static)
+        return model.get_metrics_result()
+
+    def val_pass():
+        model.reset_metrics()
+        _each_batch(model.test_step, vx, vy, tf.range(vx.shape[0]), EVAL_BATCH, static=static)
+        return model.get_metrics_result()
+
+    if jit_compile:  # XLA for the training steps; on one batch or a few of validation it would add compile time only
+        train_call = tf.function(train_pass, jit_compile=True).get_concrete_function(*specs)
+        val_call = tf.function(val_pass).get_concrete_function()
+        return lambda order, key: (train_call(order, key), val_call())
+    # One call an epoch, one function to trace and optimise: the validation pass follows in the graph.
+    return tf.function(lambda order, key: (train_pass(order, key), val_pass())).get_concrete_function(*specs)
+
+
+_LOOPS = threading.local()  # each thread its own loops: their variables hold one trial's state at a time
+
+
+def shared_loop(signature: tuple) -> SharedDenseLoop:
+    """This thread's ``SharedDenseLoop`` for a signature, made (and traced) on first use."""
+    loops = _LOOPS.__dict__.setdefault("loops", {})
+    if signature not in loops:
+        loops[signature] = SharedDenseLoop(signature)
+    return loops[signature]
+
+
+class SharedDenseLoop:
+    """One traced epoch for every dense network of a depth: trials of any width, dropout, L1/L2 and learning rate share it.
+
+    A new Keras model per trial means a new ``tf.function`` per trial, whose tracing and graph optimisation cost
+    more than a small network's epochs. This loop holds its weights, Adam's slots and the dropout seeds in
+    variables of unknown shape, and takes the data, the batch order and size, the learning rate and each layer's
+    L1, L2 and dropout rate as tensors: it is traced once per signature (``signature``: the depth, activations,
+    which layers have dropout or a regulariser, the head, the input's shape and types) and reused for every
+    trial with it. It computes what ``model.train_step`` and ``model.test_step`` compute for such a model
+    (``Flatten -> (Dense [-> Dropout])* -> Dense`` head, Adam, sparse categorical cross-entropy of a softmax or
+    the MSE of one output, the loss and accuracy metrics ``compile_model`` sets), with the model's own dropout
+    seed sequence. Every trial's numbers are those of the same trial trained alone: the graph is the same
+    whatever ran before, and ``load`` overwrites all of its state.
+    """
+
+    def __init__(self, signature: tuple):
+        import tensorflow as tf
+
+        self.signature = signature
+        (self.activations, self.dropout, self.l1, self.l2, self.head, self.outputs, x_spec, y_dtype) = signature
+        layers = len(self.activations) + 1
+
+        # Kernels and biases of any width; what is fixed (the flattened input, the head's outputs) is in the shapes.
+        x_dtype, x_shape = x_spec
+        sizes = [int(np.prod(x_shape)), *[None] * len(self.activations), self.outputs]
+        shapes = [shape for k in range(layers) for shape in ([sizes[k], sizes[k + 1]], [sizes[k + 1]])]
+
+        def variables():
+            return [tf.Variable(tf.zeros([d or 0 for d in shape]), shape=tf.TensorShape(shape)) for shape in shapes]
+
+        self.weights = variables()  # kernel, bias per layer
+        self.momenta = variables()
+        self.velocities = variables()
+        self.iterations = tf.Variable(0, dtype=tf.int64)
+        self.seeds = [tf.Variable([0, 0], dtype=tf.int64) for _ in range(sum(self.dropout))]
+        data = [tf.TensorSpec([None, *x_shape], x_dtype), tf.TensorSpec([None], y_dtype)] * 2
+        scalars = [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)]
+        per_layer = [tf.TensorSpec([len(self.activations)], tf.float32)] * 4
+        # No AutoGraph: the loops are tf.while_loop already and every Python branch is on a signature's constant.
+        self.epoch = tf.function(
+            self._epoch, input_signature=[*data, tf.TensorSpec([None], tf.int32), *scalars, *per_layer], autograph=False
+        )
+
+    @staticmethod
+    def signature_of(model, x, y) -> tuple | None:
+        """What a traced epoch is shared by, or None when the model is not one this loop computes exactly."""
+        layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+        optimizer = getattr(model, "optimizer", None)
+        if (
+            type(optimizer) is not keras.optimizers.Adam
+            or (optimizer.beta_1, optimizer.beta_2, optimizer.epsilon) != (0.9, 0.999, 1e-7)
+            or optimizer.amsgrad or optimizer.weight_decay or optimizer.use_ema or getattr(optimizer, "gradient_accumulation_steps", None)
+            or any(getattr(optimizer, c) is not None for c in ("clipnorm", "clipvalue", "global_clipnorm"))
+            or isinstance(optimizer.get_config()["learning_rate"], dict)  # a schedule
+            or len(model.outputs) != 1 or model.dtype_policy.name != "float32"
+            or not layers or type(layers[0]) is not keras.layers.Flatten
+        ):
+            return None
+        activations, dropout, l1, l2, i = [], [], [], [], 1
+        while i < len(layers):
+            dense = layers[i]
+            if type(dense) is not keras.layers.Dense or not dense.use_bias or getattr(dense, "lora_enabled", False) or getattr(dense, "quantization_mode", None):
+                return None
+            if dense.activity_regularizer or dense.kernel_constraint or dense.bias_constraint or dense.bias_regularizer:
+                return None
+            reg = dense.kernel_regularizer
+            if reg is not None and type(reg) is not keras.regularizers.L1L2:
+                return None
+            if i == len(layers) - 1:  # the head
+                break
+            activations.append(dense.activation)
+            l1.append(bool(reg is not None and reg.l1))
+            l2.append(bool(reg is not None and reg.l2))
+            following = layers[i + 1] if i + 1 < len(layers) else None
+            has_dropout = type(following) is keras.layers.Dropout
+            if has_dropout and following.noise_shape is not None:
+                return None
+            dropout.append(bool(has_dropout and following.rate > 0))
+            i += 2 if has_dropout else 1
+        head = layers[-1]
+        if head.kernel_regularizer is not None:
+            return None
+        if head.activation is keras.activations.softmax and model.loss == "sparse_categorical_crossentropy":
+            kind = "softmax"
+        elif head.activation is keras.activations.relu and head.units == 1 and model.loss == "mse":
+            kind = "relu-mse"
+        else:
+            return None
+        return (tuple(activations), tuple(dropout), tuple(l1), tuple(l2), kind, head.units, (x.dtype, tuple(x.shape[1:])), y.dtype)
+
+    def hyperparameters(self, model) -> tuple:
+        """Each hidden layer's L1, L2, dropout rate and dropout scale ``1 / (1 - rate)``, as the epoch takes them."""
+        layers = [layer for layer in model.layers if type(layer) in (keras.layers.Dense, keras.layers.Dropout)]
+        l1, l2, rate = [], [], []
+        for k, layer in enumerate(layers[:-1]):
+            if type(layer) is keras.layers.Dense:
+                reg = layer.kernel_regularizer
+                l1.append(float(reg.l1) if reg is not None else 0.0)
+                l2.append(float(reg.l2) if reg is not None else 0.0)
+                rate.append(0.0)
+            else:
+                rate[-1] = float(layer.rate)
+        scale = [1 / (1 - r) for r in rate]  # in double precision, then float32: as keras.layers.Dropout's
+        return tuple(np.asarray(v, np.float32) for v in (l1, l2, rate, scale))
+
+    def load(self, model) -> None:
+        """This loop's state from the model's: weights, Adam's slots and step (zeros when not built) and dropout seeds."""
+        variables = model.trainable_variables
+        optimizer = model.optimizer
+        slots = optimizer_slots(optimizer, variables) if optimizer.built else None
+        for k, v in enumerate(variables):
+            self.weights[k].assign(v.value)
+            self.momenta[k].assign(slots[k][0].value if slots else keras.ops.zeros_like(v))
+            self.velocities[k].assign(slots[k][1].value if slots else keras.ops.zeros_like(v))
+        self.iterations.assign(int(optimizer.iterations) if optimizer.built else 0)
+        for var, state in zip(self.seeds, self._seed_states(model)):
+            var.assign(state.value)
+
+    def store(self, model, *, weights_only: bool = False) -> None:
+        """The model's state from this loop's (after every epoch, the weights; at the end, everything)."""
+        for v, w in zip(model.trainable_variables, self.weights):
+            v.assign(w.value())  # a value of known shape: Keras checks it
+        if weights_only:
+            return
+        optimizer = model.optimizer
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        for (m, v), k in zip(optimizer_slots(optimizer, model.trainable_variables), range(len(self.weights))):
+            m.assign(self.momenta[k].value())
+            v.assign(self.velocities[k].value())
+        optimizer.iterations.assign(self.iterations.value())
+        for state, var in zip(self._seed_states(model), self.seeds):
+            state.assign(var.value())
+
+    @staticmethod
+    def _seed_states(model) -> list:
+        return [layer.seed_generator.state for layer in model.layers if type(layer) is keras.layers.Dropout and layer.rate > 0]
+
+    def _forward(self, x, training: bool, rate, scale):
+        import tensorflow as tf
+
+        h = tf.reshape(tf.cast(x, tf.float32), [tf.shape(x)[0], -1])
+        d = 0
+        for k, activation in enumerate(self.activations):
+            h = activation(tf.nn.bias_add(tf.matmul(h, self.weights[2 * k]), self.weights[2 * k + 1]))
+            if training and self.dropout[k]:
+                # As keras.layers.Dropout draws it: the layer's seed state, then one step on.
+                seed = tf.cast(tf.math.floormod(self.seeds[d], tf.int32.max - 1), tf.int32)
+                self.seeds[d].assign_add(tf.constant([0, 1], tf.int64))
+                # tf.nn.experimental.stateless_dropout's arithmetic for a rate known when tracing (as Keras's is).
+                keep = tf.random.stateless_uniform(tf.shape(h), seed=seed, dtype=tf.float32, alg=None) >= rate[k]
+                h = tf.where(keep, h * scale[k], tf.constant(0.0))
+                d += 1
+        out = tf.nn.bias_add(tf.matmul(h, self.weights[-2]), self.weights[-1])
+        return out if self.head == "softmax" else tf.nn.relu(out)
+
+    def _loss(self, y, out, l1, l2):
+        """The compiled loss (mean over the batch) plus the kernels' regularisation, and each sample's accuracy."""
+        import tensorflow as tf
+
+        if self.head == "softmax":
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int64), logits=out))
+            hit = tf.cast(tf.equal(tf.argmax(tf.nn.softmax(out), axis=-1, output_type=tf.int32), tf.cast(y, tf.int32)), tf.float32)
+        else:
+            loss = tf.reduce_mean(tf.reduce_mean(tf.square(tf.expand_dims(y, -1) - out), axis=-1))
+            hit = tf.cast(tf.equal(tf.round(tf.reshape(out, tf.shape(y))), y), tf.float32)
+        for k in range(len(self.activations)):
+            kernel = self.weights[2 * k]
+            if self.l1[k]:
+                loss += l1[k] * tf.reduce_sum(tf.abs(kernel))
+            if self.l2[k]:
+                loss += l2[k] * tf.reduce_sum(tf.square(kernel))
+        return loss, hit
+
+    def _adam(self, grads, lr):
+        """``keras.optimizers.Adam``'s step, the same arithmetic in the same order."""
+        import tensorflow as tf
+
+        step = tf.cast(self.iterations + 1, tf.float32)
+        alpha = lr * tf.sqrt(1 - tf.pow(tf.constant(0.999), step)) / (1 - tf.pow(tf.constant(0.9), step))
+        for w, g, m, v in zip(self.weights, grads, self.momenta, self.velocities):
+            m.assign_add(tf.multiply(tf.subtract(g, m), 1 - 0.9))
+            v.assign_add(tf.multiply(tf.subtract(tf.square(g), v), 1 - 0.999))
+            w.assign_sub(tf.divide(tf.multiply(m, alpha), tf.add(tf.sqrt(v), 1e-7)))
+        self.iterations.assign_add(1)
+
+    def _epoch(self, x, y, vx, vy, order, batch, lr, l1, l2, rate, scale):
+        """One epoch over ``order`` in batches, then the validation pass: (loss, accuracy, val_loss, val_accuracy)."""
+        import tensorflow as tf
+
+        def passes(xs, ys, rows, size, train: bool):
+            n = tf.shape(rows)[0]
+
+            def body(i, total, hits, count):
+                idx = rows[i * size : tf.minimum((i + 1) * size, n)]
+                xb, yb = tf.gather(xs, idx), tf.gather(ys, idx)
+                if train:
+                    with tf.GradientTape() as tape:
+                        loss, hit = self._loss(yb, self._forward(xb, True, rate, scale), l1, l2)
+                    self._adam(tape.gradient(loss, self.weights), lr)
+                else:
+                    loss, hit = self._loss(yb, self._forward(xb, False, rate, scale), l1, l2)
+                b = tf.cast(tf.shape(idx)[0], tf.float32)
+                return i + 1, total + loss * b, hits + tf.reduce_sum(hit), count + b
+
+            # Each step needs the previous one's weights: one iteration at a time.
+            _, total, hits, count = tf.while_loop(
+                lambda i, *_: i < (n + size - 1) // size, body, [tf.constant(0), 0.0, 0.0, 0.0], parallel_iterations=1
+            )
+            return total / count, hits / count
+
+        loss, accuracy = passes(x, y, order, batch, True)
+        val_loss, val_accuracy = passes(vx, vy, tf.range(tf.shape(vx)[0]), EVAL_BATCH, False)
+        return loss, accuracy, val_loss, val_accuracy
+
+
+def optimizer_slots(optimizer, variables) -> list[tuple]:
+    """(momentum, velocity) of each of ``variables`` in a built Adam: ``optimizer.variables`` lists the iteration
+    count, the learning rate, then each variable's momentum and velocity in order."""
+    slots = optimizer.variables[2:]
+    pairs = [(slots[2 * k], slots[2 * k + 1]) for k in range(len(variables))]
+    if len(slots) != 2 * len(variables) or any(m.shape != v.shape or s.shape != v.shape for (m, s), v in zip(pairs, variables)):
+        raise AssertionError("keras.optimizers.Adam's variables are not [iterations, learning_rate, (momentum, velocity) per variable]")
+    return pairs
 
 
 def _build_state(model, x, y) -> None:

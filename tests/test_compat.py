@@ -220,6 +220,46 @@ def test_keras_history_names_the_source_layer():
         assert compat.source_layer(object()) is None
 
 
+def test_seed_keras_is_set_random_seed_but_tensorflow():
+    """``global_state``'s ``GLOBAL_RANDOM_SEED`` and ``GLOBAL_SEED_GENERATOR``: ``seed_keras`` seeds what
+    ``keras.utils.set_random_seed`` seeds (weights, dropout seeds, ``keras.random``) and leaves TensorFlow's seed."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    def drawn():
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dropout(0.5)])
+        return [*model.get_weights(), *(v.numpy() for v in model.non_trainable_variables), keras.random.uniform((2,)).numpy()]
+
+    with contract("keras.src.backend.common.global_state GLOBAL_RANDOM_SEED, GLOBAL_SEED_GENERATOR", "keras"):
+        tf.random.set_seed(11)
+        keras.utils.set_random_seed(5)
+        expected = drawn()
+        tf.random.set_seed(11)
+        before = tf.random.uniform((3,), seed=1).numpy()
+        compat.seed_keras(5)
+        for a, b in zip(drawn(), expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+        tf.random.set_seed(11)
+        assert (tf.random.uniform((3,), seed=1).numpy() == before).all()  # the op-level draw, TensorFlow's seed as set
+
+
+@pytest.mark.parametrize("clear_caches", [False, True])
+def test_reset_keras_resets_names_and_settings(clear_caches):
+    """``global_state.GLOBAL_STATE_TRACKER``, ``GLOBAL_SETTINGS_TRACKER``: what ``clear_session`` resets, without
+    TensorFlow's kernel caches unless asked."""
+    import keras
+
+    with contract("keras.src.backend.common.global_state GLOBAL_STATE_TRACKER, GLOBAL_SETTINGS_TRACKER", "keras"):
+        keras.backend.clear_session()
+        first = keras.layers.Dense(1).name
+        assert keras.layers.Dense(1).name != first
+        keras.config.set_dtype_policy("mixed_float16")
+        compat.reset_keras(free_memory=False, clear_caches=clear_caches)
+        assert keras.layers.Dense(1).name == first
+        assert keras.config.dtype_policy().name == "float32"
+
+
 def test_keras_tuner_debug_switch():
     """``keras_tuner.src.config.DEBUG``: off inside ``keras_tuner_quiet``, as it was after."""
     with contract("keras_tuner.src.config.DEBUG", "keras-tuner"):

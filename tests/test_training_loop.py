@@ -10,20 +10,30 @@ import pytest
 from bench.accuracy import fit_in_order
 from cicy_search.config import resolve
 from cicy_search.models import build
-from cicy_search.training import EpochCallback, fit, prepare, use_xla
+from cicy_search.training import EpochCallback, SharedDenseLoop, encode, fit, prepare, use_xla
 
 from .conftest import tiny
 
 
+REGULARISED = {"depth": 2, "width": [40, 24], "dropout": 0.2, "l1": 1e-5, "l2": 1e-3}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("xla", [False, True])
-def test_fast_loop_is_model_fit_on_the_same_batches(xla):
+@pytest.mark.parametrize(
+    ("xla", "model"),
+    [(False, {}), (True, {}), (False, REGULARISED), (False, {"head": "regression", "dropout": 0.1, "l2": 1e-4})],
+    ids=["shared-loop", "xla", "shared-loop-dropout-l1-l2", "shared-loop-regression"],
+)
+def test_fast_loop_is_model_fit_on_the_same_batches(xla, model):
     # 480 training samples at batch 50: 9 full batches and a partial one of 30, which XLA compiles separately.
-    config = resolve({"data": {"limit": 600}, "train": {"epochs": 3, "batch_size": 50, "jit_compile": xla}})
+    # Without XLA these dense networks train in the shared loop (SharedDenseLoop), with the same dropout masks.
+    config = resolve({"data": {"limit": 600}, "model": model, "train": {"epochs": 3, "batch_size": 50, "jit_compile": xla}})
     prepared = prepare(config)
     fast = fit(config, prepared)
     model, history, metrics = fit_in_order(config, prepared)
     assert fast.extra["xla"] is xla
+    train = (prepared.x["train"], encode(prepared.y["train"], prepared.targets, config["model"]["head"]))
+    assert xla or SharedDenseLoop.signature_of(fast.model, *train) is not None  # trained in the shared loop
     assert set(fast.history) == set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     for key in history:
         np.testing.assert_allclose(fast.history[key], history[key], rtol=2e-3, atol=1e-5, err_msg=key)
@@ -91,3 +101,24 @@ def test_mixed_precision_builds_and_trains(xla):
     assert all(np.isfinite(result.history["loss"])) and result.history["loss"][1] < result.history["loss"][0]
     assert result.model.get_weights()[0].dtype == np.float32  # float32 weights, float16 arithmetic
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "model",
+    [{"depth": 2, "width": 24, "dropout": 0.15, "l2": 1e-4}, {"depth": 3, "width": [40, 20, 10], "dropout": 0.35, "l1": 1e-5},
+     {"depth": 1, "width": 64, "dropout": 0.05, "head": "regression"}],
+    ids=["dropout-l2", "widths-l1", "regression"],
+)
+def test_shared_loop_is_the_models_own_step_bit_for_bit(model, monkeypatch):
+    # The same numbers as model.train_step in the model's own traced epoch: dropout masks and scale, L1/L2, Adam.
+    config = resolve({"data": {"limit": 600}, "model": model, "train": {"epochs": 3, "batch_size": 50}})
+    prepared = prepare(config)
+    shared = fit(config, prepared)
+    monkeypatch.setattr(SharedDenseLoop, "signature_of", staticmethod(lambda *args: None))
+    keras.backend.clear_session()
+    own = fit(config, prepared)
+    assert shared.history == own.history
+    for a, b in zip(shared.model.get_weights(), own.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(shared.model.optimizer.iterations) == int(own.model.optimizer.iterations) == 3 * 10

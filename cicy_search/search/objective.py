@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from .. import tracking
+from .. import compat, tracking
 from .studyfile import StudySpec
 from ..tracking import links
 from ..tracking.summary import dominates
@@ -127,8 +127,6 @@ class Objective:
         ``tags`` come on top of the study name, trial number and this objective's own; ``fit_options`` go to
         ``run_tracked`` (a Hyperband trial's ``initial_weights`` and ``initial_epoch``).
         """
-        import keras  # here, not at the top: trial_seed and is_best_so_far serve workers that never import TensorFlow
-
         from ..tracking.runner import run_tracked
         from ..training import EpochCallback
 
@@ -160,5 +158,8 @@ class Objective:
             )
         finally:
             # Keras's global state is reset every trial; the full garbage collection that frees the old
-            # graphs is slow (docs/performance.md), so it runs every GC_EVERY trials.
-            keras.backend.clear_session(free_memory=number % GC_EVERY == GC_EVERY - 1)
+            # graphs is slow (docs/performance.md), so it runs every GC_EVERY trials, and so does the clearing of
+            # TensorFlow's instantiated functions: a dense trial's shared traced epoch (training.SharedDenseLoop)
+            # would be optimised again after each.
+            last = number % GC_EVERY == GC_EVERY - 1
+            compat.reset_keras(free_memory=last, clear_caches=last)
