@@ -11,6 +11,10 @@ CLI=${CICY_SEARCH:-.venv/bin/cicy-search}
 STORE=journal:studies/runs/$NAME.journal
 TRACK=sqlite:///$PWD/mlruns/mlflow.db
 mkdir -p mlruns
+# With autogroup scheduling (Linux's default for desktop and many cloud kernels), a nice value only ranks processes
+# of one session: a study started with setsid/nohup in its own session took half of the 2 cores from a test run at
+# nice 0 in another. Setting the session's own nice makes NICE mean what it says across sessions too.
+[ -w /proc/self/autogroup ] && echo "$NICE" > /proc/self/autogroup 2>/dev/null
 ( while true; do echo "$(date -u +%FT%TZ) $(uptime | sed 's/.*load average: /load /')"; sleep 300; done ) >> studies/runs/$NAME.load.log &
 LOADLOG=$!
 trap 'kill $LOADLOG' EXIT
