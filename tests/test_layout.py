@@ -82,18 +82,24 @@ def test_no_module_imports_from_a_layer_above_its_own():
     assert upward_imports() == []
 
 
+def plant(tmp_path: Path, files: dict[str, str]) -> Path:
+    """A package ``cicy_search`` under ``tmp_path`` made of ``files`` (path inside it -> text), with its __init__.py."""
+    root = tmp_path / "cicy_search"
+    for name, text in {"__init__.py": "", **files}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
 def test_the_walker_finds_an_upward_import(tmp_path):
     """The check can fail: lazy and relative upward imports are found, a downward one is not."""
-    root = tmp_path / "cicy_search"
-    for sub in ("tracking", "search", "reporting"):
-        (root / sub).mkdir(parents=True)
-        (root / sub / "__init__.py").write_text("")
-    (root / "__init__.py").write_text("")
-    (root / "cli.py").write_text("")
-    (root / "training.py").write_text("from .tracking import runner\n")
-    (root / "tracking" / "runner.py").write_text("def f():\n    from ..search import study\n")
-    (root / "search" / "study.py").write_text("from .. import tracking\nfrom ..tracking.runner import f\n")
-    (root / "reporting" / "html.py").write_text("from ..training import x\nimport cicy_search.cli\nfrom .errors import one_line\n")
+    root = plant(tmp_path, {
+        "tracking/__init__.py": "", "search/__init__.py": "", "reporting/__init__.py": "", "cli.py": "",
+        "training.py": "from .tracking import runner\n",
+        "tracking/runner.py": "def f():\n    from ..search import study\n",
+        "search/study.py": "from .. import tracking\nfrom ..tracking.runner import f\n",
+        "reporting/html.py": "from ..training import x\nimport cicy_search.cli\nfrom .errors import one_line\n",
+    })  # fmt: skip
     assert upward_imports(modules(root)) == [
         "cicy_search.reporting.html -> cicy_search.cli",
         "cicy_search.reporting.html -> cicy_search.reporting.errors (no such module)",
@@ -145,17 +151,12 @@ def test_no_module_imports_another_that_imports_it_back():
 
 
 def test_the_cycle_check_finds_planted_cycles(tmp_path):
-    root = tmp_path / "cicy_search"
-    (root / "search").mkdir(parents=True)
-    (root / "__init__.py").write_text("")
-    (root / "search" / "__init__.py").write_text("")
-    (root / "data.py").write_text("def f():\n    from . import cicy4\n")
-    (root / "cicy4.py").write_text("from .data import f\n")
-    (root / "lists.py").write_text("")
-    (root / "userdata.py").write_text("from .lists import x\n")
-    (root / "search" / "study.py").write_text("def g():\n    from .worker import h\n")
-    (root / "search" / "worker.py").write_text("from . import budget\n")
-    (root / "search" / "budget.py").write_text("from .study import g\n")
+    root = plant(tmp_path, {
+        "search/__init__.py": "", "lists.py": "", "userdata.py": "from .lists import x\n",
+        "data.py": "def f():\n    from . import cicy4\n", "cicy4.py": "from .data import f\n",
+        "search/study.py": "def g():\n    from .worker import h\n", "search/worker.py": "from . import budget\n",
+        "search/budget.py": "from .study import g\n",
+    })  # fmt: skip
     assert import_cycles(modules(root)) == [
         ["cicy_search.cicy4", "cicy_search.data"],
         ["cicy_search.search.budget", "cicy_search.search.study", "cicy_search.search.worker"],
