@@ -149,10 +149,9 @@ class Interrupts:
         try:
             self._deliver()
             yield
-        finally:
-            if self.before:
-                for n, h in holding.items():
-                    signal.signal(n, h)
+        finally:  # back to holding: ``before`` is only emptied when ``held`` ends, after every training
+            for n, h in holding.items():
+                signal.signal(n, h)
 
     def _deliver(self) -> None:
         """Act on the first recorded signal as the handler in place before ``held`` (in place again now) would."""
