@@ -1,12 +1,12 @@
 """The example plugin (examples/matrix_attention) on the example data file, through the command line as a user runs it.
 
-The steps that only need the plugin importable run in this process through the CLI's own entry point
-(``cli.main``), from a folder where examples/ is linked and with examples/ on ``sys.path`` as PYTHONPATH would put
-it: train, a 3-trial study with pruning on, one more trial from a worker, export, and the reports. Where a fresh
-process is the point, the step is one: ``cicy-search predict`` on the exported folder with PYTHONPATH holding
-examples/ (its predictions must match the bundle's here), and one process whose PYTHONPATH does not hold
-examples/, where ``predict`` fails on the missing plugin with one line and exit code 2 and then the exported MLflow
-pyfunc loads (the plugin's code travels with it).
+Train, a 3-trial study with pruning on, one more trial from a worker, export and the reports run in this process
+through the CLI's entry point (``cli.main``), from a folder where examples/ is linked, with examples/ on
+``sys.path`` as PYTHONPATH would put it; the plugin's modules, the environment and the working folder are
+restored after them. Two steps run in fresh processes, where that is the point: ``cicy-search predict`` on the
+exported folder with PYTHONPATH holding examples/ (its predictions must match the bundle's loaded here), and a
+process whose PYTHONPATH does not hold examples/: in it ``cli.main`` runs ``predict``, which fails on the missing
+plugin with one line and exit code 2, and then the exported MLflow pyfunc loads (the plugin's code travels with it).
 """
 
 import contextlib
