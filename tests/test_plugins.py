@@ -223,7 +223,9 @@ def test_a_trial_whose_plugin_raises_fails_with_its_reason(tmp_path, tracking_ur
         "data": {"limit": 300}, "train": {"epochs": 1},
         "model": {"family": "my_plugins:good", "params": {"fail_at": 6}},
         "space": {"model.params.width": {"type": "categorical", "choices": [4, 6]}},
-        "sampler": {"name": "random", "seed": 0}, "budget": {"n_trials": 4},
+        # The seed draws widths 6, 4, 6, 6: one trial completes and the study stops at its third failure (more
+        # failures than its budget of 2), having seen both kinds.
+        "sampler": {"name": "random", "seed": 0}, "budget": {"n_trials": 2},
     })
     summary = studies.run(spec, storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri=tracking_uri)
     trials = summary.study.get_trials()

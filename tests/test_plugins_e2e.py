@@ -1,10 +1,15 @@
 """The example plugin (examples/matrix_attention) on the example data file, through the command line as a user runs it.
 
-Every step is a fresh ``cicy-search`` process with PYTHONPATH holding examples/: train, a 3-trial study with
-pruning on, one more trial from a worker, export, predict, and the reports; then the exported MLflow pyfunc loads
-in a process whose PYTHONPATH does not hold examples/ (the plugin's code travels with it).
+Train, a 3-trial study with pruning on, one more trial from a worker, export and the reports run in this process
+through the CLI's entry point (``cli.main``), from a folder where examples/ is linked, with examples/ on
+``sys.path`` as PYTHONPATH would put it; the plugin's modules, the environment and the working folder are
+restored after them. Two steps run in fresh processes, where that is the point: ``cicy-search predict`` on the
+exported folder with PYTHONPATH holding examples/ (its predictions must match the bundle's loaded here), and a
+process whose PYTHONPATH does not hold examples/: in it ``cli.main`` runs ``predict``, which fails on the missing
+plugin with one line and exit code 2, and then the exported MLflow pyfunc loads (the plugin's code travels with it).
 """
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -18,28 +23,83 @@ import numpy as np
 import optuna
 import pytest
 
-from cicy_search import bundle
+from cicy_search import bundle, plugins
+from cicy_search import config as config_module
 
-# One worker runs them all, so that the journey (about ten fresh processes) is made once.
+# One worker runs them all, so that the journey is made once.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("plugins_e2e")]
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 DATA = EXAMPLES / "data" / "cicy_moduli.csv"
+FAMILY = "matrix_attention.model:build"
 
 
 def cli(tmp_path, *args, pythonpath=(EXAMPLES, REPO), code=None):
-    """``cicy-search ARGS`` in a fresh process run from ``tmp_path`` (where examples/ is linked)."""
+    """``cicy-search ARGS`` (or ``python -c CODE ARGS``) in a fresh process run from ``tmp_path``."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, pythonpath)), "TF_CPP_MIN_LOG_LEVEL": "3",
            "CICY_SEARCH_HOME": str(tmp_path / "home"), "CICY_CACHE_DIR": str(tmp_path / "cache")}
     command = [sys.executable, "-m", "cicy_search", *args] if code is None else [sys.executable, "-c", code, *args]
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    return done
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+
+
+def in_process(*args):
+    """``cicy-search ARGS`` through ``cli.main`` in this process: its exit code and what it printed."""
+    from cicy_search.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as e:
+            code = e.code
+    return subprocess.CompletedProcess(["cicy-search", *args], code, out.getvalue(), err.getvalue())
 
 
 def ok(done):
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
+
+
+@contextlib.contextmanager
+def plugin_forgotten():
+    """Whatever imported the example plugin here is forgotten after the block (and before it, so that it is imported
+    from ``sys.path`` as a fresh process would): its modules, the plugin loader's cache, the family it registered."""
+
+    def forget():
+        for name in [m for m in sys.modules if m == "matrix_attention" or m.startswith("matrix_attention.")]:
+            del sys.modules[name]
+        plugins._loaded.pop(FAMILY, None)
+
+    families = dict(config_module.FAMILIES)
+    forget()
+    try:
+        yield
+    finally:
+        forget()
+        config_module.FAMILIES.clear()
+        config_module.FAMILIES.update(families)
+
+
+# Run in a fresh process whose PYTHONPATH lacks examples/: first ``predict`` must fail on the missing plugin (before
+# anything has put the shipped copy on sys.path), then the exported pyfunc loads with the plugin's shipped code.
+FRESH_WITHOUT_EXAMPLES = """import contextlib, io, json, sys
+from cicy_search.cli import main
+err = io.StringIO()
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+    try:
+        main(["predict", "export", "in.json"])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+import mlflow, pandas as pd
+m = mlflow.pyfunc.load_model(sys.argv[1])
+import matrix_attention
+print(json.dumps({"predict": {"code": code, "stderr": err.getvalue()},
+                  "rows": m.predict(pd.DataFrame({"matrix": [[[5]], [[3], [3]]]})).to_dict(orient="records"),
+                  "plugin": matrix_attention.__file__}))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -48,26 +108,29 @@ def journey(tmp_path_factory):
     (tmp / "examples").symlink_to(EXAMPLES)
     mlflow, storage = f"sqlite:///{tmp / 'mlflow.db'}", f"sqlite:///{tmp / 'optuna.db'}"
     study = "examples/matrix_attention_study.yaml"
-    steps = {
-        "train": cli(tmp, "train", "examples/matrix_attention.yaml", "--tracking-uri", mlflow, "--epochs", "2"),
-        "study": cli(tmp, "study", "run", study, "--storage", storage, "--tracking-uri", mlflow),
-        "create": cli(tmp, "study", "create", study, "--storage", storage, "--tracking-uri", mlflow, "--n-trials", "4"),
-        "worker": cli(tmp, "worker", study, "--storage", storage, "--tracking-uri", mlflow),
-        "export": cli(tmp, "export", study, "--storage", storage, "--tracking-uri", mlflow, "--out", "export"),
-    }
+    environ = dict(os.environ)
+    with pytest.MonkeyPatch.context() as mp, plugin_forgotten():
+        mp.chdir(tmp)
+        mp.syspath_prepend(str(EXAMPLES))  # what PYTHONPATH=examples gives a fresh process
+        mp.setenv("CICY_SEARCH_HOME", str(tmp / "home"))
+        mp.setenv("CICY_CACHE_DIR", str(tmp / "cache"))
+        try:
+            steps = {
+                "train": in_process("train", "examples/matrix_attention.yaml", "--tracking-uri", mlflow, "--epochs", "1"),
+                "study": in_process("study", "run", study, "--storage", storage, "--tracking-uri", mlflow),
+                "create": in_process("study", "create", study, "--storage", storage, "--tracking-uri", mlflow, "--n-trials", "4"),
+                "worker": in_process("worker", study, "--storage", storage, "--tracking-uri", mlflow),
+                "export": in_process("export", study, "--storage", storage, "--tracking-uri", mlflow, "--out", "export"),
+                "compare": in_process("report", "compare", "matrix_attention_moduli", "--storage", storage, "--tracking-uri", mlflow,
+                                      "--out", "compare.html", "--no-png"),
+                "report": in_process("report", "study", "matrix_attention_moduli", "--storage", storage, "--out", "study.html", "--no-png"),
+            }
+        finally:  # what the steps set in the environment (the worker's TensorFlow settings) stays with them
+            os.environ.clear()
+            os.environ.update(environ)
     (tmp / "in.json").write_text(json.dumps([{"id": "quintic", "matrix": [[5]]}, {"id": "bicubic", "matrix": [[3], [3]]}]))
     steps["predict"] = cli(tmp, "predict", "export", "in.json", "--format", "json")
-    steps["compare"] = cli(tmp, "report", "compare", "matrix_attention_moduli", "--storage", storage, "--tracking-uri", mlflow,
-                           "--out", "compare.html", "--no-png")
-    steps["report"] = cli(tmp, "report", "study", "matrix_attention_moduli", "--storage", storage, "--out", "study.html", "--no-png")
-    pyfunc = (
-        "import sys, json, mlflow, pandas as pd\n"
-        "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
-        "import matrix_attention\n"
-        "print(json.dumps({'rows': m.predict(pd.DataFrame({'matrix': [[[5]], [[3], [3]]]})).to_dict(orient='records'),"
-        " 'plugin': matrix_attention.__file__}))\n"
-    )
-    steps["pyfunc"] = cli(tmp, str(tmp / "export" / "mlflow_model"), pythonpath=(REPO,), code=pyfunc)
+    steps["fresh"] = cli(tmp, str(tmp / "export" / "mlflow_model"), pythonpath=(REPO,), code=FRESH_WITHOUT_EXAMPLES)
     return tmp, mlflow, storage, steps
 
 
@@ -122,14 +185,15 @@ def test_export_records_the_plugin_and_predict_in_a_fresh_process_matches_the_bu
     predicted = json.loads(ok(steps["predict"]))
     assert [(r["id"], r["error"]) for r in predicted] == [("quintic", None), ("bicubic", None)]
     monkeypatch.syspath_prepend(str(EXAMPLES))
-    loaded = bundle.load(tmp / "export")
-    x = np.zeros((2, *loaded.shape), dtype=np.float32)
-    x[0, 0, 0], x[1, :2, 0] = 5, 3
-    expected = loaded.predict(x)["n_moduli"].tolist()
+    with plugin_forgotten():
+        loaded = bundle.load(tmp / "export")
+        x = np.zeros((2, *loaded.shape), dtype=np.float32)
+        x[0, 0, 0], x[1, :2, 0] = 5, 3
+        expected = loaded.predict(x)["n_moduli"].tolist()
     assert [r["n_moduli"] for r in predicted] == expected
     assert all(30 <= v <= 69 for v in expected)  # classes of the data file's range
-    rows = json.loads(steps["pyfunc"].stdout.strip().splitlines()[-1])
-    assert steps["pyfunc"].returncode == 0, steps["pyfunc"].stderr[-2000:]
+    assert steps["fresh"].returncode == 0, steps["fresh"].stderr[-2000:]
+    rows = json.loads(steps["fresh"].stdout.strip().splitlines()[-1])
     assert [r["n_moduli"] for r in rows["rows"]] == expected
     assert rows["plugin"].startswith(str(tmp / "export" / "mlflow_model" / "code"))  # the shipped copy, not examples/
 
@@ -144,10 +208,11 @@ def test_reports_show_the_plugin_study(journey):
 
 
 def test_a_missing_plugin_on_predict_is_one_line_exit_2(journey):
-    tmp, _, _, _ = journey
-    done = cli(tmp, "predict", "export", "in.json", pythonpath=(REPO,))
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == (
+    _, _, _, steps = journey
+    assert steps["fresh"].returncode == 0, steps["fresh"].stderr[-2000:]
+    done = json.loads(steps["fresh"].stdout.strip().splitlines()[-1])["predict"]
+    assert done["code"] == 2
+    assert done["stderr"].strip().splitlines()[-1] == (
         "error: model.family matrix_attention.model:build: cannot import matrix_attention.model: ModuleNotFoundError: "
         "No module named 'matrix_attention' (is its folder on PYTHONPATH, or its package installed?)"
     )
