@@ -47,8 +47,19 @@ def test_pack_runs_workers_side_by_side(tmp_path):
     assert rows[0]["threads_each"] >= 1 and json.loads(out.read_text())["rows"][0]["device"].startswith(("cpu", "gpu"))
 
 
+@pytest.fixture(scope="module")
+def scale_pool(tmp_path_factory):
+    """One simulated worker process for the module's jobs, as bench.scale keeps its pool: imports paid once."""
+    from bench import scale
+
+    pool = scale.Pool(1, tmp_path_factory.mktemp("pool"))
+    yield pool
+    pool.close()
+
+
+@pytest.mark.xdist_group("bench_scale_pool")  # one worker process for both storages
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
-def test_a_simulated_worker_runs_the_search_and_tracking_path_without_tensorflow(tmp_path, tracking_uri, mlflow_client, kind):
+def test_a_simulated_worker_runs_the_search_and_tracking_path_without_tensorflow(tmp_path, tracking_uri, mlflow_client, scale_pool, kind):
     """bench.scale's worker process: the real budget loop, storage (a database, or a journal file: ``--storage
     journal``), pruner and MLflow runs, a sleep for training; ``prefill`` grows the study with copies of its trials."""
     import subprocess
@@ -69,13 +80,9 @@ def test_a_simulated_worker_runs_the_search_and_tracking_path_without_tensorflow
     storage = f"sqlite:///{tmp_path / 'optuna.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'optuna.log'}"
     assert scale.journal_path(storage) == (None if kind == "sqlite" else tmp_path / "optuna.log")
     study = scale.Bench(None, tracking_uri, None, None, storage).create("simulated", budget=4)
-    pool = scale.Pool(1, tmp_path)
-    try:
-        job = {"study": "simulated", "storage": storage, "tracking_uri": tracking_uri, "seconds": 0.2, "epochs": 4}
-        [answer] = pool.run(job, 1)
-    finally:
-        pool.close()
-    assert not pool.tensorflow and not answer["tensorflow"] and answer["error"] is None and answer["tracking_errors"] == []
+    job = {"study": "simulated", "storage": storage, "tracking_uri": tracking_uri, "seconds": 0.2, "epochs": 4}
+    [answer] = scale_pool.run(job, 1)
+    assert not scale_pool.tensorflow and not answer["tensorflow"] and answer["error"] is None and answer["tracking_errors"] == []
     assert answer["ran"] == 4 and [r["number"] for r in answer["records"]] == [0, 1, 2, 3]
     for r in answer["records"]:
         assert r["slept_s"] <= 0.2 + 1e-9 and r["overhead_ms"] > 0 and r["storage_trial_calls"] > 0 and r["tracking_bg_calls"] >= 1
