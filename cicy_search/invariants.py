@@ -28,6 +28,8 @@ import numpy as np
 
 #: Above this many array cells (manifolds x exponent states) a group is cut into chunks.
 CHUNK_CELLS = 4_000_000
+#: Column subsets are merged by their sums once there are this many (or at the last column).
+MERGE_SUBSETS = 512
 
 
 def _trim(matrix) -> np.ndarray:
@@ -274,9 +276,11 @@ def line_bundle_cohomology(matrix, bundles) -> np.ndarray:
     # A sum is kept as one integer in mixed radix (row i's digit runs 0..sum of row i), so merging is a 1-d unique.
     radix = np.cumprod(np.concatenate([[1], row_sums[:-1] + 1]))
     codes, counts = np.zeros(1, dtype=np.int64), np.eye(1, k + 1, dtype=np.int64)
-    for column in q.T:
+    for j, column in enumerate(q.T):
         codes = np.concatenate([codes, codes + column @ radix])
         counts = np.concatenate([counts, np.roll(counts, 1, axis=1)])
+        if len(codes) < MERGE_SUBSETS and j < k - 1:  # few yet: merged later, in one pass (the same counts)
+            continue
         codes, inverse = np.unique(codes, return_inverse=True)
         merged = np.zeros((len(codes), k + 1), dtype=np.int64)
         np.add.at(merged, inverse, counts)
