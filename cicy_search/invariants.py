@@ -22,6 +22,7 @@ contracted with the final layer in monomial form.
 
 from __future__ import annotations
 
+import functools
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -245,14 +246,17 @@ def euler_numbers(matrices: Iterable, *, shapes: np.ndarray | None = None) -> np
 # (tests/test_invariants.py checks all 7,868); the 4,874 favourable ones are those with h^1(N) = h^1(V).
 
 
+@functools.lru_cache(maxsize=64)
 def _bott_table(max_n: int, max_d: int) -> np.ndarray:
-    """table[n, d + max_d] = the one nonzero h^q(P^n, O(d)) (0 where there is none), int64."""
+    """table[n, d + max_d] = the one nonzero h^q(P^n, O(d)) (0 where there is none), int64; read-only, as it is
+    remembered (a list's matrices need a handful of sizes)."""
     from math import comb
 
     table = np.zeros((max_n + 1, 2 * max_d + 1), dtype=np.int64)
     for n in range(max_n + 1):
         for d in range(-max_d, max_d + 1):
             table[n, d + max_d] = comb(n + d, n) if d >= 0 else (comb(-d - 1, n) if d <= -n - 1 else 0)
+    table.flags.writeable = False
     return table
 
 
