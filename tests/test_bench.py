@@ -28,7 +28,7 @@ def test_flop_count_matches_the_layer_arithmetic_and_the_profiler():
 @pytest.mark.slow
 def test_throughput_compares_the_loops_in_one_run(tmp_path):
     out = tmp_path / "throughput.json"
-    rows = throughput.main(["--families", "dense,svm", "--limit", "400", "--epochs", "2", "--repeats", "1", "--probe-seconds", "0.2", "--out", str(out)])
+    rows = throughput.main(["--families", "dense,svm", "--limit", "200", "--epochs", "2", "--repeats", "1", "--probe-seconds", "0.05", "--out", str(out)])
     assert {(r["family"], r["loop"]) for r in rows} >= {
         ("dense", "project"), ("dense", "fit, 32 steps/call"), ("dense", "plain fit"), ("svm", "project")
     }
@@ -42,13 +42,24 @@ def test_throughput_compares_the_loops_in_one_run(tmp_path):
 @pytest.mark.slow
 def test_pack_runs_workers_side_by_side(tmp_path):
     out = tmp_path / "pack.json"
-    rows = pack.main(["--procs", "2", "--limit", "300", "--epochs", "1", "--out", str(out)])
+    rows = pack.main(["--procs", "2", "--limit", "150", "--epochs", "1", "--out", str(out)])
     assert rows[0]["processes"] == 2 and len(rows[0]["val_accuracy"]) == 2 and rows[0]["samples_per_s"] > 0
     assert rows[0]["threads_each"] >= 1 and json.loads(out.read_text())["rows"][0]["device"].startswith(("cpu", "gpu"))
 
 
+@pytest.fixture(scope="module")
+def scale_pool(tmp_path_factory):
+    """One simulated worker process for the module's jobs, as bench.scale keeps its pool: imports paid once."""
+    from bench import scale
+
+    pool = scale.Pool(1, tmp_path_factory.mktemp("pool"))
+    yield pool
+    pool.close()
+
+
+@pytest.mark.xdist_group("bench_scale_pool")  # one worker process for both storages
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
-def test_a_simulated_worker_runs_the_search_and_tracking_path_without_tensorflow(tmp_path, tracking_uri, mlflow_client, kind):
+def test_a_simulated_worker_runs_the_search_and_tracking_path_without_tensorflow(tmp_path, tracking_uri, mlflow_client, scale_pool, kind):
     """bench.scale's worker process: the real budget loop, storage (a database, or a journal file: ``--storage
     journal``), pruner and MLflow runs, a sleep for training; ``prefill`` grows the study with copies of its trials."""
     import subprocess
@@ -63,18 +74,15 @@ def test_a_simulated_worker_runs_the_search_and_tracking_path_without_tensorflow
     # The modules a cluster worker runs before training, imported alone, bring no TensorFlow or Keras.
     path = "cicy_search.search.worker, cicy_search.search.study, cicy_search.search.storage, cicy_search.tracking.summary, cicy_search.tracking, cicy_search.search.studyfile"
     check = f"import sys, {path}; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
-    assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    if kind == "sqlite":  # one fresh interpreter is enough: the imports do not depend on the storage
+        assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'optuna.log'}"
     assert scale.journal_path(storage) == (None if kind == "sqlite" else tmp_path / "optuna.log")
     study = scale.Bench(None, tracking_uri, None, None, storage).create("simulated", budget=4)
-    pool = scale.Pool(1, tmp_path)
-    try:
-        job = {"study": "simulated", "storage": storage, "tracking_uri": tracking_uri, "seconds": 0.2, "epochs": 4}
-        [answer] = pool.run(job, 1)
-    finally:
-        pool.close()
-    assert not pool.tensorflow and not answer["tensorflow"] and answer["error"] is None and answer["tracking_errors"] == []
+    job = {"study": "simulated", "storage": storage, "tracking_uri": tracking_uri, "seconds": 0.2, "epochs": 4}
+    [answer] = scale_pool.run(job, 1)
+    assert not scale_pool.tensorflow and not answer["tensorflow"] and answer["error"] is None and answer["tracking_errors"] == []
     assert answer["ran"] == 4 and [r["number"] for r in answer["records"]] == [0, 1, 2, 3]
     for r in answer["records"]:
         assert r["slept_s"] <= 0.2 + 1e-9 and r["overhead_ms"] > 0 and r["storage_trial_calls"] > 0 and r["tracking_bg_calls"] >= 1
@@ -144,7 +152,7 @@ def test_tracking_bench_measures_three_arms_in_rotating_order_in_one_run(tmp_pat
 
     original = training.fit
     out = tmp_path / "tracking.json"
-    args = ["--epochs", "2", "--rounds", "3", "--block", str(block), "--limit", "300", "--dir", str(tmp_path), "--out", str(out)]
+    args = ["--epochs", "1", "--rounds", "3", "--block", str(block), "--limit", "150", "--dir", str(tmp_path), "--out", str(out)]
     result = bench_tracking.main(args + (["--server"] if server else []))
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert training.fit is original  # the timed fit is put back
@@ -244,13 +252,13 @@ def test_cpu_meter_counts_a_group_with_its_live_descendants_and_alone_without():
 
 @pytest.mark.slow
 def test_time_to_accuracy_stops_each_recipe_at_its_budget_and_derives_the_speedups_from_the_curves(tmp_path):
-    """bench.time_to_accuracy on a 300-manifold slice with budgets of a second: each recipe trains until its first
+    """bench.time_to_accuracy on a 150-manifold slice with budgets of a second: each recipe trains until its first
     epoch ends past the budget, its curve and first reaches are recorded, and the speedups follow from them."""
     from bench import time_to_accuracy as tta
 
     out = tmp_path / "tta.json"
-    result = tta.main(["--thresholds", "0.05,0.999", "--budget-literature", "0.5", "--budget-project", "0.5", "--limit", "300", "--out", str(out)])
-    assert json.loads(out.read_text()) == json.loads(json.dumps(result)) and result["limit"] == 300
+    result = tta.main(["--thresholds", "0.05,0.999", "--budget-literature", "0.5", "--budget-project", "0.5", "--limit", "150", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result)) and result["limit"] == 150
     for name, config in (("literature", "inception"), ("project", "koszul_linear")):
         r = result["recipes"][name]
         assert r["config"] == config and len(r["curve"]) == 1 and r["curve"][0][0] >= 0.5  # one epoch: already past the budget

@@ -42,7 +42,7 @@ def test_regression_output_starts_alive_mid_range_for_every_seed(family):
     x = prepared.x["train"][:200].astype(np.float32)
     for seed in range(4):
         keras.utils.set_random_seed(seed)
-        out = build(config, prepared.shape, prepared.targets).predict(x, verbose=0).ravel()
+        out = np.asarray(build(config, prepared.shape, prepared.targets)(x, training=False)).ravel()  # what predict gives
         assert (out > 0).mean() > 0.9, (seed, out[:5])
         assert 1 < np.median(out) < 19
 
@@ -81,9 +81,16 @@ def test_multi_task_head_predicts_both_hodge_numbers():
     )
 
 
+@pytest.fixture(scope="module")
+def dense_run():
+    """A tiny dense run, read by the tests below (marked to run on one pytest-xdist worker: trained once)."""
+    return fit(tiny(limit=400, epochs=2))
+
+
 @pytest.mark.slow
-def test_same_seed_same_result():
-    a, b = fit(tiny(limit=300)), fit(tiny(limit=300))
+@pytest.mark.xdist_group("models_dense_run")
+def test_same_seed_same_result(dense_run):
+    a, b = dense_run, fit(tiny(limit=400, epochs=2))  # other tests may have trained between the two: still the same
     assert a.history["loss"] == b.history["loss"]
     assert a.metrics["val_accuracy"] == b.metrics["val_accuracy"]
 
@@ -153,8 +160,9 @@ def test_canonical_inputs_make_the_dense_network_permutation_invariant():
     assert result.metrics["test_permuted_accuracy"] == result.metrics["test_accuracy"]
 
 
-def test_permutation_augmentation_changes_training_but_not_evaluation():
-    plain = fit(tiny(limit=400, epochs=2))
+@pytest.mark.xdist_group("models_dense_run")
+def test_permutation_augmentation_changes_training_but_not_evaluation(dense_run):
+    plain = dense_run
     augmented = fit(resolve({**tiny(limit=400, epochs=2), "train": {**tiny()["train"], "epochs": 2, "augment": "permute"}}))
     assert augmented.history["loss"] != plain.history["loss"]
     assert augmented.history["loss"][1] < augmented.history["loss"][0] * 1.5
