@@ -59,8 +59,10 @@ def test_a_tracking_server_killed_mid_study_loses_no_finished_trial(tmp_path, mo
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )  # fmt: skip
 
+        polled = studies.load("gone", storage=storage)  # one storage object for the polls
+
         def finished():
-            return sum(t.state.is_finished() for t in studies.load("gone", storage=storage).trials)
+            return sum(t.state.is_finished() for t in polled.get_trials(deepcopy=False))
 
         _wait_for(lambda: finished() >= 2, 300, "two finished trials")
         services.stop_process_group(server.proc, signal.SIGKILL)  # the server goes away mid-study
