@@ -20,7 +20,7 @@ from cicy_search.search.budget import Share, optimize_to_budget
 from cicy_search.search import study as studies
 from cicy_search.tracking import links
 
-from .conftest import TINY_STUDY, run_cli
+from .conftest import TINY_STUDY, run_cli, store_copy
 
 # Room for the parent run and a few trials' rows over the MLflow store's empty size, not for twelve trials.
 ROOM = 60_000
@@ -38,11 +38,11 @@ def _study_run(tmp_path, file, limit):
 
 
 @pytest.mark.slow
-def test_a_full_disk_stops_the_study_with_one_line_and_a_rerun_repairs_it(tmp_path, monkeypatch, capsys):
+def test_a_full_disk_stops_the_study_with_one_line_and_a_rerun_repairs_it(tmp_path, monkeypatch, capsys, empty_mlflow_db):
     file = tmp_path / "disk.yaml"
     body = {**TINY_STUDY, "data": {"limit": 300}, "train": {"epochs": 1}, "budget": {"n_trials": 12}}
     file.write_text(yaml.safe_dump({"study": "disk", **body}))
-    tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # the store's tables, with no limit
+    store_copy(empty_mlflow_db, tmp_path / "mlflow.db")  # the store's tables, made with no limit
     limit = (tmp_path / "mlflow.db").stat().st_size + ROOM
 
     full = _study_run(tmp_path, file, limit)

@@ -9,7 +9,7 @@ from cicy_search import tracking
 from cicy_search.search import study as studies
 from cicy_search.tracking import links
 
-from .conftest import TINY_STUDY, run_cli, study_spec
+from .conftest import TINY_STUDY, run_cli, store_copy, study_spec
 
 
 def _file(folder, name, **changes):
@@ -18,10 +18,10 @@ def _file(folder, name, **changes):
     return path
 
 
-def _create(folder):
+def _create(folder, empty_mlflow_db):
     """Study ``one`` created in ``folder`` (its SQLite storage and MLflow store): the file, storage URL and store URI."""
     storage = f"sqlite:///{folder / 'o.db'}"
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = store_copy(empty_mlflow_db, folder / "mlflow.db")
     path = _file(folder, "one")
     with pytest.MonkeyPatch.context() as env:  # this test's local stores (conftest) may not be set up yet
         env.setenv("CICY_SEARCH_HOME", str(folder / "home"))
@@ -31,14 +31,14 @@ def _create(folder):
 
 
 @pytest.fixture
-def created(tmp_path):
-    return _create(tmp_path)
+def created(tmp_path, empty_mlflow_db):
+    return _create(tmp_path, empty_mlflow_db)
 
 
 @pytest.fixture(scope="module")
-def refusing(tmp_path_factory):
+def refusing(tmp_path_factory, empty_mlflow_db):
     """One created study for the tests below, which only read it (a refused command writes nothing)."""
-    return _create(tmp_path_factory.mktemp("refusing"))
+    return _create(tmp_path_factory.mktemp("refusing"), empty_mlflow_db)
 
 
 @pytest.mark.xdist_group("faults_tracking_refusing")  # one worker makes the module's study once
