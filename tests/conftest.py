@@ -34,10 +34,30 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
-def tracking_uri(tmp_path_factory):
-    """One real SQLite MLflow store for the session (creating one runs its migrations: seconds)."""
-    folder = tmp_path_factory.mktemp("mlflow")
-    return f"sqlite:///{folder / 'mlflow.db'}"
+def empty_mlflow_db(tmp_path_factory):
+    """A real SQLite MLflow store with its tables and nothing else: creating a store runs MLflow's migrations
+    (seconds), a copy of this one (``store_copy``) is ready at once."""
+    from cicy_search import tracking
+
+    path = tmp_path_factory.mktemp("mlflow-empty") / "mlflow.db"
+    tracking.client(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def store_copy(database, to) -> str:
+    """A copy of the SQLite database file ``database`` (with what its write-ahead log holds) at ``to``: its URI."""
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(database)) as source, contextlib.closing(sqlite3.connect(to)) as copy:
+        source.backup(copy)
+    return f"sqlite:///{to}"
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(empty_mlflow_db, tmp_path_factory):
+    """One real SQLite MLflow store for the session."""
+    return store_copy(empty_mlflow_db, tmp_path_factory.mktemp("mlflow") / "mlflow.db")
 
 
 @pytest.fixture(scope="session")

@@ -20,29 +20,29 @@ from cicy_search.search.budget import Share, optimize_to_budget
 from cicy_search.search import study as studies
 from cicy_search.tracking import links
 
-from .conftest import TINY_STUDY
+from .conftest import TINY_STUDY, run_cli, store_copy
 
 # Room for the parent run and a few trials' rows over the MLflow store's empty size, not for twelve trials.
 ROOM = 60_000
 
 
-def _study_run(tmp_path, file, limit=None, **env):
+def _study_run(tmp_path, file, limit):
     def preexec():  # writes past the limit fail with EFBIG (SIGXFSZ would kill the process instead)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    env = {**os.environ, "PYTHONPATH": os.getcwd(), **env}
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
     command = [sys.executable, "-m", "cicy_search", "study", "run", str(file),
                "--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, preexec_fn=preexec if limit else None)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, preexec_fn=preexec)
 
 
 @pytest.mark.slow
-def test_a_full_disk_stops_the_study_with_one_line_and_a_rerun_repairs_it(tmp_path):
+def test_a_full_disk_stops_the_study_with_one_line_and_a_rerun_repairs_it(tmp_path, monkeypatch, capsys, empty_mlflow_db):
     file = tmp_path / "disk.yaml"
     body = {**TINY_STUDY, "data": {"limit": 300}, "train": {"epochs": 1}, "budget": {"n_trials": 12}}
     file.write_text(yaml.safe_dump({"study": "disk", **body}))
-    tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # the store's tables, with no limit
+    store_copy(empty_mlflow_db, tmp_path / "mlflow.db")  # the store's tables, made with no limit
     limit = (tmp_path / "mlflow.db").stat().st_size + ROOM
 
     full = _study_run(tmp_path, file, limit)
@@ -62,10 +62,12 @@ def test_a_full_disk_stops_the_study_with_one_line_and_a_rerun_repairs_it(tmp_pa
     finished = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
     assert 0 < len(finished) < 12
 
-    # Room again: the same command resumes. A trial whose end Optuna could not record is failed as lost after the
-    # heartbeat's grace period (seconds here) and retried.
-    again = _study_run(tmp_path, file, CICY_HEARTBEAT_INTERVAL="1", CICY_GRACE_PERIOD="3")
-    assert again.returncode == 0, again.stderr[-3000:]
+    # Room again: the same command resumes (here, in this process). A trial whose end Optuna could not record is
+    # failed as lost after the heartbeat's grace period (seconds here) and retried.
+    monkeypatch.setenv("CICY_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("CICY_GRACE_PERIOD", "3")
+    again = run_cli("study", "run", str(file), "--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert again == 0, capsys.readouterr().err[-3000:]
     study = studies.load("disk", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     complete = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 12

@@ -19,19 +19,11 @@ from cicy_search.search import study as studies
 from cicy_search.tracking import links, spool, summary
 
 from . import services
-from .conftest import TINY_STUDY, run_cli
-from .test_tracking_spool import complete_runs
+from .conftest import TINY_STUDY, run_cli, store_copy
+from .test_tracking_spool import complete_runs, mlflow_server
 
 ROOT = Path(__file__).resolve().parent.parent
 HANG = 60  # seconds after which a process that should have ended is taken to hang (before: until the server returned)
-
-
-def _server(folder, port=None, monkeypatch=None):
-    if port is not None:
-        monkeypatch.setattr(services, "free_port", lambda: port)
-    return services.MlflowServer(
-        f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts", folder / f"server-{time.monotonic_ns()}.log", allowed_hosts="127.0.0.1:*"
-    )
 
 
 def _wait_for(check, seconds, what):
@@ -44,8 +36,9 @@ def _wait_for(check, seconds, what):
 
 
 @pytest.mark.slow
-def test_a_tracking_server_killed_mid_study_loses_no_finished_trial(tmp_path, monkeypatch, capsys):
-    server = _server(tmp_path)
+def test_a_tracking_server_killed_mid_study_loses_no_finished_trial(tmp_path, monkeypatch, capsys, empty_mlflow_db):
+    store_copy(empty_mlflow_db, tmp_path / "mlflow.db")  # the server's store, its tables made
+    server = mlflow_server(tmp_path)
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     path = tmp_path / "gone.yaml"
     path.write_text(yaml.safe_dump({"study": "gone", **TINY_STUDY, "budget": {"n_trials": 40}}))
@@ -59,8 +52,10 @@ def test_a_tracking_server_killed_mid_study_loses_no_finished_trial(tmp_path, mo
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )  # fmt: skip
 
+        polled = studies.load("gone", storage=storage)  # one storage object for the polls
+
         def finished():
-            return sum(t.state.is_finished() for t in studies.load("gone", storage=storage).trials)
+            return sum(t.state.is_finished() for t in polled.get_trials(deepcopy=False))
 
         _wait_for(lambda: finished() >= 2, 300, "two finished trials")
         services.stop_process_group(server.proc, signal.SIGKILL)  # the server goes away mid-study
@@ -88,7 +83,7 @@ def test_a_tracking_server_killed_mid_study_loses_no_finished_trial(tmp_path, mo
         assert all(f"trial {t.number}: run not created" in status for t in spooled), status
 
         port = int(server.uri.rsplit(":", 1)[1])
-        server = _server(tmp_path, port, monkeypatch)  # back, on the same address and store
+        server = mlflow_server(tmp_path, port, monkeypatch)  # back, on the same address and store
         client = tracking.client(server.uri)
         monkeypatch.setattr(links, "REPAIR_AFTER_SECONDS", 0.0)
         links.resume(study, server.uri, spool_folder=folder)

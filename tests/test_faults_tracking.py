@@ -9,7 +9,7 @@ from cicy_search import tracking
 from cicy_search.search import study as studies
 from cicy_search.tracking import links
 
-from .conftest import TINY_STUDY, run_cli, study_spec
+from .conftest import TINY_STUDY, run_cli, store_copy, study_spec
 
 
 def _file(folder, name, **changes):
@@ -18,20 +18,34 @@ def _file(folder, name, **changes):
     return path
 
 
-@pytest.fixture
-def created(tmp_path, capsys):
-    storage = f"sqlite:///{tmp_path / 'o.db'}"
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    path = _file(tmp_path, "one")
-    assert run_cli("study", "create", str(path), "--storage", storage, "--tracking-uri", uri) == 0
-    capsys.readouterr()
+def _create(folder, empty_mlflow_db):
+    """Study ``one`` created in ``folder`` (its SQLite storage and MLflow store): the file, storage URL and store URI."""
+    storage = f"sqlite:///{folder / 'o.db'}"
+    uri = store_copy(empty_mlflow_db, folder / "mlflow.db")
+    path = _file(folder, "one")
+    with pytest.MonkeyPatch.context() as env:  # this test's local stores (conftest) may not be set up yet
+        env.setenv("CICY_SEARCH_HOME", str(folder / "home"))
+        env.setenv("CICY_CACHE_DIR", str(folder / "cache"))
+        assert run_cli("study", "create", str(path), "--storage", storage, "--tracking-uri", uri) == 0
     return path, storage, uri
 
 
+@pytest.fixture
+def created(tmp_path, empty_mlflow_db):
+    return _create(tmp_path, empty_mlflow_db)
+
+
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory, empty_mlflow_db):
+    """One created study for the tests below, which only read it (a refused command writes nothing)."""
+    return _create(tmp_path_factory.mktemp("refusing"), empty_mlflow_db)
+
+
+@pytest.mark.xdist_group("faults_tracking_refusing")  # one worker makes the module's study once
 @pytest.mark.parametrize("command", ["study run", "worker"])
 @pytest.mark.parametrize("how", ["--tracking-uri", "$MLFLOW_TRACKING_URI"])
-def test_resuming_with_another_tracking_store_is_refused(created, tmp_path, capsys, monkeypatch, command, how):
-    path, storage, uri = created
+def test_resuming_with_another_tracking_store_is_refused(refusing, tmp_path, capsys, monkeypatch, command, how):
+    path, storage, uri = refusing
     other = f"sqlite:///{tmp_path / 'other.db'}"
     args = [*command.split(), str(path), "--storage", storage]
     if how == "--tracking-uri":
@@ -73,11 +87,12 @@ def test_a_study_moved_to_another_store_writes_there_with_a_new_parent_run(creat
         links.writer_uri(study, uri)  # the old store is now the other one
 
 
-def test_the_same_store_written_another_way_is_accepted(created, tmp_path, monkeypatch):
-    path, storage, uri = created
+@pytest.mark.xdist_group("faults_tracking_refusing")
+def test_the_same_store_written_another_way_is_accepted(refusing, monkeypatch):
+    path, storage, uri = refusing
     study = studies.load("one", storage=storage)
-    monkeypatch.chdir(tmp_path)
-    for same in (uri, "sqlite:///mlflow.db", f"sqlite:///{tmp_path}/./mlflow.db"):
+    monkeypatch.chdir(path.parent)
+    for same in (uri, "sqlite:///mlflow.db", f"sqlite:///{path.parent}/./mlflow.db"):
         assert links.writer_uri(study, same) == uri
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
     assert links.writer_uri(study) == uri

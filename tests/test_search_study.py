@@ -144,14 +144,24 @@ def test_status_and_best_commands(tmp_path, tracking_uri, capsys):
     assert "best trial" in capsys.readouterr().out
 
 
-def _wait_for(condition, seconds: float, what: str):
+def _wait_for(condition, seconds: float, what: str, poll: float = 0.5):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
-        time.sleep(0.5)
+        time.sleep(poll)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+# The CLI in a process of its own whose trial runs write their epochs' metrics at once, not ``tracking.FLUSH_SECONDS``
+# (15 s) into training: the test's signal can come after the first epoch, not after 15 s of training.
+EARLY_METRICS = """import sys
+from cicy_search import tracking
+tracking.FLUSH_SECONDS = 0.2
+from cicy_search.cli import main
+main(sys.argv[1:])
+"""
 
 
 @pytest.mark.slow
@@ -162,25 +172,33 @@ def test_a_signal_marks_the_running_trial_failed_in_optuna_and_mlflow(tmp_path, 
     trial failed in Optuna, its run FAILED with the reason, one line on stderr. The trial cannot end on its
     own (100,000 epochs): the signal is sent once an epoch has been logged, whatever this machine's speed."""
     name = f"signal-{sig.name.lower()}"
+    # Long epochs (3000 matrices): a signal that lands in Keras's per-epoch log handling instead of in TensorFlow is
+    # swallowed there (``pythonify_logs`` catches everything), and the study trains on.
     path = tmp_path / "long.yaml"
     path.write_text(yaml.safe_dump({"study": name, **TINY_STUDY, "data": {"limit": 3000}, "train": {"epochs": 100_000}, "budget": {"n_trials": 1}}))
     storage = f"sqlite:///{tmp_path / 'o.db'}"
-    cmd = [sys.executable, "-m", "cicy_search.cli", "study", "run", str(path), "--storage", storage, "--tracking-uri", tracking_uri]
+    cmd = [sys.executable, "-c", EARLY_METRICS, "study", "run", str(path), "--storage", storage, "--tracking-uri", tracking_uri]
     # Ctrl-C's default action, even when this suite runs in the background (where a shell starts it, and so this
     # child, with SIGINT ignored, and Python then keeps it ignored).
     restore = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if sig == signal.SIGINT else None
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=restore)
     try:
 
-        def run_id():
+        def study():
             try:
-                trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+                return optuna.load_study(study_name=name, storage=storage)
             except KeyError:
                 return None
+
+        def run_id(study):
+            trials = study.get_trials(deepcopy=False)
             return trials and trials[0].user_attrs.get("mlflow_run_id")
 
-        run = _wait_for(run_id, 240, "the trial's MLflow run")
-        _wait_for(lambda: mlflow_client.get_metric_history(run, "epoch_loss"), 360, "an epoch logged")
+        # Once its trial starts, the process trains flat out until the signal: from then on each poll it waits for
+        # costs a core, and the polls read from one storage object.
+        created = _wait_for(study, 240, "the study")
+        run = _wait_for(lambda: run_id(created), 240, "the trial's MLflow run", poll=0.1)
+        _wait_for(lambda: mlflow_client.get_metric_history(run, "epoch_loss"), 360, "an epoch logged", poll=0.1)
         assert proc.poll() is None  # still training: it cannot have finished on its own
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=120)
@@ -241,12 +259,13 @@ def test_the_new_trials_count_is_this_process_s_own(tmp_path, tracking_uri, monk
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_processes_creating_one_study_on_fresh_stores_at_once_all_join_it(tmp_path):
-    """The first process creates the stores, the study and its parent run; the others wait and join."""
+    """The first process creates the stores, the study and its parent run; the other waits and joins (a third would
+    take the second's path again: each process imports MLflow, seconds of CPU)."""
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"study": "together", **TINY_STUDY}))
     storage, tracking = f"sqlite:///{tmp_path / 'o.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
     cmd = [sys.executable, "-m", "cicy_search.cli", "study", "create", str(path), "--storage", storage, "--tracking-uri", tracking]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     results = [p.communicate(timeout=240) for p in procs]
     for p, (out, err) in zip(procs, results):
         assert p.returncode == 0, err.decode()[-3000:]

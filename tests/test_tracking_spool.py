@@ -19,7 +19,7 @@ from cicy_search.search import study as studies
 from cicy_search.tracking import links, spool
 
 from . import services
-from .conftest import study_spec
+from .conftest import store_copy, study_spec
 
 
 def mlflow_server(folder, port=None, monkeypatch=None):
@@ -50,7 +50,8 @@ def complete_runs(study, client) -> dict[int, object]:
     return runs
 
 
-def test_a_study_spools_while_its_server_is_away_stops_at_the_limit_and_loses_nothing(tmp_path, monkeypatch):
+def test_a_study_spools_while_its_server_is_away_stops_at_the_limit_and_loses_nothing(tmp_path, monkeypatch, empty_mlflow_db):
+    store_copy(empty_mlflow_db, tmp_path / "mlflow.db")  # the server's store, its tables made
     server = mlflow_server(tmp_path)
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     spec = study_spec("away", budget={"n_trials": 6})

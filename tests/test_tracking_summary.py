@@ -10,7 +10,7 @@ from optuna.trial import TrialState, create_trial
 from cicy_search.search import study as studies
 from cicy_search.tracking import summary
 
-from .conftest import TINY_STUDY, run_cli, study_spec
+from .conftest import TINY_STUDY, run_cli, store_copy, study_spec
 from .services import MlflowServer
 
 def history(client, run_id, key):
@@ -161,8 +161,8 @@ def test_status_and_best_print_the_mlflow_ui_addresses(tmp_path, tracking_uri, m
 
 
 @pytest.mark.slow
-def test_on_a_tracking_server_the_addresses_are_the_servers(tmp_path, capsys):
-    server = MlflowServer(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", tmp_path / "server.log", "127.0.0.1:*,localhost:*")
+def test_on_a_tracking_server_the_addresses_are_the_servers(tmp_path, capsys, empty_mlflow_db):
+    server = MlflowServer(store_copy(empty_mlflow_db, tmp_path / "server.db"), tmp_path / "artifacts", tmp_path / "server.log", "127.0.0.1:*,localhost:*")
     try:
         path = tmp_path / "served.yaml"
         path.write_text(yaml.safe_dump({"study": "served", **TINY_STUDY, "budget": {"n_trials": 1}}))
