@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .tracking import links
+from . import signals
 from .errors import CicyError, one_line, out_of_space
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -577,16 +578,14 @@ def _on_sigterm(signum, frame) -> None:
         from .tracking import interrupted
 
         interrupted()  # MLflow requests fail fast from now on: a tracking server that went away cannot hold the exit
-        raise Terminated("terminated by SIGTERM")
+        raise signals.pending(Terminated("terminated by SIGTERM"))  # raised again at the next epoch if swallowed
 
 
 def _on_sigint(signum, frame) -> None:
-    import signal
-
     from .tracking import interrupted
 
     interrupted()
-    signal.default_int_handler(signum, frame)  # KeyboardInterrupt, as without this handler
+    raise signals.pending(KeyboardInterrupt())  # as Python's own handler does; raised again if swallowed
 
 
 class _NoTrialTracebacks:
@@ -679,6 +678,7 @@ def main(args: list[str] | None = None) -> None:
         # It logs a traceback for every write a store refuses; those failures reach the user as one line each.
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     _terminated.clear()
+    signals.clear()
     previous = {}
     try:
         previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm), signal.SIGINT: signal.signal(signal.SIGINT, _on_sigint)}
@@ -697,6 +697,7 @@ def main(args: list[str] | None = None) -> None:
         from .tracking import interrupted
 
         interrupted(False)  # MLflow requests get their retries back
+        signals.clear()
 
 
 def _run(args: list[str] | None) -> None:

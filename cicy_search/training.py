@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from . import compat
+from . import compat, signals
 from . import data as cicy_data
 from .errors import CicyError
 from .models import SvmModel, Target, build
@@ -233,6 +233,14 @@ class EpochCallback(keras.callbacks.Callback):
         self.fn(epoch, dict(logs or {}))
 
 
+class SignalCheck(keras.callbacks.Callback):
+    """At each epoch's end, raises a Ctrl-C or SIGTERM that a library swallowed (``signals.check``); last in the
+    list, so that it also sees one swallowed by the callbacks before it in the same epoch."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        signals.check()
+
+
 class TrainingDiverged(CicyError):
     """The loss, or a weight, became NaN or infinite."""
 
@@ -257,6 +265,7 @@ def fit(
             were saved (``model.save_weights``, optimizer included) to this file: epochs ``initial_epoch`` to
             ``train.epochs`` - 1 are trained (keras-tuner's Hyperband); ``epochs_run`` counts those only.
     """
+    signals.check()  # a signal swallowed after the last training ended (in evaluation, say) ends the next one here
     prepared = prepared or prepare(config)
     t, head = config["train"], config["model"]["head"]
     if config["model"]["family"] == "dense" and t["loop"] == "fast":
@@ -284,6 +293,7 @@ def fit(
         cbs = [*_callbacks(config, steps), *callbacks]
         if progress:
             cbs.append(ProgressBar(t["epochs"]))
+        cbs.append(SignalCheck())
         train = (prepared.x["train"], encode(prepared.y["train"], prepared.targets, head))
         val = (prepared.x["val"], encode(prepared.y["val"], prepared.targets, head))
         if t["loop"] != "fast":  # model.fit gets floats; the fast loop casts each batch of compact matrices

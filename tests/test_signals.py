@@ -1,0 +1,72 @@
+"""A Ctrl-C or SIGTERM that a library swallows (a bare ``except:``, as Keras' ``pythonify_logs`` has) still ends
+the training it interrupted, at the end of that epoch: with the CLI's own handlers, real Keras training."""
+
+import os
+import signal
+import time
+
+import keras
+import pytest
+
+from cicy_search import cli, signals, tracking, training
+
+from .conftest import run_cli, tiny
+
+
+class Swallows(keras.callbacks.Callback):
+    """At the end of epoch ``at``, the signal lands inside a bare ``except:`` and its exception is dropped."""
+
+    def __init__(self, signum: int, at: int):
+        super().__init__()
+        self.signum, self.at, self.ended = signum, at, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.ended.append(epoch)
+        if epoch == self.at:
+            try:
+                os.kill(os.getpid(), self.signum)
+                time.sleep(2)  # the handler runs here, and raises
+            except BaseException:  # noqa: BLE001 - what the library does
+                pass
+
+
+@pytest.fixture
+def cli_handlers():
+    before = {n: signal.signal(n, h) for n, h in ((signal.SIGTERM, cli._on_sigterm), (signal.SIGINT, cli._on_sigint))}
+    try:
+        yield
+    finally:
+        for n, h in before.items():
+            signal.signal(n, h)
+        cli._terminated.clear()
+        signals.clear()
+        tracking.interrupted(False)
+
+
+@pytest.mark.parametrize("signum, raised", [(signal.SIGTERM, cli.Terminated), (signal.SIGINT, KeyboardInterrupt)], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("at", [0, 2])
+def test_a_swallowed_signal_ends_the_training_at_that_epochs_end(cli_handlers, signum, raised, at):
+    swallows = Swallows(signum, at)
+    with pytest.raises(raised):
+        training.fit(tiny(epochs=30), callbacks=[swallows])
+    assert swallows.ended == list(range(at + 1))  # not one epoch more
+    # ... and before any later training, until the command returns and forgets it
+    with pytest.raises(raised):
+        training.fit(tiny(epochs=1))
+
+
+def test_a_second_sigterm_after_a_swallowed_one_is_still_no_silent_exit(cli_handlers):
+    swallows = Swallows(signal.SIGTERM, 0)
+    with pytest.raises(cli.Terminated) as first:
+        training.fit(tiny(epochs=30), callbacks=[swallows])
+    os.kill(os.getpid(), signal.SIGTERM)  # the handler acts once: this one is ignored, the first is still pending
+    with pytest.raises(cli.Terminated) as again:
+        signals.check()
+    assert again.value is first.value and str(first.value) == "terminated by SIGTERM"
+
+
+def test_the_cli_forgets_a_signal_when_it_returns(capsys):
+    signals.pending(KeyboardInterrupt())
+    assert run_cli("--help") == 0
+    signals.check()  # nothing pending: a test (or an embedding program) running the CLI again trains normally
+    assert "Usage" in capsys.readouterr().out
