@@ -110,7 +110,8 @@ def run_table(table: dict, client, *, rows: list[str] | None = None, progress=pr
             log_model=False,
         )
         m = tracked.result.metrics
-        progress(f"{label}: test h11 {m.get('test_h11_accuracy', float('nan')):.4f}, {time.perf_counter() - start:.0f} s")
+        scores = ", ".join(f"test {t} {m[f'test_{t}_accuracy']:.4f}" for t in cfg["data"]["targets"] if f"test_{t}_accuracy" in m)
+        progress(f"{label}: {scores or 'no test accuracy'}, {time.perf_counter() - start:.0f} s")
         ran.append(tracked.run_id)
     return ran
 
