@@ -28,8 +28,8 @@ from .services import Databases, postgres_or_skip  # noqa: E402
 
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: one worker more than the cores (pyproject caps it at 4). Many tests wait (for a grace period, a
-    server, a signalled process) rather than compute: the extra worker fills those waits. On 2 cores, 3 workers ran
-    the suite in 5 min 24 s against 6 min 17 s for 2 and 6 min 9 s for 4 (docs/performance.md, "The test suite")."""
+    server, a signalled process) rather than compute: the extra worker fills those waits (docs/performance.md, "The
+    test suite", compares 2, 3 and 4 workers on 2 cores)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return cores + 1
 

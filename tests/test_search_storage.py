@@ -65,7 +65,7 @@ def test_a_lost_trial_is_failed_retried_with_its_params_and_its_run_closed(stora
     run = tracking.Run.start(mlflow_client, "lost-trials", run_name="trial-0")
     run.log_params(written)  # a run gets its params with its first metric batch: a trial may be lost before, or after
     dead = dead_trial(study, run.run_id, config={"seed": 7, "model": {"depth": 3}})  # no data section: no split sizes
-    time.sleep(2.5)  # past the 2 s grace period since its one beat
+    time.sleep(3.5)  # past the 2 s grace period since its one beat (SQLite stores its time in whole seconds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
