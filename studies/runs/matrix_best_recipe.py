@@ -24,7 +24,7 @@ family = config["model"]["family"] + (f" ({config['model']['layer']})" if "layer
 header = (
     f"# The best trial (trial {best.number}, val_accuracy {best.value:.4f}, {seconds:.0f} s on 2 shared cores) of\n"
     f"# studies/{name}.yaml after its {len(finished)} finished trials{wall}, chosen on validation, as its full run\n"
-    f"# config: h11 from the configuration matrix alone (no invariants as input), family {family}.\n"
+    f"# config: {', '.join(config['data']['targets'])} from the configuration matrix alone (no invariants as input), family {family}.\n"
     "# The results table's matrix-only row (recipes/results.yaml) retrains it on split seeds 0, 1, 2.\n"
 )
 open(f"recipes/{name}_best.yaml", "w").write(header + dump_yaml(config))

@@ -1,7 +1,7 @@
 """Draws bench.time_to_accuracy's curves (validation h11 accuracy against seconds of training) as a figure.
 
 Run from the worktree, after the bench:
-    PYTHONPATH=$PWD python studies/runs/matrix_tta_figure.py [bench/results/matrix_time_to_accuracy.json]
+    PYTHONPATH=$PWD python studies/runs/matrix_tta_figure.py [bench/results/matrix_family_time_to_accuracy.json]
 writes, beside the JSON, NAME.png (headless Chromium, as the README's figures) and NAME.html (plotly.js inlined:
 opens offline; git-ignored). The title says the budgets, so a curve cut by its budget reads as such.
 """
@@ -14,9 +14,10 @@ import plotly.graph_objects as go
 
 from cicy_search.experiments.figures import write_png
 
-src = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results/matrix_time_to_accuracy.json")
+src = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results/matrix_family_time_to_accuracy.json")
 out = json.loads(src.read_text())
-labels = {"literature": "literature: inception (Erbin & Finotello), raw matrix", "project": "project: recipes/matrix_h11_best.yaml (bipartite message passing, matrix only)"}
+labels = {"literature": "literature: inception (Erbin & Finotello), raw matrix",
+          "project": f"project: recipes/{out['recipes']['project']['config']}.yaml (bipartite message passing, matrix only)"}
 fig = go.Figure()
 for (name, rec), color in zip(out["recipes"].items(), ("#ff7f0e", "#1f77b4")):
     seconds, acc = zip(*rec["curve"])
