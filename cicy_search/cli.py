@@ -588,6 +588,25 @@ def _on_sigint(signum, frame) -> None:
     raise signals.pending(KeyboardInterrupt())  # as Python's own handler does; raised again if swallowed
 
 
+def _exit_anyway(code: int) -> None:
+    """Ends the process with ``code`` a few seconds after the queued MLflow writes' last chance, even if a thread
+    that nobody stops would hold the exit. Optuna's heartbeat thread is not a daemon, and a signal raised while
+    Optuna starts or stops it (inside its ``with``'s enter or exit) leaves it beating forever: the process then
+    printed its line and never ended, until ``docker stop`` killed it. A daemon timer, so a clean exit needs no wait."""
+    import threading
+    import time
+
+    from .tracking import INTERRUPTED_FLUSH_SECONDS
+
+    def force() -> None:
+        time.sleep(INTERRUPTED_FLUSH_SECONDS + 10)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    threading.Thread(target=force, name="exit-anyway", daemon=True).start()
+
+
 class _NoTrialTracebacks:
     """Optuna logs each failed trial with its traceback. The CLI prints its own line per trial with the
     reason (``fail_reason``), and an interrupted trial is no failure to debug: ``CICY_DEBUG=1`` keeps them."""
@@ -727,11 +746,14 @@ def _run(args: list[str] | None) -> None:
         err.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
+        code = 128 + signal.SIGTERM if _terminated else 130
+        if args is None:  # the process's own command line: the process ends here, whatever threads are left
+            _exit_anyway(code)
         if _terminated:
             err.print("terminated (SIGTERM): a running trial is marked failed in Optuna and MLflow; run the same command to resume", highlight=False, soft_wrap=True)
-            sys.exit(128 + signal.SIGTERM)
-        err.print("interrupted: a running trial is marked failed in Optuna and MLflow; run the same command to resume", highlight=False, soft_wrap=True)
-        sys.exit(130)
+        else:
+            err.print("interrupted: a running trial is marked failed in Optuna and MLflow; run the same command to resume", highlight=False, soft_wrap=True)
+        sys.exit(code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except Exception as e:

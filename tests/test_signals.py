@@ -70,3 +70,33 @@ def test_the_cli_forgets_a_signal_when_it_returns(capsys):
     assert run_cli("--help") == 0
     signals.check()  # nothing pending: a test (or an embedding program) running the CLI again trains normally
     assert "Usage" in capsys.readouterr().out
+
+
+# A process whose command gets SIGTERM while a thread nobody stops is running (Optuna's heartbeat thread is no
+# daemon: a signal raised as Optuna starts or stops it leaves it beating): the command's line, then the exit.
+HELD_OPEN = """import os, signal, sys, threading, time
+from cicy_search import cli
+
+threading.Thread(target=threading.Event().wait, name="left-running").start()
+
+def app(**kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)
+
+cli.app = app
+sys.argv = ["cicy-search", "study", "run", "x.yaml"]
+cli.main()
+"""
+
+
+def test_a_signalled_command_exits_even_with_a_thread_left_running():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", HELD_OPEN], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 128 + signal.SIGTERM
+    assert done.stderr.strip().splitlines() == [
+        "terminated (SIGTERM): a running trial is marked failed in Optuna and MLflow; run the same command to resume"
+    ]
