@@ -595,6 +595,7 @@ def _exit_anyway(code: int) -> None:
     printed its line and never ended, until ``docker stop`` killed it. A daemon timer, so a clean exit needs no wait."""
     import threading
     import time
+    from os import _exit  # the standard library's exit without cleanup: the one that does not wait for threads
 
     from .tracking import INTERRUPTED_FLUSH_SECONDS
 
@@ -602,7 +603,7 @@ def _exit_anyway(code: int) -> None:
         time.sleep(INTERRUPTED_FLUSH_SECONDS + 10)
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code)
+        _exit(code)
 
     threading.Thread(target=force, name="exit-anyway", daemon=True).start()
 
