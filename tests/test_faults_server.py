@@ -80,7 +80,10 @@ def test_a_tracking_server_killed_mid_study_loses_no_finished_trial(tmp_path, mo
         assert run_cli("study", "status", "gone", "--storage", storage) == 0
         status = " ".join(capsys.readouterr().out.split())
         assert f"trials whose MLflow writes wait in the spool {folder}" in status
-        assert all(f"trial {t.number}: run not created" in status for t in spooled), status
+        # Every trial that ended on its own waits in the spool; the one the SIGTERM failed may have ended before it
+        # had anything to write (the signal can land as it starts).
+        ended = [t for t in spooled if t.state != optuna.trial.TrialState.FAIL]
+        assert "run not created" in status and all(f"trial {t.number}: run not created" in status for t in ended), status
 
         port = int(server.uri.rsplit(":", 1)[1])
         server = mlflow_server(tmp_path, port, monkeypatch)  # back, on the same address and store
