@@ -4,7 +4,7 @@ The CLI's handlers raise ``KeyboardInterrupt`` (Ctrl-C) or ``Terminated`` (SIGTE
 A library's bare ``except:`` can swallow it there (Keras' ``pythonify_logs``, run at every epoch's end, has one):
 training would go on, and since the SIGTERM handler acts only once, every later SIGTERM would be ignored too, until
 ``docker stop`` or Slurm kills the process. So the handlers record the exception here, and ``check()``, called at
-every epoch's end and before every trial, raises it again while it is pending. ``clear()`` forgets it: the CLI
+every epoch's end and as every training starts, raises it again while it is pending. ``clear()`` forgets it: the CLI
 calls it when it starts and when it returns (tests run it in-process, one command after another).
 """
 

@@ -8,13 +8,17 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _share_the_cores() -> None:
     """Under pytest-xdist (``make test`` runs ``-n auto``) every worker is a process with its own TensorFlow,
     whose pools would each take every core: each worker gets its share instead, for its own training and
     for the processes its tests start (they inherit the environment). Set before TensorFlow is imported."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = _cores()
         for env in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
             os.environ.setdefault(env, str(max(1, cores // workers)))
 
@@ -30,8 +34,7 @@ def pytest_xdist_auto_num_workers(config):
     """``-n auto``: one worker more than the cores (pyproject caps it at 4). Many tests wait (for a grace period, a
     server, a signalled process) rather than compute: the extra worker fills those waits (docs/performance.md, "The
     test suite", compares 2, 3 and 4 workers on 2 cores)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return cores + 1
+    return _cores() + 1
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks to schedule

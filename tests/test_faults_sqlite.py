@@ -1,6 +1,7 @@
 """A SQLite store (Optuna's or MLflow's) with overwritten pages is refused with one line naming the file, before
 anything writes to it: the file is byte for byte what it was."""
 
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -12,7 +13,7 @@ from cicy_search import tracking
 from cicy_search.errors import CicyError
 from cicy_search.search import storage as storages
 
-from .conftest import run_cli
+from .conftest import run_cli, store_copy
 
 # One worker makes this module's fixtures once (pytest-xdist --dist loadgroup).
 pytestmark = pytest.mark.xdist_group("faults_sqlite")
@@ -20,8 +21,8 @@ pytestmark = pytest.mark.xdist_group("faults_sqlite")
 
 def _clean_copy(source, target):
     """A copy without a write-ahead log (SQLite's backup), so that damage to the file is all there is."""
-    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
-        src.backup(dst)
+    store_copy(source, target)
+    with contextlib.closing(sqlite3.connect(target)) as dst:
         dst.execute("PRAGMA journal_mode=DELETE")
     return target
 
