@@ -23,14 +23,14 @@ def _cpu() -> tuple[float, float]:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    before, start = _cpu(), time.monotonic()
+    before, start, epoch = _cpu(), time.monotonic(), time.time()
     yield
     after, out = _cpu(), os.environ.get("CPUPROF_OUT")
     if out:
         with open(out, "a") as f:
             f.write(json.dumps({"id": item.nodeid, "worker": os.environ.get("PYTEST_XDIST_WORKER"),
                                 "self": round(after[0] - before[0], 2), "child": round(after[1] - before[1], 2),
-                                "wall": round(time.monotonic() - start, 2)}) + "\n")
+                                "wall": round(time.monotonic() - start, 2), "start": round(epoch, 2)}) + "\n")
 
 
 def main(path: str) -> None:

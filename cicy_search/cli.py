@@ -588,6 +588,11 @@ def _on_sigint(signum, frame) -> None:
     raise signals.pending(KeyboardInterrupt())  # as Python's own handler does; raised again if swallowed
 
 
+#: Seconds after the queued MLflow writes' last chance (``tracking.INTERRUPTED_FLUSH_SECONDS``) at which a
+#: signalled command ends even if a thread would hold its exit (``_exit_anyway``).
+EXIT_GRACE_SECONDS = 10.0
+
+
 def _exit_anyway(code: int) -> None:
     """Ends the process with ``code`` a few seconds after the queued MLflow writes' last chance, even if a thread
     that nobody stops would hold the exit. Optuna's heartbeat thread is not a daemon, and a signal raised while
@@ -600,7 +605,7 @@ def _exit_anyway(code: int) -> None:
     from .tracking import INTERRUPTED_FLUSH_SECONDS
 
     def force() -> None:
-        time.sleep(INTERRUPTED_FLUSH_SECONDS + 10)
+        time.sleep(INTERRUPTED_FLUSH_SECONDS + EXIT_GRACE_SECONDS)
         sys.stdout.flush()
         sys.stderr.flush()
         _exit(code)

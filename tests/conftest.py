@@ -40,8 +40,21 @@ def pytest_xdist_auto_num_workers(config):
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks to schedule
 def pytest_collection_modifyitems(items):
     """Tests marked slow start first, so that under pytest-xdist no worker is left with a long test at the end
-    while the others have finished (the order of the other tests is kept)."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    while the others have finished. Tests marked waits (they mostly sleep through a grace period or a heartbeat)
+    are spread evenly among the slow ones: run one after another (at the end, where the fast tests are), they had
+    two workers of three waiting at once and the cores idle. The order within each kind is kept."""
+    slow, waits = (lambda item: item.get_closest_marker("slow") is not None), (lambda item: item.get_closest_marker("waits") is not None)
+    first = spread([i for i in items if slow(i) or waits(i)], waits)
+    items[:] = first + [i for i in items if not (slow(i) or waits(i))]
+
+
+def spread(items: list, picked) -> list:
+    """``items`` with those ``picked`` moved to evenly spaced places among the others, each kind in its order."""
+    chosen, others = [i for i in items if picked(i)], [i for i in items if not picked(i)]
+    out = list(others)
+    for k, item in enumerate(chosen):  # the k-th chosen goes after (k + 1/2) / len(chosen) of the others
+        out.insert(round((k + 0.5) * len(others) / len(chosen)) + k, item)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -245,7 +245,7 @@ def test_cpu_meter_counts_a_group_with_its_live_descendants_and_alone_without():
     finally:
         child.stdin.close()
         child.wait(10)
-    assert 0.3 <= used["alone"] < 0.6 + 0.3
+    assert 0.3 - 0.02 <= used["alone"] < 0.6 + 0.3  # /proc counts CPU in ticks of 10 ms: one may be missed
     assert used["family"] - used["alone"] >= 0.6 - 0.05  # the child's CPU, counted with its parent's family only
     assert used["machine_busy"] >= used["family"] - 0.1 and used["machine_steal"] >= 0
 

@@ -63,6 +63,7 @@ def _journal(tmp_path, name: str = "o.log", **heartbeat):
     return open_storage(f"journal:{tmp_path / name}", **heartbeat)
 
 
+@pytest.mark.waits
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_base_heartbeat_and_its_stale_trial_hook(tmp_path):
     """``optuna.storages._heartbeat.BaseHeartbeat`` with ``_get_stale_trial_ids``: what ``fail_stale_trials`` asks."""

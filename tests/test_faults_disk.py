@@ -130,6 +130,7 @@ def test_out_of_space_finds_the_cause_under_the_wrappers():
     assert out_of_space(RuntimeError("out of memory")) is None and out_of_space("no reason recorded") is None
 
 
+@pytest.mark.waits
 @pytest.mark.timeout(120)
 def test_a_trial_that_never_recorded_a_heartbeat_is_failed_and_retried(tmp_path):
     # What a full disk leaves: a trial RUNNING whose worker could not write its first heartbeat. Optuna's RDB

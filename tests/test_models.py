@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -118,11 +119,14 @@ def test_equivariant_predictions_do_not_change_under_row_and_column_permutations
     config = resolve({"model": {"family": "equivariant", "head_width": 16, **model}, "data": {"features": features}})
     x = data.load().x[::60]
     inputs = data.model_inputs(x, features=features)
+    keras.utils.set_random_seed(0)  # the same initial weights in every run
     net = build(config, inputs.shape[1:], H11)
     before = np.asarray(net(inputs, training=False))
     for seed in (0, 1):
         after = np.asarray(net(data.model_inputs(data.permute(x, seed), features=features), training=False))
-        assert np.allclose(before, after, atol=1e-5)
+        # Summed in another order, float32 logits round differently: with sum pooling the softmax probabilities
+        # moved by up to 1e-5 over initial weights (a model that is not invariant moves them by tenths).
+        assert np.allclose(before, after, rtol=0, atol=5e-5)
     # Not a constant function: different manifolds get different outputs.
     assert np.ptp(before, axis=0).max() > 1e-4
 

@@ -1,12 +1,12 @@
 """The example plugin (examples/matrix_attention) on the example data file, through the command line as a user runs it.
 
-Train, a 3-trial study with pruning on, one more trial from a worker, export and the reports run in this process
-through the CLI's entry point (``cli.main``), from a folder where examples/ is linked, with examples/ on
-``sys.path`` as PYTHONPATH would put it; the plugin's modules, the environment and the working folder are
-restored after them. Two steps run in fresh processes, where that is the point: ``cicy-search predict`` on the
-exported folder with PYTHONPATH holding examples/ (its predictions must match the bundle's loaded here), and a
-process whose PYTHONPATH does not hold examples/: in it ``cli.main`` runs ``predict``, which fails on the missing
-plugin with one line and exit code 2, and then the exported MLflow pyfunc loads (the plugin's code travels with it).
+Train, a 3-trial study with pruning on, one more trial from a worker, export, the reports and ``predict`` on the
+exported folder run in this process through the CLI's entry point (``cli.main``), from a folder where examples/ is
+linked, with examples/ on ``sys.path`` as PYTHONPATH would put it; the plugin's modules, the environment and the
+working folder are restored after them. ``predict``'s answers must match the bundle's loaded here. One step runs
+in a fresh process, where freshness is the point: a process whose PYTHONPATH does not hold examples/. In it
+``cli.main`` runs ``predict``, which fails on the missing plugin with one line and exit code 2, and then the
+exported MLflow pyfunc loads (the plugin's code travels with it) and answers as the bundle did.
 """
 
 import contextlib
@@ -35,12 +35,11 @@ DATA = EXAMPLES / "data" / "cicy_moduli.csv"
 FAMILY = "matrix_attention.model:build"
 
 
-def cli(tmp_path, *args, pythonpath=(EXAMPLES, REPO), code=None):
-    """``cicy-search ARGS`` (or ``python -c CODE ARGS``) in a fresh process run from ``tmp_path``."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, pythonpath)), "TF_CPP_MIN_LOG_LEVEL": "3",
+def fresh(tmp_path, code, *args):
+    """``python -c CODE ARGS`` in a fresh process run from ``tmp_path``, whose PYTHONPATH holds the repository only."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3",
            "CICY_SEARCH_HOME": str(tmp_path / "home"), "CICY_CACHE_DIR": str(tmp_path / "cache")}
-    command = [sys.executable, "-m", "cicy_search", *args] if code is None else [sys.executable, "-c", code, *args]
-    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
 
 
 def in_process(*args):
@@ -109,6 +108,7 @@ def journey(tmp_path_factory):
     mlflow, storage = f"sqlite:///{tmp / 'mlflow.db'}", f"sqlite:///{tmp / 'optuna.db'}"
     study = "examples/matrix_attention_study.yaml"
     environ = dict(os.environ)
+    (tmp / "in.json").write_text(json.dumps([{"id": "quintic", "matrix": [[5]]}, {"id": "bicubic", "matrix": [[3], [3]]}]))
     with pytest.MonkeyPatch.context() as mp, plugin_forgotten():
         mp.chdir(tmp)
         mp.syspath_prepend(str(EXAMPLES))  # what PYTHONPATH=examples gives a fresh process
@@ -125,12 +125,12 @@ def journey(tmp_path_factory):
                                       "--out", "compare.html", "--no-png"),
                 "report": in_process("report", "study", "matrix_attention_moduli", "--storage", storage, "--out", "study.html", "--no-png"),
             }
+            with plugin_forgotten():  # imported again from sys.path, as a fresh process with PYTHONPATH would
+                steps["predict"] = in_process("predict", "export", "in.json", "--format", "json")
         finally:  # what the steps set in the environment (the worker's TensorFlow settings) stays with them
             os.environ.clear()
             os.environ.update(environ)
-    (tmp / "in.json").write_text(json.dumps([{"id": "quintic", "matrix": [[5]]}, {"id": "bicubic", "matrix": [[3], [3]]}]))
-    steps["predict"] = cli(tmp, "predict", "export", "in.json", "--format", "json")
-    steps["fresh"] = cli(tmp, str(tmp / "export" / "mlflow_model"), pythonpath=(REPO,), code=FRESH_WITHOUT_EXAMPLES)
+    steps["fresh"] = fresh(tmp, FRESH_WITHOUT_EXAMPLES, str(tmp / "export" / "mlflow_model"))
     return tmp, mlflow, storage, steps
 
 
@@ -176,7 +176,7 @@ def test_a_study_and_a_worker_search_the_plugin_params_with_pruning_on(journey):
     assert run.data.metrics["val_n_moduli_accuracy"] == complete[0].value
 
 
-def test_export_records_the_plugin_and_predict_in_a_fresh_process_matches_the_bundle(journey, monkeypatch):
+def test_export_records_the_plugin_and_predict_matches_the_bundle_also_in_a_fresh_process(journey, monkeypatch):
     tmp, _, _, steps = journey
     ok(steps["export"])
     record = json.loads((tmp / "export" / "input.json").read_text())

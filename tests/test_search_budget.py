@@ -18,6 +18,7 @@ from .conftest import dead_trial
 FAIL, COMPLETE, RUNNING = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING
 
 
+@pytest.mark.waits
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("url", ["sqlite:///{tmp}/o.db", "journal:{tmp}/o.log"], ids=["sqlite", "journal"])
 def test_the_budget_loop_waits_for_a_lost_trial_and_runs_its_retry(tmp_path, url):
@@ -59,6 +60,7 @@ def test_the_budget_loop_waits_for_a_lost_trial_and_runs_its_retry(tmp_path, url
     assert len(waits) == 1 and (waits[0].finished, waits[0].running) == (1, 1)
 
 
+@pytest.mark.waits
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("url", ["sqlite:///{tmp}/o.db", "journal:{tmp}/o.log"], ids=["sqlite", "journal"])
 @pytest.mark.parametrize("lost", [True, False], ids=["lost", "alive"])
@@ -196,6 +198,7 @@ def test_the_budget_loop_gives_up_when_every_trial_fails_the_same_way(tmp_path, 
     assert len(calls) == ran
 
 
+@pytest.mark.waits
 @pytest.mark.timeout(120)
 def test_concurrent_workers_meet_the_budget_and_overshoot_by_at_most_one_each(rdb_url):
     """``drive``'s rule (no lock): each worker checks finished + running < budget on its own."""

@@ -58,6 +58,7 @@ def test_unreachable_postgresql_is_one_line_within_seconds():
     assert time.monotonic() - start < 15
 
 
+@pytest.mark.waits
 @pytest.mark.parametrize("written", [{}, {"seed": 7}, {"seed": 7, "model.depth": 3}], ids=["no-params", "some", "all"])
 def test_a_lost_trial_is_failed_retried_with_its_params_and_its_run_closed(storage_url, tracking_uri, mlflow_client, written):
     storage = storages.open_storage(storage_url, heartbeat_interval=1, grace_period=2, tracking_uri=tracking_uri)
@@ -104,6 +105,7 @@ def test_a_lost_runs_params_include_the_split_sizes_a_finished_run_has(tmp_path,
     assert set(params) == {*flatten(config), *expected, "trial.number"}
 
 
+@pytest.mark.waits
 @pytest.mark.parametrize("beats", [0, 1, 3])
 def test_a_journal_trial_is_stale_only_after_the_grace_period_since_its_last_beat(tmp_path, beats):
     """A journal file's heartbeat (``HeartbeatJournalStorage``): the last beat, or the start before the first,
@@ -192,6 +194,7 @@ def test_a_journals_index_answers_as_optunas_journal_does(tmp_path, seed):
     assert len(finished) > 60 and {t.state for t in finished} == {S.COMPLETE, S.PRUNED, S.FAIL}
 
 
+@pytest.mark.waits
 @pytest.mark.timeout(60)  # a lock that is never freed would block forever
 def test_the_study_lock_excludes_a_second_holder_and_dies_with_its_holder(rdb_url):
     first, second = storages.StudyLock(rdb_url, "s"), storages.StudyLock(rdb_url, "s")

@@ -75,7 +75,9 @@ def test_the_cli_forgets_a_signal_when_it_returns(capsys):
 # A process whose command gets SIGTERM while a thread nobody stops is running (Optuna's heartbeat thread is no
 # daemon: a signal raised as Optuna starts or stops it leaves it beating): the command's line, then the exit.
 HELD_OPEN = """import os, signal, sys, threading, time
-from cicy_search import cli
+from cicy_search import cli, tracking
+
+tracking.INTERRUPTED_FLUSH_SECONDS, cli.EXIT_GRACE_SECONDS = 0.5, 0.5  # nothing to flush: no need to wait 15 s
 
 threading.Thread(target=threading.Event().wait, name="left-running").start()
 

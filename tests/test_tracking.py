@@ -251,6 +251,7 @@ def test_params_with_metrics_go_in_the_first_metric_batch_or_the_end(mlflow_clie
     assert requests == [["metrics", "params", "tags"] if outcome == "failed" else ["metrics", "params"], ["params"]]
 
 
+@pytest.mark.waits
 @pytest.mark.parametrize("slow_answers", [0, 1, 2])
 def test_a_busy_tracking_server_is_waited_for_and_a_silent_or_refusing_one_is_one_line(monkeypatch, slow_answers):
     """``tracking.client``'s health check: health checks that time out are asked again (a busy server: 64 workers

@@ -263,6 +263,7 @@ def test_with_many_processes_each_writes_the_summary_less_often(tmp_path, tracki
     assert history(mlflow_client, parent_id, "trial_val_accuracy") == [(0, 0.0), (1, 0.1)]
 
 
+@pytest.mark.waits
 def test_a_process_writes_the_summary_at_once_then_at_most_every_flush_period(tmp_path, tracking_uri, mlflow_client, monkeypatch):
     """The first trial's point at once; trials within ``tracking.FLUSH_SECONDS`` of a write wait for one timed write;
     ``flush`` queues that write at once; ``finish`` writes what is still waiting. Every point is written exactly once, at its trial's step."""
