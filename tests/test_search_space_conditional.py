@@ -161,6 +161,7 @@ def test_study_create_refuses_a_malformed_one_with_one_error_line_and_creates_no
     assert not journal.exists()
 
 
+@pytest.mark.slow
 def test_a_study_searching_the_family_trains_each_trial_as_its_family(tmp_path, tracking_uri, mlflow_client):
     spec = studyfile.parse(family_study())
     storage = f"journal:{tmp_path / 'o.journal'}"

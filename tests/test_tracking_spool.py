@@ -50,6 +50,7 @@ def complete_runs(study, client) -> dict[int, object]:
     return runs
 
 
+@pytest.mark.slow
 def test_a_study_spools_while_its_server_is_away_stops_at_the_limit_and_loses_nothing(tmp_path, monkeypatch, empty_mlflow_db):
     store_copy(empty_mlflow_db, tmp_path / "mlflow.db")  # the server's store, its tables made
     server = mlflow_server(tmp_path)

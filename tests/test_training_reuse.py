@@ -160,6 +160,7 @@ def test_continued_training_is_the_run_in_one_go(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_many_trials_log_no_retracing_warning():
     # Each trial's model is new, so is its traced epoch; TensorFlow warns when one Python function is traced
     # over and over unless it was traced through get_concrete_function. Batch norm: not the shared dense loop.
