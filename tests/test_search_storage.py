@@ -58,34 +58,42 @@ def test_unreachable_postgresql_is_one_line_within_seconds():
     assert time.monotonic() - start < 15
 
 
+# What the lost trial's run had been given: nothing (a run gets its params with its first metric batch, so a trial
+# may be lost before), some of its params, all of them.
+WRITTEN = {"no-params": {}, "some": {"seed": 7}, "all": {"seed": 7, "model.depth": 3}}
+
+
 @pytest.mark.waits
-@pytest.mark.parametrize("written", [{}, {"seed": 7}, {"seed": 7, "model.depth": 3}], ids=["no-params", "some", "all"])
-def test_a_lost_trial_is_failed_retried_with_its_params_and_its_run_closed(storage_url, tracking_uri, mlflow_client, written):
+def test_a_lost_trial_is_failed_retried_with_its_params_and_its_run_closed(storage_url, tracking_uri, mlflow_client):
     storage = storages.open_storage(storage_url, heartbeat_interval=1, grace_period=2, tracking_uri=tracking_uri)
-    study = optuna.create_study(study_name="lost", storage=storage)
-    run = tracking.Run.start(mlflow_client, "lost-trials", run_name="trial-0")
-    run.log_params(written)  # a run gets its params with its first metric batch: a trial may be lost before, or after
-    dead = dead_trial(study, run.run_id, config={"seed": 7, "model": {"depth": 3}})  # no data section: no split sizes
-    time.sleep(3.5)  # past the 2 s grace period since its one beat (SQLite stores its time in whole seconds)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-    trials = study.get_trials(deepcopy=False)
-    assert [t.state for t in trials] == [FAIL, WAITING]
-    retry = trials[1]
-    assert retry.params == dead.params and retry.user_attrs == {"retry_of": 0}
-    assert retry.system_attrs["failed_trial"] == 0
-    closed = mlflow_client.get_run(run.run_id)
-    assert closed.info.status == "FAILED" and closed.data.tags["failure_reason"] == storages.LOST
-    assert closed.data.params == {"seed": "7", "model.depth": "3", "trial.number": "0"}  # what it trained, from the trial
-    assert studies.trials_table(study)[0]["fail_reason"] == storages.LOST
-    # Noticing it again changes nothing, in this process or another's view of the storage: failed once, retried once.
-    other = optuna.load_study(study_name="lost", storage=storages.open_storage(storage_url, heartbeat_interval=1, grace_period=2))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-        optuna.storages.fail_stale_trials(other)
-    assert len(study.get_trials(deepcopy=False)) == 2 and len(other.get_trials(deepcopy=False)) == 2
+    lost = {}  # one study a case, so that one wait serves them all
+    for case, written in WRITTEN.items():
+        study = optuna.create_study(study_name=f"lost-{case}", storage=storage)
+        run = tracking.Run.start(mlflow_client, "lost-trials", run_name="trial-0")
+        run.log_params(written)
+        dead = dead_trial(study, run.run_id, config={"seed": 7, "model": {"depth": 3}})  # no data section: no split sizes
+        lost[case] = study, run, dead
+    time.sleep(3.5)  # past the 2 s grace period since each one's one beat (SQLite stores its time in whole seconds)
+    for case, (study, run, dead) in lost.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        assert [t.state for t in trials] == [FAIL, WAITING], case
+        retry = trials[1]
+        assert retry.params == dead.params and retry.user_attrs == {"retry_of": 0}, case
+        assert retry.system_attrs["failed_trial"] == 0, case
+        closed = mlflow_client.get_run(run.run_id)
+        assert closed.info.status == "FAILED" and closed.data.tags["failure_reason"] == storages.LOST, case
+        assert closed.data.params == {"seed": "7", "model.depth": "3", "trial.number": "0"}, case  # what it trained, from the trial
+        assert studies.trials_table(study)[0]["fail_reason"] == storages.LOST, case
+        # Noticing it again changes nothing, in this process or another's view of the storage: failed once, retried once.
+        other = optuna.load_study(study_name=study.study_name, storage=storages.open_storage(storage_url, heartbeat_interval=1, grace_period=2))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+            optuna.storages.fail_stale_trials(other)
+        assert len(study.get_trials(deepcopy=False)) == 2 and len(other.get_trials(deepcopy=False)) == 2, case
 
 
 @pytest.mark.parametrize("data_section", [{"limit": 200}, {"limit": 500, "train": 0.5, "val": 0.3, "test": 0.2}, {"stratify": True}])
