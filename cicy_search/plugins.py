@@ -29,6 +29,7 @@ builders of the same signature.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import re
@@ -365,9 +366,17 @@ def _unknown(name: str, known: tuple[str, ...]):
     )
 
 
+@functools.lru_cache(maxsize=4)
+def _distributions(path: tuple[str, ...]) -> dict[str, list[str]]:
+    """Top-level module -> the installed distributions that provide it, for this ``sys.path``: reading every
+    distribution's file list takes about a quarter of a second, and a process loads plugins many times (a study,
+    one a trial) with the same path."""
+    return metadata.packages_distributions()
+
+
 def _version(module_name: str) -> str | None:
     top = module_name.split(".")[0]
-    for dist in metadata.packages_distributions().get(top, []):
+    for dist in _distributions(tuple(sys.path)).get(top, []):
         try:
             return metadata.version(dist)
         except metadata.PackageNotFoundError:

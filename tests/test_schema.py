@@ -1,6 +1,7 @@
 """The typed schema: the JSON Schemas shipped in schemas/ are the generated ones, every shipped file passes both them
 and the loader, the reference rows cover every key the loader fills in, and the two agree on malformed input."""
 
+import functools
 import json
 from pathlib import Path
 
@@ -22,6 +23,7 @@ RUN_CONFIGS = sorted((ROOT / "cicy_search" / "configs").glob("*.yaml")) + sorted
 STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
 
 
+@functools.cache  # generating and checking a schema takes a quarter of a second; the tests only read it
 def validator(kind):
     schema = SCHEMAS[kind]()
     jsonschema.Draft202012Validator.check_schema(schema)
