@@ -282,3 +282,24 @@ def test_heartbeat_bench_times_the_journal_heartbeats_operations_on_a_study_of_t
     result = heartbeat.main(["--trials", str(trials), "--repeat", "5", "--out", str(out)])
     assert json.loads(out.read_text()) == result and result["trials"] == trials and result["repeat"] == 5
     assert all(result[k] > 0 for k in ("fail_stale_trials_ms", "record_heartbeat_ms", "get_all_trials_ms"))
+
+
+def test_cpuprof_matches_idle_seconds_to_the_tests_running_then(tmp_path):
+    from bench import cpuprof
+
+    tests = [
+        {"id": "t.py::a", "start": 100.0, "wall": 12.0, "self": 1.0, "child": 0.0},  # 100-112
+        {"id": "t.py::b", "start": 112.0, "wall": 0.5, "self": 0.4, "child": 0.0},  # too short to name
+        {"id": "u.py::c", "start": 113.0, "wall": 5.0, "self": 0.1, "child": 2.0},  # 113-118
+    ]
+    idle = [(100.0 + s, v) for s, v in enumerate([0.0] * 10 + [1.0, 1.0, 0.2] + [0.0] * 7 + [0.5] * 5)]
+    assert cpuprof.idle_windows(tests, idle) == [(10.0, 2.2, ["t.py::a", "u.py::c"]), (20.0, 2.5, [])]
+    assert cpuprof.idle_windows(tests, idle, least=2.3) == [(20.0, 2.5, [])]
+    # The sampler: one line a second, idle core-seconds between 0 and the cores.
+    import threading
+
+    path = tmp_path / "cpu.jsonl.idle"
+    threading.Thread(target=cpuprof._sample_idle, args=(str(path), 2), daemon=True).start()
+    time.sleep(2.5)
+    lines = [line.split() for line in path.read_text().splitlines()]
+    assert len(lines) == 2 and all(0 <= float(v) <= 2 and float(t) > 1.7e9 for t, v in lines)
