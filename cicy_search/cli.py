@@ -725,10 +725,23 @@ def main(args: list[str] | None = None) -> None:
         signals.clear()
 
 
+def _signalled_exit(args: list[str] | None) -> None:
+    """Ctrl-C's or SIGTERM's line on stderr, then its exit code (130 or 143)."""
+    import signal
+
+    code = 128 + signal.SIGTERM if _terminated else 130
+    if args is None:  # the process's own command line: the process ends here, whatever threads are left
+        _exit_anyway(code)
+    if _terminated:
+        err.print("terminated (SIGTERM): a running trial is marked failed in Optuna and MLflow; run the same command to resume", highlight=False, soft_wrap=True)
+    else:
+        err.print("interrupted: a running trial is marked failed in Optuna and MLflow; run the same command to resume", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
 def _run(args: list[str] | None) -> None:
     """``main`` inside its signal handler: run the app and turn every way it ends into an exit code."""
     import logging
-    import signal
     import warnings
 
     from rich.markup import escape
@@ -752,17 +765,15 @@ def _run(args: list[str] | None) -> None:
         err.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        code = 128 + signal.SIGTERM if _terminated else 130
-        if args is None:  # the process's own command line: the process ends here, whatever threads are left
-            _exit_anyway(code)
-        if _terminated:
-            err.print("terminated (SIGTERM): a running trial is marked failed in Optuna and MLflow; run the same command to resume", highlight=False, soft_wrap=True)
-        else:
-            err.print("interrupted: a running trial is marked failed in Optuna and MLflow; run the same command to resume", highlight=False, soft_wrap=True)
-        sys.exit(code)
+        _signalled_exit(args)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except Exception as e:
+        if signals.is_pending():
+            # Raised by cleanup code that the signal's exception interrupted: Optuna's ``_run_trial`` reads a
+            # variable in its ``finally`` that a signal inside ``study.tell`` left unset (UnboundLocalError).
+            # The signal is why the command ends: its line and exit code, not that traceback.
+            _signalled_exit(args)
         # Usage errors: typer 0.29 raises its bundled click's exceptions, which click's own classes miss.
         import click
 

@@ -20,6 +20,11 @@ def pending(exc: BaseException) -> BaseException:
     return _pending[0]
 
 
+def is_pending() -> bool:
+    """Whether a signal came and its exit is under way."""
+    return bool(_pending)
+
+
 def check() -> None:
     """Raise the recorded signal's exception again, if a signal came: work that went on after it was swallowed."""
     if _pending:

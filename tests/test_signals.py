@@ -102,3 +102,31 @@ def test_a_signalled_command_exits_even_with_a_thread_left_running():
     assert done.stderr.strip().splitlines() == [
         "terminated (SIGTERM): a running trial is marked failed in Optuna and MLflow; run the same command to resume"
     ]
+
+
+@pytest.mark.parametrize("signum, code, said", [(signal.SIGTERM, 143, "terminated (SIGTERM)"), (signal.SIGINT, 130, "interrupted")])
+@pytest.mark.parametrize("then", [UnboundLocalError, RuntimeError, ValueError])
+def test_an_error_raised_while_a_signal_ends_the_command_is_the_signals_line(monkeypatch, capsys, signum, code, said, then):
+    """Cleanup code that the signal's exception interrupts can fail on its own: Optuna's ``_run_trial`` reads, in its
+    ``finally``, a variable that a signal inside ``study.tell`` left unset. The command ends as the signal says."""
+
+    def app(**kwargs):
+        try:
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # the handler runs here, and raises
+        finally:
+            raise then("cannot access local variable 'updated_state' where it is not associated with a value")
+
+    monkeypatch.setattr(cli, "app", app)
+    assert run_cli("study", "run", "x.yaml") == code
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[0].startswith(said) and "Traceback" not in err and "updated_state" not in err
+
+
+def test_an_error_without_a_signal_is_still_raised(monkeypatch):
+    def app(**kwargs):
+        raise UnboundLocalError("a bug of ours")
+
+    monkeypatch.setattr(cli, "app", app)
+    with pytest.raises(UnboundLocalError, match="a bug of ours"):
+        run_cli("study", "run", "x.yaml")
