@@ -369,8 +369,8 @@ def _unknown(name: str, known: tuple[str, ...]):
 @functools.lru_cache(maxsize=4)
 def _distributions(path: tuple[str, ...]) -> dict[str, list[str]]:
     """Top-level module -> the installed distributions that provide it, for this ``sys.path``: reading every
-    distribution's file list takes about a quarter of a second, and a process loads plugins many times (a study,
-    one a trial) with the same path."""
+    distribution's file list takes about a quarter of a second, once for all the plugin families a process loads
+    (and loads again after forgetting them, as the tests do)."""
     return metadata.packages_distributions()
 
 
