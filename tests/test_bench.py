@@ -300,6 +300,9 @@ def test_cpuprof_matches_idle_seconds_to_the_tests_running_then(tmp_path):
 
     path = tmp_path / "cpu.jsonl.idle"
     threading.Thread(target=cpuprof._sample_idle, args=(str(path), 2), daemon=True).start()
-    time.sleep(2.5)
-    lines = [line.split() for line in path.read_text().splitlines()]
+    deadline = time.monotonic() + 30  # two samples, however loaded the machine is
+    while not (path.exists() and len(path.read_text().splitlines()) >= 2) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    lines = [line.split() for line in path.read_text().splitlines()][:2]
     assert len(lines) == 2 and all(0 <= float(v) <= 2 and float(t) > 1.7e9 for t, v in lines)
+    assert 0.5 < float(lines[1][0]) - float(lines[0][0]) < 10  # a second apart, give or take the load

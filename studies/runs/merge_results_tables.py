@@ -8,6 +8,7 @@ of the results file. The matrix-only rows were retrained in other sessions' stor
 
 import json
 import sys
+from pathlib import Path
 
 from cicy_search.experiments.results import load_table, write
 
@@ -15,7 +16,7 @@ from cicy_search.experiments.results import load_table, write
 def merge(table_file: str, out: str, tables: list[str]) -> list[dict]:
     cells: dict[tuple[str, float], dict] = {}
     for path in tables:
-        for record in json.load(open(path)):
+        for record in json.loads(Path(path).read_text()):
             key = (record["row"], record["fraction"])
             if record["seeds"] and key not in cells:
                 cells[key] = record
