@@ -20,4 +20,5 @@ LOADLOG=$!
 trap 'kill $LOADLOG' EXIT
 nice -n "$NICE" $CLI study create studies/$NAME.yaml --storage $STORE --tracking-uri $TRACK --move-tracking || exit
 nice -n "$NICE" $CLI worker studies/$NAME.yaml --storage $STORE --tracking-uri $TRACK --threads 2 --timeout "${2:-3600}"
-echo "$(date -u +%FT%TZ) worker exited rc=$? $(uptime | sed 's/.*load average: /load /')" >> studies/runs/$NAME.load.log
+rc=$?  # before any command substitution, which would set $? again
+echo "$(date -u +%FT%TZ) worker exited rc=$rc $(uptime | sed 's/.*load average: /load /')" >> studies/runs/$NAME.load.log
