@@ -3,7 +3,8 @@ one: each (row, train fraction) cell comes from the first table that has it trai
 of the results file. The matrix-only rows were retrained in other sessions' stores than the rest of the table.
 
     PYTHONPATH=$PWD .venv/bin/python studies/runs/merge_results_tables.py recipes/results.yaml bench/results/results_table \\
-        bench/results/results_table.json bench/results/matrix_family_results_table.json bench/results/matrix_h21_results_table.json
+        bench/results/results_table.json bench/results/matrix_family_results_table.json bench/results/matrix_h21_results_table.json \\
+        bench/results/matrix_long_results_table.json
 """
 
 import json
