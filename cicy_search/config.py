@@ -371,6 +371,7 @@ class Equivariant(_Network):
     norm: _one_of("layer", "none") = Field("layer", description="Layer normalisation in each block.")
     residual: Bool = Field(True, description="Residual connections around each block.")
     head_width: PositiveInt = Field(128, description="Units of the dense layer after the pooling.")
+    update_layers: _between(1, MAX_DEPTH) = Field(1, description="bipartite only: Dense layers in each row and column update (2 or more: a multi-layer perceptron on the pooled messages).")
 
 
 class Svm(Section):
@@ -541,6 +542,8 @@ def _check_consistency(c: dict) -> None:
     for key, count in (("width", "depth"), ("filters", "depth" if m["family"] == "cnn" else "modules")):
         if isinstance(m.get(key), list) and len(m[key]) != m[count]:
             raise CicyError(f"model.{key}: {len(m[key])} values given for {count} = {m[count]}")
+    if m["family"] == "equivariant" and m["update_layers"] > 1 and m["layer"] != "bipartite":
+        raise CicyError("model.update_layers: the row and column updates are layer: bipartite's; layer: exchangeable has none")
     if c["train"]["augment"] != "none" and c["train"]["loop"] != "fast":
         raise CicyError("train.augment: permutation augmentation runs in the fast loop (train.loop: fast)")
     if c["train"]["augment"] != "none" and d["canonical"]:

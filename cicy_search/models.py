@@ -239,13 +239,23 @@ class Bipartite(keras.layers.Layer):
     column that do not meet). Each row gathers its columns' states per edge type, pooled over the present
     columns, and updates its own state with one Dense layer; then each column does the same with the new
     row states. The whole matrix's state costs (rows + columns) x width instead of rows x columns x width.
+
+    ``update_layers`` > 1 makes each update a stack of that many Dense layers: the pooled messages are a linear
+    function of the neighbours' states, and one Dense layer on them cannot separate every pair of neighbourhoods
+    that colour refinement separates (GIN, Xu et al. 2019, needs a multi-layer perceptron there).
     """
 
-    def __init__(self, units: int, pooling: str = "mean", activation: str = "relu", **kwargs):
+    def __init__(self, units: int, pooling: str = "mean", activation: str = "relu", update_layers: int = 1, **kwargs):
         super().__init__(**kwargs)
-        self.units, self.pooling, self.activation = units, pooling, activation
-        self.row_update = keras.layers.Dense(units, activation=activation, name="row")
-        self.col_update = keras.layers.Dense(units, activation=activation, name="col")
+        self.units, self.pooling, self.activation, self.update_layers = units, pooling, activation, update_layers
+        self.row_update = self._update(units, activation, update_layers, "row")
+        self.col_update = self._update(units, activation, update_layers, "col")
+
+    @staticmethod
+    def _update(units: int, activation: str, layers: int, name: str):
+        if layers == 1:  # a bare Dense layer, as models saved before ``update_layers`` existed have
+            return keras.layers.Dense(units, activation=activation, name=name)
+        return keras.Sequential([keras.layers.Dense(units, activation=activation) for _ in range(layers)], name=name)
 
     def build(self, input_shape):
         (b, r, f), (_, c, _), (_, _, _, v) = input_shape[0], input_shape[1], input_shape[2]
@@ -276,7 +286,10 @@ class Bipartite(keras.layers.Layer):
         return rows, cols
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "pooling": self.pooling, "activation": self.activation}
+        return {
+            **super().get_config(), "units": self.units, "pooling": self.pooling, "activation": self.activation,
+            "update_layers": self.update_layers,
+        }
 
 
 @keras.saving.register_keras_serializable(package="cicy_search")
@@ -318,7 +331,7 @@ def _build_bipartite(m: dict, inputs, targets: list[Target]):
         if m["norm"] == "layer":
             rows = keras.layers.LayerNormalization(name=f"norm_rows{k}")(rows)
             cols = keras.layers.LayerNormalization(name=f"norm_cols{k}")(cols)
-        rows, cols = Bipartite(m["width"], m["pooling"], m["activation"], name=f"bipartite{k}")([rows, cols, edges, row_mask, col_mask])
+        rows, cols = Bipartite(m["width"], m["pooling"], m["activation"], m["update_layers"], name=f"bipartite{k}")([rows, cols, edges, row_mask, col_mask])
         if m["dropout"]:
             rows, cols = keras.layers.Dropout(m["dropout"])(rows), keras.layers.Dropout(m["dropout"])(cols)
     pooled = keras.layers.Concatenate()(

@@ -26,6 +26,10 @@ def test_empty_config_is_the_seed_talks_dense_network():
         ({"data": {"train": 0.9, "val": 0.2}}, "split fractions"),
         ({"model": {"depth": 2, "width": [64, 64, 64]}}, "model.width: 3 values given for depth = 2"),
         ({"model": {"family": "inception", "kernels": "12x1,banana"}}, "model.kernels"),
+        ({"model": {"family": "equivariant", "update_layers": 2}}, "model.update_layers: the row and column updates are layer: bipartite's"),
+        ({"model": {"family": "equivariant", "layer": "bipartite", "update_layers": 0}}, "model.update_layers: expected an integer from 1 to 64, got 0"),
+        ({"model": {"family": "equivariant", "layer": "bipartite", "update_layers": "two"}}, "model.update_layers: expected an integer"),
+        ({"model": {"family": "dense", "update_layers": 2}}, "unknown key model.update_layers"),
     ],
 )
 def test_bad_configs_fail_with_one_line_naming_the_key(config, message):

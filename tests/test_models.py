@@ -110,6 +110,7 @@ def test_pooling_too_deep_for_the_matrix_is_a_clear_error():
         {"layer": "exchangeable", "depth": 1, "width": 8, "pooling": "max", "embedding": "linear", "norm": "none", "residual": False},
         {"layer": "bipartite", "depth": 2, "width": 16, "pooling": "sum"},
         {"layer": "bipartite", "depth": 1, "width": 8, "pooling": "max", "dropout": 0.1},
+        {"layer": "bipartite", "depth": 2, "width": 8, "pooling": "mean", "update_layers": 3},
     ],
 )
 @pytest.mark.parametrize("features", [[], ["euler", "c2"]])
@@ -135,7 +136,7 @@ def test_equivariant_predictions_do_not_change_under_row_and_column_permutations
 def test_equivariant_model_trains_saves_and_reloads(tmp_path):
     from cicy_search import bundle
 
-    config = tiny("equivariant", limit=400, epochs=3, layer="bipartite", depth=2, width=16, head_width=16)
+    config = tiny("equivariant", limit=400, epochs=3, layer="bipartite", depth=2, width=16, head_width=16, update_layers=2)
     config["data"]["features"] = ["euler"]
     result = fit(resolve(config))
     assert result.history["loss"][-1] < result.history["loss"][0]
@@ -145,6 +146,21 @@ def test_equivariant_model_trains_saves_and_reloads(tmp_path):
 
     x = load().x[:64]
     assert (loaded.predict(x)["h11"] == bundle.Loaded(result.model, result.config, result.targets).predict(x)["h11"]).all()
+    # Two Dense layers per update, each row and column update of both layers, survive the round trip.
+    updates = [w for w in loaded.model.weights if "/row/" in w.path or "/col/" in w.path]
+    assert len(updates) == 2 * 2 * 2 * 2  # layers x (row, col) x Dense layers x (kernel, bias)
+    for a, b in zip(result.model.get_weights(), loaded.model.get_weights()):
+        assert np.array_equal(a, b)
+
+
+def test_update_layers_stack_dense_layers_in_each_bipartite_update():
+    base = {"family": "equivariant", "layer": "bipartite", "depth": 2, "width": 8, "head_width": 8}
+    counts = {}
+    for layers in (1, 2, 3):
+        net = build(resolve({"model": {**base, "update_layers": layers}}), (12, 15), H11)
+        counts[layers] = net.count_params()
+    # Each extra Dense layer is width x width + width parameters, in the row and the column update of each layer.
+    assert counts[2] - counts[1] == counts[3] - counts[2] == 2 * 2 * (8 * 8 + 8)
 
 
 @pytest.mark.slow
