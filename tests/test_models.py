@@ -149,6 +149,7 @@ def test_equivariant_model_trains_saves_and_reloads(tmp_path):
     # Two Dense layers per update, each row and column update of both layers, survive the round trip.
     updates = [w for w in loaded.model.weights if "/row/" in w.path or "/col/" in w.path]
     assert len(updates) == 2 * 2 * 2 * 2  # layers x (row, col) x Dense layers x (kernel, bias)
+    assert len(result.model.get_weights()) == len(loaded.model.get_weights())
     for a, b in zip(result.model.get_weights(), loaded.model.get_weights()):
         assert np.array_equal(a, b)
 
