@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 from cicy_search import training
-from cicy_search.config import load_config, merge, resolve
+from cicy_search.config import load_config, merge, resolve, set_path
 
 
 def members(base: dict, fraction: float, split_seed: int, k: int, label: str = ""):
@@ -46,11 +46,7 @@ def overrides(args: list[str]) -> dict:
     override: dict = {}
     for arg in args:
         key, value = arg.split("=", 1)
-        *path, last = key.split(".")
-        node = override
-        for part in path:
-            node = node.setdefault(part, {})
-        node[last] = yaml.safe_load(value)
+        set_path(override, key, yaml.safe_load(value))
     return override
 
 
