@@ -481,8 +481,10 @@ def test_slurm_array_script_parses_and_starts_its_workers(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_slurm_script_passes_sigterm_on_and_waits_for_its_workers(tmp_path):
-    """A time limit or preemption sends SIGTERM; the workers must get it and the time to close their trials."""
+@pytest.mark.parametrize("after", [2, 1], ids=["all-started", "while-starting"])
+def test_slurm_script_passes_sigterm_on_and_waits_for_its_workers(tmp_path, after):
+    """A time limit or preemption sends SIGTERM; the workers must get it and the time to close their trials, also a
+    worker the script starts as the signal comes (before, it could miss it and run on: 16 hangs in 100 runs)."""
     script = ROOT / "deploy" / "slurm" / "workers.sbatch"
     venv = tmp_path / "venv" / "bin"
     venv.mkdir(parents=True)
@@ -500,10 +502,11 @@ def test_slurm_script_passes_sigterm_on_and_waits_for_its_workers(tmp_path):
     }  # fmt: skip
     proc = subprocess.Popen(["bash", str(script), "studies/x.yaml"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(list(tmp_path.glob("started.*"))) < 2:
-        time.sleep(0.1)
-    assert len(list(tmp_path.glob("started.*"))) == 2
+    while time.monotonic() < deadline and len(list(tmp_path.glob("started.*"))) < after:
+        pass  # no sleep: the signal comes as soon as the worker has started
+    assert len(list(tmp_path.glob("started.*"))) >= after
     proc.send_signal(signal.SIGTERM)  # what --signal=B:TERM@180 sends to the batch shell only
     proc.communicate(timeout=60)
     assert proc.returncode == 143
-    assert sorted(p.name for p in tmp_path.glob("closed.*")) == ["closed.0", "closed.1"]  # waited for both
+    started = {p.suffix for p in tmp_path.glob("started.*")}
+    assert started <= {p.suffix for p in tmp_path.glob("closed.*")} <= {".0", ".1"}  # waited for each that started

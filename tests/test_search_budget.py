@@ -3,12 +3,15 @@
 SQLite and journal files always; PostgreSQL when CICY_TEST_POSTGRES_URL names one (see .ci/run).
 """
 
+import os
+import signal
 import threading
 import time
 
 import optuna
 import pytest
 
+from cicy_search import tracking
 from cicy_search.search import storage as storages
 from cicy_search.search.budget import Share, count_finished, counts, optimize_to_budget
 from cicy_search.errors import CicyError
@@ -220,3 +223,56 @@ def test_concurrent_workers_meet_the_budget_and_overshoot_by_at_most_one_each(rd
     study = optuna.load_study(study_name="free", storage=storages.open_storage(rdb_url))
     assert not errors and len(ran) == 3 and sum(ran) == len(study.trials)
     assert 12 <= count_finished(study) <= 12 + 2 and all(t.state == COMPLETE for t in study.trials)
+
+
+class InterruptingSampler(optuna.samplers.RandomSampler):
+    """Ctrl-C from inside ``study.ask`` (``before_trial``: the trial exists, RUNNING) or ``study.tell``
+    (``after_trial``: before the trial's state is written), where Optuna calls its sampler."""
+
+    def __init__(self, where: str):
+        super().__init__(seed=0)
+        self.where = where
+
+    def before_trial(self, study, trial):
+        if self.where == "ask":
+            signal.raise_signal(signal.SIGINT)
+
+    def after_trial(self, study, trial, state, values):
+        if self.where == "tell":
+            signal.raise_signal(signal.SIGINT)
+
+
+@pytest.mark.parametrize("where", ["ask", "tell", "callback", "wait"])
+def test_a_signal_while_optuna_records_a_trial_leaves_none_running(tmp_path, where):
+    """A Ctrl-C that lands while Optuna creates or records a trial (or in a callback after it) waits until that is
+    written, then ends the loop before another trial starts: no trial is left RUNNING in the storage. One that lands
+    while the loop waits for other workers' trials acts at once."""
+    storage = storages.open_storage(f"sqlite:///{tmp_path / 'o.db'}")
+    study = optuna.create_study(study_name="signal", storage=storage, sampler=InterruptingSampler(where))
+    calls = []
+
+    def objective(trial):
+        calls.append(trial.number)
+        return trial.suggest_float("x", 0, 1)
+
+    callbacks = [lambda s, t: signal.raise_signal(signal.SIGINT)] if where == "callback" else []
+    if where == "wait":
+        study.ask()  # another worker's trial runs and holds the budget's one place
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        if where == "wait":  # from outside, as a kill does (the kernel hands it to the main thread)
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            optimize_to_budget(Share(study, budget=1 if where == "wait" else 3), objective, callbacks=callbacks, poll=30)
+        waited = time.monotonic() - start
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        tracking.interrupted(False)
+    states = [t.state for t in study.trials]
+    if where == "ask":  # the trial was made; the signal acted as its objective started, and Optuna failed it
+        assert states == [FAIL] and calls == []
+    elif where == "wait":  # at once, not after the 30 s poll; the other worker's trial is its own business
+        assert states == [RUNNING] and calls == [] and waited < 25
+    else:  # the trial ran and was recorded; no other started
+        assert states == [COMPLETE] and calls == [0]

@@ -243,32 +243,3 @@ def test_a_search_whose_trials_all_fail_stops_with_one_line(tmp_path, monkeypatc
     assert all(r.info.status == "FAILED" and "training diverged" in r.data.tags["failure_reason"] for r in trials)
 
 
-def test_signals_wait_while_keras_tuner_keeps_its_books_and_act_as_a_model_trains():
-    """A Ctrl-C or SIGTERM that comes while keras-tuner writes its state is held until the next training starts (or
-    the search ends), then acts as the handler in place before would; during a training it acts at once."""
-    from cicy_search.search.tuner import Interrupts
-
-    terms = []
-    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
-                signal.SIGTERM: signal.signal(signal.SIGTERM, lambda n, f: terms.append(n))}
-    try:
-        interrupts = Interrupts()
-        with pytest.raises(KeyboardInterrupt):
-            with interrupts.held():
-                signal.raise_signal(signal.SIGINT)  # held: keras-tuner's books are being written
-                with pytest.raises(KeyboardInterrupt):
-                    with interrupts.passed():  # the next training starts: the Ctrl-C acts now
-                        pytest.fail("the training ran after a Ctrl-C")
-                with interrupts.passed():
-                    with pytest.raises(KeyboardInterrupt):
-                        signal.raise_signal(signal.SIGINT)  # during a training: at once
-                signal.raise_signal(signal.SIGTERM)
-                assert terms == []
-                with interrupts.passed():
-                    assert terms == [signal.SIGTERM]  # the CLI's SIGTERM handler, as it was
-                signal.raise_signal(signal.SIGINT)
-            pytest.fail("a Ctrl-C held at the search's end was lost")
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and terms == [signal.SIGTERM]
-    finally:
-        for n, h in previous.items():
-            signal.signal(n, h)

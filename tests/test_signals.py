@@ -130,3 +130,36 @@ def test_an_error_without_a_signal_is_still_raised(monkeypatch):
     monkeypatch.setattr(cli, "app", app)
     with pytest.raises(UnboundLocalError, match="a bug of ours"):
         run_cli("study", "run", "x.yaml")
+
+
+def test_signals_wait_while_a_search_library_keeps_its_books_and_act_as_a_model_trains():
+    """A Ctrl-C or SIGTERM that comes while keras-tuner or Optuna writes its state is held until the next training
+    starts (or the search ends), then acts as the handler in place before would; during a training it acts at once.
+    ``on_hold`` hears of each held signal as it comes."""
+    terms = []
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, lambda n, f: terms.append(n))}
+    try:
+        heard = []
+        interrupts = signals.Interrupts(on_hold=heard.append)
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.held():
+                signal.raise_signal(signal.SIGINT)  # held: keras-tuner's books are being written
+                assert heard == [signal.SIGINT]
+                with pytest.raises(KeyboardInterrupt):
+                    with interrupts.passed():  # the next training starts: the Ctrl-C acts now
+                        pytest.fail("the training ran after a Ctrl-C")
+                with interrupts.passed():
+                    with pytest.raises(KeyboardInterrupt):
+                        signal.raise_signal(signal.SIGINT)  # during a training: at once
+                signal.raise_signal(signal.SIGTERM)
+                assert terms == []
+                with interrupts.passed():
+                    assert terms == [signal.SIGTERM]  # the CLI's SIGTERM handler, as it was
+                signal.raise_signal(signal.SIGINT)
+            pytest.fail("a Ctrl-C held at the search's end was lost")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and terms == [signal.SIGTERM]
+        assert heard == [signal.SIGINT, signal.SIGTERM, signal.SIGINT]  # not the one during a training
+    finally:
+        for n, h in previous.items():
+            signal.signal(n, h)

@@ -25,7 +25,7 @@ from dataclasses import KW_ONLY, dataclass
 
 import optuna
 
-from .. import compat
+from .. import compat, signals, tracking
 from ..errors import CicyError, out_of_space
 from .storage import count_states
 
@@ -103,6 +103,10 @@ def optimize_to_budget(share: Share, objective, *, callbacks=(), on_wait=None, p
     without ``storage.open_storage``) running trials are not counted, and concurrent workers may overshoot the
     budget by up to one trial each.
 
+    Ctrl-C and SIGTERM act at once while the objective runs or the loop waits; one that comes while Optuna
+    records a trial (``ask``, ``tell``, the callbacks) is held until that is written (``signals.Interrupts``), then
+    acts before another trial starts: a signal inside ``study.tell`` would leave the trial RUNNING in the storage.
+
     Args:
         share: the study, its budget and this process's limits.
         objective: Optuna's objective, called once per trial.
@@ -110,6 +114,14 @@ def optimize_to_budget(share: Share, objective, *, callbacks=(), on_wait=None, p
         on_wait: called with the ``Counts`` when the loop starts waiting for running trials.
         poll: seconds between looks at the study while waiting.
     """
+    # MLflow requests fail fast from a held signal on (``tracking.interrupted``), as the CLI's handlers make them.
+    interrupts = signals.Interrupts(on_hold=lambda signum: tracking.interrupted())
+    with interrupts.held():
+        return _loop(share, objective, callbacks, on_wait, poll, interrupts)
+
+
+def _loop(share: Share, objective, callbacks, on_wait, poll: float, interrupts: signals.Interrupts) -> int:
+    """``optimize_to_budget``'s loop, with signals held outside the objective and the waits."""
     study, budget, n_trials, max_failures, give_up_after = share.study, share.budget, share.n_trials, share.max_failures, share.give_up_after
     heartbeat = compat.heartbeat_enabled(compat.study_storage(study))
     start = time.monotonic()
@@ -118,7 +130,7 @@ def optimize_to_budget(share: Share, objective, *, callbacks=(), on_wait=None, p
     beaten: set[int] = set()  # running trials given a heartbeat by this process (``beat_once``)
     same: list = []  # reasons of this call's failures since the last trial that finished
     finished_any = False
-    while n_trials is None or ran < n_trials:
+    while (n_trials is None or ran < n_trials) and not interrupts.pending:  # a held signal: it acts as the loop ends
         if share.timeout is not None and time.monotonic() - start >= share.timeout:
             break
         if max_failures is not None and failed > max_failures:
@@ -138,7 +150,8 @@ def optimize_to_budget(share: Share, objective, *, callbacks=(), on_wait=None, p
             if on_wait is not None and not waiting:
                 on_wait(c)
             waiting = True
-            time.sleep(poll)
+            with interrupts.passed():
+                time.sleep(poll)
             continue
 
         states: list = []
@@ -147,7 +160,8 @@ def optimize_to_budget(share: Share, objective, *, callbacks=(), on_wait=None, p
         def one_trial(trial: optuna.Trial):
             if share.worker_id:
                 trial.set_user_attr("worker", share.worker_id)
-            return objective(trial)
+            with interrupts.passed():  # a signal held since ``ask`` acts here: Optuna fails this trial
+                return objective(trial)
 
         try:
             study.optimize(

@@ -9,7 +9,7 @@ interrupted) as an Optuna trial, so a crash or Ctrl-C mid-search leaves every fi
 
 The tuner's folder (``DIRECTORY/STUDY-ALGORITHM``) holds the oracle's state and the link to the parent run:
 the same command again continues the search (an interrupted trial is run again) under the same parent run.
-Ctrl-C and SIGTERM take effect while a model trains, or else as the next one starts (``Interrupts``): never while
+Ctrl-C and SIGTERM take effect while a model trains, or else as the next one starts (``signals.Interrupts``): never while
 keras-tuner writes its state, which a signal there could leave cut short or out of step with MLflow.
 
 Hyperband: a trial trains to ``tuner/epochs``; one promoted to a later round continues its predecessor's saved
@@ -23,10 +23,8 @@ import contextlib
 import hashlib
 import json
 import math
-import signal
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -34,7 +32,7 @@ import keras_tuner
 import optuna
 
 from . import space
-from .. import tracking
+from .. import signals, tracking
 from ..compat import checkpoint_path
 from ..config import dump_yaml
 from ..errors import CicyError, one_line
@@ -110,62 +108,6 @@ class CicyHyperModel(keras_tuner.HyperModel):
         return self.spec.sample(HpTrial(hp))
 
 
-@dataclass
-class Interrupts:
-    """Ctrl-C and SIGTERM held back while keras-tuner keeps its books, and let through while a model trains.
-
-    ``held()`` (around the search) records such a signal instead of acting on it; ``passed()`` (around one
-    training) first acts on a recorded one, as the handler in place before would have (a ``KeyboardInterrupt``, the
-    CLI's SIGTERM), then lets signals act at once until the training ends. The interrupted trial is then one that
-    keras-tuner's state shows as running, which the next search runs again. Handlers can only be set in the main
-    thread: elsewhere signals act as they would without this.
-    """
-
-    signums: tuple = (signal.SIGINT, signal.SIGTERM)
-    before: dict = field(default_factory=dict)
-    pending: list = field(default_factory=list)
-
-    @contextlib.contextmanager
-    def held(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        record = lambda signum, frame: self.pending.append((signum, frame))  # noqa: E731
-        self.before = {n: signal.signal(n, record) or signal.SIG_DFL for n in self.signums}
-        try:
-            yield self
-        finally:
-            for n, h in self.before.items():
-                signal.signal(n, h)
-            self.before = {}
-            self._deliver()
-
-    @contextlib.contextmanager
-    def passed(self):
-        if not self.before:
-            yield
-            return
-        holding = {n: signal.signal(n, h) for n, h in self.before.items()}
-        try:
-            self._deliver()
-            yield
-        finally:  # back to holding: ``before`` is only emptied when ``held`` ends, after every training
-            for n, h in holding.items():
-                signal.signal(n, h)
-
-    def _deliver(self) -> None:
-        """Act on the first recorded signal as the handler in place before ``held`` (in place again now) would."""
-        if not self.pending:
-            return
-        signum, frame = self.pending[0]
-        self.pending.clear()
-        handler = signal.getsignal(signum)
-        if callable(handler):
-            handler(signum, frame)
-        elif handler != signal.SIG_IGN:
-            signal.raise_signal(signum)
-
-
 class SearchStopped(Exception):
     """Raised before a new trial once ``should_stop`` says so (a timeout, an epoch budget)."""
 
@@ -188,7 +130,7 @@ class TrialRunner:
     last_failure = ""
     should_stop: Callable[[], bool] = staticmethod(lambda: False)
     on_trial: Callable[[TrialEnd], None] | None = None
-    interrupts: Interrupts | None = None
+    interrupts: signals.Interrupts | None = None
 
     def pre_create_trial(self):
         if self.should_stop():
@@ -383,7 +325,7 @@ def tune(
         start = time.monotonic()
         tuner.should_stop = lambda: spec.timeout is not None and time.monotonic() - start >= spec.timeout
         tuner.on_trial = _printer(console, spec, budget)
-        tuner.interrupts = Interrupts()
+        tuner.interrupts = signals.Interrupts()
         with tuner.interrupts.held():
             status = "FINISHED" if search(tuner) == "done" else "KILLED"
     except KeyboardInterrupt:
