@@ -2,15 +2,18 @@
 
 import json
 import time
+from pathlib import Path
 
 import keras
 import pytest
 
 from bench import flops, pack, throughput
-from cicy_search.config import resolve
+from cicy_search.config import load_file, resolve
 from cicy_search.models import Target, build
 
 H11 = [Target("h11", 1, 19)]
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_flop_count_matches_the_layer_arithmetic_and_the_profiler():
@@ -272,6 +275,11 @@ def test_time_to_accuracy_stops_each_recipe_at_its_budget_and_derives_the_speedu
     assert tta.speedups(recipes, [0.5, 0.9, 0.99], 100.0) == {"0.5": {"speedup": 10.0}, "0.9": {"speedup_at_least": 20.0}, "0.99": None}
     assert tta.speedups(recipes, [0.5, 0.9], 100.0, "prep") == {"0.5": {"speedup": 8.5}, "0.9": {"speedup_at_least": 17.3}}
     assert tta.first_reach([(1.0, 0.2), (2.0, 0.6), (3.0, 0.7)], 0.6) == {"seconds": 2.0, "epochs": 2}
+    # A recipe found at 30% train and one at 80% are both timed on 80% train, split seed 0.
+    for path, train in (("recipes/matrix_h11_fit_best.yaml", 0.3), ("recipes/matrix_h11_long_best.yaml", 0.8)):
+        assert load_file(ROOT / path)["data"]["train"] == train
+        data = tta.recipe(str(ROOT / path), 5)["data"]
+        assert (data["train"], data["val"], data["test"], data["seed"], data["targets"]) == (0.8, 0.1, 0.1, 0, ["h11"])
 
 
 @pytest.mark.parametrize("trials", [10, 300])
