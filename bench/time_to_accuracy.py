@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
         "literature": (recipe("inception", 1000, args.limit), args.budget_literature),
         "project": (recipe(args.project, 1000, args.limit), args.budget_project),
     }
-    out: dict = {"thresholds": thresholds, "limit": args.limit, "load_before": os.getloadavg(), "recipes": {}}
+    out: dict = {"thresholds": thresholds, "limit": args.limit, "split": SPLIT, "load_before": os.getloadavg(), "recipes": {}}
     for name, (config, budget) in runs.items():
         print(f"{name}: {config['model']['family']}, budget {budget:.0f} s", flush=True)
         prepared, prepare_seconds = timed_prepare(config)

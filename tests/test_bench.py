@@ -261,7 +261,7 @@ def test_time_to_accuracy_stops_each_recipe_at_its_budget_and_derives_the_speedu
 
     out = tmp_path / "tta.json"
     result = tta.main(["--thresholds", "0.05,0.999", "--budget-literature", "0.5", "--budget-project", "0.5", "--limit", "150", "--out", str(out)])
-    assert json.loads(out.read_text()) == json.loads(json.dumps(result)) and result["limit"] == 150
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result)) and result["limit"] == 150 and result["split"] == tta.SPLIT
     for name, config in (("literature", "inception"), ("project", "koszul_linear")):
         r = result["recipes"][name]
         assert r["config"] == config and len(r["curve"]) == 1 and r["curve"][0][0] >= 0.5  # one epoch: already past the budget

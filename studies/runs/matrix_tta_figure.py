@@ -28,7 +28,7 @@ for t in out["thresholds"]:
 budgets = ", ".join(f"{k} {v['budget_seconds']:.0f} s" for k, v in out["recipes"].items())
 load = f"load {out['load_before'][0]:.1f} before, {out['load_after'][0]:.1f} after"
 fig.update_layout(
-    title=f"h11, 80% train: validation accuracy against training seconds (reduced budgets: {budgets}; 2 shared cores, {load})",
+    title=f"h11, {out.get('split', {}).get('train', 0.8):.0%} train: validation accuracy against training seconds (reduced budgets: {budgets}; 2 shared cores, {load})",
     xaxis_title="seconds of training (building and tracing included)", yaxis_title="validation h11 accuracy",
     yaxis={"range": [0, 1]}, template="plotly_white", legend={"x": 0.35, "y": 0.08}, title_font_size=12,
 )
