@@ -67,6 +67,7 @@ class Interrupts:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
+
         def record(signum, frame):
             self.pending.append((signum, frame))
             if self.on_hold is not None:
