@@ -258,15 +258,18 @@ def test_a_signal_while_optuna_records_a_trial_leaves_none_running(tmp_path, whe
     callbacks = [lambda s, t: signal.raise_signal(signal.SIGINT)] if where == "callback" else []
     if where == "wait":
         study.ask()  # another worker's trial runs and holds the budget's one place
+    # The "wait" case's Ctrl-C comes from outside, as a kill does (the kernel hands it to the main thread).
+    kill = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        if where == "wait":  # from outside, as a kill does (the kernel hands it to the main thread)
-            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        if where == "wait":
+            kill.start()
         start = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
             optimize_to_budget(Share(study, budget=1 if where == "wait" else 3), objective, callbacks=callbacks, poll=30)
         waited = time.monotonic() - start
     finally:
+        kill.cancel()  # a loop that ended before it must not leave a Ctrl-C on its way to the test run
         signal.signal(signal.SIGINT, previous)
         tracking.interrupted(False)
     states = [t.state for t in study.trials]
