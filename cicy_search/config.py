@@ -42,6 +42,7 @@ MAX_EPOCHS = 100_000
 MAX_BATCH = 65_536
 MAX_KERNEL = 64
 MAX_SEED = 2**32 - 1  # NumPy's and Keras's seeds are 32-bit
+MAX_ENSEMBLE = 64
 #: The exact invariants ``data.FEATURES`` computes (kept equal by a test: ``data`` is too heavy to import here).
 FEATURES = ("euler", "c2", "koszul", "koszul_share")
 TARGETS = ("h11", "h21", "h31", "h22")  # h31 and h22: 4-folds only
@@ -302,6 +303,9 @@ class Train(Section):
     jit_compile: _one_of("auto", True, False) = Field("auto", description="Compile with XLA; auto: on a GPU, and on a CPU for models without convolutions.")
     mixed_precision: Bool = Field(False, description="Compute in float16 with float32 weights (for GPUs).")
     augment: _one_of("none", "permute") = Field("none", description="permute: randomly permute the rows and columns of every training batch (fast loop only).")
+    ensemble: _between(1, MAX_ENSEMBLE) = Field(
+        1, description="Train this many models one after the other (seeds seed, seed + 1, ...) and average their outputs; 1: one model."
+    )
 
 
 class _Network(Section):
@@ -548,6 +552,8 @@ def _check_consistency(c: dict) -> None:
         raise CicyError("train.augment: permutation augmentation runs in the fast loop (train.loop: fast)")
     if c["train"]["augment"] != "none" and d["canonical"]:
         raise CicyError("train.augment: permuting training matrices undoes data.canonical; choose one")
+    if c["train"]["ensemble"] > 1 and m["family"] == "svm":
+        raise CicyError("train.ensemble: averages neural networks; an SVM trained again is the same SVM: set it to 1")
     from .data import source
 
     try:

@@ -399,6 +399,28 @@ class SvmModel:
         return int(sum(e.support_vectors_.size + e.dual_coef_.size for e in self.estimators.values()))
 
 
+@keras.saving.register_keras_serializable(package="cicy_search")
+class Ensemble(keras.Model):
+    """Trained models of one config (``train.ensemble``), as one: its outputs are theirs averaged, target by
+    target (softmax probabilities, or regression values). Saved and loaded as one model (``bundle``)."""
+
+    def __init__(self, members, **kwargs):
+        super().__init__(**kwargs)
+        self.members = list(members)
+
+    def call(self, inputs, training=False):
+        outputs = [member(inputs, training=training) for member in self.members]
+        return keras.tree.map_structure(lambda *each: keras.ops.mean(keras.ops.stack(each), axis=0), *outputs)
+
+    def get_config(self):
+        return {**super().get_config(), "members": [keras.saving.serialize_keras_object(m) for m in self.members]}
+
+    @classmethod
+    def from_config(cls, config):
+        members = [keras.saving.deserialize_keras_object(m) for m in config.pop("members")]
+        return cls(members, **config)
+
+
 BUILDERS = {"dense": build_dense, "cnn": build_cnn, "inception": build_inception, "equivariant": build_equivariant}
 
 

@@ -22,7 +22,7 @@ from keras import ops
 from . import compat, signals
 from . import data as cicy_data
 from .errors import CicyError
-from .models import SvmModel, Target, build
+from .models import Ensemble, SvmModel, Target, build
 
 SPLITS = ("train", "val", "test")
 
@@ -268,6 +268,21 @@ def fit(
     signals.check()  # a signal swallowed after the last training ended (in evaluation, say) ends the next one here
     prepared = prepared or prepare(config)
     t, head = config["train"], config["model"]["head"]
+    if t["ensemble"] > 1:
+        if initial_weights:
+            raise CicyError("train.ensemble: a saved model is continued alone; set train.ensemble to 1 to continue one")
+        return _fit_ensemble(config, prepared, callbacks, progress)
+    result = _train(config, prepared, callbacks, progress, initial_weights, initial_epoch)
+    result.metrics = evaluate(result.model, prepared, head)
+    return result
+
+
+def _train(
+    config: dict, prepared: Prepared, callbacks: Sequence, progress: bool, initial_weights: str | None = None, initial_epoch: int = 0
+) -> TrainResult:
+    """``fit`` without the scores (``metrics`` empty): one model trained."""
+    t = config["train"]
+    head = config["model"]["head"]
     if config["model"]["family"] == "dense" and t["loop"] == "fast":
         # Nothing in a dense network or the fast loop reads TensorFlow's global seed (model.fit's shuffling and a
         # plugin's own ops may), and setting it clears TensorFlow's cache of instantiated functions: the shared
@@ -321,8 +336,67 @@ def fit(
             # A loss can stay finite while weights overflow: a ReLU output pushed below zero everywhere hides them.
             raise TrainingDiverged(f"training diverged: weights became infinite or NaN (loss {losses[-1] if losses else 'n/a'} at the last epoch)")
     seconds = time.perf_counter() - start
-    metrics = evaluate(model, prepared, head)
-    return TrainResult(config, model, prepared.targets, history, metrics, model.count_params(), seconds, epochs_run, extra)
+    return TrainResult(config, model, prepared.targets, history, {}, model.count_params(), seconds, epochs_run, extra)
+
+
+def _fit_ensemble(config: dict, prepared: Prepared, callbacks: Sequence, progress: bool) -> TrainResult:
+    """``train.ensemble`` members of ``config``, trained one after the other with seeds ``seed``, ``seed + 1``, ...
+    and scored once, averaged (``models.Ensemble``).
+
+    The callbacks see one run: member k's epochs are numbered from k x ``train.epochs`` on, so a run's ``epoch_*``
+    metrics and a trial's reports to its pruner follow one another (the pruner's rungs fall in the first member).
+    ``history`` is the members' histories end to end, ``seconds`` and ``epochs_run`` their sums.
+    """
+    from .config import MAX_SEED
+
+    t = config["train"]
+    members = []
+    for k in range(t["ensemble"]):
+        member = {**config, "seed": (config["seed"] + k) % (MAX_SEED + 1), "train": {**t, "ensemble": 1}}
+        shifted = [_Shifted(cb, k * t["epochs"]) for cb in callbacks]
+        members.append(_train(member, prepared, shifted, progress))
+    model = Ensemble([m.model for m in members], name="ensemble")
+    model(prepared.x["train"][:1].astype(np.float32))  # built, so that it counts its parameters and saves
+    history = {key: [v for m in members for v in m.history.get(key, [])] for key in members[0].history}
+    return TrainResult(
+        config, model, prepared.targets, history, evaluate(model, prepared, config["model"]["head"]), model.count_params(),
+        sum(m.seconds for m in members), sum(m.epochs_run for m in members), {**members[0].extra, "members": len(members)},
+    )
+
+
+class _Shifted(keras.callbacks.Callback):
+    """Forwards a callback's hooks with its epochs numbered from ``offset`` on: an ensemble member's epochs after
+    those of the members trained before it."""
+
+    def __init__(self, inner: keras.callbacks.Callback, offset: int):
+        super().__init__()
+        self.inner, self.offset = inner, offset
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.inner.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.inner.set_params(params)
+
+    def on_train_begin(self, logs=None):
+        self.inner.on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        self.inner.on_train_end(logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.inner.on_epoch_begin(epoch + self.offset, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.inner.on_epoch_end(epoch + self.offset, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.inner.on_train_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.inner.on_train_batch_end(batch, logs)
 
 
 @contextmanager

@@ -30,6 +30,11 @@ def test_empty_config_is_the_seed_talks_dense_network():
         ({"model": {"family": "equivariant", "layer": "bipartite", "update_layers": 0}}, "model.update_layers: expected an integer from 1 to 64, got 0"),
         ({"model": {"family": "equivariant", "layer": "bipartite", "update_layers": "two"}}, "model.update_layers: expected an integer"),
         ({"model": {"family": "dense", "update_layers": 2}}, "unknown key model.update_layers"),
+        ({"train": {"ensemble": 0}}, "train.ensemble: expected an integer from 1 to 64, got 0"),
+        ({"train": {"ensemble": 65}}, "train.ensemble: expected an integer from 1 to 64, got 65"),
+        ({"train": {"ensemble": "three"}}, "train.ensemble: expected an integer"),
+        ({"train": {"ensemble": 2.5}}, "train.ensemble: expected an integer"),
+        ({"model": {"family": "svm"}, "train": {"ensemble": 2}}, "train.ensemble: averages neural networks"),
     ],
 )
 def test_bad_configs_fail_with_one_line_naming_the_key(config, message):

@@ -58,9 +58,31 @@ def test_a_cell_of_another_config_is_not_taken_for_done(tmp_path, mlflow_client)
         ({"rows": [{"name": "x", "config": "no_such_config"}]}, "no_such_config"),
         ({"rows": [{"name": "x", "config": "dense", "override": {"model": {"depth": 0}}}]}, "model.depth"),
         ({"colour": 1}, "unknown key 'colour'"),
+        ({"rows": [{"name": "a, b", "config": "dense"}]}, "rows[0]: name 'a, b': expected a text without commas"),
+        ({"rows": [{"name": 7, "config": "dense"}]}, "rows[0]: name 7: expected a text without commas"),
+        ({"rows": [{"name": "x", "config": "dense"}, {"name": "x", "config": "svm"}]}, "rows[1]: a second row named 'x'"),
     ],
 )
 def test_a_wrong_table_fails_at_load_with_one_line(tmp_path, changes, message):
     with pytest.raises(CicyError) as e:
         results.load_table(_table(tmp_path, **changes))
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("rows", [["nope"], ["dense", "nope"], ["dense", "ensemble of 3"]])
+def test_rows_naming_one_that_is_not_in_the_table_train_nothing(tmp_path, mlflow_client, rows):
+    table = results.load_table(_table(tmp_path))
+    before = len(results._runs(mlflow_client, table))
+    said = []
+    with pytest.raises(CicyError) as e:
+        results.run_table(table, mlflow_client, rows=rows, progress=said.append)
+    assert str(e.value) == f"--rows: no row named {rows[-1]!r} in table 't'"
+    assert said == [] and len(results._runs(mlflow_client, table)) == before  # nothing trained
+
+
+def test_a_key_added_at_its_neutral_default_keeps_older_cells_done(tmp_path):
+    table = results.load_table(_table(tmp_path))
+    cell = results.cell_config(table["rows"][0], 0.5, 0, table["val"])
+    older = {**cell, "train": {k: v for k, v in cell["train"].items() if k != "ensemble"}}  # trained before the key
+    assert cell["train"]["ensemble"] == 1 and results._digest(cell) == results._digest(older)
+    assert results._digest({**cell, "train": {**cell["train"], "ensemble": 3}}) != results._digest(cell)

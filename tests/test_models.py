@@ -154,6 +154,35 @@ def test_equivariant_model_trains_saves_and_reloads(tmp_path):
         assert np.array_equal(a, b)
 
 
+def test_an_ensemble_is_its_members_averaged_each_the_run_of_its_own_seed_and_saves_as_one_model(tmp_path):
+    from cicy_search import bundle
+    from cicy_search.data import load
+    from cicy_search.training import EpochCallback
+
+    single = resolve(tiny("equivariant", limit=400, epochs=2, layer="bipartite", depth=2, width=12, head_width=12))
+    config = resolve({**single, "train": {**single["train"], "ensemble": 3}})
+    prepared = prepare(config)
+    seen = []
+    result = fit(config, prepared, callbacks=[EpochCallback(lambda epoch, logs: seen.append(epoch))])
+    assert seen == list(range(6)) and result.epochs_run == 6 and len(result.history["val_accuracy"]) == 6
+    members = result.model.members
+    alone = [fit({**single, "seed": single["seed"] + k}, prepared) for k in (0, 2)]
+    for member, one in zip((members[0], members[2]), alone):  # member k is the model of seed + k
+        for a, b in zip(member.get_weights(), one.model.get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(members[0].get_weights()[0], members[1].get_weights()[0])
+    assert result.n_params == 3 * alone[0].n_params
+    x = load().x[:64].astype(np.float32)
+    outputs = [keras.ops.convert_to_numpy(m(x)) for m in members]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(result.model(x)), np.mean(outputs, axis=0), rtol=1e-5, atol=1e-7)
+    assert result.metrics["test_permuted_accuracy"] == result.metrics["test_accuracy"]  # invariant members: invariant mean
+    loaded = bundle.load(bundle.save(tmp_path / "m", result.model, result.config, result.targets))
+    assert (loaded.predict(load().x[:64])["h11"] == bundle.Loaded(result.model, result.config, result.targets).predict(load().x[:64])["h11"]).all()
+    assert [w.shape for w in loaded.model.get_weights()] == [w.shape for w in result.model.get_weights()]
+    for a, b in zip(result.model.get_weights(), loaded.model.get_weights()):
+        assert np.array_equal(a, b)
+
+
 def test_update_layers_stack_dense_layers_in_each_bipartite_update():
     base = {"family": "equivariant", "layer": "bipartite", "depth": 2, "width": 8, "head_width": 8}
     counts = {}

@@ -156,6 +156,8 @@ def _study_file(tmp_path, **changes):
         ({"pruner": {"name": "hyperband", "min_resource": 2}}, ["--algorithm", "hyperband"], ["pruner.min_resource: keras-tuner's hyperband needs 1"]),
         ({"base": "svm", "train": {}, "space": {"model.C": {"type": "float", "low": 0.1, "high": 10, "log": True}}}, ["--algorithm", "hyperband"], ["model.family svm: hyperband"]),
         ({"space": {**TINY_STUDY["space"], "train.epochs": {"type": "int", "low": 1, "high": 3}}}, ["--algorithm", "hyperband"], ["space.train.epochs: hyperband chooses"]),
+        ({"train": {"epochs": 2, "ensemble": 2}}, ["--algorithm", "hyperband"], ["train.ensemble: hyperband continues one model"]),
+        ({"space": {**TINY_STUDY["space"], "train.ensemble": {"type": "int", "low": 1, "high": 3}}}, ["--algorithm", "hyperband"], ["train.ensemble: hyperband"]),
         ({}, ["--algorithm", "grid"], ["--algorithm: unknown keras-tuner algorithm 'grid'"]),
         ({}, ["--max-trials", "0"], ["--max-trials: expected an integer from 1"]),
     ],

@@ -57,6 +57,10 @@ def load_table(path: str | Path) -> dict:
         bad = sorted(set(row) - ROW_KEYS)
         if bad:
             raise CicyError(f"{path}: rows[{i}]: unknown key {bad[0]!r} (allowed: {', '.join(sorted(ROW_KEYS))})")
+        if not isinstance(row["name"], str) or "," in row["name"]:
+            raise CicyError(f"{path}: rows[{i}]: name {row['name']!r}: expected a text without commas (--rows separates names with them)")
+        if any(r["name"] == row["name"] for r in table["rows"]):
+            raise CicyError(f"{path}: rows[{i}]: a second row named {row['name']!r}")
         override = merge(raw.get("override") or {}, {**(row.get("override") or {}), "name": row["name"]})
         config = load_config(row["config"], override, folder=path.parent)
         table["rows"].append(
@@ -72,7 +76,16 @@ def cell_config(row: dict, fraction: float, seed: int, val: float) -> dict:
     return resolve(merge(row["config"], {"seed": seed, "data": split}))
 
 
+#: Config keys added after tables were trained, at the value that changes nothing: left out of a cell's digest
+#: there, so that cells trained before the key existed still count as done.
+NEUTRAL = {("train", "ensemble"): 1}
+
+
 def _digest(config: dict) -> str:
+    config = {**config, **{section: dict(config[section]) for section, _ in NEUTRAL if section in config}}
+    for (section, key), value in NEUTRAL.items():
+        if config.get(section, {}).get(key, value) == value:
+            config.get(section, {}).pop(key, None)
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -89,9 +102,10 @@ def run_table(table: dict, client, *, rows: list[str] | None = None, progress=pr
     """Train every missing cell (resuming: cells with a FINISHED run of the same config are skipped)."""
     from ..tracking.runner import run_tracked
 
+    unknown = [name for name in rows or () if name not in {row["name"] for row in table["rows"]}]
+    if unknown:
+        raise CicyError(f"--rows: no row named {unknown[0]!r} in table {table['name']!r}")
     todo = list(cells(table, rows))
-    if rows and not todo:
-        raise CicyError(f"no rows named {', '.join(rows)} in table {table['name']!r}")
     done = {r.data.tags.get("table_digest") for r in _runs(client, table) if r.info.status == "FINISHED"}
     ran = []
     for k, (row, fraction, seed) in enumerate(todo):

@@ -65,6 +65,8 @@ def check(spec: StudySpec, algorithm: str) -> dict:
     if any(p.name == "train.epochs" for p in spec.params):
         raise CicyError("space.train.epochs: hyperband chooses each trial's epochs; remove it from the space")
     example = spec.config_for(spec.sample(space.Example()), seed=0)
+    if example["train"]["ensemble"] > 1 or any(p.name == "train.ensemble" for p in spec.params):
+        raise CicyError("train.ensemble: hyperband continues one model from round to round; train ensembles with another algorithm")
     settings = {"max_epochs": example["train"]["epochs"], "factor": 3}
     if pruner == "hyperband":  # Optuna's Hyperband pruner: its settings are keras-tuner's
         for key, value in spec.pruner.items():
