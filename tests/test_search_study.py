@@ -58,6 +58,17 @@ def test_trials_and_mlflow_runs_match_one_to_one_and_resume_adds(tmp_path, track
     assert len(set(seen)) == 5  # a resumed sampler does not replay its first draws
 
 
+def test_an_ensemble_trial_reports_its_members_epochs_one_after_another(tmp_path, tracking_uri, mlflow_client):
+    spec = study_spec("ens", train={"epochs": 2, "ensemble": 2}, pruner={"name": "median"}, budget={"n_trials": 1})
+    study = studies.run(spec, storage=f"sqlite:///{tmp_path / 'o.db'}", tracking_uri=tracking_uri).study
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE and sorted(trial.intermediate_values) == [0, 1, 2, 3]
+    (run,) = child_runs(mlflow_client, study)
+    history = mlflow_client.get_metric_history(run.info.run_id, "epoch_val_accuracy")
+    assert sorted(h.step for h in history) == [0, 1, 2, 3] and run.data.metrics["epochs_run"] == 4
+    assert run.data.params["train.ensemble"] == "2" and run.data.tags.get("model_logged") == "true"
+
+
 @pytest.mark.slow
 def test_pruned_trials_are_pruned_in_optuna_and_mlflow(tmp_path, tracking_uri, mlflow_client):
     spec = study_spec("pruned", pruner={"name": "threshold", "lower": 1.01}, budget={"n_trials": 2})
