@@ -354,7 +354,8 @@ def _fit_ensemble(config: dict, prepared: Prepared, callbacks: Sequence, progres
     for k in range(t["ensemble"]):
         member = {**config, "seed": (config["seed"] + k) % (MAX_SEED + 1), "train": {**t, "ensemble": 1}}
         shifted = [_Shifted(cb, k * t["epochs"]) for cb in callbacks]
-        members.append(_train(member, prepared, shifted, progress))
+        bar = [ProgressBar(t["epochs"], f"member {k + 1}/{t['ensemble']}, epoch")] if progress else []
+        members.append(_train(member, prepared, [*shifted, *bar], progress=False))
     model = Ensemble([m.model for m in members], name="ensemble")
     model(prepared.x["train"][:1].astype(np.float32))  # built, so that it counts its parameters and saves
     history = {key: [v for m in members for v in m.history.get(key, [])] for key in members[0].history}
@@ -901,15 +902,15 @@ def evaluate(model, prepared: Prepared, head: str) -> dict[str, float]:
 class ProgressBar(keras.callbacks.Callback):
     """A rich progress bar over epochs showing the latest loss and validation accuracy."""
 
-    def __init__(self, epochs: int):
+    def __init__(self, epochs: int, label: str = "epoch"):
         super().__init__()
-        self.epochs = epochs
+        self.epochs, self.label = epochs, label
 
     def on_train_begin(self, logs=None):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.progress = Progress(
-            TextColumn("epoch"), MofNCompleteColumn(), BarColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}")
+            TextColumn(self.label), MofNCompleteColumn(), BarColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}")
         )
         self.progress.start()
         self.task = self.progress.add_task("train", total=self.epochs, status="")
