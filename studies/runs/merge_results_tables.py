@@ -5,7 +5,8 @@ of the results file. The matrix-only rows were retrained in other sessions' stor
     PYTHONPATH=$PWD .venv/bin/python studies/runs/merge_results_tables.py recipes/results.yaml bench/results/results_table \\
         bench/results/results_table.json bench/results/matrix_family_results_table.json bench/results/matrix_h21_results_table.json \\
         bench/results/matrix_long_results_table.json bench/results/matrix_mlp_results_table.json \\
-        bench/results/matrix_fit_results_table.json bench/results/matrix_wide_results_table.json
+        bench/results/matrix_fit_results_table.json bench/results/matrix_wide_results_table.json \\
+        bench/results/matrix_ensemble_results_table.json
 """
 
 import json
