@@ -82,10 +82,11 @@ NEUTRAL = {("train", "ensemble"): 1}
 
 
 def _digest(config: dict) -> str:
-    config = {**config, **{section: dict(config[section]) for section, _ in NEUTRAL if section in config}}
-    for (section, key), value in NEUTRAL.items():
-        if config.get(section, {}).get(key, value) == value:
-            config.get(section, {}).pop(key, None)
+    absent = object()
+    config = {
+        name: {k: v for k, v in value.items() if NEUTRAL.get((name, k), absent) != v} if isinstance(value, dict) else value
+        for name, value in config.items()
+    }
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
