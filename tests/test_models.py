@@ -172,15 +172,25 @@ def test_an_ensemble_is_its_members_averaged_each_the_run_of_its_own_seed_and_sa
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert not np.allclose(members[0].get_weights()[0], members[1].get_weights()[0])
     assert result.n_params == 3 * alone[0].n_params
-    x = load().x[:64].astype(np.float32)
+    matrices = load().x[:64]
+    x = matrices.astype(np.float32)
     outputs = [keras.ops.convert_to_numpy(m(x)) for m in members]
     np.testing.assert_allclose(keras.ops.convert_to_numpy(result.model(x)), np.mean(outputs, axis=0), rtol=1e-5, atol=1e-7)
     assert result.metrics["test_permuted_accuracy"] == result.metrics["test_accuracy"]  # invariant members: invariant mean
     loaded = bundle.load(bundle.save(tmp_path / "m", result.model, result.config, result.targets))
-    assert (loaded.predict(load().x[:64])["h11"] == bundle.Loaded(result.model, result.config, result.targets).predict(load().x[:64])["h11"]).all()
+    assert (loaded.predict(matrices)["h11"] == bundle.Loaded(result.model, result.config, result.targets).predict(matrices)["h11"]).all()
     assert [w.shape for w in loaded.model.get_weights()] == [w.shape for w in result.model.get_weights()]
     for a, b in zip(result.model.get_weights(), loaded.model.get_weights()):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("weights", ["saved.weights.h5", "/no/such/file.weights.h5"])
+def test_an_ensemble_is_not_continued_from_saved_weights(weights):
+    from cicy_search.errors import CicyError
+
+    config = resolve({**tiny(limit=300), "train": {**tiny()["train"], "ensemble": 2}})
+    with pytest.raises(CicyError, match="train.ensemble: a saved model is continued alone"):
+        fit(config, initial_weights=weights, initial_epoch=1)
 
 
 def test_update_layers_stack_dense_layers_in_each_bipartite_update():
