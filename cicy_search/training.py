@@ -254,7 +254,8 @@ def fit(
     initial_weights: str | None = None,
     initial_epoch: int = 0,
 ) -> TrainResult:
-    """Train the model a resolved config describes and score it on every split.
+    """Train the model a resolved config describes and score it on every split (``train.ensemble`` > 1: that many
+    models, averaged and scored once; ``_fit_ensemble``).
 
     Args:
         config: a resolved run config (``config.resolve``).
@@ -361,7 +362,7 @@ def _fit_ensemble(config: dict, prepared: Prepared, callbacks: Sequence, progres
     history = {key: [v for m in members for v in m.history.get(key, [])] for key in members[0].history}
     return TrainResult(
         config, model, prepared.targets, history, evaluate(model, prepared, config["model"]["head"]), model.count_params(),
-        sum(m.seconds for m in members), sum(m.epochs_run for m in members), {**members[0].extra, "members": len(members)},
+        sum(m.seconds for m in members), sum(m.epochs_run for m in members), members[0].extra,
     )
 
 
