@@ -40,6 +40,24 @@ def test_unknown_figure_name_is_a_usage_error():
     assert e.value.code == 2
 
 
+@pytest.mark.parametrize("browser_path", [None, "", "/nonexistent/chromium", "docs"])
+def test_no_chromium_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, browser_path):
+    """Without a browser on the PATH (and BROWSER_PATH unset, empty, missing or a folder) nothing is drawn."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no chromium on it
+    if browser_path is None:
+        monkeypatch.delenv("BROWSER_PATH", raising=False)
+    else:
+        monkeypatch.setenv("BROWSER_PATH", browser_path)
+    table = tmp_path / "results_table.json"
+    table.write_text(json.dumps(RECORDS))
+    with pytest.raises(SystemExit) as e:
+        figures.main(["--only", "results", "--results", str(table), "--out", str(tmp_path / "figs")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: no headless Chromium found")
+    assert not (tmp_path / "figs").exists()
+
+
 def test_biasvar_figure_is_on_a_log_axis_with_the_minimum_marked():
     import pandas as pd
 

@@ -186,6 +186,8 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
     unknown = wanted - set(NAMES)
     if unknown:
         parser.error(f"unknown figure {sorted(unknown)[0]!r} (choose from {', '.join(NAMES)})")
+    if browser.find() is None:  # checked before anything trains or is read: every figure ends as a PNG
+        parser.exit(2, "error: no headless Chromium found (apt-get install chromium, or set BROWSER_PATH): the PNGs cannot be written\n")
     from .. import tracking
 
     client = tracking.client(args.tracking_uri)
