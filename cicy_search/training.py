@@ -885,12 +885,7 @@ def evaluate(model, prepared: Prepared, head: str) -> dict[str, float]:
     for name, x, matrices in splits:
         split = "test" if name == "test_permuted" else name
         raw = predict(model, x, prepared.targets, head)
-        four = src is not None and src.kind == "cicy4"
-        euler = None  # permutation-invariant: the permuted test matrices' are the test split's
-        if four:
-            euler = prepared.dataset.frame["euler"].to_numpy()[prepared.index[split]]
-        elif matrices is not None and src is not None and src.kind == "shipped" and (d.get("physics") or "h11" in raw):
-            euler, _ = cicy_data.exact_invariants(prepared.matrices[split])
+        euler = _exact_euler(prepared, split, matrices, raw, src)
         pred = derive(raw, matrices, d, euler) if matrices is not None else raw
         metrics.update(scores(pred, prepared.y[split], name))
         if matrices is not None and "h11" in raw and not d.get("physics") and src is not None and src.kind == "shipped":
@@ -898,6 +893,43 @@ def evaluate(model, prepared: Prepared, head: str) -> dict[str, float]:
             physics = derive(raw, matrices, {"physics": True, "targets": ["h21"]}, euler)["h21"]
             metrics[f"{name}_h21_physics_accuracy"] = float(np.mean(physics == true))
     return metrics
+
+
+def _exact_euler(prepared: Prepared, split: str, matrices, raw: dict, src) -> np.ndarray | None:
+    """The split's exact Euler numbers where ``derive`` needs them (4-folds: the list's; shipped 3-folds: computed)."""
+    d = prepared.data
+    if src is not None and src.kind == "cicy4":
+        return prepared.dataset.frame["euler"].to_numpy()[prepared.index[split]]
+    if matrices is not None and src is not None and src.kind == "shipped" and (d.get("physics") or "h11" in raw):
+        return cicy_data.exact_invariants(prepared.matrices[split])[0]  # the unpermuted matrices': invariant
+    return None
+
+
+def test_misses(model, prepared: Prepared, head: str) -> list[dict]:
+    """The test matrices a finished model gets wrong: each one's ``id`` in the list (its row number where the list
+    has no ids) and, per scored target, the true and the predicted value (``h11``, ``h11_pred``).
+
+    Accuracy says how many; this says which, so the misses of several seeds or models can be compared: matrices
+    every model misses point at the data (rare classes, a hard corner of the list), not at one training.
+    """
+    d = prepared.data
+    matrices = prepared.matrices.get("test")
+    if not len(prepared.x["test"]):
+        return []
+    raw = predict(model, prepared.x["test"], prepared.targets, head)
+    src = cicy_data.source(d["dataset"]) if d.get("dataset") else None
+    pred = derive(raw, matrices, d, _exact_euler(prepared, "test", matrices, raw, src)) if matrices is not None else raw
+    frame = prepared.dataset.frame
+    rows = prepared.index["test"]
+    ids = frame["id"].to_numpy()[rows] if "id" in frame else rows
+    true = prepared.y["test"]
+    wrong = np.zeros(len(rows), dtype=bool)
+    for name, p in pred.items():
+        wrong |= p != true[name]
+    return [
+        {"id": int(ids[i]), **{k: v for name, p in pred.items() for k, v in ((name, int(true[name][i])), (f"{name}_pred", int(p[i])))}}
+        for i in np.flatnonzero(wrong)
+    ]
 
 
 class ProgressBar(keras.callbacks.Callback):

@@ -47,7 +47,7 @@ def test_train_logs_exactly_one_complete_run(tmp_path, mlflow_client, tracking_u
     metrics = evaluate(loaded.model, prepare(loaded.config), "classification")
     assert np.isclose(metrics["test_accuracy"], m["test_accuracy"])
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
-    assert artifacts == {"model_summary.txt", "model"}
+    assert artifacts == {"model_summary.txt", "model", "test_misses.json"}
     # The config is the run's description; saved as a file, it trains the same run again.
     note = t["mlflow.note.content"]
     assert "`cicy-search train config.yaml`" in note

@@ -316,7 +316,7 @@ def test_a_runs_config_is_its_description_or_when_too_long_its_config_yaml(mlflo
     import mlflow.utils.validation
     import yaml
 
-    from cicy_search.tracking.runner import run_tracked
+    from cicy_search.tracking.runner import MISSES, run_tracked
 
     from .conftest import tiny
 
@@ -324,9 +324,39 @@ def test_a_runs_config_is_its_description_or_when_too_long_its_config_yaml(mlflo
     short = run_tracked(config, mlflow_client=mlflow_client, experiment=EXPERIMENT, log_model=False).run_id
     note = mlflow_client.get_run(short).data.tags[tracking.NOTE]
     assert yaml.safe_load(note.split("```yaml\n")[1].split("```")[0]) == config
-    assert mlflow_client.list_artifacts(short) == []
+    assert [a.path for a in mlflow_client.list_artifacts(short)] == [MISSES]  # no config.yaml
     monkeypatch.setattr(mlflow.utils.validation, "MAX_TAG_VAL_LENGTH", len(note) - 1)
     assert tracking.config_note(config) == {}
     long = run_tracked(config, mlflow_client=mlflow_client, experiment=EXPERIMENT, log_model=False).run_id
     assert tracking.NOTE not in mlflow_client.get_run(long).data.tags
     assert yaml.safe_load(open(mlflow_client.download_artifacts(long, "config.yaml", str(tmp_path))).read()) == config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "family, changes",
+    [("dense", {}), ("svm", {}), ("dense", {"data": {"targets": ["h11", "h21"]}}), ("dense", {"data": {"physics": True, "targets": ["h11", "h21"]}})],
+)
+def test_a_finished_run_lists_the_test_matrices_its_model_misses(mlflow_client, tmp_path, family, changes):
+    """``test_misses.json``: one record per wrong test matrix, by its id in the list, with the true and predicted
+    value of each scored target; as many as the test accuracy says, and none a study trial (no test scores) gets."""
+    from cicy_search.config import merge, resolve
+    from cicy_search.tracking.runner import MISSES, run_tracked
+
+    from .conftest import tiny
+
+    config = resolve(merge(tiny(family, limit=300), changes))
+    tracked = run_tracked(config, mlflow_client=mlflow_client, experiment=EXPERIMENT, log_model=False)
+    misses = json.load(open(mlflow_client.download_artifacts(tracked.run_id, MISSES, str(tmp_path))))
+    m, targets = tracked.result.metrics, config["data"]["targets"]
+    n_test = int(mlflow_client.get_run(tracked.run_id).data.params["data.n_test"])
+    assert misses and len({r["id"] for r in misses}) == len(misses)
+    for t in targets:  # each target's wrong ones are listed, with the list's true value
+        assert sum(r[t] != r[f"{t}_pred"] for r in misses) == round((1 - m[f"test_{t}_accuracy"]) * n_test)
+    frame = data.load().frame.set_index("id")
+    for r in misses:
+        assert any(r[t] != r[f"{t}_pred"] for t in targets)
+        assert all(frame.loc[r["id"], t] == r[t] for t in targets)
+    # A study trial's run (log_test=False) lists none.
+    trial = run_tracked(config, mlflow_client=mlflow_client, experiment=EXPERIMENT, log_model=False, log_test=False)
+    assert MISSES not in [a.path for a in mlflow_client.list_artifacts(trial.run_id)]

@@ -8,6 +8,7 @@ so creating the run, its metric batches, artifacts and end cost the training thr
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 from concurrent.futures import Future, wait
@@ -20,7 +21,11 @@ import keras
 from .. import bundle, tracking
 from ..compat import source_layer
 from ..config import dump_yaml, flatten
-from ..training import EpochCallback, Prepared, TrainResult, fit, prepare
+from ..training import EpochCallback, Prepared, TrainResult, fit, prepare, test_misses
+
+
+#: The artifact listing the test matrices a finished run's model gets wrong (``training.test_misses``).
+MISSES = "test_misses.json"
 
 
 @dataclass
@@ -156,6 +161,9 @@ def run_tracked(
             scores = result.metrics if log_test else {k: v for k, v in result.metrics.items() if not k.startswith("test_")}
             final = {**scores, "n_params": result.n_params, "train_seconds": result.seconds, "epochs_run": result.epochs_run}
             run.log_metrics(final, step=result.epochs_run, flush_after=float("inf"))
+            if log_test:  # which test matrices it misses, beside how many
+                misses = json.dumps(test_misses(result.model, prepared, config["model"]["head"]), indent=1)
+                run.log_artifacts({MISSES: misses})
             run.later(lambda: _log_model(run, result, log_model), "model")
             run.end_tags["state"] = "complete"
         except BaseException as exc:
