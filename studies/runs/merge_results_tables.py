@@ -7,7 +7,7 @@ of the results file. The matrix-only rows were retrained in other sessions' stor
         bench/results/matrix_long_results_table.json bench/results/matrix_mlp_results_table.json \\
         bench/results/matrix_fit_results_table.json bench/results/matrix_wide_results_table.json \\
         bench/results/matrix_ensemble_results_table.json bench/results/matrix_ensemble5_results_table.json \\
-        bench/results/matrix_reg_results_table.json
+        bench/results/matrix_reg_results_table.json bench/results/matrix_reg_ens3_results_table.json
 """
 
 import json
@@ -28,8 +28,8 @@ def merge(table_file: str, out: str, tables: list[str]) -> list[dict]:
     records = []
     for row in table["rows"]:
         for fraction in row["fractions"]:
-            if (row["name"], fraction) in cells:
-                records.append(cells[(row["name"], fraction)])
+            if (row["name"], fraction) in cells:  # the row's note as the results file says it now
+                records.append({**cells[(row["name"], fraction)], "note": row["note"]})
     write(records, out)
     return records
 
