@@ -1,6 +1,7 @@
 """The README's figures: the results-table plot from the table's JSON, written as a small PNG."""
 
 import json
+import os
 
 import pytest
 
@@ -56,6 +57,34 @@ def test_no_chromium_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, brows
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: no headless Chromium found")
     assert not (tmp_path / "figs").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("behaviour", ["sleep 600", "exit 1", "kill -SEGV $$"])
+def test_a_browser_that_hangs_or_dies_is_one_line_and_exit_2_with_nothing_written(tmp_path, monkeypatch, capsys, behaviour):
+    """Kaleido waits forever on a Chromium that died under it: each PNG is drawn in a child process that is killed with
+    its browser after ``RENDER_SECONDS`` and tried once more; then one line, exit 2, and no PNG, whole or partial."""
+    started = tmp_path / "started"
+    fake = tmp_path / "chromium"  # a real executable that never answers kaleido: it hangs, fails or crashes
+    fake.write_text(f"#!/bin/sh\necho $$ >> {started}\n{behaviour}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("BROWSER_PATH", str(fake))
+    monkeypatch.setattr(figures, "RENDER_SECONDS", 8.0)
+    table = tmp_path / "results_table.json"
+    table.write_text(json.dumps(RECORDS))
+    with pytest.raises(SystemExit) as e:
+        figures.main(["--only", "results", "--results", str(table), "--out", str(tmp_path / "figs")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err  # MLflow's own log lines (a new tracking store) may come first
+    lines = err.splitlines()
+    assert lines[-1].startswith(f"error: {tmp_path / 'figs' / 'results.png'}: the PNG could not be drawn: ")
+    assert "Traceback" not in err and sum(line.startswith("error") for line in lines) == 1
+    print(lines[-1])
+    assert list((tmp_path / "figs").iterdir()) == []
+    pids = [int(p) for p in started.read_text().split()]
+    assert len(pids) >= 2  # drawn twice
+    for pid in pids:  # none of the browsers is left running
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
 
 
 def test_biasvar_figure_is_on_a_log_axis_with_the_minimum_marked():

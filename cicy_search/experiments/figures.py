@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,18 +38,68 @@ OVERFITTING_RUNS = ("dense", "dense_l1l2", "dense_dropout")
 WEIGHT_RUNS = ("dense", "dense_l1", "dense_l2", "dense_l1l2")
 
 
-def write_png(fig: go.Figure, path: Path, *, width: int = 900, height: int = 420) -> int:
-    """The figure as a PNG of ``width`` x ``height`` CSS pixels (scale 1): returns its size in bytes."""
-    import plotly.io as pio
+class RenderError(RuntimeError):
+    """A PNG that could not be drawn: no Chromium, or kaleido failed or hung twice."""
 
+
+#: Seconds one PNG may take. Kaleido waits forever on a Chromium that died under it (plotly/Kaleido#134, #440:
+#: seen here as a test run that stopped for good), so each PNG is drawn in a child process that is ended, with its
+#: browser, when it runs past this, and drawn once more.
+RENDER_SECONDS = 120.0
+_RENDER = (
+    "import sys, plotly.io as pio\n"
+    "pio.write_image(pio.from_json(sys.stdin.read()), sys.argv[1], width=int(sys.argv[2]), height=int(sys.argv[3]), scale=1)"
+)
+
+
+def write_png(fig: go.Figure, path: Path, *, width: int = 900, height: int = 420) -> int:
+    """The figure as a PNG of ``width`` x ``height`` CSS pixels (scale 1): returns its size in bytes.
+
+    Drawn by kaleido in a child process: one that outlives ``RENDER_SECONDS`` is killed, its Chromium with it,
+    and tried once more; a second failure is a ``RenderError`` naming the file.
+    """
     exe = browser.find()
     if exe is None:
-        raise RuntimeError("no headless Chromium found (apt-get install chromium): the PNGs cannot be written")
-    os.environ.setdefault("BROWSER_PATH", exe)
+        raise RenderError("no headless Chromium found (apt-get install chromium): the PNGs cannot be written")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig = go.Figure(fig).update_layout(width=width, height=height)
-    pio.write_image(fig, str(path), width=width, height=height, scale=1)
-    return path.stat().st_size
+    spec = go.Figure(fig).update_layout(width=width, height=height).to_json()
+    part = path.with_name(f".{path.stem}.{os.getpid()}.part.png")  # renamed once whole: no half-written PNG
+    command = [sys.executable, "-c", _RENDER, str(part), str(width), str(height)]
+    why = ""
+    for _ in range(2):
+        child = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "BROWSER_PATH": exe},
+        )
+        try:
+            _, err = child.communicate(spec, timeout=RENDER_SECONDS)
+        except subprocess.TimeoutExpired:
+            _kill_tree(child)
+            child.wait()
+            why = f"kaleido did not finish within {RENDER_SECONDS:g} s"
+            continue
+        if child.returncode == 0 and part.is_file():
+            os.replace(part, path)
+            return path.stat().st_size
+        why = (err.strip().splitlines() or [f"kaleido exited with {child.returncode}"])[-1]
+    part.unlink(missing_ok=True)
+    raise RenderError(f"{path}: the PNG could not be drawn: {why}")
+
+
+def _kill_tree(child: subprocess.Popen) -> None:
+    """Kill a child and every process under it: kaleido starts Chromium in a session of its own."""
+    import psutil
+
+    try:
+        tree = [psutil.Process(child.pid), *psutil.Process(child.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in tree:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(tree, timeout=10)
 
 
 def results_figure(records: list[dict]) -> go.Figure:
@@ -190,7 +242,13 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
         parser.exit(2, "error: no headless Chromium found (apt-get install chromium, or set BROWSER_PATH): the PNGs cannot be written\n")
     from .. import tracking
 
-    client = tracking.client(args.tracking_uri)
+    try:
+        return _draw(wanted, args, tracking.client(args.tracking_uri))
+    except RenderError as e:  # a PNG that could not be drawn: the ones before it are written
+        parser.exit(2, f"error: {e}\n")
+
+
+def _draw(wanted: set[str], args: argparse.Namespace, client) -> dict[str, int]:
     sizes: dict[str, int] = {}
     if "results" in wanted:
         sizes.update(_results(args.out, args.results, client))
