@@ -2,8 +2,8 @@
 
 Each finished cell's run holds ``test_misses.json`` (the test matrices its model gets wrong, by id). This reads them
 for one row and train fraction, rebuilds each seed's test split to know which matrices each model was tested on,
-and writes a markdown report: the misses per h11 class beside the class's test count, and every matrix missed by
-more than one seed, with its number of projective factors (rows): h11 above that number marks a manifold that is not
+and writes a markdown report: the misses per h11 class beside the class's test count, and the matrices missed, most-missed
+first, with their number of projective factors (rows): h11 above that number marks a manifold that is not
 favourable, whose h11 the ambient space does not give. Reads only what the cells logged; trains nothing.
 
     PYTHONPATH=$PWD .venv/bin/python studies/runs/row_misses.py "ROW" FRACTION OUT.md [TABLE] [TRACKING_URI]
@@ -26,6 +26,7 @@ from cicy_search.experiments import results
 from cicy_search.tracking.runner import MISSES
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+SHOWN = 40  # matrices listed
 
 row_name, fraction, out = sys.argv[1], float(sys.argv[2]), Path(sys.argv[3])
 table_file = sys.argv[4] if len(sys.argv) > 4 else "recipes/results.yaml"
@@ -69,10 +70,12 @@ missed_favourable = sum(len(s) for i, s in missed.items() if h11_of[i] == rows_o
 total_tested, total_missed = sum(tested.values()), sum(len(s) for s in missed.values())
 lines += ["", f"h11 equal to the number of projective factors (favourable): {missed_favourable} misses in "
           f"{tested_favourable} tested; h11 above it: {total_missed - missed_favourable} in {total_tested - tested_favourable}."]
-repeated = sorted((i for i, s in missed.items() if len(s) > 1), key=lambda i: (-len(missed[i]), h11_of[i], i))
-lines += ["", f"Missed by more than one seed: {len(repeated)} matrices.", "",
+order = sorted(missed, key=lambda i: (-len(missed[i]), h11_of[i], i))
+repeated = sum(len(missed[i]) > 1 for i in order)
+lines += ["", f"{len(order)} matrices missed, {repeated} of them by more than one seed; most missed first"
+          f"{f' (the first {SHOWN})' if len(order) > SHOWN else ''}:", "",
           "| id | h11 | factors | seeds testing it | predicted (seed: h11) |", "|---|---|---|---|---|"]
 lines += [f"| {i} | {h11_of[i]} | {rows_of[i]} | {tested[i]} | {', '.join(f'{s}: {p}' for s, p in sorted(missed[i].items()))} |"
-          for i in repeated]
+          for i in order[:SHOWN]]
 out.write_text("\n".join(lines) + "\n")
 print(out.read_text())
