@@ -906,8 +906,8 @@ def _exact_euler(prepared: Prepared, split: str, matrices, raw: dict, src) -> np
 
 
 def test_misses(model, prepared: Prepared, head: str) -> list[dict]:
-    """The test matrices a finished model gets wrong: each one's ``id`` in the list (its row number where the list
-    has no ids) and, per scored target, the true and the predicted value (``h11``, ``h11_pred``).
+    """The test matrices a finished model gets wrong: each one's ``id`` in the list (a number, or an imported list's
+    text; its row number where the list has no ids) and, per scored target, the true and the predicted value (``h11``, ``h11_pred``).
 
     Accuracy says how many; this says which, so the misses of several seeds or models can be compared: matrices
     every model misses point at the data (rare classes, a hard corner of the list), not at one training.
@@ -927,7 +927,7 @@ def test_misses(model, prepared: Prepared, head: str) -> list[dict]:
     for name, p in pred.items():
         wrong |= p != true[name]
     return [
-        {"id": int(ids[i]), **{k: v for name, p in pred.items() for k, v in ((name, int(true[name][i])), (f"{name}_pred", int(p[i])))}}
+        {"id": ids[i].item() if isinstance(ids[i], np.generic) else ids[i], **{k: v for name, p in pred.items() for k, v in ((name, int(true[name][i])), (f"{name}_pred", int(p[i])))}}
         for i in np.flatnonzero(wrong)
     ]
 

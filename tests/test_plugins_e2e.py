@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import json
+import tempfile
 import os
 import subprocess
 import sys
@@ -153,6 +154,11 @@ def test_train_logs_the_plugin_params_and_the_data_file(journey):
     assert json.loads(run.inputs.dataset_inputs[0].dataset.source)["uri"].endswith("examples/data/cicy_moduli.csv")
     m = run.data.metrics
     assert 0 <= m["val_n_moduli_accuracy"] <= 1 and m["test_n_moduli_accuracy"] == m["test_permuted_n_moduli_accuracy"]
+    # The test rows it misses, by the user's own ids (text in this file) and its target's name.
+    with tempfile.TemporaryDirectory() as folder:
+        misses = json.loads(open(client.download_artifacts(run.info.run_id, "test_misses.json", folder)).read())
+    assert len(misses) == round((1 - m["test_n_moduli_accuracy"]) * int(p["data.n_test"]))
+    assert all(r["id"].startswith("cicy") and r["n_moduli"] != r["n_moduli_pred"] for r in misses)
 
 
 def test_a_study_and_a_worker_search_the_plugin_params_with_pruning_on(journey):

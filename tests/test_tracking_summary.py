@@ -293,7 +293,9 @@ def test_a_process_writes_the_summary_at_once_then_at_most_every_flush_period(tm
     deadline = time.monotonic() + 10
     while len(writes()) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert [steps for _, steps in writes()] == [[0], [1, 2]] and writes()[1][0] - writes()[0][0] >= 1.4
+    # Waited for the period (1.5 s from the first write's start; its recorded time may come later on a loaded machine,
+    # as 0.11 s did beside a training run): unthrottled, the second write would follow the first at once.
+    assert [steps for _, steps in writes()] == [[0], [1, 2]] and writes()[1][0] - writes()[0][0] >= 1.0
     uploader.flush(30)
     finish_trial()
     finish_trial()

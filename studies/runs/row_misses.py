@@ -49,9 +49,9 @@ for seed in table["seeds"]:
     dataset, split = data.select(cfg["data"])
     ids = dataset.frame["id"].to_numpy()[split.test]
     factors = (np.abs(dataset.x[split.test]).sum(axis=2) > 0).sum(axis=1)
-    for i, h, r in zip(ids, dataset.y("h11")[split.test], factors):
-        tested[int(i)] += 1
-        h11_of[int(i)], rows_of[int(i)] = int(h), int(r)
+    for i, h, r in zip(ids.tolist(), dataset.y("h11")[split.test].tolist(), factors.tolist()):
+        tested[i] += 1
+        h11_of[i], rows_of[i] = h, r
     for m in misses:
         missed.setdefault(m["id"], {})[seed] = m["h11_pred"]
     per_seed.append((seed, len(ids), len(misses), run.data.metrics.get("test_h11_accuracy")))
