@@ -907,7 +907,8 @@ def _exact_euler(prepared: Prepared, split: str, matrices, raw: dict, src) -> np
 
 def test_misses(model, prepared: Prepared, head: str) -> list[dict]:
     """The test matrices a finished model gets wrong: each one's ``id`` in the list (a number, or an imported list's
-    text; its row number where the list has no ids) and, per scored target, the true and the predicted value (``h11``, ``h11_pred``).
+    text; its row number where the list has no ids) and, per scored target, the true and the predicted value
+    (``h11``, ``h11_pred``).
 
     Accuracy says how many; this says which, so the misses of several seeds or models can be compared: matrices
     every model misses point at the data (rare classes, a hard corner of the list), not at one training.
@@ -926,10 +927,13 @@ def test_misses(model, prepared: Prepared, head: str) -> list[dict]:
     wrong = np.zeros(len(rows), dtype=bool)
     for name, p in pred.items():
         wrong |= p != true[name]
-    return [
-        {"id": ids[i].item() if isinstance(ids[i], np.generic) else ids[i], **{k: v for name, p in pred.items() for k, v in ((name, int(true[name][i])), (f"{name}_pred", int(p[i])))}}
-        for i in np.flatnonzero(wrong)
-    ]
+    misses = []
+    for i in np.flatnonzero(wrong):
+        record = {"id": ids[i].item() if isinstance(ids[i], np.generic) else ids[i]}
+        for name, p in pred.items():
+            record[name], record[f"{name}_pred"] = int(true[name][i]), int(p[i])
+        misses.append(record)
+    return misses
 
 
 class ProgressBar(keras.callbacks.Callback):
