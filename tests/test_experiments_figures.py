@@ -79,7 +79,6 @@ def test_a_browser_that_hangs_or_dies_is_one_line_and_exit_2_with_nothing_writte
     lines = err.splitlines()
     assert lines[-1].startswith(f"error: {tmp_path / 'figs' / 'results.png'}: the PNG could not be drawn: ")
     assert "Traceback" not in err and sum(line.startswith("error") for line in lines) == 1
-    print(lines[-1])
     assert list((tmp_path / "figs").iterdir()) == []
     pids = [int(p) for p in started.read_text().split()]
     assert len(pids) >= 2  # drawn twice

@@ -60,8 +60,11 @@ lines = [f"# {row_name}, {fraction:.0%} train: the test matrices its models miss
          f"`PYTHONPATH=$PWD .venv/bin/python studies/runs/row_misses.py \"{row_name}\" {fraction:g} {out}`", "",
          "| split seed | test matrices | missed | test h11 accuracy |", "|---|---|---|---|"]
 lines += [f"| {s} | {n} | {k} | {acc:.4f} |" for s, n, k, acc in per_seed]
-classes = Counter(h11_of[i] for i in tested for _ in range(tested[i]))
-miss_class = Counter(h11_of[i] for i, seeds in missed.items() for _ in seeds)
+classes, miss_class = Counter(), Counter()  # per h11: tested and missed, summed over the seeds
+for i, n in tested.items():
+    classes[h11_of[i]] += n
+for i, seeds in missed.items():
+    miss_class[h11_of[i]] += len(seeds)
 lines += ["", "By true h11 (test matrices and misses summed over the seeds):", "",
           "| h11 | tested | missed | missed % |", "|---|---|---|---|"]
 lines += [f"| {h} | {classes[h]} | {miss_class[h]} | {100 * miss_class[h] / classes[h]:.1f} |" for h in sorted(classes) if miss_class[h]]
