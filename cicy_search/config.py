@@ -318,6 +318,10 @@ class _Network(Section):
     l2: NonNegative = Field(0.0, description="L2 penalty on the weights.")
     dropout: Rate = Field(0.0, description="Dropout rate after each hidden layer.")
     batch_norm: Bool = Field(False, description="Batch normalisation after each hidden layer.")
+    rows_offset: Bool = Field(
+        False,
+        description="classification of h11: score h11 minus the matrix's number of non-zero rows (h11 is at least that on every CICY; the model counts the rows itself).",
+    )
 
 
 def _default(section: type[Section], key: str, default: Any):
@@ -548,6 +552,8 @@ def _check_consistency(c: dict) -> None:
             raise CicyError(f"model.{key}: {len(m[key])} values given for {count} = {m[count]}")
     if m["family"] == "equivariant" and m["update_layers"] > 1 and m["layer"] != "bipartite":
         raise CicyError("model.update_layers: the row and column updates are layer: bipartite's; layer: exchangeable has none")
+    if m.get("rows_offset") and (m["head"] != "classification" or "h11" not in d["targets"]):
+        raise CicyError("model.rows_offset: offsets a classification head of h11: needs model.head: classification and h11 in data.targets")
     if c["train"]["augment"] != "none" and c["train"]["loop"] != "fast":
         raise CicyError("train.augment: permutation augmentation runs in the fast loop (train.loop: fast)")
     if c["train"]["augment"] != "none" and d["canonical"]:

@@ -23,10 +23,13 @@ def _regularizer(m: dict):
     return keras.regularizers.L1L2(l1=m["l1"], l2=m["l2"]) if (m["l1"] or m["l2"]) else None
 
 
-def _heads(x, m: dict, targets: list[Target]):
+def _heads(x, m: dict, targets: list[Target], inputs):
     outputs = {}
     for t in targets:
-        if m["head"] == "classification":
+        if m["head"] == "classification" and m.get("rows_offset") and t.name == "h11":
+            logits = keras.layers.Dense(t.n_classes, name=f"{t.name}_offset")(x)
+            outputs[t.name] = RowsOffset(t.low, name=t.name)([logits, inputs])
+        elif m["head"] == "classification":
             outputs[t.name] = keras.layers.Dense(t.n_classes, activation="softmax", name=t.name)(x)
         else:
             # ReLU output (the literature's), its bias starting mid-range: with a zero bias the unit can start
@@ -34,6 +37,43 @@ def _heads(x, m: dict, targets: list[Target]):
             mid = keras.initializers.Constant((t.low + t.high) / 2)
             outputs[t.name] = keras.layers.Dense(1, activation="relu", bias_initializer=mid, name=t.name)(x)
     return outputs[targets[0].name] if len(targets) == 1 else outputs
+
+
+@keras.saving.register_keras_serializable(package="cicy_search")
+class RowsOffset(keras.layers.Layer):
+    """h11 probabilities from scores of h11 minus the matrix's number of rows (``model.rows_offset``).
+
+    Every CICY has h11 >= its number of projective factors (its non-zero rows; equal on the favourable ones,
+    62% of the original list). Score k of the input logits is read as h11 = rows + k: it becomes the
+    probability of class ``rows + k - low`` of the output, a softmax over the scores that land inside the class
+    range. The row count is read from the matrix in the layer, so the model still takes the matrix alone, and
+    it does not change under row or column permutations.
+    """
+
+    def __init__(self, low: int, **kwargs):
+        super().__init__(**kwargs)
+        self.low = low
+
+    def call(self, inputs):
+        from keras import ops
+
+        logits, x = inputs
+        entries = x if len(x.shape) == 3 else x[..., 0]
+        rows = ops.sum(ops.cast(ops.sum(entries, axis=2) > 0, "int32"), axis=1)  # (B,)
+        n = logits.shape[-1]
+        target = ops.arange(n, dtype="int32")[None, :] + (rows - self.low)[:, None]  # (B, K): the class of score k
+        inside = (target >= 0) & (target < n)
+        logits = ops.where(inside, logits, ops.full_like(logits, -1e9))
+        probs = ops.softmax(logits, axis=-1) * ops.cast(inside, logits.dtype)
+        # Class c collects score k = c - (rows - low): one one-hot (K x C) placement per matrix.
+        place = ops.one_hot(ops.where(inside, target, n), n + 1, dtype=logits.dtype)[..., :n]
+        return ops.einsum("bk,bkc->bc", probs, place)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "low": self.low}
 
 
 def _block_end(x, m: dict):
@@ -56,7 +96,7 @@ def build_dense(m: dict, shape: tuple[int, int], targets: list[Target]):
         x = _block_end(x, m)
         if m["dropout"]:
             x = keras.layers.Dropout(m["dropout"])(x)
-    return keras.Model(inputs, _heads(x, m, targets), name="dense")
+    return keras.Model(inputs, _heads(x, m, targets, inputs), name="dense")
 
 
 def build_cnn(m: dict, shape: tuple[int, int], targets: list[Target]):
@@ -81,7 +121,7 @@ def build_cnn(m: dict, shape: tuple[int, int], targets: list[Target]):
         x = keras.layers.Dense(m["dense_width"], activation=m["activation"], kernel_regularizer=_regularizer(m))(x)
     if m["dropout"]:
         x = keras.layers.Dropout(m["dropout"])(x)
-    return keras.Model(inputs, _heads(x, m, targets), name="cnn")
+    return keras.Model(inputs, _heads(x, m, targets, inputs), name="cnn")
 
 
 def module_kernels(m: dict) -> list[list[list[int]]]:
@@ -116,7 +156,7 @@ def build_inception(m: dict, shape: tuple[int, int], targets: list[Target]):
     if m["dropout"]:
         x = keras.layers.Dropout(m["dropout"])(x)
     x = keras.layers.Flatten()(x)
-    return keras.Model(inputs, _heads(x, m, targets), name="inception")
+    return keras.Model(inputs, _heads(x, m, targets, inputs), name="inception")
 
 
 def _talk_module(x, filters: int, kernels: list[list[int]], m: dict, index: int):
@@ -342,7 +382,7 @@ def _build_bipartite(m: dict, inputs, targets: list[Target]):
 
 def _pooled_head(inputs, pooled, m: dict, targets: list[Target]):
     h = keras.layers.Dense(m["head_width"], activation=m["activation"], kernel_regularizer=_regularizer(m))(pooled)
-    return keras.Model(inputs, _heads(_block_end(h, m), m, targets), name="equivariant")
+    return keras.Model(inputs, _heads(_block_end(h, m), m, targets, inputs), name="equivariant")
 
 
 def build_equivariant(m: dict, shape: tuple, targets: list[Target]):

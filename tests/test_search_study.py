@@ -114,6 +114,14 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(tmp_path,
         ({"objective": "test_accuracy"}, "never used for selection"),
         ({"objectives": ["val_accuracy", "n_params"], "pruner": "median"}, "cannot prune multi-objective"),
         ({"model": {"family": "svm"}, "space": {"model.C": {"type": "float", "low": 1, "high": 10}}, "objective": "val_loss"}, "SVM has no training loss"),
+        ({"enqueue": {"model.depth": 2}}, "enqueue: expected a list of mappings"),
+        ({"enqueue": [{}]}, "enqueue[0]: expected a mapping of space keys"),
+        ({"enqueue": [{"model.depht": 2}]}, "enqueue[0].model.depht: not a key of the space"),
+        ({"enqueue": [{"train.learning_rate": 0.002}, {"model.depth": 4}]}, "enqueue[1].model.depth: 4 is outside [1, 3]"),
+        ({"enqueue": [{"model.depth": 1.5}]}, "enqueue[0].model.depth: 1.5 is not an integer"),
+        ({"enqueue": [{"model.depth": True}]}, "enqueue[0].model.depth: True is not an integer"),
+        ({"enqueue": [{"train.learning_rate": "fast"}]}, "'fast' is not a number"),
+        ({"enqueue": [{"model.width": 8}]}, "enqueue[0].model.width: sampled per model.depth"),
     ],
 )
 def test_bad_study_files_fail_on_load_with_one_line(change, message):
@@ -288,3 +296,25 @@ def test_processes_creating_one_study_on_fresh_stores_at_once_all_join_it(tmp_pa
     study = optuna.load_study(study_name="together", storage=storage)
     assert len(runs) == 1 and runs[0].info.run_id == study.user_attrs["mlflow_parent_run_id"]
     assert experiment.artifact_location == (tmp_path / "artifacts").as_uri()  # beside the store, not in the cwd
+
+
+def test_enqueued_trials_run_first_once_and_the_sampler_fills_the_rest(tmp_path, tracking_uri, capsys):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    space = {**TINY_STUDY["space"], "model.activation": {"type": "categorical", "choices": ["relu", "tanh"]}}
+    enqueue = [{"model.depth": 3, "train.learning_rate": 0.005, "model.activation": "tanh"}, {"model.depth": 1}]
+    spec = study_spec("queued", space=space, enqueue=enqueue, budget={"n_trials": 3})
+    study = studies.run(spec, storage=storage, tracking_uri=tracking_uri).study
+    first, second, third = study.trials
+    assert {k: first.params[k] for k in enqueue[0]} == enqueue[0]
+    assert second.params["model.depth"] == 1 and {"model.width.0", "train.learning_rate", "model.activation"} <= set(second.params)
+    assert third.params["train.learning_rate"] not in (0.005, second.params["train.learning_rate"])  # the sampler's own
+    # Resumed (and created again by another worker): the queue is not run twice.
+    again = studies.run(spec, storage=storage, tracking_uri=tracking_uri, n_trials=4).study
+    assert len(again.trials) == 4 and [t.params["train.learning_rate"] for t in again.trials].count(0.005) == 1
+
+
+def test_keras_tuner_refuses_enqueued_trials():
+    from cicy_search.search import tuner
+
+    with pytest.raises(CicyError, match="enqueue: Optuna runs enqueued trials first"):
+        tuner.check(study_spec("queued", enqueue=[{"model.depth": 2}]), "random")

@@ -133,6 +133,20 @@ class Param:
         return self.choices[0] if self.type == "categorical" else (int(self.low) if self.type == "int" else float(self.low))
 
 
+def outside(p: Param, value: Any) -> str | None:
+    """Why ``value`` is not one ``p`` can take (None when it is): a choice, or a number in range on its step."""
+    if p.type == "categorical":
+        same = any(c == value and isinstance(c, bool) == isinstance(value, bool) for c in p.choices)
+        return None if same else f"{_short(value)} is not one of the choices {list(p.choices)}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (p.type == "int" and not float(value).is_integer()):
+        return f"{_short(value)} is not {'an integer' if p.type == 'int' else 'a number'}"
+    if not math.isfinite(value) or not p.low <= value <= p.high:
+        return f"{_short(value)} is outside [{p.low:g}, {p.high:g}]"
+    if p.step and not math.isclose((value - p.low) / p.step, round((value - p.low) / p.step), abs_tol=1e-9):
+        return f"{_short(value)} is not on the grid low + k * step ({p.low:g} + k * {p.step:g})"
+    return None
+
+
 def parse_param(name: str, entry: Any, *, where: str | None = None, when: str | None = None) -> Param:
     """One entry of a space (``where``: its place in the file, for errors; ``when``: the family it belongs to)."""
     where = where or f"space.{name}"

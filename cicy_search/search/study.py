@@ -88,6 +88,9 @@ def _create(
     moved = None
     if move_tracking and links.parent_run_id(study) is not None and not links.same_store(study, client.tracking_uri):
         moved = f"{study.user_attrs.get(links.TRACKING_URI)} {links.parent_run_id(study)}"
+    if links.parent_run_id(study) is None and not study.get_trials(deepcopy=False):
+        for values in spec.enqueue:  # a new study: its first trials (a moved or resumed one queued them already)
+            study.enqueue_trial(values, skip_if_exists=True)
     if links.parent_run_id(study) is None or moved:
         tags = {"study": spec.name, "role": "study", **({"moved_from": tracking.hide_password(moved)} if moved else {})}
         parent = tracking.Run.start(client, spec.name, run_name=spec.name, tags=tags)

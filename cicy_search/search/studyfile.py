@@ -78,6 +78,8 @@ class StudySpec:
     raw: dict = field(default_factory=dict)
     #: A searched family's fixed settings, by family (empty when the family is fixed: then ``base`` has them).
     bases: dict[str, dict] = field(default_factory=dict)
+    #: Trials the study runs first (``enqueue``): Optuna parameter values by name, checked against the space.
+    enqueue: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def directions(self) -> list[str]:
@@ -490,6 +492,10 @@ class StudyFile(Section):
     sampler: Annotated[Union[Literal[tuple(SAMPLERS)], Sampler], SkipValidation] = Field("tpe", description="The sampler: a name, or a mapping of its name and settings.")
     pruner: Annotated[Union[Literal[tuple(PRUNERS)], None, Pruner], SkipValidation] = Field("none", description="The pruner: a name, or a mapping of its name and settings.")
     budget: Budget = Field(Budget(), description="When the study stops.")
+    enqueue: Annotated[list[dict[str, Any]], SkipValidation] = Field(
+        default_factory=list,
+        description="Trials run first, before the sampler's (Optuna's enqueue_trial): each a mapping of space keys to values inside the space; keys left out are sampled. Queued once, when the study is created.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -572,10 +578,36 @@ def parse(raw: dict, *, folder: Path = Path(".")) -> StudySpec:
         description=valid.description,
         raw=raw,
         bases=bases,
+        enqueue=_enqueue(raw.get("enqueue"), params),
     )
     _validate_space(spec)
     _try_sampler_and_pruner(spec)
     return spec
+
+
+def _enqueue(given: Any, params: list[space_mod.Param]) -> list[dict[str, Any]]:
+    """The ``enqueue`` entries, each value checked against its space entry (Optuna would run a value outside
+    the space with only a warning)."""
+    if given is None:
+        return []
+    if not isinstance(given, list):
+        raise CicyError("enqueue: expected a list of mappings of space keys to values")
+    by_label = {p.label: p for p in params}
+    trials = []
+    for i, values in enumerate(given):
+        if not isinstance(values, dict) or not values:
+            raise CicyError(f"enqueue[{i}]: expected a mapping of space keys to values, like {{model.depth: 4}}")
+        for key, value in values.items():
+            p = by_label.get(key)
+            if p is None:
+                raise CicyError(f"enqueue[{i}].{key if isinstance(key, str) else _short(key)}: not a key of the space ({', '.join(by_label) or 'the space is empty'})")
+            if p.per is not None:
+                raise CicyError(f"enqueue[{i}].{key}: sampled per {p.per}: an enqueued trial cannot fix it")
+            reason = space_mod.outside(p, value)
+            if reason:
+                raise CicyError(f"enqueue[{i}].{key}: {reason}")
+        trials.append(dict(values))
+    return trials
 
 
 def check_budget(

@@ -57,6 +57,8 @@ def check(spec: StudySpec, algorithm: str) -> dict:
             f"objectives: keras-tuner searches single-objective studies, this one has {len(spec.objectives)} "
             "(use study run for a Pareto front)"
         )
+    if spec.enqueue:
+        raise CicyError("enqueue: Optuna runs enqueued trials first; keras-tuner has no such queue (use study run, or remove enqueue)")
     pruner = spec.pruner["name"]
     if algorithm != "hyperband":
         return {}
