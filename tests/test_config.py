@@ -35,6 +35,10 @@ def test_empty_config_is_the_seed_talks_dense_network():
         ({"train": {"ensemble": "three"}}, "train.ensemble: expected an integer"),
         ({"train": {"ensemble": 2.5}}, "train.ensemble: expected an integer"),
         ({"model": {"family": "svm"}, "train": {"ensemble": 2}}, "train.ensemble: averages neural networks"),
+        ({"model": {"rows_offset": True, "head": "regression"}}, "model.rows_offset: offsets a classification head of h11"),
+        ({"model": {"rows_offset": True}, "data": {"targets": ["h21"]}}, "model.rows_offset: offsets a classification head of h11"),
+        ({"model": {"rows_offset": "yes"}}, "model.rows_offset: expected"),
+        ({"model": {"family": "svm", "rows_offset": True}}, "unknown key model.rows_offset"),
     ],
 )
 def test_bad_configs_fail_with_one_line_naming_the_key(config, message):

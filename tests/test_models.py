@@ -294,3 +294,48 @@ def test_a_linear_activation_makes_the_dense_network_affine(depth, width):
     relu = build(resolve({"model": {"head": "regression", "depth": depth, "width": width}}), (12, 15, 3), H11)
     mixed = [np.asarray(relu(v, training=False)).ravel() for v in (a, b, 0.3 * a + 0.7 * b)]
     assert not np.allclose(mixed[2], 0.3 * mixed[0] + 0.7 * mixed[1], atol=1e-4)  # the default is not
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"family": "dense", "depth": 1, "width": 16},
+        {"family": "cnn", "depth": 1, "filters": 4, "dense_width": 8},
+        {"family": "equivariant", "layer": "bipartite", "depth": 1, "width": 8, "head_width": 8},
+    ],
+)
+def test_a_rows_offset_head_puts_no_probability_below_the_row_count(model):
+    """h11 = rows + k: every matrix's h11 probabilities are a distribution over rows .. 19 only, moved with its row
+    count (the same scores give class rows + k for any number of rows)."""
+    from cicy_search import data
+
+    d = data.load()
+    all_rows = d.frame["rows"].to_numpy()
+    pick = np.r_[[np.flatnonzero(all_rows == r)[0] for r in np.unique(all_rows)], np.arange(0, len(all_rows), 80)]
+    x, rows = d.x[pick], all_rows[pick]
+    keras.utils.set_random_seed(0)
+    net = build(resolve({"model": {**model, "rows_offset": True}}), x.shape[1:], H11)
+    p = np.asarray(net(x.astype("float32"), training=False))
+    assert p.shape == (len(x), 19) and np.allclose(p.sum(axis=1), 1, atol=1e-5)
+    below = np.arange(19)[None, :] < (rows - 1)[:, None]  # class c is h11 = c + 1
+    assert p[below].max() == 0 and set(np.unique(rows)) == set(range(1, 13))
+    # Its last Dense layer scores h11 - rows: the same scores, read for every row count.
+    scores = keras.Model(net.inputs, net.get_layer("h11_offset").output)(x.astype("float32"))
+    for i in range(len(x)):
+        k = np.arange(19 - rows[i] + 1)
+        expect = np.exp(scores[i][: len(k)] - np.max(scores[i][: len(k)]))
+        assert np.allclose(p[i, rows[i] - 1 :], expect / expect.sum(), atol=1e-5)
+
+
+def test_a_rows_offset_head_stays_permutation_invariant_trains_and_reloads(tmp_path):
+    from cicy_search import bundle, data
+
+    config = tiny("equivariant", limit=400, epochs=3, layer="bipartite", depth=1, width=16, head_width=16, rows_offset=True)
+    result = fit(resolve(config))
+    assert result.history["loss"][-1] < result.history["loss"][0]
+    assert result.metrics["test_permuted_accuracy"] == result.metrics["test_accuracy"]
+    x = data.load().x[:64]
+    loaded = bundle.load(bundle.save(tmp_path / "m", result.model, result.config, result.targets))
+    predicted = loaded.predict(x)["h11"]
+    assert (predicted == bundle.Loaded(result.model, result.config, result.targets).predict(x)["h11"]).all()
+    assert (predicted >= data.load().frame["rows"].to_numpy()[:64]).all()
