@@ -40,6 +40,12 @@ def test_cells_train_once_resume_and_summarise_from_mlflow(tmp_path, mlflow_clie
     assert records["physics"]["h21"] is None and records["physics"]["h21_physics"] == records["physics"]["h11"]
     text = results.markdown(list(records.values()))
     assert "| dense | 50% | 2 |" in text and f"{100 * np.mean(dense):.2f}" in text
+    # Each cell's run, found again by its config: the one that trained it.
+    row = next(r for r in table["rows"] if r["name"] == "dense")
+    by_seed = {int(r.data.tags["table_seed"]): r.info.run_id for r in runs if r.data.tags["table_row"] == "dense"}
+    for seed in table["seeds"]:
+        assert results.cell_run(mlflow_client, table, row, row["fractions"][0], seed).info.run_id == by_seed[seed]
+    assert results.cell_run(mlflow_client, table, row, 0.25, table["seeds"][0]) is None  # a fraction not trained
 
 
 def test_a_cell_of_another_config_is_not_taken_for_done(tmp_path, mlflow_client):
@@ -80,9 +86,10 @@ def test_rows_naming_one_that_is_not_in_the_table_train_nothing(tmp_path, mlflow
     assert said == [] and len(results._runs(mlflow_client, table)) == before  # nothing trained
 
 
-def test_a_key_added_at_its_neutral_default_keeps_older_cells_done(tmp_path):
+@pytest.mark.parametrize("section, key, other", [("train", "ensemble", 3), ("model", "rows_offset", True)])
+def test_a_key_added_at_its_neutral_default_keeps_older_cells_done(tmp_path, section, key, other):
     table = results.load_table(_table(tmp_path))
     cell = results.cell_config(table["rows"][0], 0.5, 0, table["val"])
-    older = {**cell, "train": {k: v for k, v in cell["train"].items() if k != "ensemble"}}  # trained before the key
-    assert cell["train"]["ensemble"] == 1 and results._digest(cell) == results._digest(older)
-    assert results._digest({**cell, "train": {**cell["train"], "ensemble": 3}}) != results._digest(cell)
+    older = {**cell, section: {k: v for k, v in cell[section].items() if k != key}}  # trained before the key
+    assert key in cell[section] and results._digest(cell) == results._digest(older)
+    assert results._digest({**cell, section: {**cell[section], key: other}}) != results._digest(cell)

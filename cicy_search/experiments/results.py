@@ -78,7 +78,7 @@ def cell_config(row: dict, fraction: float, seed: int, val: float) -> dict:
 
 #: Config keys added after tables were trained, at the value that changes nothing: left out of a cell's digest
 #: there, so that cells trained before the key existed still count as done.
-NEUTRAL = {("train", "ensemble"): 1}
+NEUTRAL = {("train", "ensemble"): 1, ("model", "rows_offset"): False}
 
 
 def _digest(config: dict) -> str:
@@ -136,6 +136,12 @@ def _runs(client, table: dict) -> list:
     if exp is None:
         return []
     return client.search_runs([exp.experiment_id], filter_string=f"tags.table = '{table['name']}'", max_results=5000)
+
+
+def cell_run(client, table: dict, row: dict, fraction: float, seed: int):
+    """The FINISHED run of one cell of ``table`` (row, train fraction, split seed) as it is configured now, or None."""
+    digest = _digest(cell_config(row, fraction, seed, table["val"]))
+    return next((r for r in _runs(client, table) if r.info.status == "FINISHED" and r.data.tags.get("table_digest") == digest), None)
 
 
 def summarise(table: dict, client) -> list[dict]:

@@ -34,13 +34,12 @@ uri = sys.argv[5] if len(sys.argv) > 5 else f"sqlite:///{Path.cwd()}/mlruns/mlfl
 table = results.load_table(table_file)
 client = MlflowClient(uri)
 row = next(r for r in table["rows"] if r["name"] == row_name)
-by_digest = {r.data.tags.get("table_digest"): r for r in results._runs(client, table) if r.info.status == "FINISHED"}
 
 tested, missed, per_seed = Counter(), {}, []
 h11_of, rows_of = {}, {}
 for seed in table["seeds"]:
     cfg = results.cell_config(row, fraction, seed, table["val"])
-    run = by_digest.get(results._digest(cfg))
+    run = results.cell_run(client, table, row, fraction, seed)
     if run is None or not any(a.path == MISSES for a in client.list_artifacts(run.info.run_id)):
         print(f"seed {seed}: no finished run with {MISSES}")
         continue
