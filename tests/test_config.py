@@ -8,7 +8,7 @@ def test_empty_config_is_the_seed_talks_dense_network():
     c = resolve({})
     assert c["model"] == {
         "family": "dense", "head": "classification", "activation": "relu", "l1": 0.0, "l2": 0.0,
-        "dropout": 0.0, "batch_norm": False, "depth": 3, "width": 128,
+        "dropout": 0.0, "batch_norm": False, "rows_offset": False, "depth": 3, "width": 128,
     }
     assert c["data"]["targets"] == ["h11"] and c["train"]["batch_size"] == 32
 

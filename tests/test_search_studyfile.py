@@ -285,7 +285,7 @@ def test_the_median_pruner_reads_the_complete_trials_once_a_trial_and_prunes_as_
         ({"budget": [3]}, "budget: expected a mapping"),
         ({"budget": {"n_trials": True}}, "budget.n_trials: expected an integer from 1 to 1,000,000, got True"),
         ({"seed": "0"}, "seed: expected an integer from 0 to 4,294,967,295, got '0'"),
-        ({"bogus": 1, "seed": -1}, "unknown key 'bogus' (allowed: base, budget, data, description, families, model, objective, objectives, pruner, sampler, seed, space, study, train)"),
+        ({"bogus": 1, "seed": -1}, "unknown key 'bogus' (allowed: base, budget, data, description, enqueue, families, model, objective, objectives, pruner, sampler, seed, space, study, train)"),
         ({"pruner": {"name": "successive_halving", "min_resource": 0}}, "pruner.min_resource: expected a value at least 1, got 0"),
     ],
 )
