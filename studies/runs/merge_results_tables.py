@@ -7,7 +7,8 @@ of the results file. The matrix-only rows were retrained in other sessions' stor
         bench/results/matrix_long_results_table.json bench/results/matrix_mlp_results_table.json \\
         bench/results/matrix_fit_results_table.json bench/results/matrix_wide_results_table.json \\
         bench/results/matrix_ensemble_results_table.json bench/results/matrix_ensemble5_results_table.json \\
-        bench/results/matrix_reg_results_table.json bench/results/matrix_reg_ens3_results_table.json
+        bench/results/matrix_reg_results_table.json bench/results/matrix_reg_ens3_results_table.json \\
+        bench/results/matrix_offset_results_table.json
 """
 
 import json
