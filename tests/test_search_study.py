@@ -122,6 +122,13 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(tmp_path,
         ({"enqueue": [{"model.depth": True}]}, "enqueue[0].model.depth: True is not an integer"),
         ({"enqueue": [{"train.learning_rate": "fast"}]}, "'fast' is not a number"),
         ({"enqueue": [{"model.width": 8}]}, "enqueue[0].model.width: sampled per model.depth"),
+        (
+            {
+                "space": {k: {"type": "categorical", "choices": v} for k, v in (("model.rows_offset", [False, True]), ("model.head", ["classification", "regression"]))},
+                "enqueue": [{"model.rows_offset": True, "model.head": "classification"}, {"model.rows_offset": True, "model.head": "regression"}],
+            },
+            "enqueue[1]: model.rows_offset: offsets a classification head of h11",
+        ),
     ],
 )
 def test_bad_study_files_fail_on_load_with_one_line(change, message):

@@ -263,13 +263,15 @@ def sample(params: list[Param], trial, base: dict, bases: dict[str, dict] | None
 
 class Example:
     """A stand-in trial for checking a space without a study: every range at its low (or high) end,
-    categorical entries at their first choice unless ``choose`` names another."""
+    categorical entries at their first choice, unless ``choose`` names another value (by Optuna name)."""
 
     def __init__(self, end: str = "low", choose: dict[str, Any] | None = None):
         self.end = end
         self.choose = choose or {}
 
     def _pick(self, name, low, high):
+        if name in self.choose:
+            return self.choose[name]
         return high if self.end == "high" else low
 
     def suggest_int(self, name, low, high, step=1, log=False):

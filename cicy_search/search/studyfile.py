@@ -315,6 +315,11 @@ def _validate_space(spec: StudySpec) -> None:
             raise CicyError(f"{where}: {e}") from None
         data_sections[json.dumps(config["data"], sort_keys=True)] = (config["data"], any(k.startswith("data.") for k in probe))
         configs.setdefault(config["model"]["family"], []).append(config)
+    for i, values in enumerate(spec.enqueue):  # each queued trial, the rest of the space at its low end
+        try:
+            spec.config_for(spec.sample(space_mod.Example("low", values)), seed=spec.seed)
+        except CicyError as e:
+            raise CicyError(f"enqueue[{i}]: {e}") from None
     from ..data import select
 
     for section, searched in data_sections.values():
