@@ -43,6 +43,16 @@ def test_unknown_figure_name_is_a_usage_error():
     assert e.value.code == 2
 
 
+def _draw_results_refused(tmp_path, capsys) -> str:
+    """``figures --only results`` on a small table into tmp_path/figs, which must exit 2: its stderr."""
+    table = tmp_path / "results_table.json"
+    table.write_text(json.dumps(RECORDS))
+    with pytest.raises(SystemExit) as e:
+        figures.main(["--only", "results", "--results", str(table), "--out", str(tmp_path / "figs")])
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
 @pytest.mark.parametrize("browser_path", [None, "", "/nonexistent/chromium", "docs"])
 def test_no_chromium_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, browser_path):
     """Without a browser on the PATH (and BROWSER_PATH unset, empty, missing or a folder) nothing is drawn."""
@@ -51,15 +61,7 @@ def test_no_chromium_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, brows
         monkeypatch.delenv("BROWSER_PATH", raising=False)
     else:
         monkeypatch.setenv("BROWSER_PATH", browser_path)
-    table = tmp_path / "results_table.json"
-    table.write_text(json.dumps(RECORDS))
-    drawers = []  # the real child processes, counted: under load a child may be killed before it starts a browser
-    popen = subprocess.Popen
-    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: drawers.append(popen(*a, **k)) or drawers[-1])
-    with pytest.raises(SystemExit) as e:
-        figures.main(["--only", "results", "--results", str(table), "--out", str(tmp_path / "figs")])
-    assert e.value.code == 2
-    err = capsys.readouterr().err
+    err = _draw_results_refused(tmp_path, capsys)
     assert err.count("\n") == 1 and err.startswith("error: no headless Chromium found")
     assert not (tmp_path / "figs").exists()
 
@@ -75,15 +77,10 @@ def test_a_browser_that_hangs_or_dies_is_one_line_and_exit_2_with_nothing_writte
     fake.chmod(0o755)
     monkeypatch.setenv("BROWSER_PATH", str(fake))
     monkeypatch.setattr(figures, "RENDER_SECONDS", 8.0)
-    table = tmp_path / "results_table.json"
-    table.write_text(json.dumps(RECORDS))
     drawers = []  # the real child processes, counted: under load a child may be killed before it starts a browser
     popen = subprocess.Popen
     monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: drawers.append(popen(*a, **k)) or drawers[-1])
-    with pytest.raises(SystemExit) as e:
-        figures.main(["--only", "results", "--results", str(table), "--out", str(tmp_path / "figs")])
-    assert e.value.code == 2
-    err = capsys.readouterr().err  # MLflow's own log lines (a new tracking store) may come first
+    err = _draw_results_refused(tmp_path, capsys)  # MLflow's own log lines (a new tracking store) may come first
     lines = err.splitlines()
     assert lines[-1].startswith(f"error: {tmp_path / 'figs' / 'results.png'}: the PNG could not be drawn: ")
     assert "Traceback" not in err and sum(line.startswith("error") for line in lines) == 1
