@@ -131,17 +131,17 @@ def run_table(table: dict, client, *, rows: list[str] | None = None, progress=pr
     return ran
 
 
-def _runs(client, table: dict) -> list:
+def _runs(client, table: dict, where: str = "") -> list:
     exp = client.get_experiment_by_name(table["experiment"])
     if exp is None:
         return []
-    return client.search_runs([exp.experiment_id], filter_string=f"tags.table = '{table['name']}'", max_results=5000)
+    return client.search_runs([exp.experiment_id], filter_string=f"tags.table = '{table['name']}'{where}", max_results=5000)
 
 
 def cell_run(client, table: dict, row: dict, fraction: float, seed: int):
     """The FINISHED run of one cell of ``table`` (row, train fraction, split seed) as it is configured now, or None."""
     digest = _digest(cell_config(row, fraction, seed, table["val"]))
-    return next((r for r in _runs(client, table) if r.info.status == "FINISHED" and r.data.tags.get("table_digest") == digest), None)
+    return next(iter(_runs(client, table, f" and tags.table_digest = '{digest}' and attributes.status = 'FINISHED'")), None)
 
 
 def summarise(table: dict, client) -> list[dict]:
